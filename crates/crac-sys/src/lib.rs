@@ -1,1 +1,17 @@
-//! placeholder
+//! The one home of crac's raw system calls and assembly.
+//!
+//! * [`raw`]: `syscall` instructions and the syscall numbers crac uses.
+//! * [`ctx`]: the resume context, the routine that saves it around a call
+//!   and the routine that resumes it (used by the dump and by the restorer).
+//! * [`clone`]: `clone3` for threads that start on a fresh stack.
+//!
+//! The core is `no_std` so the restorer can use it; everything here is a thin,
+//! documented wrapper and every `unsafe` block names its invariants.
+#![cfg_attr(not(feature = "std"), no_std)]
+#![deny(unsafe_code)]
+
+pub mod clone;
+pub mod ctx;
+pub mod raw;
+
+pub use raw::Errno;
