@@ -1,8 +1,10 @@
 //! crac's checkpoint/restore engine.
 //!
 //! * [`native`]: the in-process dump (`checkpoint`) used by the `crac` API crate.
+//! * [`pause`]: the pause engine (block until woken by `crac restore`).
 //! * [`startup`]: facts recorded when the program started (inherited fds).
 #![deny(unsafe_code)]
 
 pub mod native;
+pub mod pause;
 pub mod startup;
