@@ -256,7 +256,10 @@ mod tests {
         let mut b = h.encode();
         assert_eq!(Header::decode(&b), Ok(h));
         b[17] ^= 1;
-        assert!(matches!(Header::decode(&b), Err(HeaderError::BadChecksum { .. })));
+        assert!(matches!(
+            Header::decode(&b),
+            Err(HeaderError::BadChecksum { .. })
+        ));
         assert_eq!(Header::decode(&b[..10]), Err(HeaderError::Truncated));
         let mut c = h.encode();
         c[0] = b'X';

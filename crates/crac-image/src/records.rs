@@ -105,7 +105,15 @@ impl<'a> ProcessRecord<'a> {
     /// Encodes as a [`Tag::Process`] section.
     pub fn encode(&self, w: &mut Writer<'_>) {
         w.section(Tag::Process as u32, |w| {
-            for v in [self.pid, self.ppid, self.uid, self.gid, self.umask, self.personality, self.dumping_tid] {
+            for v in [
+                self.pid,
+                self.ppid,
+                self.uid,
+                self.gid,
+                self.umask,
+                self.personality,
+                self.dumping_tid,
+            ] {
                 w.u32(v);
             }
             w.u32(0);
@@ -118,7 +126,14 @@ impl<'a> ProcessRecord<'a> {
             ] {
                 w.u64(v);
             }
-            for s in [self.exe, self.cwd, self.comm, self.kernel_release, self.boot_id, self.hostname] {
+            for s in [
+                self.exe,
+                self.cwd,
+                self.comm,
+                self.kernel_release,
+                self.boot_id,
+                self.hostname,
+            ] {
                 w.str(s);
             }
         });
@@ -228,7 +243,12 @@ impl<'a> CpuRecord<'a> {
         for f in &mut features {
             *f = r.u32()?;
         }
-        Ok(CpuRecord { vendor, xcr0, xsave_size, features })
+        Ok(CpuRecord {
+            vendor,
+            xcr0,
+            xsave_size,
+            features,
+        })
     }
 }
 
@@ -341,13 +361,28 @@ impl VdsoRecord {
         for v in &mut p {
             *v = (r.u64()?, r.u64()?);
         }
-        Ok(VdsoRecord { vvar: p[0], vvar_vclock: p[1], vdso: p[2], vdso_crc: r.u32()? })
+        Ok(VdsoRecord {
+            vvar: p[0],
+            vvar_vclock: p[1],
+            vdso: p[2],
+            vdso_crc: r.u32()?,
+        })
     }
     /// Lowest start and highest end of the block.
     pub fn span(&self) -> (u64, u64) {
         let parts = [self.vvar, self.vvar_vclock, self.vdso];
-        let start = parts.iter().filter(|p| p.1 != 0).map(|p| p.0).min().unwrap_or(0);
-        let end = parts.iter().filter(|p| p.1 != 0).map(|p| p.0 + p.1).max().unwrap_or(0);
+        let start = parts
+            .iter()
+            .filter(|p| p.1 != 0)
+            .map(|p| p.0)
+            .min()
+            .unwrap_or(0);
+        let end = parts
+            .iter()
+            .filter(|p| p.1 != 0)
+            .map(|p| p.0 + p.1)
+            .max()
+            .unwrap_or(0);
         (start, end)
     }
 }
@@ -482,7 +517,9 @@ impl<'a> VmaRecord<'a> {
             name: r.str()?,
         };
         if v.start >= v.end || v.start % crate::PAGE_SIZE != 0 || v.end % crate::PAGE_SIZE != 0 {
-            return Err(DecodeError::Invalid { what: "mapping bounds" });
+            return Err(DecodeError::Invalid {
+                what: "mapping bounds",
+            });
         }
         Ok(v)
     }
@@ -519,8 +556,13 @@ impl PageRun {
     }
     /// Decodes one run.
     pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let run = PageRun { addr: r.u64()?, pages: r.u64()?, offset: r.u64()? };
-        if run.addr % crate::PAGE_SIZE != 0 || run.offset % crate::PAGE_SIZE != 0 || run.pages == 0 {
+        let run = PageRun {
+            addr: r.u64()?,
+            pages: r.u64()?,
+            offset: r.u64()?,
+        };
+        if run.addr % crate::PAGE_SIZE != 0 || run.offset % crate::PAGE_SIZE != 0 || run.pages == 0
+        {
             return Err(DecodeError::Invalid { what: "page run" });
         }
         Ok(run)
@@ -536,7 +578,9 @@ impl PageRun {
 }
 
 /// Iterates the runs of a [`Tag::Runs`] payload.
-pub fn decode_runs<'a>(mut r: Reader<'a>) -> impl Iterator<Item = Result<PageRun, DecodeError>> + 'a {
+pub fn decode_runs<'a>(
+    mut r: Reader<'a>,
+) -> impl Iterator<Item = Result<PageRun, DecodeError>> + 'a {
     core::iter::from_fn(move || (r.remaining() >= PAGE_RUN_LEN).then(|| PageRun::decode(&mut r)))
 }
 
@@ -663,7 +707,12 @@ pub fn encode_sigactions(w: &mut Writer<'_>, acts: &[SigactionRecord; 64]) {
 pub fn decode_sigactions(r: &mut Reader<'_>) -> Result<[SigactionRecord; 64], DecodeError> {
     let mut acts = [SigactionRecord::default(); 64];
     for a in &mut acts {
-        *a = SigactionRecord { handler: r.u64()?, flags: r.u64()?, restorer: r.u64()?, mask: r.u64()? };
+        *a = SigactionRecord {
+            handler: r.u64()?,
+            flags: r.u64()?,
+            restorer: r.u64()?,
+            mask: r.u64()?,
+        };
     }
     Ok(acts)
 }
@@ -711,7 +760,10 @@ pub fn encode_rlimits(w: &mut Writer<'_>, lims: &[RlimitRecord; 16]) {
 pub fn decode_rlimits(r: &mut Reader<'_>) -> Result<[RlimitRecord; 16], DecodeError> {
     let mut l = [RlimitRecord::default(); 16];
     for x in &mut l {
-        *x = RlimitRecord { cur: r.u64()?, max: r.u64()? };
+        *x = RlimitRecord {
+            cur: r.u64()?,
+            max: r.u64()?,
+        };
     }
     Ok(l)
 }
@@ -748,7 +800,11 @@ impl TimersRecord {
         }
         let posix_timers = r.u32()?;
         let _pad = r.u32()?;
-        Ok(TimersRecord { itimers, posix_timers, shared_pending: r.u64()? })
+        Ok(TimersRecord {
+            itimers,
+            posix_timers,
+            shared_pending: r.u64()?,
+        })
     }
 }
 
@@ -800,14 +856,37 @@ mod tests {
     fn records_round_trip() {
         let mut buf = [0u8; 4096];
         let mut w = Writer::new(&mut buf);
-        let p = ProcessRecord { pid: 42, exe: b"/bin/x", resume_entry: 0x1000, ..Default::default() };
+        let p = ProcessRecord {
+            pid: 42,
+            exe: b"/bin/x",
+            resume_entry: 0x1000,
+            ..Default::default()
+        };
         p.encode(&mut w);
-        let v = VmaRecord { start: 0x1000, end: 0x3000, prot: 3, flags: VMA_HEAP, file: NO_FILE, name: b"[heap]", pgoff: 0 };
+        let v = VmaRecord {
+            start: 0x1000,
+            end: 0x3000,
+            prot: 3,
+            flags: VMA_HEAP,
+            file: NO_FILE,
+            name: b"[heap]",
+            pgoff: 0,
+        };
         v.encode(&mut w);
-        let t = ThreadRecord { tid: 43, name: b"worker", affinity: &[3], ..Default::default() };
+        let t = ThreadRecord {
+            tid: 43,
+            name: b"worker",
+            affinity: &[3],
+            ..Default::default()
+        };
         t.encode(&mut w);
         w.section(Tag::Runs as u32, |w| {
-            PageRun { addr: 0x1000, pages: 2, offset: 4096 }.encode(w);
+            PageRun {
+                addr: 0x1000,
+                pages: 2,
+                offset: 4096,
+            }
+            .encode(w);
         });
         let body = w.finish().unwrap();
         let mut r = Reader::new(body);
@@ -820,12 +899,21 @@ mod tests {
         assert_eq!(ThreadRecord::decode(&mut s).unwrap(), t);
         let (_, s) = r.next_section().unwrap().unwrap();
         let runs: Vec<_> = decode_runs(s).collect::<Result<_, _>>().unwrap();
-        assert_eq!(runs, [PageRun { addr: 0x1000, pages: 2, offset: 4096 }]);
+        assert_eq!(
+            runs,
+            [PageRun {
+                addr: 0x1000,
+                pages: 2,
+                offset: 4096
+            }]
+        );
     }
 
     #[test]
     fn argv_splits_on_nul() {
-        let a = ArgvRecord { cmdline: b"prog\0-x\0y\0" };
+        let a = ArgvRecord {
+            cmdline: b"prog\0-x\0y\0",
+        };
         assert_eq!(a.args().collect::<Vec<_>>(), [&b"prog"[..], b"-x", b"y"]);
     }
 }

@@ -57,7 +57,10 @@ impl core::fmt::Display for DecodeError {
         match self {
             Self::Truncated { offset } => write!(f, "the data ends early at offset {offset}"),
             Self::BadSectionLength { tag, len } => {
-                write!(f, "section {tag} claims {len} bytes, past the end of the body")
+                write!(
+                    f,
+                    "section {tag} claims {len} bytes, past the end of the body"
+                )
             }
             Self::Invalid { what } => write!(f, "invalid {what}"),
         }
@@ -80,7 +83,13 @@ pub struct Writer<'a> {
 impl<'a> Writer<'a> {
     /// A writer over `buf`.
     pub fn new(buf: &'a mut [u8]) -> Self {
-        Writer { buf, pos: 0, section_start: None, overflow: false, needed: 0 }
+        Writer {
+            buf,
+            pos: 0,
+            section_start: None,
+            overflow: false,
+            needed: 0,
+        }
     }
 
     /// Bytes written so far.
@@ -98,7 +107,10 @@ impl<'a> Writer<'a> {
     /// Writes never fail one by one; an overflow is reported once, here.
     pub fn finish(self) -> Result<&'a [u8], EncodeError> {
         if self.overflow {
-            return Err(EncodeError { needed: self.needed, capacity: self.buf.len() });
+            return Err(EncodeError {
+                needed: self.needed,
+                capacity: self.buf.len(),
+            });
         }
         let Writer { buf, pos, .. } = self;
         Ok(&buf[..pos])
@@ -186,7 +198,11 @@ pub struct Reader<'a> {
 impl<'a> Reader<'a> {
     /// A reader over `data`.
     pub fn new(data: &'a [u8]) -> Self {
-        Reader { data, pos: 0, base: 0 }
+        Reader {
+            data,
+            pos: 0,
+            base: 0,
+        }
     }
 
     /// Bytes not read yet.
@@ -198,7 +214,9 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len());
         let Some(end) = end else {
-            return Err(DecodeError::Truncated { offset: self.base + self.pos });
+            return Err(DecodeError::Truncated {
+                offset: self.base + self.pos,
+            });
         };
         let s = &self.data[self.pos..end];
         self.pos = end;
@@ -251,7 +269,14 @@ impl<'a> Reader<'a> {
         // Padding may be missing only at the very end of the body.
         let pad = (8 - (self.pos % 8)) % 8;
         self.pos = (self.pos + pad).min(self.data.len());
-        Ok(Some((tag, Reader { data: payload, pos: 0, base: self.base + start })))
+        Ok(Some((
+            tag,
+            Reader {
+                data: payload,
+                pos: 0,
+                base: self.base + start,
+            },
+        )))
     }
 }
 
@@ -284,13 +309,22 @@ mod tests {
         let mut w = Writer::new(&mut buf);
         w.u64(1);
         w.u64(2);
-        assert_eq!(w.finish(), Err(EncodeError { needed: 16, capacity: 8 }));
+        assert_eq!(
+            w.finish(),
+            Err(EncodeError {
+                needed: 16,
+                capacity: 8
+            })
+        );
     }
 
     #[test]
     fn truncated_input_is_an_error_not_a_panic() {
         let mut r = Reader::new(&[1, 0, 0, 0, 200, 0, 0, 0, 1]);
-        assert!(matches!(r.next_section(), Err(DecodeError::BadSectionLength { tag: 1, len: 200 })));
+        assert!(matches!(
+            r.next_section(),
+            Err(DecodeError::BadSectionLength { tag: 1, len: 200 })
+        ));
         let mut r = Reader::new(&[1, 2]);
         assert!(matches!(r.u32(), Err(DecodeError::Truncated { offset: 0 })));
     }

@@ -13,5 +13,6 @@
 pub mod clone;
 pub mod ctx;
 pub mod raw;
+pub mod sys;
 
 pub use raw::Errno;
