@@ -1,1 +1,229 @@
-//! placeholder
+//! Coordinated Restore at Checkpoint for Rust programs, modelled on OpenJDK
+//! CRaC.
+//!
+//! A program registers [`Resource`]s in the [global context](global_context)
+//! and calls [`checkpoint_restore`]. The resources release what cannot
+//! survive a checkpoint in [`Resource::before_checkpoint`] (files, sockets,
+//! threads holding them) and take it back in [`Resource::after_restore`].
+//! The engine then saves the process to an image; `checkpoint_restore`
+//! returns in the restored process (or in the original one if the engine
+//! kept it running).
+//!
+//! ```
+//! use std::sync::{Arc, Mutex};
+//!
+//! use crac::{BoxError, Context, Resource};
+//!
+//! /// A log file that is closed across checkpoints.
+//! struct Log {
+//!     file: Mutex<Option<std::fs::File>>,
+//! }
+//!
+//! impl Resource for Log {
+//!     fn before_checkpoint(&self, _: &Context) -> Result<(), BoxError> {
+//!         self.file.lock().unwrap().take(); // close it
+//!         Ok(())
+//!     }
+//!
+//!     fn after_restore(&self, _: &Context) -> Result<(), BoxError> {
+//!         let file = std::fs::File::options()
+//!             .append(true)
+//!             .create(true)
+//!             .open(std::env::temp_dir().join("crac-doc.log"))?;
+//!         *self.file.lock().unwrap() = Some(file);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! crac::init(); // first thing in main: pins the inherited descriptors
+//! let log = Arc::new(Log { file: Mutex::new(None) });
+//! crac::global_context().register(log.clone());
+//!
+//! // Run with CRAC_CHECKPOINT_TO=/tmp/image (and CRAC_ENGINE=simulate to
+//! // try it without the native engine).
+//! match crac::checkpoint_restore() {
+//!     Ok(()) => println!("restored {} time(s)", crac::restore_info().restore_count),
+//!     Err(e) => eprintln!("{e}"), // e.g. checkpoints are not configured
+//! }
+//! ```
+//!
+//! # Semantics
+//!
+//! Exactly CRaC's (its `ContextOrderTest`, `FailedResourceTest`,
+//! `RecursiveCheckpointTest` and `DryRunTest`):
+//!
+//! * Order: see [`Context`]; `before_checkpoint` last registered first,
+//!   `after_restore` first registered first, nested contexts the same inside.
+//! * Every resource is notified even when one fails; any failure aborts the
+//!   checkpoint, every resource notified gets `after_restore`, and the caller
+//!   gets **one** [`CheckpointError`] listing every failure, hook errors and
+//!   open file descriptors together. The process goes on.
+//! * The [open-descriptor check](fds) runs even when a hook failed, so all
+//!   problems show at once.
+//! * A successful checkpoint whose `after_restore` hooks fail returns a
+//!   [`RestoreError`], in the restored process.
+//! * Concurrent calls of [`checkpoint_restore`] are serialised; a call from
+//!   inside a hook fails with [`CheckpointProblem::Recursive`].
+//! * A restore applies the environment handed over by the restoring side
+//!   (`std::env::set_var`) before `after_restore` runs.
+//!
+//! Configuration comes from the environment: see [`config`].
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::cell::Cell;
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::{Mutex, PoisonError};
+
+pub mod config;
+mod context;
+mod engine;
+mod error;
+pub mod fds;
+mod net;
+mod resource;
+mod runtime;
+
+pub use config::{Config, ConfigError, EngineKind};
+pub use context::Context;
+pub use error::{
+    CheckpointError, CheckpointProblem, CheckpointRestoreError, HookFailure, HookPanicked, Phase,
+    RestoreError, RestoreProblem,
+};
+pub use fds::{open_fds, FdInfo, FdKind};
+pub use net::{SocketInfo, TcpState, UnixSocketState, UnixSocketType};
+pub use resource::{BoxError, Resource};
+pub use runtime::{restore_info, RestoreInfo};
+
+use engine::Outcome;
+
+static GLOBAL: Context = Context::empty();
+
+/// Serialises checkpoints.
+static CHECKPOINT_LOCK: Mutex<()> = Mutex::new(());
+
+thread_local! {
+    /// Set on the thread running a checkpoint's notifications.
+    static IN_CHECKPOINT: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Initialises the library: records the file descriptors open now as
+/// inherited (see [`fds`]), unless they were recorded at process start.
+///
+/// Optional but recommended: call it first thing in `main`. Otherwise the
+/// first use of the library records them, and whatever the program opened
+/// before that passes the open-descriptor check. Calling it again does
+/// nothing.
+pub fn init() {
+    fds::ensure_inherited_recorded();
+}
+
+/// The global context: CRaC's `Context.getGlobalContext()`.
+pub fn global_context() -> &'static Context {
+    fds::ensure_inherited_recorded();
+    &GLOBAL
+}
+
+/// Checkpoints the process; returns where the restored process resumes.
+///
+/// In order:
+///
+/// 1. Reads the [configuration](config). A configuration error (for example
+///    [`ConfigError::NotConfigured`]) is returned before any resource is
+///    notified.
+/// 2. Notifies the [global context](global_context) with `before_checkpoint`.
+/// 3. Runs the [open-descriptor check](fds), even if a hook failed.
+/// 4. If nothing failed, runs the engine. On a restore it applies the
+///    handed-over environment and updates [`restore_info`].
+/// 5. Notifies the global context with `after_restore`, whatever happened.
+///
+/// # Errors
+///
+/// * [`CheckpointRestoreError::Checkpoint`]: no checkpoint was made; this
+///   is the original process, which goes on running. The error lists every
+///   problem: failed hooks, open descriptors, the engine's failure, then
+///   `after_restore` failures.
+/// * [`CheckpointRestoreError::Restore`]: the checkpoint was made, but
+///   `after_restore` hooks failed in this (restored) process.
+///
+/// A call from inside a hook fails at once with
+/// [`CheckpointProblem::Recursive`]; calls from other threads wait for the
+/// running checkpoint to finish. A hook that waits for another thread which
+/// calls `checkpoint_restore` deadlocks.
+pub fn checkpoint_restore() -> Result<(), CheckpointRestoreError> {
+    fds::ensure_inherited_recorded();
+    if IN_CHECKPOINT.get() {
+        return Err(CheckpointError::new(vec![CheckpointProblem::Recursive]).into());
+    }
+    let _lock = CHECKPOINT_LOCK
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let config =
+        Config::from_env().map_err(|e| CheckpointError::new(vec![CheckpointProblem::Config(e)]))?;
+    let engine = engine::engine(config.engine());
+    let _in_checkpoint = InCheckpoint::enter();
+    tracing::debug!(engine = %config.engine(), dir = %config.checkpoint_to().display(),
+        "starting checkpoint");
+
+    let mut problems = GLOBAL.notify_before();
+    problems.extend(fds::check(|fd| engine.carries(fd)));
+    if problems.is_empty() {
+        match engine.checkpoint(&config) {
+            Ok(Outcome::Restored(facts)) => {
+                apply_env(facts.env.iter());
+                runtime::record_restore(&facts);
+                tracing::debug!("restored");
+            }
+            Ok(Outcome::KeptRunning) => tracing::debug!("checkpoint made, kept running"),
+            Err(source) => problems.push(CheckpointProblem::Engine {
+                engine: engine.kind().name(),
+                source,
+            }),
+        }
+    }
+    let restore_problems = GLOBAL.notify_after();
+
+    if !problems.is_empty() {
+        problems.extend(restore_problems.into_iter().map(|p| match p {
+            RestoreProblem::Hook(h) => CheckpointProblem::Hook(h),
+        }));
+        return Err(CheckpointError::new(problems).into());
+    }
+    if !restore_problems.is_empty() {
+        return Err(RestoreError::new(restore_problems).into());
+    }
+    Ok(())
+}
+
+/// Marks the current thread as running a checkpoint until dropped.
+struct InCheckpoint;
+
+impl InCheckpoint {
+    fn enter() -> Self {
+        IN_CHECKPOINT.set(true);
+        InCheckpoint
+    }
+}
+
+impl Drop for InCheckpoint {
+    fn drop(&mut self) {
+        IN_CHECKPOINT.set(false);
+    }
+}
+
+/// Sets the handed-over environment. Entries `set_var` would panic on are
+/// skipped with a warning.
+fn apply_env<'a>(env: impl Iterator<Item = &'a (OsString, OsString)>) {
+    for (key, value) in env {
+        let (k, v) = (key.as_bytes(), value.as_bytes());
+        if k.is_empty() || k.contains(&b'=') || k.contains(&0) || v.contains(&0) {
+            tracing::warn!(
+                ?key,
+                "skipping an invalid environment entry from the restore"
+            );
+            continue;
+        }
+        std::env::set_var(key, value);
+    }
+}

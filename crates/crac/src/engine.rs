@@ -1,0 +1,102 @@
+//! The engines behind [`checkpoint_restore`](crate::checkpoint_restore).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crac_engine::native::{self, DumpOptions, DumpOutcome, RestoreFacts};
+
+use crate::config::{Config, EngineKind};
+use crate::fds::FdInfo;
+use crate::resource::BoxError;
+
+/// How an engine's checkpoint returned.
+pub(crate) enum Outcome {
+    /// This process is the restored one (or, for `simulate` and `pause`,
+    /// behaves as if it were).
+    Restored(RestoreFacts),
+    /// The image was made and the original process kept running.
+    KeptRunning,
+}
+
+/// What an engine does at a checkpoint.
+pub(crate) trait Engine: Sync {
+    /// Which engine this is.
+    fn kind(&self) -> EngineKind;
+
+    /// Whether the engine carries `fd` across the checkpoint, so that the
+    /// open-descriptor check lets it pass. stdio always passes without
+    /// asking. `simulate` and `pause` keep the process alive and could carry
+    /// everything, but like CRaC the check applies to every engine.
+    fn carries(&self, fd: &FdInfo) -> bool {
+        let _ = fd;
+        false
+    }
+
+    /// Makes the checkpoint. Called after the hooks and the open-descriptor
+    /// check passed, with the checkpoint lock held.
+    fn checkpoint(&self, config: &Config) -> Result<Outcome, BoxError>;
+}
+
+/// The engine for `kind`.
+pub(crate) fn engine(kind: EngineKind) -> &'static dyn Engine {
+    match kind {
+        EngineKind::Native => &Native,
+        EngineKind::Simulate => &Simulate,
+        EngineKind::Pause => &Pause,
+    }
+}
+
+struct Native;
+
+impl Engine for Native {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Native
+    }
+
+    fn checkpoint(&self, config: &Config) -> Result<Outcome, BoxError> {
+        let options = DumpOptions {
+            dir: config.checkpoint_to().to_owned(),
+            leave_running: config.keep_running(),
+        };
+        match native::checkpoint(&options)? {
+            DumpOutcome::Restored(facts) => Ok(Outcome::Restored(facts)),
+            DumpOutcome::LeftRunning => Ok(Outcome::KeptRunning),
+        }
+    }
+}
+
+struct Simulate;
+
+impl Engine for Simulate {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Simulate
+    }
+
+    fn checkpoint(&self, _config: &Config) -> Result<Outcome, BoxError> {
+        let now = unix_ns_now();
+        Ok(Outcome::Restored(RestoreFacts {
+            restore_started_unix_ns: now,
+            resumed_unix_ns: now,
+            env: Vec::new(),
+        }))
+    }
+}
+
+struct Pause;
+
+impl Engine for Pause {
+    fn kind(&self) -> EngineKind {
+        EngineKind::Pause
+    }
+
+    fn checkpoint(&self, config: &Config) -> Result<Outcome, BoxError> {
+        Ok(Outcome::Restored(crac_engine::pause::pause(
+            config.checkpoint_to(),
+        )?))
+    }
+}
+
+pub(crate) fn unix_ns_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,374 @@
+//! The open-file-descriptor check run before every checkpoint.
+//!
+//! Like CRaC's `VM_Crac::check_fds`, it walks `/proc/self/fd` and lets pass:
+//!
+//! 1. stdin, stdout and stderr (0, 1, 2);
+//! 2. descriptors inherited from the parent: those open when the library
+//!    initialised (see below), as long as they still refer to the same file;
+//! 3. the library's own descriptors (none is open while the check runs);
+//! 4. descriptors the active engine says it carries across a checkpoint
+//!    (today no engine carries anything beyond stdio).
+//!
+//! Every other descriptor is one
+//! [`CheckpointProblem::OpenFd`](crate::CheckpointProblem::OpenFd):
+//! `file descriptor N is open: DESCRIPTION`, with the descriptions listed at
+//! [`FdKind`].
+//!
+//! # Which descriptors are inherited
+//!
+//! `crac-engine` records the descriptors open at process start in a
+//! constructor that runs before `main`. Where that record is empty, this
+//! library records the descriptors open at its **first use**: the first call
+//! of [`init`](crate::init), [`global_context`](crate::global_context),
+//! [`Context::new`](crate::Context::new),
+//! [`checkpoint_restore`](crate::checkpoint_restore) or
+//! [`open_fds`]. Call [`init`](crate::init) first thing in `main` so that
+//! nothing the program opens itself counts as inherited.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::error::CheckpointProblem;
+use crate::net::{SocketInfo, SocketTable};
+
+/// An open file descriptor and what it refers to.
+///
+/// Displays as `file descriptor N: DESCRIPTION`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdInfo {
+    fd: RawFd,
+    kind: FdKind,
+}
+
+impl FdInfo {
+    /// The descriptor number.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// What it refers to.
+    pub fn kind(&self) -> &FdKind {
+        &self.kind
+    }
+}
+
+impl fmt::Display for FdInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "file descriptor {}: {}", self.fd, self.kind)
+    }
+}
+
+/// What a file descriptor refers to.
+///
+/// The `Display` form is the description used in messages:
+///
+/// | Kind | Description |
+/// |---|---|
+/// | regular file | `/tmp/out.txt (regular file)`; unlinked: `/tmp/out.txt (regular file, deleted)` |
+/// | directory | `/tmp (directory)` |
+/// | anonymous pipe | `pipe:[12345] (pipe)` |
+/// | named pipe | `/tmp/fifo (FIFO)` |
+/// | socket | see [`SocketInfo`], e.g. `TCP socket 0.0.0.0:8080 (listening)` |
+/// | eventfd, epoll, timerfd, signalfd, inotify | `eventfd`, `epoll`, `timerfd`, `signalfd`, `inotify` |
+/// | memfd | `/memfd:name (memfd)` |
+/// | device | `/dev/null (character device)`, `/dev/sda (block device)` |
+/// | anything else | the `/proc/self/fd` link target, then ` (other)`: `anon_inode:[pidfd] (other)` |
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FdKind {
+    /// A regular file.
+    RegularFile {
+        /// Its path (as when opened).
+        path: PathBuf,
+        /// Whether it has been unlinked.
+        deleted: bool,
+    },
+    /// A directory.
+    Directory {
+        /// Its path.
+        path: PathBuf,
+    },
+    /// An anonymous pipe (`pipe(2)`).
+    Pipe {
+        /// The pipe's inode.
+        inode: u64,
+    },
+    /// A named pipe.
+    Fifo {
+        /// Its path.
+        path: PathBuf,
+    },
+    /// A socket.
+    Socket(SocketInfo),
+    /// An `eventfd(2)`.
+    EventFd,
+    /// An `epoll(7)` instance.
+    Epoll,
+    /// A `timerfd_create(2)` timer.
+    TimerFd,
+    /// A `signalfd(2)`.
+    SignalFd,
+    /// An `inotify(7)` instance.
+    Inotify,
+    /// A `memfd_create(2)` file.
+    Memfd {
+        /// The name given to `memfd_create`.
+        name: String,
+    },
+    /// A character device.
+    CharDevice {
+        /// Its path.
+        path: PathBuf,
+    },
+    /// A block device.
+    BlockDevice {
+        /// Its path.
+        path: PathBuf,
+    },
+    /// Anything else.
+    Other {
+        /// The `/proc/self/fd` link target.
+        target: PathBuf,
+    },
+}
+
+impl fmt::Display for FdKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FdKind::RegularFile {
+                path,
+                deleted: false,
+            } => write!(f, "{} (regular file)", path.display()),
+            FdKind::RegularFile {
+                path,
+                deleted: true,
+            } => write!(f, "{} (regular file, deleted)", path.display()),
+            FdKind::Directory { path } => write!(f, "{} (directory)", path.display()),
+            FdKind::Pipe { inode } => write!(f, "pipe:[{inode}] (pipe)"),
+            FdKind::Fifo { path } => write!(f, "{} (FIFO)", path.display()),
+            FdKind::Socket(socket) => write!(f, "{socket}"),
+            FdKind::EventFd => f.write_str("eventfd"),
+            FdKind::Epoll => f.write_str("epoll"),
+            FdKind::TimerFd => f.write_str("timerfd"),
+            FdKind::SignalFd => f.write_str("signalfd"),
+            FdKind::Inotify => f.write_str("inotify"),
+            FdKind::Memfd { name } => write!(f, "/memfd:{name} (memfd)"),
+            FdKind::CharDevice { path } => write!(f, "{} (character device)", path.display()),
+            FdKind::BlockDevice { path } => write!(f, "{} (block device)", path.display()),
+            FdKind::Other { target } => write!(f, "{} (other)", target.display()),
+        }
+    }
+}
+
+/// Identity of an inherited descriptor: device and inode of what it refers
+/// to, so that a closed and reused number does not pass as inherited.
+type Identity = (u64, u64);
+
+static INHERITED: OnceLock<HashMap<RawFd, Identity>> = OnceLock::new();
+
+/// Records the inherited descriptors once (see the [module docs](self)).
+pub(crate) fn ensure_inherited_recorded() {
+    INHERITED.get_or_init(|| {
+        let recorded = crac_engine::startup::initial_fds();
+        let fds = if recorded.is_empty() {
+            list_fds().unwrap_or_default()
+        } else {
+            recorded.to_vec()
+        };
+        let inherited: HashMap<_, _> = fds
+            .into_iter()
+            .filter_map(|fd| Some((fd, identity(fd)?)))
+            .collect();
+        tracing::debug!(fds = ?inherited.keys().collect::<Vec<_>>(), "recorded inherited fds");
+        inherited
+    });
+}
+
+fn is_inherited(fd: RawFd) -> bool {
+    ensure_inherited_recorded();
+    INHERITED
+        .get()
+        .and_then(|m| m.get(&fd))
+        .is_some_and(|id| identity(fd).as_ref() == Some(id))
+}
+
+fn proc_fd(fd: RawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{fd}"))
+}
+
+fn identity(fd: RawFd) -> Option<Identity> {
+    fs::metadata(proc_fd(fd)).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// The numbers in `/proc/self/fd`, sorted. The directory's own descriptor is
+/// among them; it is closed when this returns, so callers skip numbers that
+/// are no longer open.
+fn list_fds() -> io::Result<Vec<RawFd>> {
+    let mut fds = Vec::new();
+    for entry in fs::read_dir("/proc/self/fd")? {
+        if let Some(Ok(fd)) = entry?.file_name().to_str().map(str::parse) {
+            fds.push(fd);
+        }
+    }
+    fds.sort_unstable();
+    Ok(fds)
+}
+
+/// Lists every open file descriptor of the process, stdio and inherited
+/// ones included, classified as in the checkpoint check.
+pub fn open_fds() -> io::Result<Vec<FdInfo>> {
+    ensure_inherited_recorded();
+    let mut sockets = None;
+    Ok(list_fds()?
+        .into_iter()
+        .filter_map(|fd| classify(fd, &mut sockets))
+        .collect())
+}
+
+/// The checkpoint check: one problem per descriptor that may not stay open.
+pub(crate) fn check(carries: impl Fn(&FdInfo) -> bool) -> Vec<CheckpointProblem> {
+    ensure_inherited_recorded();
+    let fds = match list_fds() {
+        Ok(fds) => fds,
+        Err(e) => return vec![CheckpointProblem::FdCheck(e)],
+    };
+    let mut sockets = None;
+    fds.into_iter()
+        .filter(|&fd| fd > 2 && !is_inherited(fd))
+        .filter_map(|fd| classify(fd, &mut sockets))
+        .filter(|info| !carries(info))
+        .map(CheckpointProblem::OpenFd)
+        .collect()
+}
+
+/// Classifies `fd`, or returns `None` if it is no longer open. The socket
+/// table is read on the first socket.
+fn classify(fd: RawFd, sockets: &mut Option<SocketTable>) -> Option<FdInfo> {
+    let link = proc_fd(fd);
+    let target = match fs::read_link(&link) {
+        Ok(target) => target,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(_) => PathBuf::from("?"),
+    };
+    let text = target.to_string_lossy();
+    let bracketed = |prefix: &str| -> Option<u64> {
+        text.strip_prefix(prefix)?.strip_suffix(']')?.parse().ok()
+    };
+    let kind = if let Some(inode) = bracketed("socket:[") {
+        FdKind::Socket(sockets.get_or_insert_with(SocketTable::load).get(inode))
+    } else if let Some(inode) = bracketed("pipe:[") {
+        FdKind::Pipe { inode }
+    } else if let Some(anon) = text.strip_prefix("anon_inode:") {
+        match anon {
+            "[eventfd]" => FdKind::EventFd,
+            "[eventpoll]" => FdKind::Epoll,
+            "[timerfd]" => FdKind::TimerFd,
+            "[signalfd]" => FdKind::SignalFd,
+            "inotify" | "[inotify]" => FdKind::Inotify,
+            _ => FdKind::Other { target },
+        }
+    } else if let Some(name) = text.strip_prefix("/memfd:") {
+        FdKind::Memfd {
+            name: name.strip_suffix(" (deleted)").unwrap_or(name).to_owned(),
+        }
+    } else {
+        classify_by_stat(&link, target)
+    };
+    Some(FdInfo { fd, kind })
+}
+
+fn classify_by_stat(link: &Path, target: PathBuf) -> FdKind {
+    let Ok(meta) = fs::metadata(link) else {
+        return FdKind::Other { target };
+    };
+    let file_type = meta.file_type();
+    if file_type.is_file() {
+        let deleted = meta.nlink() == 0;
+        let path = if deleted {
+            strip_deleted(target)
+        } else {
+            target
+        };
+        FdKind::RegularFile { path, deleted }
+    } else if file_type.is_dir() {
+        FdKind::Directory { path: target }
+    } else if file_type.is_fifo() {
+        FdKind::Fifo { path: target }
+    } else if file_type.is_char_device() {
+        FdKind::CharDevice { path: target }
+    } else if file_type.is_block_device() {
+        FdKind::BlockDevice { path: target }
+    } else {
+        FdKind::Other { target }
+    }
+}
+
+fn strip_deleted(target: PathBuf) -> PathBuf {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    match target.as_os_str().as_bytes().strip_suffix(b" (deleted)") {
+        Some(path) => PathBuf::from(std::ffi::OsString::from_vec(path.to_vec())),
+        None => target,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_display() {
+        let cases = [
+            (
+                FdKind::RegularFile {
+                    path: "/tmp/out.txt".into(),
+                    deleted: false,
+                },
+                "/tmp/out.txt (regular file)",
+            ),
+            (
+                FdKind::RegularFile {
+                    path: "/tmp/gone".into(),
+                    deleted: true,
+                },
+                "/tmp/gone (regular file, deleted)",
+            ),
+            (FdKind::Pipe { inode: 7 }, "pipe:[7] (pipe)"),
+            (
+                FdKind::Other {
+                    target: "anon_inode:[pidfd]".into(),
+                },
+                "anon_inode:[pidfd] (other)",
+            ),
+        ];
+        for (kind, text) in cases {
+            assert_eq!(kind.to_string(), text);
+        }
+        let info = FdInfo {
+            fd: 4,
+            kind: FdKind::Epoll,
+        };
+        assert_eq!(info.to_string(), "file descriptor 4: epoll");
+    }
+
+    #[test]
+    fn stdio_is_listed() {
+        let fds = open_fds().unwrap();
+        assert!(fds.iter().any(|f| f.fd() == 0), "{fds:?}");
+        assert!(fds.iter().all(|f| f.fd() >= 0));
+    }
+
+    #[test]
+    fn deleted_suffix_is_stripped() {
+        assert_eq!(
+            strip_deleted("/tmp/a (deleted)".into()),
+            PathBuf::from("/tmp/a")
+        );
+        assert_eq!(strip_deleted("/tmp/a".into()), PathBuf::from("/tmp/a"));
+    }
+}
