@@ -20,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod records;
+pub mod status;
 pub mod wire;
 
 pub use records::*;
