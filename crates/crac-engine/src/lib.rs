@@ -5,6 +5,8 @@
 //! * [`startup`]: facts recorded when the program started (inherited fds).
 #![deny(unsafe_code)]
 
+mod dump;
+mod elf;
 pub mod native;
 pub mod pause;
 pub mod startup;

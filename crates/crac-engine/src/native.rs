@@ -33,13 +33,77 @@ pub struct RestoreFacts {
     pub env: Vec<(OsString, OsString)>,
 }
 
-/// Why a dump failed. The process keeps running after any of these.
+/// Why a dump failed. The process keeps running after any of these, and no
+/// image (not even a partial one) is left behind.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DumpError {
-    /// Not yet available.
-    #[error("the native engine is not available in this build")]
-    Unavailable,
+    /// The image directory's parent does not exist.
+    #[error("cannot create image directory {}: its parent directory does not exist", dir.display())]
+    NoParent {
+        /// The image directory.
+        dir: PathBuf,
+    },
+    /// Creating the temporary image directory failed.
+    #[error("cannot create the image next to {}", dir.display())]
+    CreateImage {
+        /// The image directory.
+        dir: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Reading the process's own state from /proc failed.
+    #[error("cannot read the process state from /proc")]
+    Gather {
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// Stopping the other threads failed.
+    #[error("cannot stop the other threads: {what} failed with {errno}")]
+    Stop {
+        /// The step.
+        what: &'static str,
+        /// The errno.
+        errno: crac_sys::Errno,
+    },
+    /// A thread did not reach the stop handler.
+    #[error("thread {tid} did not stop within 5 s (does it block signal {signal}?)")]
+    ThreadDidNotStop {
+        /// The thread.
+        tid: u32,
+        /// The stop signal.
+        signal: i32,
+    },
+    /// The process changed while it was being dumped, three times in a row.
+    #[error("the process kept changing during the dump: {what}")]
+    Changed {
+        /// What changed.
+        what: &'static str,
+    },
+    /// A mapping the engine cannot restore.
+    #[error("mapping {start:#x}-{end:#x} ({name}) is shared memory without a file behind it, which this engine cannot restore")]
+    UnsupportedMapping {
+        /// Start address.
+        start: u64,
+        /// End address.
+        end: u64,
+        /// Name in /proc/self/maps.
+        name: String,
+    },
+    /// The metadata did not fit the buffer sized before the stop.
+    #[error("the image metadata needs {needed} bytes, more than was reserved")]
+    MetadataTooLarge {
+        /// Bytes needed.
+        needed: usize,
+    },
+    /// A system call failed while writing the image.
+    #[error("cannot {what}: {errno}")]
+    Io {
+        /// The step.
+        what: &'static str,
+        /// The errno.
+        errno: crac_sys::Errno,
+    },
 }
 
 /// Dumps the calling process into `opts.dir`.
@@ -48,6 +112,5 @@ pub enum DumpError {
 /// `leave_running`, in the original one. Without `leave_running` a successful
 /// dump ends the process (exit status 0) and never returns.
 pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
-    let _ = opts;
-    Err(DumpError::Unavailable)
+    crate::dump::checkpoint(opts)
 }

@@ -23,7 +23,17 @@ pub fn open(path: &[u8], flags: i32, mode: u32) -> Result<i32, Errno> {
         return Err(Errno::EINVAL);
     }
     // SAFETY: `path` is a NUL-terminated byte string borrowed for the call.
-    let r = unsafe { syscall6(nr::OPENAT, -100isize as usize, p(path.as_ptr()), flags as usize, mode as usize, 0, 0) };
+    let r = unsafe {
+        syscall6(
+            nr::OPENAT,
+            -100isize as usize,
+            p(path.as_ptr()),
+            flags as usize,
+            mode as usize,
+            0,
+            0,
+        )
+    };
     check(r).map(|fd| fd as i32)
 }
 
@@ -36,13 +46,33 @@ pub fn close(fd: i32) -> Result<(), Errno> {
 /// `read(fd, buf)`.
 pub fn read(fd: i32, buf: &mut [u8]) -> Result<usize, Errno> {
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-    check(unsafe { syscall6(nr::READ, fd as usize, p(buf.as_mut_ptr()), buf.len(), 0, 0, 0) })
+    check(unsafe {
+        syscall6(
+            nr::READ,
+            fd as usize,
+            p(buf.as_mut_ptr()),
+            buf.len(),
+            0,
+            0,
+            0,
+        )
+    })
 }
 
 /// `pread64(fd, buf, off)`.
 pub fn pread(fd: i32, buf: &mut [u8], off: u64) -> Result<usize, Errno> {
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-    check(unsafe { syscall6(nr::PREAD64, fd as usize, p(buf.as_mut_ptr()), buf.len(), off as usize, 0, 0) })
+    check(unsafe {
+        syscall6(
+            nr::PREAD64,
+            fd as usize,
+            p(buf.as_mut_ptr()),
+            buf.len(),
+            off as usize,
+            0,
+            0,
+        )
+    })
 }
 
 /// `write(fd, buf)`.
@@ -101,7 +131,15 @@ pub fn rename(from: &[u8], to: &[u8], flags: u32) -> Result<(), Errno> {
     }
     // SAFETY: both paths are NUL-terminated byte strings borrowed for the call.
     let r = unsafe {
-        syscall6(316, -100isize as usize, p(from.as_ptr()), -100isize as usize, p(to.as_ptr()), flags as usize, 0)
+        syscall6(
+            316,
+            -100isize as usize,
+            p(from.as_ptr()),
+            -100isize as usize,
+            p(to.as_ptr()),
+            flags as usize,
+            0,
+        )
     };
     check(r).map(drop)
 }
@@ -112,7 +150,18 @@ pub fn unlink(path: &[u8], flags: u32) -> Result<(), Errno> {
         return Err(Errno::EINVAL);
     }
     // SAFETY: `path` is NUL-terminated and borrowed for the call.
-    check(unsafe { syscall6(263, -100isize as usize, p(path.as_ptr()), flags as usize, 0, 0, 0) }).map(drop)
+    check(unsafe {
+        syscall6(
+            263,
+            -100isize as usize,
+            p(path.as_ptr()),
+            flags as usize,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
 }
 
 /// `getdents64(fd, buf)`.
@@ -136,7 +185,18 @@ pub fn gettid() -> u32 {
 /// `tgkill(tgid, tid, sig)`.
 pub fn tgkill(tgid: u32, tid: u32, sig: i32) -> Result<(), Errno> {
     // SAFETY: no memory is passed.
-    check(unsafe { syscall6(nr::TGKILL, tgid as usize, tid as usize, sig as usize, 0, 0, 0) }).map(drop)
+    check(unsafe {
+        syscall6(
+            nr::TGKILL,
+            tgid as usize,
+            tid as usize,
+            sig as usize,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
 }
 
 /// `kill(pid, sig)`.
@@ -157,11 +217,25 @@ pub fn exit_group(code: i32) -> ! {
 
 /// `futex(word, FUTEX_WAIT_PRIVATE, expected, timeout)`. Returns on wake,
 /// value mismatch, signal or timeout (`Err(ETIMEDOUT)`).
-pub fn futex_wait(word: &core::sync::atomic::AtomicU32, expected: u32, timeout_ns: Option<u64>) -> Result<(), Errno> {
+pub fn futex_wait(
+    word: &core::sync::atomic::AtomicU32,
+    expected: u32,
+    timeout_ns: Option<u64>,
+) -> Result<(), Errno> {
     let ts = timeout_ns.map(|ns| [(ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64]);
     let tsp = ts.as_ref().map_or(0, |t| p(t.as_ptr()));
     // SAFETY: `word` is a live atomic; `ts`, if any, outlives the call.
-    let r = unsafe { syscall6(nr::FUTEX, p(word.as_ptr()), 128, expected as usize, tsp, 0, 0) };
+    let r = unsafe {
+        syscall6(
+            nr::FUTEX,
+            p(word.as_ptr()),
+            128,
+            expected as usize,
+            tsp,
+            0,
+            0,
+        )
+    };
     check(r).map(drop)
 }
 
@@ -207,7 +281,8 @@ pub fn robust_list() -> (u64, u64) {
 /// `set_robust_list(head, len)`.
 pub fn set_robust_list(head: u64, len: u64) -> Result<(), Errno> {
     // SAFETY: the kernel only records the pointer; it reads the list at exit.
-    check(unsafe { syscall6(nr::SET_ROBUST_LIST, head as usize, len as usize, 0, 0, 0, 0) }).map(drop)
+    check(unsafe { syscall6(nr::SET_ROBUST_LIST, head as usize, len as usize, 0, 0, 0, 0) })
+        .map(drop)
 }
 
 /// `prctl(PR_GET_NAME)`: this thread's name, NUL-padded.
@@ -223,7 +298,17 @@ pub fn thread_name() -> [u8; 16] {
 /// `sched_getaffinity(0)` into `buf`; returns the mask length in bytes.
 pub fn affinity(buf: &mut [u8]) -> Result<usize, Errno> {
     // SAFETY: the kernel writes at most `buf.len()` bytes.
-    check(unsafe { syscall6(nr::SCHED_GETAFFINITY, 0, buf.len(), p(buf.as_mut_ptr()), 0, 0, 0) })
+    check(unsafe {
+        syscall6(
+            nr::SCHED_GETAFFINITY,
+            0,
+            buf.len(),
+            p(buf.as_mut_ptr()),
+            0,
+            0,
+            0,
+        )
+    })
 }
 
 /// The kernel's `struct sigaction` on x86-64.
@@ -254,7 +339,11 @@ pub const SA_RESTORER: u64 = 0x0400_0000;
 /// # Safety
 /// A new handler address must be a function that is sound to run as a
 /// signal handler for `sig` (async-signal-safe, right signature).
-pub unsafe fn sigaction(sig: i32, new: Option<&KernelSigaction>, old: Option<&mut KernelSigaction>) -> Result<(), Errno> {
+pub unsafe fn sigaction(
+    sig: i32,
+    new: Option<&KernelSigaction>,
+    old: Option<&mut KernelSigaction>,
+) -> Result<(), Errno> {
     let np = new.map_or(0, |n| p(n));
     let op = old.map_or(0, |o| p(o));
     // SAFETY: both pointers, if set, point to live KernelSigaction values of the
@@ -283,7 +372,12 @@ pub fn sigaltstack(new: Option<(u64, u64, u32)>) -> Result<(u64, u64, u32), Errn
         _pad: i32,
         size: u64,
     }
-    let n = new.map(|(sp, size, flags)| StackT { sp, flags: flags as i32, _pad: 0, size });
+    let n = new.map(|(sp, size, flags)| StackT {
+        sp,
+        flags: flags as i32,
+        _pad: 0,
+        size,
+    });
     let mut old = StackT::default();
     let np = n.as_ref().map_or(0, |s| p(s));
     // SAFETY: both pointers refer to live stack_t-shaped values.
@@ -303,7 +397,17 @@ pub fn prlimit(resource: u32, new: Option<(u64, u64)>) -> Result<(u64, u64), Err
     let mut old = [0u64; 2];
     let np = n.as_ref().map_or(0, |v| p(v.as_ptr()));
     // SAFETY: struct rlimit64 is two u64; both buffers are live.
-    check(unsafe { syscall6(nr::PRLIMIT64, 0, resource as usize, np, p(old.as_mut_ptr()), 0, 0) })?;
+    check(unsafe {
+        syscall6(
+            nr::PRLIMIT64,
+            0,
+            resource as usize,
+            np,
+            p(old.as_mut_ptr()),
+            0,
+            0,
+        )
+    })?;
     Ok((old[0], old[1]))
 }
 
@@ -333,7 +437,12 @@ pub fn getitimer(which: i32) -> Result<(u64, u64), Errno> {
 
 /// `setitimer(which, interval ns, value ns)`.
 pub fn setitimer(which: i32, interval_ns: u64, value_ns: u64) -> Result<(), Errno> {
-    let tv = |ns: u64| [(ns / 1_000_000_000) as i64, ((ns % 1_000_000_000) / 1000) as i64];
+    let tv = |ns: u64| {
+        [
+            (ns / 1_000_000_000) as i64,
+            ((ns % 1_000_000_000) / 1000) as i64,
+        ]
+    };
     let (i, v) = (tv(interval_ns), tv(value_ns));
     let it = [i[0], i[1], v[0], v[1]];
     // SAFETY: struct itimerval is four longs; old value not requested.
@@ -345,7 +454,15 @@ pub fn clock_ns(clock: i32) -> u64 {
     let mut ts = [0i64; 2];
     // SAFETY: struct timespec is two longs.
     unsafe {
-        syscall6(nr::CLOCK_GETTIME, clock as usize, p(ts.as_mut_ptr()), 0, 0, 0, 0);
+        syscall6(
+            nr::CLOCK_GETTIME,
+            clock as usize,
+            p(ts.as_mut_ptr()),
+            0,
+            0,
+            0,
+            0,
+        );
     }
     (ts[0] as u64) * 1_000_000_000 + ts[1] as u64
 }
@@ -374,4 +491,16 @@ pub fn xcr0() -> u64 {
         core::arch::asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") hi, options(nomem, nostack));
     }
     (u64::from(hi) << 32) | u64::from(lo)
+}
+
+/// Reads the disposition of `sig` (no change).
+pub fn query_sigaction(sig: i32, out: &mut KernelSigaction) -> Result<(), Errno> {
+    // SAFETY: querying installs nothing; `out` is a live KernelSigaction.
+    unsafe { sigaction(sig, None, Some(out)) }
+}
+
+/// The current program break (`brk(0)`).
+pub fn current_brk() -> u64 {
+    // SAFETY: brk(0) never moves the break; it only reports it.
+    unsafe { syscall6(nr::BRK, 0, 0, 0, 0, 0, 0) as u64 }
 }

@@ -1,0 +1,308 @@
+//! What the dump gathers before it stops the threads. Allocation is still
+//! allowed here; everything the stopped phase needs is sized and allocated
+//! now.
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crac_image::{RlimitRecord, SigactionRecord};
+use crac_sys::sys;
+
+/// A file the process maps, identified for the restore check.
+#[derive(Debug, Clone)]
+pub struct FileMeta {
+    /// Path as `/proc/self/maps` shows it.
+    pub path: Vec<u8>,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_size`.
+    pub size: u64,
+    /// mtime seconds.
+    pub mtime_sec: i64,
+    /// mtime nanoseconds.
+    pub mtime_nsec: u32,
+    /// `st_mode`.
+    pub mode: u32,
+    /// ELF build-id, if any.
+    pub build_id: Vec<u8>,
+}
+
+/// Process-wide facts gathered before the stop.
+#[derive(Debug, Default)]
+pub struct Facts {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: u32,
+    pub personality: u32,
+    pub exe: Vec<u8>,
+    pub cwd: Vec<u8>,
+    pub comm: Vec<u8>,
+    pub kernel_release: Vec<u8>,
+    pub boot_id: Vec<u8>,
+    pub hostname: Vec<u8>,
+    pub cmdline: Vec<u8>,
+    pub auxv: Vec<u8>,
+    pub mm: [u64; 11],
+    pub cpu_vendor: Vec<u8>,
+    pub xcr0: u64,
+    pub xsave_size: u32,
+    pub cpu_features: [u32; 8],
+    pub sigactions: Vec<SigactionRecord>,
+    pub rlimits: Vec<RlimitRecord>,
+    pub itimers: [(u64, u64); 3],
+    pub shared_pending: u64,
+    pub posix_timers: u32,
+    pub files: Vec<FileMeta>,
+    pub vdso_crc: u32,
+    pub zero_pfn: u64,
+    /// Size of /proc/self/maps now, to size the buffer.
+    pub maps_len: usize,
+    /// Number of mappings now.
+    pub vma_count: usize,
+    /// Number of threads now.
+    pub thread_count: usize,
+}
+
+fn read_bytes(p: &str) -> Vec<u8> {
+    fs::read(p).unwrap_or_default()
+}
+
+fn trim_nl(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&b'\n') {
+        v.pop();
+    }
+    v
+}
+
+/// Gathers everything that does not have to be read while threads are
+/// stopped.
+pub fn gather() -> std::io::Result<Facts> {
+    let mut f = Facts {
+        pid: sys::getpid(),
+        ..Default::default()
+    };
+    let status = fs::read_to_string("/proc/self/status")?;
+    for line in status.lines() {
+        let mut it = line.split_whitespace();
+        match it.next() {
+            Some("PPid:") => f.ppid = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            Some("Uid:") => f.uid = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            Some("Gid:") => f.gid = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            Some("Umask:") => {
+                f.umask = it
+                    .next()
+                    .and_then(|v| u32::from_str_radix(v, 8).ok())
+                    .unwrap_or(0o22)
+            }
+            Some("ShdPnd:") => {
+                f.shared_pending = it
+                    .next()
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .unwrap_or(0)
+            }
+            Some("Threads:") => {
+                f.thread_count = it.next().and_then(|v| v.parse().ok()).unwrap_or(1)
+            }
+            _ => {}
+        }
+    }
+    f.personality = sys::personality();
+    f.exe = fs::read_link("/proc/self/exe")?
+        .as_os_str()
+        .as_bytes()
+        .to_vec();
+    f.cwd = std::env::current_dir()?.as_os_str().as_bytes().to_vec();
+    f.comm = trim_nl(read_bytes("/proc/self/comm"));
+    f.kernel_release = trim_nl(read_bytes("/proc/sys/kernel/osrelease"));
+    f.boot_id = trim_nl(read_bytes("/proc/sys/kernel/random/boot_id"));
+    f.hostname = trim_nl(read_bytes("/proc/sys/kernel/hostname"));
+    f.cmdline = read_bytes("/proc/self/cmdline");
+    f.auxv = read_bytes("/proc/self/auxv");
+    f.mm = mm_fields()?;
+    cpu(&mut f);
+    for sig in 1..=64 {
+        let mut a = sys::KernelSigaction::default();
+        let _ = query_sigaction(sig, &mut a);
+        f.sigactions.push(SigactionRecord {
+            handler: a.handler,
+            flags: a.flags,
+            restorer: a.restorer,
+            mask: a.mask,
+        });
+    }
+    for r in 0..16 {
+        let (cur, max) = sys::prlimit(r, None).unwrap_or((u64::MAX, u64::MAX));
+        f.rlimits.push(RlimitRecord { cur, max });
+    }
+    for (i, t) in f.itimers.iter_mut().enumerate() {
+        *t = sys::getitimer(i as i32).unwrap_or((0, 0));
+    }
+    f.posix_timers = fs::read_to_string("/proc/self/timers")
+        .map(|s| s.lines().filter(|l| l.starts_with("ID:")).count() as u32)
+        .unwrap_or(0);
+    let maps = fs::read("/proc/self/maps")?;
+    f.maps_len = maps.len();
+    f.vma_count = maps
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .count();
+    let mut seen: Vec<Vec<u8>> = Vec::new();
+    for line in maps.split(|&b| b == b'\n') {
+        let Some(path) = map_path(line) else { continue };
+        if path.first() != Some(&b'/')
+            || path.ends_with(b" (deleted)")
+            || seen.iter().any(|p| p == path)
+        {
+            continue;
+        }
+        seen.push(path.to_vec());
+        if let Some(m) = file_meta(path) {
+            f.files.push(m);
+        }
+    }
+    f.zero_pfn = zero_pfn();
+    f.vdso_crc = vdso_crc(&maps);
+    Ok(f)
+}
+
+fn query_sigaction(sig: i32, out: &mut sys::KernelSigaction) -> Result<(), crac_sys::Errno> {
+    sys::query_sigaction(sig, out)
+}
+
+/// The path field of a maps line, if any.
+pub fn map_path(line: &[u8]) -> Option<&[u8]> {
+    // start-end perms offset dev inode path
+    let mut fields = 0;
+    let mut i = 0;
+    while i < line.len() && fields < 5 {
+        while i < line.len() && line[i] != b' ' {
+            i += 1;
+        }
+        while i < line.len() && line[i] == b' ' {
+            i += 1;
+        }
+        fields += 1;
+    }
+    (i < line.len()).then(|| &line[i..])
+}
+
+fn file_meta(path: &[u8]) -> Option<FileMeta> {
+    let p = Path::new(std::ffi::OsStr::from_bytes(path));
+    let md = fs::metadata(p).ok()?;
+    Some(FileMeta {
+        path: path.to_vec(),
+        dev: md.dev(),
+        ino: md.ino(),
+        size: md.size(),
+        mtime_sec: md.mtime(),
+        mtime_nsec: md.mtime_nsec() as u32,
+        mode: md.mode(),
+        build_id: crate::elf::build_id(p).unwrap_or_default(),
+    })
+}
+
+fn mm_fields() -> std::io::Result<[u64; 11]> {
+    // /proc/self/stat: fields 26-28 (startcode endcode startstack), 45-51
+    // (start_data end_data start_brk arg_start arg_end env_start env_end).
+    let stat = fs::read_to_string("/proc/self/stat")?;
+    let rest = &stat[stat.rfind(')').map_or(0, |i| i + 2)..];
+    let v: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // `rest` starts at field 3.
+    let field = |n: usize| v.get(n - 3).copied().unwrap_or(0);
+    let brk = sys::current_brk();
+    Ok([
+        field(26),
+        field(27),
+        field(45),
+        field(46),
+        field(47),
+        brk,
+        field(28),
+        field(48),
+        field(49),
+        field(50),
+        field(51),
+    ])
+}
+
+fn cpu(f: &mut Facts) {
+    use core::arch::x86_64::{__cpuid, __cpuid_count};
+    let v = __cpuid(0);
+    let mut vendor = Vec::with_capacity(12);
+    for r in [v.ebx, v.edx, v.ecx] {
+        vendor.extend_from_slice(&r.to_le_bytes());
+    }
+    f.cpu_vendor = vendor;
+    let l1 = __cpuid(1);
+    let l7 = __cpuid_count(7, 0);
+    let l71 = __cpuid_count(7, 1);
+    let ld1 = __cpuid_count(0xd, 1);
+    let ext = __cpuid(0x8000_0001);
+    f.cpu_features = [
+        l1.ecx, l1.edx, l7.ebx, l7.ecx, l7.edx, l71.eax, ld1.eax, ext.ecx,
+    ];
+    f.xcr0 = sys::xcr0();
+    f.xsave_size = __cpuid_count(0xd, 0).ebx;
+}
+
+/// PFN of the shared zero page, or 0 when PFNs are hidden (no
+/// CAP_SYS_ADMIN); then no page is skipped as zero.
+fn zero_pfn() -> u64 {
+    // A fresh, read-only-touched anonymous page maps the zero page.
+    let page = vec![0u8; 1 << 21];
+    let addr = page.as_ptr() as u64;
+    // Align inside the allocation and read (never write) to fault in the zero page.
+    let a = (addr + 4095) & !4095;
+    let idx = (a - addr) as usize;
+    let _touch = std::hint::black_box(page[idx]);
+    let mut pm = [0u8; 8];
+    let Ok(mut fd) = fs::File::open("/proc/self/pagemap") else {
+        return 0;
+    };
+    use std::io::{Seek, SeekFrom};
+    if fd.seek(SeekFrom::Start(a / 4096 * 8)).is_err() || fd.read_exact(&mut pm).is_err() {
+        return 0;
+    }
+    let e = u64::from_le_bytes(pm);
+    if e >> 63 == 1 {
+        e & ((1 << 55) - 1)
+    } else {
+        0
+    }
+}
+
+fn vdso_crc(maps: &[u8]) -> u32 {
+    for line in maps.split(|&b| b == b'\n') {
+        if map_path(line) == Some(b"[vdso]") {
+            let s = std::str::from_utf8(line).unwrap_or("");
+            let range = s.split(' ').next().unwrap_or("");
+            let mut it = range.split('-');
+            let (Some(a), Some(b)) = (it.next(), it.next()) else {
+                return 0;
+            };
+            let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) else {
+                return 0;
+            };
+            let mut buf = vec![0u8; (b - a) as usize];
+            let Ok(fd) = fs::File::open("/proc/self/mem") else {
+                return 0;
+            };
+            use std::os::unix::fs::FileExt;
+            if fd.read_exact_at(&mut buf, a).is_err() {
+                return 0;
+            }
+            return crc32fast::hash(&buf);
+        }
+    }
+    0
+}

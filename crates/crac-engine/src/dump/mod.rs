@@ -1,0 +1,897 @@
+//! The in-process dump.
+//!
+//! 1. [`collect::gather`] reads everything that may be read while the other
+//!    threads still run, and sizes every buffer the next steps need.
+//! 2. [`stop::Round::stop_all`] stops every other thread in a signal handler.
+//! 3. The dumping thread saves its own resume context and, inside that call,
+//!    [`Snapshot::run`] reads the memory map and pagemap, writes the
+//!    populated pages and encodes the metadata. From step 2 until the threads
+//!    are released nothing allocates: a stopped thread may hold the
+//!    allocator's lock.
+//! 4. The image is synced and renamed into place; the process exits (CRaC's
+//!    default) or, with `leave_running`, releases the threads and returns.
+//! 5. In a restored process the same call returns a second time, on the same
+//!    stack: the dumping thread waits for every thread to come back, puts
+//!    back the process-wide state the restorer does not handle, releases the
+//!    threads and unmaps the restorer's zone.
+
+pub(crate) mod collect;
+pub(crate) mod stop;
+
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+
+use crac_image::{
+    ArgvRecord, CpuRecord, FileRecord, Header, MmRecord, PageRun, ProcessRecord, RestoreInfo, Tag,
+    ThreadRecord, TimersRecord, VdsoRecord, VmaRecord, Writer, FORMAT_VERSION, NO_FILE, PAGE_SIZE,
+    PROT_EXEC, PROT_READ, PROT_WRITE, THREAD_DUMPER, VMA_DELETED, VMA_FILE, VMA_GROWSDOWN,
+    VMA_HEAP, VMA_SHARED, VMA_STACK, VMA_VDSO, VMA_VSYSCALL,
+};
+use crac_sys::sys;
+use crac_sys::Errno;
+
+use crate::native::{DumpError, DumpOptions, DumpOutcome, RestoreFacts};
+use collect::{map_path, Facts};
+use stop::{Round, ThreadSlot, RESTORE_INFO};
+
+/// One mapping as parsed from `/proc/self/maps` during the stop.
+#[derive(Debug, Clone, Copy, Default)]
+struct Vma {
+    start: u64,
+    end: u64,
+    pgoff: u64,
+    prot: u32,
+    flags: u32,
+    file: u32,
+    name_off: u32,
+    name_len: u32,
+    /// Which pages to store: 0 none, 1 anonymous (skip zero page),
+    /// 2 private file (only COW-ed pages), 3 every present page.
+    store: u8,
+}
+
+/// What went wrong inside the stopped phase (no allocation, so plain data).
+#[derive(Debug, Clone, Copy)]
+enum SnapFailure {
+    Sys(&'static str, Errno),
+    UnsupportedMapping {
+        start: u64,
+        end: u64,
+        name_off: u32,
+        name_len: u32,
+    },
+    NewFile,
+    Overflow(&'static str),
+    Encode {
+        needed: usize,
+    },
+}
+
+/// Buffers and descriptors of the stopped phase, all allocated beforehand.
+struct Snapshot<'a> {
+    facts: &'a Facts,
+    maps: Box<[u8]>,
+    maps_len: usize,
+    vmas: Vec<Vma>,
+    runs: Vec<PageRun>,
+    pm: Box<[u8]>,
+    bounce: Box<[u8]>,
+    meta: Box<[u8]>,
+    pagemap_fd: OwnedFd,
+    mem_fd: OwnedFd,
+    maps_fd_path: &'static [u8],
+    meta_fd: i32,
+    pages_fd: i32,
+    failure: Option<SnapFailure>,
+    pages_len: u64,
+    pages_crc: u32,
+}
+
+fn parse_hex(s: &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    if s.is_empty() {
+        return None;
+    }
+    for &c in s {
+        let d = (c as char).to_digit(16)?;
+        v = v.checked_mul(16)?.checked_add(u64::from(d))?;
+    }
+    Some(v)
+}
+
+impl Snapshot<'_> {
+    fn name(&self, off: u32, len: u32) -> &[u8] {
+        &self.maps[off as usize..(off + len) as usize]
+    }
+
+    fn fail(&mut self, f: SnapFailure) -> u64 {
+        self.failure = Some(f);
+        1
+    }
+
+    /// The whole stopped phase. Returns 0 on success.
+    fn run(&mut self) -> u64 {
+        if let Err(f) = self.read_maps() {
+            return self.fail(f);
+        }
+        if let Err(f) = self.scan_pages() {
+            return self.fail(f);
+        }
+        match self.write_pages() {
+            Ok(crc) => self.pages_crc = crc,
+            Err(f) => return self.fail(f),
+        }
+        0
+    }
+
+    fn read_maps(&mut self) -> Result<(), SnapFailure> {
+        let fd = sys::open(self.maps_fd_path, 0o2000000, 0)
+            .map_err(|e| SnapFailure::Sys("open /proc/self/maps", e))?;
+        let mut len = 0;
+        loop {
+            if len == self.maps.len() {
+                let _ = sys::close(fd);
+                return Err(SnapFailure::Overflow("memory map text"));
+            }
+            match sys::read(fd, &mut self.maps[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    let _ = sys::close(fd);
+                    return Err(SnapFailure::Sys("read /proc/self/maps", e));
+                }
+            }
+        }
+        let _ = sys::close(fd);
+        self.maps_len = len;
+        self.vmas.clear();
+        let mut pos = 0;
+        while pos < len {
+            let end = self.maps[pos..len]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(len, |i| pos + i);
+            let vma = self.parse_line(pos, end)?;
+            pos = end + 1;
+            if self.vmas.len() == self.vmas.capacity() {
+                return Err(SnapFailure::Overflow("mapping list"));
+            }
+            self.vmas.push(vma);
+        }
+        Ok(())
+    }
+
+    fn parse_line(&self, start: usize, end: usize) -> Result<Vma, SnapFailure> {
+        let line = &self.maps[start..end];
+        let bad = SnapFailure::Sys("parse /proc/self/maps", Errno::EINVAL);
+        let mut fields = line.split(|&b| b == b' ').filter(|f| !f.is_empty());
+        let range = fields.next().ok_or(bad)?;
+        let perms = fields.next().ok_or(bad)?;
+        let off = fields.next().ok_or(bad)?;
+        let dash = range.iter().position(|&b| b == b'-').ok_or(bad)?;
+        let vstart = parse_hex(&range[..dash]).ok_or(bad)?;
+        let vend = parse_hex(&range[dash + 1..]).ok_or(bad)?;
+        let pgoff = parse_hex(off).ok_or(bad)?;
+        if perms.len() < 4 {
+            return Err(bad);
+        }
+        let mut prot = 0;
+        if perms[0] == b'r' {
+            prot |= PROT_READ;
+        }
+        if perms[1] == b'w' {
+            prot |= PROT_WRITE;
+        }
+        if perms[2] == b'x' {
+            prot |= PROT_EXEC;
+        }
+        let shared = perms[3] == b's';
+        let name = map_path(line).unwrap_or(b"");
+        let name_off = (start + line.len() - name.len()) as u32;
+        let name_len = name.len() as u32;
+        let mut v = Vma {
+            start: vstart,
+            end: vend,
+            pgoff,
+            prot,
+            flags: 0,
+            file: NO_FILE,
+            name_off,
+            name_len,
+            store: 0,
+        };
+        match name {
+            b"[vvar]" | b"[vvar_vclock]" | b"[vdso]" => v.flags |= VMA_VDSO,
+            b"[vsyscall]" => v.flags |= VMA_VSYSCALL,
+            b"[heap]" => {
+                v.flags |= VMA_HEAP;
+                v.store = 1;
+            }
+            b"[stack]" => {
+                v.flags |= VMA_STACK | VMA_GROWSDOWN;
+                v.store = 1;
+            }
+            n if n.first() == Some(&b'/') => {
+                let deleted = n.ends_with(b" (deleted)");
+                if shared {
+                    if deleted {
+                        return Err(SnapFailure::UnsupportedMapping {
+                            start: vstart,
+                            end: vend,
+                            name_off,
+                            name_len,
+                        });
+                    }
+                    v.flags |= VMA_SHARED | VMA_FILE;
+                } else if deleted {
+                    v.flags |= VMA_DELETED;
+                    v.store = 3;
+                } else {
+                    v.flags |= VMA_FILE;
+                    v.store = 2;
+                }
+                if v.flags & VMA_FILE != 0 {
+                    match self.facts.files.iter().position(|f| f.path == n) {
+                        Some(i) => v.file = i as u32,
+                        None => return Err(SnapFailure::NewFile),
+                    }
+                }
+            }
+            _ => {
+                if shared {
+                    return Err(SnapFailure::UnsupportedMapping {
+                        start: vstart,
+                        end: vend,
+                        name_off,
+                        name_len,
+                    });
+                }
+                v.store = 1;
+            }
+        }
+        Ok(v)
+    }
+
+    fn scan_pages(&mut self) -> Result<(), SnapFailure> {
+        self.runs.clear();
+        let mut next_off = crac_image::PAGES_HEADER_LEN;
+        let zero = self.facts.zero_pfn;
+        let entries_per_chunk = self.pm.len() / 8;
+        for i in 0..self.vmas.len() {
+            let v = self.vmas[i];
+            if v.store == 0 {
+                continue;
+            }
+            let mut open_run = false;
+            let mut page = v.start / PAGE_SIZE;
+            let last = v.end / PAGE_SIZE;
+            while page < last {
+                let n = ((last - page) as usize).min(entries_per_chunk);
+                let buf = &mut self.pm[..n * 8];
+                let mut got = 0;
+                while got < buf.len() {
+                    match sys::pread(
+                        self.pagemap_fd.as_raw_fd(),
+                        &mut buf[got..],
+                        page * 8 + got as u64,
+                    ) {
+                        Ok(0) => break,
+                        Ok(k) => got += k,
+                        Err(Errno::EINTR) => {}
+                        Err(e) => return Err(SnapFailure::Sys("read /proc/self/pagemap", e)),
+                    }
+                }
+                for j in 0..got / 8 {
+                    let e = u64::from_le_bytes(buf[j * 8..j * 8 + 8].try_into().unwrap_or([0; 8]));
+                    let present = e >> 63 & 1 == 1;
+                    let swapped = e >> 62 & 1 == 1;
+                    let file_page = e >> 61 & 1 == 1;
+                    let pfn = e & ((1 << 55) - 1);
+                    let keep = match v.store {
+                        1 => swapped || (present && !(zero != 0 && pfn == zero)),
+                        2 => swapped || (present && !file_page),
+                        _ => present || swapped,
+                    };
+                    let addr = (page + j as u64) * PAGE_SIZE;
+                    if !keep {
+                        open_run = false;
+                        continue;
+                    }
+                    if open_run {
+                        if let Some(r) = self.runs.last_mut() {
+                            r.pages += 1;
+                            next_off += PAGE_SIZE;
+                            continue;
+                        }
+                    }
+                    if self.runs.len() == self.runs.capacity() {
+                        return Err(SnapFailure::Overflow("page run list"));
+                    }
+                    self.runs.push(PageRun {
+                        addr,
+                        pages: 1,
+                        offset: next_off,
+                    });
+                    next_off += PAGE_SIZE;
+                    open_run = true;
+                }
+                page += n as u64;
+            }
+        }
+        self.pages_len = next_off;
+        Ok(())
+    }
+
+    fn readable(&self, addr: u64) -> bool {
+        self.vmas
+            .iter()
+            .any(|v| v.start <= addr && addr < v.end && v.prot & PROT_READ != 0)
+    }
+
+    fn write_pages(&mut self) -> Result<u32, SnapFailure> {
+        let total_pages = (self.pages_len - crac_image::PAGES_HEADER_LEN) / PAGE_SIZE;
+        let head = crac_image::encode_pages_header(total_pages);
+        sys::write_all(self.pages_fd, &head)
+            .map_err(|e| SnapFailure::Sys("write the page file", e))?;
+        let mut crc = crc32fast::Hasher::new();
+        for i in 0..self.runs.len() {
+            let r = self.runs[i];
+            let readable = self.readable(r.addr);
+            let mut done = 0u64;
+            while done < r.len() {
+                let n = (r.len() - done).min(self.bounce.len() as u64) as usize;
+                let addr = r.addr + done;
+                if readable {
+                    stop::copy_from_memory(addr, &mut self.bounce[..n]);
+                } else {
+                    let mut got = 0;
+                    while got < n {
+                        match sys::pread(
+                            self.mem_fd.as_raw_fd(),
+                            &mut self.bounce[got..n],
+                            addr + got as u64,
+                        ) {
+                            Ok(0) => return Err(SnapFailure::Sys("read /proc/self/mem", Errno(5))),
+                            Ok(k) => got += k,
+                            Err(Errno::EINTR) => {}
+                            Err(e) => return Err(SnapFailure::Sys("read /proc/self/mem", e)),
+                        }
+                    }
+                }
+                crc.update(&self.bounce[..n]);
+                sys::write_all(self.pages_fd, &self.bounce[..n])
+                    .map_err(|e| SnapFailure::Sys("write the page file", e))?;
+                done += n as u64;
+            }
+        }
+        Ok(crc.finalize())
+    }
+}
+
+/// Encodes the metadata body.
+fn encode_body(
+    s: &Snapshot<'_>,
+    slots: &[ThreadSlot],
+    own: &ThreadSlot,
+    own_ctx: u64,
+    w: &mut Writer<'_>,
+) {
+    let f = s.facts;
+    let own_tid = own.tid;
+    let mut mm = f.mm;
+    mm[5] = sys::current_brk();
+    ProcessRecord {
+        pid: f.pid,
+        ppid: f.ppid,
+        uid: f.uid,
+        gid: f.gid,
+        umask: f.umask,
+        personality: f.personality,
+        dumping_tid: own_tid,
+        realtime_ns: sys::clock_ns(0),
+        monotonic_ns: sys::clock_ns(1),
+        boottime_ns: sys::clock_ns(7),
+        resume_entry: crac_sys::ctx::resume_entry(),
+        restore_info_addr: RESTORE_INFO.as_ptr() as u64,
+        exe: &f.exe,
+        cwd: &f.cwd,
+        comm: &f.comm,
+        kernel_release: &f.kernel_release,
+        boot_id: &f.boot_id,
+        hostname: &f.hostname,
+    }
+    .encode(w);
+    ArgvRecord {
+        cmdline: &f.cmdline,
+    }
+    .encode(w);
+    CpuRecord {
+        vendor: &f.cpu_vendor,
+        xcr0: f.xcr0,
+        xsave_size: f.xsave_size,
+        features: f.cpu_features,
+    }
+    .encode(w);
+    MmRecord {
+        start_code: mm[0],
+        end_code: mm[1],
+        start_data: mm[2],
+        end_data: mm[3],
+        start_brk: mm[4],
+        brk: mm[5],
+        start_stack: mm[6],
+        arg_start: mm[7],
+        arg_end: mm[8],
+        env_start: mm[9],
+        env_end: mm[10],
+        auxv: &f.auxv,
+    }
+    .encode(w);
+    let mut vdso = VdsoRecord {
+        vdso_crc: f.vdso_crc,
+        ..Default::default()
+    };
+    for v in &s.vmas {
+        let part = (v.start, v.end - v.start);
+        match s.name(v.name_off, v.name_len) {
+            b"[vvar]" => vdso.vvar = part,
+            b"[vvar_vclock]" => vdso.vvar_vclock = part,
+            b"[vdso]" => vdso.vdso = part,
+            _ => {}
+        }
+    }
+    vdso.encode(w);
+    for (i, m) in f.files.iter().enumerate() {
+        FileRecord {
+            id: i as u32,
+            dev: m.dev,
+            ino: m.ino,
+            size: m.size,
+            mtime_sec: m.mtime_sec,
+            mtime_nsec: m.mtime_nsec,
+            mode: m.mode,
+            build_id: &m.build_id,
+            path: &m.path,
+        }
+        .encode(w);
+    }
+    for v in &s.vmas {
+        VmaRecord {
+            start: v.start,
+            end: v.end,
+            pgoff: v.pgoff,
+            prot: v.prot,
+            flags: v.flags,
+            file: v.file,
+            name: s.name(v.name_off, v.name_len),
+        }
+        .encode(w);
+    }
+    w.section(Tag::Runs as u32, |w| {
+        for r in &s.runs {
+            r.encode(w);
+        }
+    });
+    for slot in slots.iter().chain(std::iter::once(own)) {
+        let (rseq_addr, rseq_len, rseq_sig) = stop::rseq_area(slot.fs_gs.0);
+        let name_len = slot.name.iter().position(|&b| b == 0).unwrap_or(16);
+        ThreadRecord {
+            tid: slot.tid,
+            flags: if slot.tid == own_tid {
+                THREAD_DUMPER
+            } else {
+                0
+            },
+            ctx_addr: if slot.tid == own_tid {
+                own_ctx
+            } else {
+                &slot.ctx as *const _ as u64
+            },
+            fs_base: slot.fs_gs.0,
+            gs_base: slot.fs_gs.1,
+            clear_tid: slot.clear_tid,
+            robust_head: slot.robust.0,
+            robust_len: slot.robust.1,
+            rseq_addr,
+            rseq_len,
+            rseq_sig,
+            sigmask: slot.sigmask,
+            altstack: slot.altstack,
+            affinity: &slot.affinity[..slot.affinity_len as usize],
+            name: &slot.name[..name_len],
+        }
+        .encode(w);
+    }
+    let mut acts = [crac_image::SigactionRecord::default(); 64];
+    acts.copy_from_slice(&f.sigactions[..64]);
+    crac_image::encode_sigactions(w, &acts);
+    let mut lims = [crac_image::RlimitRecord::default(); 16];
+    lims.copy_from_slice(&f.rlimits[..16]);
+    crac_image::encode_rlimits(w, &lims);
+    TimersRecord {
+        itimers: f.itimers,
+        posix_timers: f.posix_timers,
+        shared_pending: f.shared_pending,
+    }
+    .encode(w);
+}
+
+/// The temporary image directory and its files.
+struct TempDir {
+    tmp: PathBuf,
+    meta: OwnedFd,
+    pages: OwnedFd,
+    dir: OwnedFd,
+    parent: OwnedFd,
+    tmp_c: Vec<u8>,
+    final_c: Vec<u8>,
+    tmp_meta_c: Vec<u8>,
+    tmp_pages_c: Vec<u8>,
+    committed: bool,
+}
+
+fn cpath(p: &Path) -> Vec<u8> {
+    let mut v = p.as_os_str().as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+impl TempDir {
+    fn create(final_dir: &Path) -> std::io::Result<TempDir> {
+        use std::fs::{DirBuilder, OpenOptions};
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+        let final_dir = if final_dir.is_absolute() {
+            final_dir.to_path_buf()
+        } else {
+            std::env::current_dir()?.join(final_dir)
+        };
+        let parent = final_dir.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let name = final_dir
+            .file_name()
+            .map(|n| n.to_os_string())
+            .unwrap_or_else(|| OsString::from("image"));
+        let mut tmp_name = OsString::from(".");
+        tmp_name.push(&name);
+        tmp_name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = parent.join(tmp_name);
+        if tmp.exists() {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        DirBuilder::new().mode(0o700).create(&tmp)?;
+        let open = |n: &str| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(0o2000000)
+                .open(tmp.join(n))
+        };
+        let meta = OwnedFd::from(open(crac_image::META_FILE)?);
+        let pages = OwnedFd::from(open(crac_image::PAGES_FILE)?);
+        let dir = OwnedFd::from(std::fs::File::open(&tmp)?);
+        let parent_fd = OwnedFd::from(std::fs::File::open(&parent)?);
+        Ok(TempDir {
+            tmp_c: cpath(&tmp),
+            final_c: cpath(&final_dir),
+            tmp_meta_c: cpath(&tmp.join(crac_image::META_FILE)),
+            tmp_pages_c: cpath(&tmp.join(crac_image::PAGES_FILE)),
+            tmp,
+            meta,
+            pages,
+            dir,
+            parent: parent_fd,
+            committed: false,
+        })
+    }
+
+    /// Syncs and renames into place. Allocation-free (threads may be stopped).
+    fn commit(&mut self) -> Result<(), (&'static str, Errno)> {
+        sys::fsync(self.pages.as_raw_fd()).map_err(|e| ("sync the page file", e))?;
+        sys::fsync(self.meta.as_raw_fd()).map_err(|e| ("sync the metadata file", e))?;
+        sys::fsync(self.dir.as_raw_fd()).map_err(|e| ("sync the image directory", e))?;
+        match sys::rename(&self.tmp_c, &self.final_c, 2 /* RENAME_EXCHANGE */) {
+            Ok(()) => {
+                // The old image now sits at the temporary name: remove it.
+                let _ = sys::unlink(&self.tmp_meta_c, 0);
+                let _ = sys::unlink(&self.tmp_pages_c, 0);
+                let _ = sys::unlink(&self.tmp_c, 0x200 /* AT_REMOVEDIR */);
+            }
+            Err(Errno::ENOENT) => sys::rename(&self.tmp_c, &self.final_c, 0)
+                .map_err(|e| ("rename the image into place", e))?,
+            Err(e) => return Err(("rename the image into place", e)),
+        }
+        sys::fsync(self.parent.as_raw_fd()).map_err(|e| ("sync the parent directory", e))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+/// Dumps the calling process; see [`crate::native::checkpoint`].
+pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
+    for attempt in 0..3 {
+        match checkpoint_once(opts) {
+            Err(DumpError::Changed { .. }) if attempt < 2 => continue,
+            other => return other,
+        }
+    }
+    unreachable!("the loop returns on its last attempt")
+}
+
+fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
+    let dir = &opts.dir;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.is_dir() {
+            return Err(DumpError::NoParent { dir: dir.clone() });
+        }
+    }
+    // Give freed heap memory back to the kernel so the image stays small.
+    stop::malloc_trim();
+    let facts = collect::gather().map_err(|e| DumpError::Gather { source: e })?;
+    let mut tmp = TempDir::create(dir).map_err(|e| DumpError::CreateImage {
+        dir: dir.clone(),
+        source: e,
+    })?;
+    let open_proc = |p: &str| {
+        std::fs::File::open(p)
+            .map(OwnedFd::from)
+            .map_err(|e| DumpError::Gather { source: e })
+    };
+    let pagemap_fd = open_proc("/proc/self/pagemap")?;
+    let mem_fd = open_proc("/proc/self/mem")?;
+    let vma_cap = facts.vma_count * 2 + 256;
+    let mut snap = Snapshot {
+        facts: &facts,
+        maps: vec![0u8; facts.maps_len * 2 + 64 * 1024].into_boxed_slice(),
+        maps_len: 0,
+        vmas: Vec::with_capacity(vma_cap),
+        runs: Vec::with_capacity(runs_estimate()),
+        pm: vec![0u8; 64 * 1024 * 8].into_boxed_slice(),
+        bounce: vec![0u8; 4 << 20].into_boxed_slice(),
+        meta: Vec::new().into_boxed_slice(),
+        pagemap_fd,
+        mem_fd,
+        maps_fd_path: b"/proc/self/maps\0",
+        meta_fd: tmp.meta.as_raw_fd(),
+        pages_fd: tmp.pages.as_raw_fd(),
+        failure: None,
+        pages_len: 0,
+        pages_crc: 0,
+    };
+    let meta_cap = 256 * 1024
+        + vma_cap * 512
+        + snap.runs.capacity() * 24
+        + facts.thread_count * 2048
+        + facts.files.len() * 4200;
+    snap.meta = vec![0u8; meta_cap].into_boxed_slice();
+    for w in &RESTORE_INFO {
+        w.store(0, Ordering::SeqCst);
+    }
+
+    let mut round = Round::new(facts.thread_count * 2 + 16).map_err(|errno| DumpError::Stop {
+        what: "install the stop handler",
+        errno,
+    })?;
+    let mut own = Box::new(ThreadSlot::default());
+    let mut own_ctx = Box::<crac_sys::ctx::ResumeContext>::default();
+    let own_ctx_addr = &*own_ctx as *const _ as u64;
+    let own_mask = sys::sigprocmask(0, None).unwrap_or(0);
+    // ---- From here until `round.release()`: no allocation. ----
+    if let Err(f) = round.stop_all() {
+        round.release();
+        return Err(match f {
+            stop::StopFailure::Timeout { tid } => DumpError::ThreadDidNotStop {
+                tid,
+                signal: stop::STOP_SIGNAL,
+            },
+            stop::StopFailure::TooManyThreads => DumpError::Changed {
+                what: "threads were created during the dump",
+            },
+            stop::StopFailure::Sys(what, errno) => DumpError::Stop { what, errno },
+        });
+    }
+    own.record_current(own_mask);
+    let round_ref = &round;
+    let own_ref = &*own;
+    let mut result = stop::call_saving_context(&mut own_ctx, &mut || {
+        let r = snap.run();
+        if r != 0 {
+            return r;
+        }
+        let mut meta = std::mem::take(&mut snap.meta);
+        let r = {
+            let mut w = Writer::new(&mut meta);
+            encode_body(
+                &snap,
+                round_ref.stopped_slots(),
+                own_ref,
+                own_ctx_addr,
+                &mut w,
+            );
+            match w.finish() {
+                Ok(body) => {
+                    let header = Header {
+                        major: FORMAT_VERSION.0,
+                        minor: FORMAT_VERSION.1,
+                        body_len: body.len() as u64,
+                        body_crc: crc32fast::hash(body),
+                        arch: crac_image::ARCH_X86_64,
+                        pages_len: snap.pages_len,
+                        pages_crc: snap.pages_crc,
+                    };
+                    let written = sys::write_all(snap.meta_fd, &header.encode())
+                        .and_then(|()| sys::write_all(snap.meta_fd, body));
+                    match written {
+                        Ok(()) => 0,
+                        Err(e) => snap.fail(SnapFailure::Sys("write the metadata file", e)),
+                    }
+                }
+                Err(e) => snap.fail(SnapFailure::Encode { needed: e.needed }),
+            }
+        };
+        snap.meta = meta;
+        r
+    });
+    if let Ok(0) = result {
+        if let Err((what, errno)) = tmp.commit() {
+            snap.failure = Some(SnapFailure::Sys(what, errno));
+            result = Ok(1);
+        } else if !opts.leave_running {
+            // CRaC's default: the checkpointed process ends here; the image
+            // holds its future.
+            sys::exit_group(0);
+        }
+    }
+    match result {
+        Ok(0) => {
+            round.release();
+            Ok(DumpOutcome::LeftRunning)
+        }
+        Ok(_) => {
+            round.release();
+            let maps = &snap.maps[..snap.maps_len];
+            let name = |off: u32, len: u32| {
+                String::from_utf8_lossy(maps.get(off as usize..(off + len) as usize).unwrap_or(b""))
+                    .into_owned()
+            };
+            Err(match snap.failure {
+                Some(SnapFailure::Sys(what, errno)) => DumpError::Io { what, errno },
+                Some(SnapFailure::UnsupportedMapping {
+                    start,
+                    end,
+                    name_off,
+                    name_len,
+                }) => DumpError::UnsupportedMapping {
+                    start,
+                    end,
+                    name: name(name_off, name_len),
+                },
+                Some(SnapFailure::NewFile) => DumpError::Changed {
+                    what: "a file was mapped during the dump",
+                },
+                Some(SnapFailure::Overflow(what)) => DumpError::Changed { what },
+                Some(SnapFailure::Encode { needed }) => DumpError::MetadataTooLarge { needed },
+                None => DumpError::Io {
+                    what: "dump the process",
+                    errno: Errno(5),
+                },
+            })
+        }
+        Err(stop::Resumed) => {
+            // The temporary directory was renamed into the image long ago.
+            tmp.committed = true;
+            Ok(DumpOutcome::Restored(after_restore(
+                &mut round,
+                &facts,
+                own_mask,
+                own.altstack,
+            )))
+        }
+    }
+}
+
+fn runs_estimate() -> usize {
+    // Runs are bounded by the populated pages; the resident set size is a
+    // cheap upper bound on those.
+    let rss_pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<usize>().ok())
+        })
+        .unwrap_or(1 << 16);
+    rss_pages / 2 + 65536
+}
+
+/// In the restored process: waits for the other threads, puts back what the
+/// restorer leaves to the library, releases the threads and unmaps the
+/// restorer's zone.
+fn after_restore(
+    round: &mut Round,
+    facts: &Facts,
+    own_mask: u64,
+    altstack: (u64, u64, u32),
+) -> RestoreFacts {
+    round.wait_resumed();
+    for (i, a) in facts.sigactions.iter().enumerate() {
+        let sig = i as i32 + 1;
+        if sig == 9 || sig == 19 || sig == stop::STOP_SIGNAL {
+            continue;
+        }
+        let k = sys::KernelSigaction {
+            handler: a.handler,
+            flags: a.flags,
+            restorer: a.restorer,
+            mask: a.mask,
+        };
+        stop::set_sigaction(sig, &k);
+    }
+    for (r, l) in facts.rlimits.iter().enumerate() {
+        let _ = sys::prlimit(r as u32, Some((l.cur, l.max)));
+    }
+    sys::umask(facts.umask);
+    let mut cwd = facts.cwd.clone();
+    cwd.push(0);
+    let _ = sys::chdir(&cwd);
+    for (i, (interval, value)) in facts.itimers.iter().enumerate() {
+        if *value != 0 {
+            let _ = sys::setitimer(i as i32, *interval, *value);
+        }
+    }
+    if altstack.2 & 2 == 0 && altstack.1 != 0 {
+        let _ = sys::sigaltstack(Some((altstack.0, altstack.1, 0)));
+    }
+    let words: Vec<u64> = RESTORE_INFO
+        .iter()
+        .map(|w| w.load(Ordering::SeqCst))
+        .collect();
+    let info = RestoreInfo {
+        magic: words[0],
+        zone_start: words[1],
+        zone_len: words[2],
+        restore_started_ns: words[3],
+        resumed_ns: words[4],
+        env_addr: words[5],
+        env_len: words[6],
+    };
+    round.release();
+    let env = if info.magic == crac_image::RESTORE_INFO_MAGIC {
+        stop::take_env_and_unmap_zone(&info)
+    } else {
+        Vec::new()
+    };
+    let _ = sys::sigprocmask(2, Some(own_mask));
+    for sig in 1..=31 {
+        if facts.shared_pending >> (sig - 1) & 1 == 1 {
+            let _ = sys::kill(facts.pid as i32, sig);
+        }
+    }
+    let env = env
+        .split(|&b| b == 0)
+        .filter(|kv| !kv.is_empty())
+        .filter_map(|kv| {
+            let eq = kv.iter().position(|&b| b == b'=')?;
+            Some((
+                OsString::from_vec(kv[..eq].to_vec()),
+                OsString::from_vec(kv[eq + 1..].to_vec()),
+            ))
+        })
+        .collect();
+    RestoreFacts {
+        restore_started_unix_ns: info.restore_started_ns,
+        resumed_unix_ns: info.resumed_ns,
+        env,
+    }
+}
