@@ -167,8 +167,19 @@ pub enum CheckpointProblem {
 /// Every resource that got `before_checkpoint` also got `after_restore`. The
 /// error lists every problem found: failed hooks (of nested contexts too,
 /// flattened), open file descriptors and the engine's failure, in that order,
-/// followed by `after_restore` failures of the rollback. See the
-/// [module docs](self) for the message format.
+/// followed by `after_restore` failures of the rollback.
+///
+/// Like CRaC's `CheckpointException` it is an aggregate with no source of
+/// its own. `Display` is one line listing every problem, each followed by its
+/// source chain (`problem: source: source of source`), separated by `; `:
+///
+/// ```text
+/// checkpoint failed: file descriptor 4 is open: /tmp/out.txt (regular file)
+/// checkpoint failed with 2 problems: resource app::Db failed in before_checkpoint: \
+///     connection busy; file descriptor 4 is open: /tmp/out.txt (regular file)
+/// ```
+///
+/// The alternate form (`{:#}`) puts each problem on its own line instead.
 #[derive(Debug)]
 pub struct CheckpointError {
     problems: Vec<CheckpointProblem>,
@@ -212,7 +223,9 @@ pub enum RestoreProblem {
 ///
 /// Returned in the restored process (or in the original one when the engine
 /// kept it running). Every resource got `after_restore`; the error lists each
-/// failure (of nested contexts too, flattened).
+/// failure (of nested contexts too, flattened). Displayed like
+/// [`CheckpointError`]: `restore failed: …` or
+/// `restore failed with N problems: …; …`.
 #[derive(Debug)]
 pub struct RestoreError {
     problems: Vec<RestoreProblem>,

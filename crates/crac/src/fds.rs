@@ -10,7 +10,7 @@
 //!    (today no engine carries anything beyond stdio).
 //!
 //! Every other descriptor is one
-//! [`CheckpointProblem::OpenFd`](crate::CheckpointProblem::OpenFd):
+//! [`CheckpointProblem::OpenFd`](crate::CheckpointProblem):
 //! `file descriptor N is open: DESCRIPTION`, with the descriptions listed at
 //! [`FdKind`].
 //!
