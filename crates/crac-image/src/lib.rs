@@ -19,11 +19,23 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "std")]
+pub mod dir;
+#[cfg(feature = "std")]
+pub mod model;
 pub mod records;
 pub mod status;
+#[cfg(feature = "std")]
+pub mod summary;
 pub mod wire;
 
+#[cfg(feature = "std")]
+pub use dir::{prepare_temp_dir, ImageDirError, ImageWriteError, TempImageDir};
+#[cfg(feature = "std")]
+pub use model::{DecodeBodyError, Image, ImageReadError, SanityError, VerifyError, MAX_META_LEN};
 pub use records::*;
+#[cfg(feature = "std")]
+pub use summary::ImageSummary;
 pub use wire::{DecodeError, EncodeError, Reader, Writer};
 
 /// Format version written by this build: `(major, minor)`.

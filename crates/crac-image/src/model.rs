@@ -1,0 +1,1253 @@
+//! An owned model of a whole image, for tools (`crac inspect`, tests).
+//!
+//! [`Image::read`] validates an image directory in two stages before it
+//! returns anything:
+//!
+//! 1. the bytes: `meta.crac` is read with a size bound ([`MAX_META_LEN`]),
+//!    then its [`Header`] (magic, own checksum, version, architecture), the
+//!    body length and the body CRC-32 are checked, every section is decoded
+//!    ([`Image::decode_body`]) and the `pages.crac` header page and length are
+//!    checked against the header;
+//! 2. the meaning: [`Image::sanity_check`] (threads, mappings, page runs,
+//!    file references).
+//!
+//! The page data itself is only checksummed on request
+//! ([`Image::verify_pages`]): that reads the whole page file.
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use crate::records::*;
+use crate::wire::{DecodeError, Reader, Writer};
+use crate::{
+    Header, HeaderError, ARCH_X86_64, FORMAT_VERSION, HEADER_LEN, META_FILE, PAGES_FILE,
+    PAGES_HEADER_LEN, PAGES_MAGIC, PAGE_SIZE,
+};
+
+/// Largest `meta.crac` [`Image::read`] accepts, header included.
+///
+/// The restorer maps the metadata into its 256 MiB zone
+/// ([`crate::RESTORER_ZONE_LEN`]), so a real image stays far below this.
+pub const MAX_META_LEN: u64 = 64 << 20;
+
+/// Process-wide facts, owned ([`ProcessRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Process {
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub umask: u32,
+    pub personality: u32,
+    pub dumping_tid: u32,
+    pub realtime_ns: u64,
+    pub monotonic_ns: u64,
+    pub boottime_ns: u64,
+    pub resume_entry: u64,
+    pub restore_info_addr: u64,
+    pub exe: Vec<u8>,
+    pub cwd: Vec<u8>,
+    pub comm: Vec<u8>,
+    pub kernel_release: Vec<u8>,
+    pub boot_id: Vec<u8>,
+    pub hostname: Vec<u8>,
+}
+
+impl From<&ProcessRecord<'_>> for Process {
+    fn from(r: &ProcessRecord<'_>) -> Self {
+        Process {
+            pid: r.pid,
+            ppid: r.ppid,
+            uid: r.uid,
+            gid: r.gid,
+            umask: r.umask,
+            personality: r.personality,
+            dumping_tid: r.dumping_tid,
+            realtime_ns: r.realtime_ns,
+            monotonic_ns: r.monotonic_ns,
+            boottime_ns: r.boottime_ns,
+            resume_entry: r.resume_entry,
+            restore_info_addr: r.restore_info_addr,
+            exe: r.exe.to_vec(),
+            cwd: r.cwd.to_vec(),
+            comm: r.comm.to_vec(),
+            kernel_release: r.kernel_release.to_vec(),
+            boot_id: r.boot_id.to_vec(),
+            hostname: r.hostname.to_vec(),
+        }
+    }
+}
+
+impl Process {
+    /// The borrowed record, for encoding.
+    pub fn as_record(&self) -> ProcessRecord<'_> {
+        ProcessRecord {
+            pid: self.pid,
+            ppid: self.ppid,
+            uid: self.uid,
+            gid: self.gid,
+            umask: self.umask,
+            personality: self.personality,
+            dumping_tid: self.dumping_tid,
+            realtime_ns: self.realtime_ns,
+            monotonic_ns: self.monotonic_ns,
+            boottime_ns: self.boottime_ns,
+            resume_entry: self.resume_entry,
+            restore_info_addr: self.restore_info_addr,
+            exe: &self.exe,
+            cwd: &self.cwd,
+            comm: &self.comm,
+            kernel_release: &self.kernel_release,
+            boot_id: &self.boot_id,
+            hostname: &self.hostname,
+        }
+    }
+}
+
+/// The command line, owned ([`ArgvRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Argv {
+    /// NUL-separated arguments, `argv[0]` first.
+    pub cmdline: Vec<u8>,
+}
+
+impl Argv {
+    /// The borrowed record, for encoding.
+    pub fn as_record(&self) -> ArgvRecord<'_> {
+        ArgvRecord {
+            cmdline: &self.cmdline,
+        }
+    }
+    /// The arguments.
+    pub fn args(&self) -> impl Iterator<Item = &[u8]> {
+        self.as_record().args()
+    }
+}
+
+/// CPU facts, owned ([`CpuRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Cpu {
+    pub vendor: Vec<u8>,
+    pub xcr0: u64,
+    pub xsave_size: u32,
+    /// Words named by [`CPU_FEATURE_WORDS`].
+    pub features: [u32; 8],
+}
+
+impl From<&CpuRecord<'_>> for Cpu {
+    fn from(r: &CpuRecord<'_>) -> Self {
+        Cpu {
+            vendor: r.vendor.to_vec(),
+            xcr0: r.xcr0,
+            xsave_size: r.xsave_size,
+            features: r.features,
+        }
+    }
+}
+
+impl Cpu {
+    /// The borrowed record, for encoding.
+    pub fn as_record(&self) -> CpuRecord<'_> {
+        CpuRecord {
+            vendor: &self.vendor,
+            xcr0: self.xcr0,
+            xsave_size: self.xsave_size,
+            features: self.features,
+        }
+    }
+}
+
+/// The mm fields and auxiliary vector, owned ([`MmRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Mm {
+    pub start_code: u64,
+    pub end_code: u64,
+    pub start_data: u64,
+    pub end_data: u64,
+    pub start_brk: u64,
+    pub brk: u64,
+    pub start_stack: u64,
+    pub arg_start: u64,
+    pub arg_end: u64,
+    pub env_start: u64,
+    pub env_end: u64,
+    pub auxv: Vec<u8>,
+}
+
+impl From<&MmRecord<'_>> for Mm {
+    fn from(r: &MmRecord<'_>) -> Self {
+        Mm {
+            start_code: r.start_code,
+            end_code: r.end_code,
+            start_data: r.start_data,
+            end_data: r.end_data,
+            start_brk: r.start_brk,
+            brk: r.brk,
+            start_stack: r.start_stack,
+            arg_start: r.arg_start,
+            arg_end: r.arg_end,
+            env_start: r.env_start,
+            env_end: r.env_end,
+            auxv: r.auxv.to_vec(),
+        }
+    }
+}
+
+impl Mm {
+    /// The borrowed record, for encoding.
+    pub fn as_record(&self) -> MmRecord<'_> {
+        MmRecord {
+            start_code: self.start_code,
+            end_code: self.end_code,
+            start_data: self.start_data,
+            end_data: self.end_data,
+            start_brk: self.start_brk,
+            brk: self.brk,
+            start_stack: self.start_stack,
+            arg_start: self.arg_start,
+            arg_end: self.arg_end,
+            env_start: self.env_start,
+            env_end: self.env_end,
+            auxv: &self.auxv,
+        }
+    }
+}
+
+/// A file the image depends on, owned ([`FileRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct FileRef {
+    pub id: u32,
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: u32,
+    pub mode: u32,
+    pub build_id: Vec<u8>,
+    pub path: Vec<u8>,
+}
+
+impl From<&FileRecord<'_>> for FileRef {
+    fn from(r: &FileRecord<'_>) -> Self {
+        FileRef {
+            id: r.id,
+            dev: r.dev,
+            ino: r.ino,
+            size: r.size,
+            mtime_sec: r.mtime_sec,
+            mtime_nsec: r.mtime_nsec,
+            mode: r.mode,
+            build_id: r.build_id.to_vec(),
+            path: r.path.to_vec(),
+        }
+    }
+}
+
+impl FileRef {
+    /// The borrowed record, for encoding.
+    pub fn as_record(&self) -> FileRecord<'_> {
+        FileRecord {
+            id: self.id,
+            dev: self.dev,
+            ino: self.ino,
+            size: self.size,
+            mtime_sec: self.mtime_sec,
+            mtime_nsec: self.mtime_nsec,
+            mode: self.mode,
+            build_id: &self.build_id,
+            path: &self.path,
+        }
+    }
+}
+
+/// One mapping, owned ([`VmaRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub pgoff: u64,
+    /// `PROT_*` bits.
+    pub prot: u32,
+    /// `VMA_*` bits.
+    pub flags: u32,
+    /// [`FileRef::id`] or [`NO_FILE`].
+    pub file: u32,
+    pub name: Vec<u8>,
+}
+
+impl From<&VmaRecord<'_>> for Vma {
+    fn from(r: &VmaRecord<'_>) -> Self {
+        Vma {
+            start: r.start,
+            end: r.end,
+            pgoff: r.pgoff,
+            prot: r.prot,
+            flags: r.flags,
+            file: r.file,
+            name: r.name.to_vec(),
+        }
+    }
+}
+
+impl Vma {
+    /// The borrowed record, for encoding.
+    pub fn as_record(&self) -> VmaRecord<'_> {
+        VmaRecord {
+            start: self.start,
+            end: self.end,
+            pgoff: self.pgoff,
+            prot: self.prot,
+            flags: self.flags,
+            file: self.file,
+            name: &self.name,
+        }
+    }
+    /// Length in bytes (0 if the bounds are inverted).
+    pub fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+    /// Whether the mapping is empty (never, once decoded).
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+}
+
+/// One thread, owned ([`ThreadRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Thread {
+    pub tid: u32,
+    /// `THREAD_*` bits.
+    pub flags: u32,
+    pub ctx_addr: u64,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub clear_tid: u64,
+    pub robust_head: u64,
+    pub robust_len: u64,
+    pub rseq_addr: u64,
+    pub rseq_len: u32,
+    pub rseq_sig: u32,
+    pub sigmask: u64,
+    /// Base, size, flags.
+    pub altstack: (u64, u64, u32),
+    pub affinity: Vec<u8>,
+    pub name: Vec<u8>,
+}
+
+impl From<&ThreadRecord<'_>> for Thread {
+    fn from(r: &ThreadRecord<'_>) -> Self {
+        Thread {
+            tid: r.tid,
+            flags: r.flags,
+            ctx_addr: r.ctx_addr,
+            fs_base: r.fs_base,
+            gs_base: r.gs_base,
+            clear_tid: r.clear_tid,
+            robust_head: r.robust_head,
+            robust_len: r.robust_len,
+            rseq_addr: r.rseq_addr,
+            rseq_len: r.rseq_len,
+            rseq_sig: r.rseq_sig,
+            sigmask: r.sigmask,
+            altstack: r.altstack,
+            affinity: r.affinity.to_vec(),
+            name: r.name.to_vec(),
+        }
+    }
+}
+
+impl Thread {
+    /// The borrowed record, for encoding.
+    pub fn as_record(&self) -> ThreadRecord<'_> {
+        ThreadRecord {
+            tid: self.tid,
+            flags: self.flags,
+            ctx_addr: self.ctx_addr,
+            fs_base: self.fs_base,
+            gs_base: self.gs_base,
+            clear_tid: self.clear_tid,
+            robust_head: self.robust_head,
+            robust_len: self.robust_len,
+            rseq_addr: self.rseq_addr,
+            rseq_len: self.rseq_len,
+            rseq_sig: self.rseq_sig,
+            sigmask: self.sigmask,
+            altstack: self.altstack,
+            affinity: &self.affinity,
+            name: &self.name,
+        }
+    }
+    /// Whether this thread ran the dump.
+    pub fn is_dumper(&self) -> bool {
+        self.flags & THREAD_DUMPER != 0
+    }
+}
+
+/// A section whose tag this build does not know; skipped on read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownSection {
+    /// Section tag.
+    pub tag: u32,
+    /// Payload length in bytes.
+    pub len: u32,
+}
+
+/// A whole image, owned: every record of `meta.crac` plus its header.
+///
+/// The page data stays in `pages.crac`; [`Image::runs`] says where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// The `meta.crac` header as read (version, lengths, checksums).
+    pub header: Header,
+    /// Process-wide facts.
+    pub process: Process,
+    /// Command line.
+    pub argv: Argv,
+    /// CPU facts.
+    pub cpu: Cpu,
+    /// mm fields and auxv.
+    pub mm: Mm,
+    /// Where the vvar/vdso block was.
+    pub vdso: VdsoRecord,
+    /// Files the image depends on, in section order.
+    pub files: Vec<FileRef>,
+    /// Mappings, in address order.
+    pub vmas: Vec<Vma>,
+    /// Stored page runs, in address order.
+    pub runs: Vec<PageRun>,
+    /// Threads, in section order.
+    pub threads: Vec<Thread>,
+    /// Dispositions of signals 1..=64.
+    pub sigactions: [SigactionRecord; 64],
+    /// Resource limits in `RLIMIT_*` order.
+    pub rlimits: [RlimitRecord; 16],
+    /// Interval timers and pending signals.
+    pub timers: TimersRecord,
+    /// Sections skipped because their tag is unknown (newer minor).
+    pub unknown_sections: Vec<UnknownSection>,
+}
+
+/// Name of a section tag, for messages.
+pub fn tag_name(tag: u32) -> &'static str {
+    match Tag::from_u32(tag) {
+        Some(Tag::Process) => "process",
+        Some(Tag::Argv) => "argv",
+        Some(Tag::Cpu) => "cpu",
+        Some(Tag::Mm) => "mm",
+        Some(Tag::Vdso) => "vdso",
+        Some(Tag::File) => "file",
+        Some(Tag::Vma) => "vma",
+        Some(Tag::Runs) => "runs",
+        Some(Tag::Thread) => "thread",
+        Some(Tag::Sigactions) => "sigactions",
+        Some(Tag::Rlimits) => "rlimits",
+        Some(Tag::Timers) => "timers",
+        None => "unknown",
+    }
+}
+
+/// Why a metadata body could not be decoded ([`Image::decode_body`]).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeBodyError {
+    /// The section framing is broken.
+    #[error("the section list is malformed")]
+    Framing(#[source] DecodeError),
+    /// A section's payload is malformed.
+    #[error("section {tag} ({}) at body offset {offset} is malformed", tag_name(*tag))]
+    Section {
+        /// Section tag.
+        tag: u32,
+        /// Offset of the section header in the body.
+        offset: usize,
+        /// What was wrong.
+        #[source]
+        source: DecodeError,
+    },
+    /// A section that must appear once appears again.
+    #[error("section {tag} ({}) appears more than once (again at body offset {offset})", tag_name(*tag))]
+    Duplicate {
+        /// Section tag.
+        tag: u32,
+        /// Offset of the second occurrence.
+        offset: usize,
+    },
+    /// A mandatory section is missing.
+    #[error("mandatory section {tag} ({}) is missing", tag_name(*tag))]
+    Missing {
+        /// Section tag.
+        tag: u32,
+    },
+}
+
+/// Why a decoded image is inconsistent ([`Image::sanity_check`]).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SanityError {
+    /// No thread records.
+    #[error("the image has no threads")]
+    NoThreads,
+    /// Not exactly one thread is flagged as the dumper.
+    #[error("{count} threads are flagged as the dumping thread, expected exactly 1")]
+    DumperCount {
+        /// Threads with `THREAD_DUMPER`.
+        count: usize,
+    },
+    /// The dumper flag and the process record disagree.
+    #[error("the dumping thread is {flagged} but the process record says {recorded}")]
+    DumperMismatch {
+        /// TID of the thread flagged `THREAD_DUMPER`.
+        flagged: u32,
+        /// [`Process::dumping_tid`].
+        recorded: u32,
+    },
+    /// Two thread records have the same TID.
+    #[error("thread {tid} appears twice")]
+    DuplicateThread {
+        /// The TID.
+        tid: u32,
+    },
+    /// No mapping records.
+    #[error("the image has no mappings")]
+    NoMappings,
+    /// A mapping starts before the previous one ends.
+    #[error(
+        "mapping {start:#x}-{end:#x} starts before the previous mapping ends at {prev_end:#x} \
+         (mappings must be sorted and disjoint)"
+    )]
+    VmaOrder {
+        /// Start of the offending mapping.
+        start: u64,
+        /// End of the offending mapping.
+        end: u64,
+        /// End of the previous mapping.
+        prev_end: u64,
+    },
+    /// A mapping refers to a file id with no file record.
+    #[error("mapping {start:#x}-{end:#x} refers to file {file}, which has no file record")]
+    MissingFile {
+        /// Start of the mapping.
+        start: u64,
+        /// End of the mapping.
+        end: u64,
+        /// The missing id.
+        file: u32,
+    },
+    /// Two file records have the same id.
+    #[error("file id {id} appears twice")]
+    DuplicateFile {
+        /// The id.
+        id: u32,
+    },
+    /// A page run starts before the previous one ends.
+    #[error(
+        "page run at {addr:#x} starts before the previous run ends at {prev_end:#x} \
+         (runs must be sorted and disjoint)"
+    )]
+    RunOrder {
+        /// Address of the offending run.
+        addr: u64,
+        /// End of the previous run.
+        prev_end: u64,
+    },
+    /// Part of a page run lies outside every mapping.
+    #[error("page run at {addr:#x} ({pages} pages) is not inside the mappings")]
+    RunOutsideVmas {
+        /// Address of the run.
+        addr: u64,
+        /// Length of the run in pages.
+        pages: u64,
+    },
+    /// A page run's data lies outside the page file.
+    #[error(
+        "page run at {addr:#x} ({pages} pages) has its data at offset {offset:#x}, outside \
+         the page data of the {pages_len}-byte page file"
+    )]
+    RunOutsidePageFile {
+        /// Address of the run.
+        addr: u64,
+        /// Length of the run in pages.
+        pages: u64,
+        /// Offset of the run's data.
+        offset: u64,
+        /// Length of the page file from the header.
+        pages_len: u64,
+    },
+}
+
+/// Why [`Image::read`] refused an image directory.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageReadError {
+    /// A file could not be opened, inspected or read.
+    #[error("cannot {step} {}", path.display())]
+    Io {
+        /// What was being done: "open", "read", "stat".
+        step: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// `meta.crac` has an unusable header.
+    #[error("image {} has an unusable header", path.display())]
+    Header {
+        /// The metadata file.
+        path: PathBuf,
+        /// What was wrong.
+        #[source]
+        source: HeaderError,
+    },
+    /// The header announces a body larger than [`MAX_META_LEN`].
+    #[error(
+        "image {} announces a {body_len}-byte body, more than the {limit}-byte limit",
+        path.display()
+    )]
+    TooLarge {
+        /// The metadata file.
+        path: PathBuf,
+        /// Body length from the header.
+        body_len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// `meta.crac` ends before the body does.
+    #[error("image {} is truncated: {found} of {expected} body bytes", path.display())]
+    Truncated {
+        /// The metadata file.
+        path: PathBuf,
+        /// Body bytes present.
+        found: u64,
+        /// Body bytes the header announces.
+        expected: u64,
+    },
+    /// `meta.crac` continues after the body.
+    #[error(
+        "image {} has data after its {expected}-byte body",
+        path.display()
+    )]
+    TrailingData {
+        /// The metadata file.
+        path: PathBuf,
+        /// Body length from the header.
+        expected: u64,
+    },
+    /// The body checksum does not match.
+    #[error(
+        "image {} is corrupt: body CRC-32 is {computed:#010x}, the header says {stored:#010x}",
+        path.display()
+    )]
+    BodyChecksum {
+        /// The metadata file.
+        path: PathBuf,
+        /// Checksum in the header.
+        stored: u32,
+        /// Checksum of the body read.
+        computed: u32,
+    },
+    /// The body's sections could not be decoded.
+    #[error("image {} has a malformed body", path.display())]
+    Body {
+        /// The metadata file.
+        path: PathBuf,
+        /// What was wrong.
+        #[source]
+        source: DecodeBodyError,
+    },
+    /// The records contradict each other.
+    #[error("image {} is inconsistent", path.display())]
+    Sanity {
+        /// The metadata file.
+        path: PathBuf,
+        /// What was wrong.
+        #[source]
+        source: SanityError,
+    },
+    /// `pages.crac` does not start with a valid header page.
+    #[error("page file {} has a bad header page: {what}", path.display())]
+    PagesHeader {
+        /// The page file.
+        path: PathBuf,
+        /// What was wrong.
+        what: &'static str,
+    },
+    /// `pages.crac` does not have the length `meta.crac` records.
+    #[error(
+        "page file {} is {found} bytes, the image header records {expected}",
+        path.display()
+    )]
+    PagesLength {
+        /// The page file.
+        path: PathBuf,
+        /// Length from the metadata header.
+        expected: u64,
+        /// Actual length.
+        found: u64,
+    },
+}
+
+/// Why [`Image::verify_pages`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The page file could not be opened or read.
+    #[error("cannot {step} {}", path.display())]
+    Io {
+        /// What was being done.
+        step: &'static str,
+        /// The page file.
+        path: PathBuf,
+        /// The system error.
+        #[source]
+        source: io::Error,
+    },
+    /// The page file's length changed since it was checked.
+    #[error(
+        "page file {} has {found} bytes of page data, the image header records {expected}",
+        path.display()
+    )]
+    Length {
+        /// The page file.
+        path: PathBuf,
+        /// Page data length from the header.
+        expected: u64,
+        /// Page data read.
+        found: u64,
+    },
+    /// The page data checksum does not match.
+    #[error(
+        "page file {} is corrupt: page data CRC-32 is {computed:#010x}, the header says \
+         {stored:#010x}",
+        path.display()
+    )]
+    Checksum {
+        /// The page file.
+        path: PathBuf,
+        /// Checksum in the header.
+        stored: u32,
+        /// Checksum computed.
+        computed: u32,
+    },
+}
+
+/// The sections that must appear exactly once, decoded.
+#[derive(Default)]
+struct Once {
+    process: Option<Process>,
+    argv: Option<Argv>,
+    cpu: Option<Cpu>,
+    mm: Option<Mm>,
+    vdso: Option<VdsoRecord>,
+    runs: Option<Vec<PageRun>>,
+    sigactions: Option<[SigactionRecord; 64]>,
+    rlimits: Option<[RlimitRecord; 16]>,
+    timers: Option<TimersRecord>,
+}
+
+fn set_once<T>(slot: &mut Option<T>, v: T, tag: Tag, offset: usize) -> Result<(), DecodeBodyError> {
+    if slot.is_some() {
+        return Err(DecodeBodyError::Duplicate {
+            tag: tag as u32,
+            offset,
+        });
+    }
+    *slot = Some(v);
+    Ok(())
+}
+
+fn missing(tag: Tag) -> DecodeBodyError {
+    DecodeBodyError::Missing { tag: tag as u32 }
+}
+
+impl Image {
+    /// Decodes a metadata body (the bytes after the header) into an image.
+    ///
+    /// Checks the framing, decodes every known section, skips unknown ones
+    /// and requires every once-only section exactly once. Does not check the
+    /// body CRC (the caller did) nor the meaning ([`Image::sanity_check`]).
+    pub fn decode_body(header: Header, body: &[u8]) -> Result<Image, DecodeBodyError> {
+        let mut once = Once::default();
+        let mut files = Vec::new();
+        let mut vmas = Vec::new();
+        let mut threads = Vec::new();
+        let mut unknown_sections = Vec::new();
+        let mut r = Reader::new(body);
+        loop {
+            let offset = body.len() - r.remaining();
+            let Some((tag, mut s)) = r.next_section().map_err(DecodeBodyError::Framing)? else {
+                break;
+            };
+            let len = u32::try_from(s.remaining()).unwrap_or(u32::MAX);
+            let bad = |source| DecodeBodyError::Section {
+                tag,
+                offset,
+                source,
+            };
+            let Some(t) = Tag::from_u32(tag) else {
+                unknown_sections.push(UnknownSection { tag, len });
+                continue;
+            };
+            match t {
+                Tag::Process => {
+                    let p = ProcessRecord::decode(&mut s).map_err(bad)?;
+                    set_once(&mut once.process, Process::from(&p), t, offset)?;
+                }
+                Tag::Argv => {
+                    let a = ArgvRecord::decode(&mut s).map_err(bad)?;
+                    let a = Argv {
+                        cmdline: a.cmdline.to_vec(),
+                    };
+                    set_once(&mut once.argv, a, t, offset)?;
+                }
+                Tag::Cpu => {
+                    let c = CpuRecord::decode(&mut s).map_err(bad)?;
+                    set_once(&mut once.cpu, Cpu::from(&c), t, offset)?;
+                }
+                Tag::Mm => {
+                    let m = MmRecord::decode(&mut s).map_err(bad)?;
+                    set_once(&mut once.mm, Mm::from(&m), t, offset)?;
+                }
+                Tag::Vdso => {
+                    let v = VdsoRecord::decode(&mut s).map_err(bad)?;
+                    set_once(&mut once.vdso, v, t, offset)?;
+                }
+                Tag::File => files.push(FileRef::from(&FileRecord::decode(&mut s).map_err(bad)?)),
+                Tag::Vma => vmas.push(Vma::from(&VmaRecord::decode(&mut s).map_err(bad)?)),
+                Tag::Runs => {
+                    let runs = decode_runs(s).collect::<Result<Vec<_>, _>>().map_err(bad)?;
+                    set_once(&mut once.runs, runs, t, offset)?;
+                }
+                Tag::Thread => {
+                    threads.push(Thread::from(&ThreadRecord::decode(&mut s).map_err(bad)?));
+                }
+                Tag::Sigactions => {
+                    let a = decode_sigactions(&mut s).map_err(bad)?;
+                    set_once(&mut once.sigactions, a, t, offset)?;
+                }
+                Tag::Rlimits => {
+                    let l = decode_rlimits(&mut s).map_err(bad)?;
+                    set_once(&mut once.rlimits, l, t, offset)?;
+                }
+                Tag::Timers => {
+                    let tm = TimersRecord::decode(&mut s).map_err(bad)?;
+                    set_once(&mut once.timers, tm, t, offset)?;
+                }
+            }
+        }
+        Ok(Image {
+            header,
+            process: once.process.ok_or(missing(Tag::Process))?,
+            argv: once.argv.ok_or(missing(Tag::Argv))?,
+            cpu: once.cpu.ok_or(missing(Tag::Cpu))?,
+            mm: once.mm.ok_or(missing(Tag::Mm))?,
+            vdso: once.vdso.ok_or(missing(Tag::Vdso))?,
+            files,
+            vmas,
+            runs: once.runs.ok_or(missing(Tag::Runs))?,
+            threads,
+            sigactions: once.sigactions.ok_or(missing(Tag::Sigactions))?,
+            rlimits: once.rlimits.ok_or(missing(Tag::Rlimits))?,
+            timers: once.timers.ok_or(missing(Tag::Timers))?,
+            unknown_sections,
+        })
+    }
+
+    /// Encodes the records as a metadata body, in tag order.
+    ///
+    /// [`Image::unknown_sections`] are not written (their payload is not kept).
+    pub fn encode_body(&self) -> Vec<u8> {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let mut w = Writer::new(&mut buf);
+            self.encode_into(&mut w);
+            match w.finish() {
+                Ok(body) => {
+                    let n = body.len();
+                    buf.truncate(n);
+                    return buf;
+                }
+                Err(e) => buf.resize(e.needed.max(buf.len() * 2), 0),
+            }
+        }
+    }
+
+    fn encode_into(&self, w: &mut Writer<'_>) {
+        self.process.as_record().encode(w);
+        self.argv.as_record().encode(w);
+        self.cpu.as_record().encode(w);
+        self.mm.as_record().encode(w);
+        self.vdso.encode(w);
+        for f in &self.files {
+            f.as_record().encode(w);
+        }
+        for v in &self.vmas {
+            v.as_record().encode(w);
+        }
+        w.section(Tag::Runs as u32, |w| {
+            for r in &self.runs {
+                r.encode(w);
+            }
+        });
+        for t in &self.threads {
+            t.as_record().encode(w);
+        }
+        encode_sigactions(w, &self.sigactions);
+        encode_rlimits(w, &self.rlimits);
+        self.timers.encode(w);
+    }
+
+    /// Checks that the records are consistent with each other and with the
+    /// page file length in [`Image::header`]:
+    ///
+    /// * at least one thread, unique TIDs, exactly one `THREAD_DUMPER`, and
+    ///   it is [`Process::dumping_tid`];
+    /// * at least one mapping, mappings sorted and disjoint;
+    /// * file ids unique, every file a mapping refers to exists;
+    /// * page runs sorted and disjoint, every page inside a mapping, the data
+    ///   of every run inside the page data of `pages.crac`.
+    pub fn sanity_check(&self) -> Result<(), SanityError> {
+        self.check_threads()?;
+        self.check_vmas()?;
+        self.check_runs()
+    }
+
+    fn check_threads(&self) -> Result<(), SanityError> {
+        if self.threads.is_empty() {
+            return Err(SanityError::NoThreads);
+        }
+        let mut tids: Vec<u32> = self.threads.iter().map(|t| t.tid).collect();
+        tids.sort_unstable();
+        if let Some(w) = tids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(SanityError::DuplicateThread { tid: w[0] });
+        }
+        let dumpers: Vec<&Thread> = self.threads.iter().filter(|t| t.is_dumper()).collect();
+        let [dumper] = dumpers[..] else {
+            return Err(SanityError::DumperCount {
+                count: dumpers.len(),
+            });
+        };
+        if dumper.tid != self.process.dumping_tid {
+            return Err(SanityError::DumperMismatch {
+                flagged: dumper.tid,
+                recorded: self.process.dumping_tid,
+            });
+        }
+        Ok(())
+    }
+
+    fn check_vmas(&self) -> Result<(), SanityError> {
+        if self.vmas.is_empty() {
+            return Err(SanityError::NoMappings);
+        }
+        for w in self.vmas.windows(2) {
+            if w[1].start < w[0].end {
+                return Err(SanityError::VmaOrder {
+                    start: w[1].start,
+                    end: w[1].end,
+                    prev_end: w[0].end,
+                });
+            }
+        }
+        let mut ids: Vec<u32> = self.files.iter().map(|f| f.id).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(SanityError::DuplicateFile { id: w[0] });
+        }
+        for v in &self.vmas {
+            if v.file != NO_FILE && ids.binary_search(&v.file).is_err() {
+                return Err(SanityError::MissingFile {
+                    start: v.start,
+                    end: v.end,
+                    file: v.file,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn check_runs(&self) -> Result<(), SanityError> {
+        let pages_len = self.header.pages_len;
+        let mut prev_end = 0u64;
+        for run in &self.runs {
+            let outside = SanityError::RunOutsideVmas {
+                addr: run.addr,
+                pages: run.pages,
+            };
+            let Some(end) = run_len(run).and_then(|l| run.addr.checked_add(l)) else {
+                return Err(outside);
+            };
+            if run.addr < prev_end {
+                return Err(SanityError::RunOrder {
+                    addr: run.addr,
+                    prev_end,
+                });
+            }
+            prev_end = end;
+            if !self.covered(run.addr, end) {
+                return Err(outside);
+            }
+            let data_end = run_len(run).and_then(|l| run.offset.checked_add(l));
+            if run.offset < PAGES_HEADER_LEN || data_end.is_none_or(|e| e > pages_len) {
+                return Err(SanityError::RunOutsidePageFile {
+                    addr: run.addr,
+                    pages: run.pages,
+                    offset: run.offset,
+                    pages_len,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether `[start, end)` lies inside contiguous mappings. Needs sorted
+    /// mappings.
+    fn covered(&self, start: u64, end: u64) -> bool {
+        let mut i = self.vmas.partition_point(|v| v.end <= start);
+        let mut at = start;
+        while at < end {
+            match self.vmas.get(i) {
+                Some(v) if v.start <= at => at = v.end,
+                _ => return false,
+            }
+            i += 1;
+        }
+        true
+    }
+
+    /// Reads and validates the image in `dir` (see the module documentation).
+    pub fn read(dir: &Path) -> Result<Image, ImageReadError> {
+        let meta_path = dir.join(META_FILE);
+        let (header, body) = read_meta(&meta_path)?;
+        let image = Image::decode_body(header, &body).map_err(|source| ImageReadError::Body {
+            path: meta_path.clone(),
+            source,
+        })?;
+        image
+            .sanity_check()
+            .map_err(|source| ImageReadError::Sanity {
+                path: meta_path,
+                source,
+            })?;
+        check_pages_file(&dir.join(PAGES_FILE), &header)?;
+        Ok(image)
+    }
+
+    /// Computes the CRC-32 of the page data in `dir/pages.crac` and compares
+    /// it with the header's.
+    pub fn verify_pages(&self, dir: &Path) -> Result<(), VerifyError> {
+        let path = dir.join(PAGES_FILE);
+        let io_err = |step: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| VerifyError::Io { step, path, source }
+        };
+        let mut f = fs::File::open(&path).map_err(io_err("open", &path))?;
+        let mut skip = [0u8; PAGES_HEADER_LEN as usize];
+        f.read_exact(&mut skip).map_err(io_err("read", &path))?;
+        let expected = self.header.pages_len.saturating_sub(PAGES_HEADER_LEN);
+        let mut hasher = crc32fast::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut found = 0u64;
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err("read", &path)(e)),
+            };
+            hasher.update(&buf[..n]);
+            found += n as u64;
+        }
+        if found != expected {
+            return Err(VerifyError::Length {
+                path,
+                expected,
+                found,
+            });
+        }
+        let computed = hasher.finalize();
+        if computed != self.header.pages_crc {
+            return Err(VerifyError::Checksum {
+                path,
+                stored: self.header.pages_crc,
+                computed,
+            });
+        }
+        Ok(())
+    }
+
+    /// Total length of all mappings, in bytes.
+    pub fn mapped_bytes(&self) -> u64 {
+        self.vmas.iter().map(Vma::len).fold(0, u64::saturating_add)
+    }
+
+    /// Number of pages stored in `pages.crac`.
+    pub fn stored_pages(&self) -> u64 {
+        self.runs
+            .iter()
+            .map(|r| r.pages)
+            .fold(0, u64::saturating_add)
+    }
+
+    /// Bytes of page data stored in `pages.crac`.
+    pub fn stored_bytes(&self) -> u64 {
+        self.stored_pages().saturating_mul(PAGE_SIZE)
+    }
+
+    /// Stored pages inside each mapping, in [`Image::vmas`] order. Needs
+    /// sorted runs (any image [`Image::read`] returned).
+    pub fn stored_pages_per_vma(&self) -> Vec<u64> {
+        self.vmas
+            .iter()
+            .map(|v| {
+                let first = self
+                    .runs
+                    .partition_point(|r| run_end(r).is_some_and(|e| e <= v.start));
+                self.runs[first..]
+                    .iter()
+                    .take_while(|r| r.addr < v.end)
+                    .map(|r| {
+                        let lo = r.addr.max(v.start);
+                        let hi = run_end(r).unwrap_or(u64::MAX).min(v.end);
+                        hi.saturating_sub(lo) / PAGE_SIZE
+                    })
+                    .fold(0, u64::saturating_add)
+            })
+            .collect()
+    }
+
+    /// The thread that ran the dump, if exactly one is flagged.
+    pub fn dumper(&self) -> Option<&Thread> {
+        let mut it = self.threads.iter().filter(|t| t.is_dumper());
+        match (it.next(), it.next()) {
+            (Some(t), None) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The file record with `id`.
+    pub fn file(&self, id: u32) -> Option<&FileRef> {
+        self.files.iter().find(|f| f.id == id)
+    }
+}
+
+fn run_len(r: &PageRun) -> Option<u64> {
+    r.pages.checked_mul(PAGE_SIZE)
+}
+
+fn run_end(r: &PageRun) -> Option<u64> {
+    run_len(r).and_then(|l| r.addr.checked_add(l))
+}
+
+fn read_meta(path: &Path) -> Result<(Header, Vec<u8>), ImageReadError> {
+    let io_err = |step: &'static str| {
+        let path = path.to_path_buf();
+        move |source| ImageReadError::Io { step, path, source }
+    };
+    let mut f = fs::File::open(path).map_err(io_err("open"))?;
+    let mut hb = Vec::with_capacity(HEADER_LEN);
+    (&mut f)
+        .take(HEADER_LEN as u64)
+        .read_to_end(&mut hb)
+        .map_err(io_err("read"))?;
+    let header = Header::decode(&hb).map_err(|source| ImageReadError::Header {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let limit = MAX_META_LEN - HEADER_LEN as u64;
+    if header.body_len > limit {
+        return Err(ImageReadError::TooLarge {
+            path: path.to_path_buf(),
+            body_len: header.body_len,
+            limit,
+        });
+    }
+    // Read one byte more than announced to tell trailing data; the bound
+    // above caps the allocation whatever the file's size.
+    let mut body = Vec::new();
+    f.take(header.body_len + 1)
+        .read_to_end(&mut body)
+        .map_err(io_err("read"))?;
+    let found = body.len() as u64;
+    if found < header.body_len {
+        return Err(ImageReadError::Truncated {
+            path: path.to_path_buf(),
+            found,
+            expected: header.body_len,
+        });
+    }
+    if found > header.body_len {
+        return Err(ImageReadError::TrailingData {
+            path: path.to_path_buf(),
+            expected: header.body_len,
+        });
+    }
+    let computed = crc32fast::hash(&body);
+    if computed != header.body_crc {
+        return Err(ImageReadError::BodyChecksum {
+            path: path.to_path_buf(),
+            stored: header.body_crc,
+            computed,
+        });
+    }
+    Ok((header, body))
+}
+
+/// Checks the header page and length of `pages.crac`.
+fn check_pages_file(path: &Path, header: &Header) -> Result<(), ImageReadError> {
+    let io_err = |step: &'static str| {
+        let path = path.to_path_buf();
+        move |source| ImageReadError::Io { step, path, source }
+    };
+    let bad = |what| ImageReadError::PagesHeader {
+        path: path.to_path_buf(),
+        what,
+    };
+    let mut f = fs::File::open(path).map_err(io_err("open"))?;
+    let found = f.metadata().map_err(io_err("stat"))?.len();
+    if found != header.pages_len {
+        return Err(ImageReadError::PagesLength {
+            path: path.to_path_buf(),
+            expected: header.pages_len,
+            found,
+        });
+    }
+    let mut page = Vec::with_capacity(PAGES_HEADER_LEN as usize);
+    (&mut f)
+        .take(PAGES_HEADER_LEN)
+        .read_to_end(&mut page)
+        .map_err(io_err("read"))?;
+    if page.len() as u64 != PAGES_HEADER_LEN {
+        return Err(bad("the file is shorter than its 4096-byte header page"));
+    }
+    if page[0..8] != PAGES_MAGIC {
+        return Err(bad("it does not start with the page file magic"));
+    }
+    let version = (
+        u16::from_le_bytes([page[8], page[9]]),
+        u16::from_le_bytes([page[10], page[11]]),
+    );
+    if version != (header.major, header.minor) {
+        return Err(bad("its format version differs from meta.crac's"));
+    }
+    if page[12..16].iter().chain(&page[24..]).any(|&b| b != 0) {
+        return Err(bad("its reserved bytes are not zero"));
+    }
+    let count = crate::decode_pages_header(&page).unwrap_or(u64::MAX);
+    let data_len = header.pages_len.saturating_sub(PAGES_HEADER_LEN);
+    if count.checked_mul(PAGE_SIZE) != Some(data_len) {
+        return Err(bad("its page count does not match the file length"));
+    }
+    Ok(())
+}
+
+/// A header for an image whose body and page data are given, with this
+/// build's version and architecture.
+pub fn header_for(body: &[u8], page_data: &[u8]) -> Header {
+    Header {
+        major: FORMAT_VERSION.0,
+        minor: FORMAT_VERSION.1,
+        body_len: body.len() as u64,
+        body_crc: crc32fast::hash(body),
+        arch: ARCH_X86_64,
+        pages_len: PAGES_HEADER_LEN + page_data.len() as u64,
+        pages_crc: crc32fast::hash(page_data),
+    }
+}

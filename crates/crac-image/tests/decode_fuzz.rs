@@ -1,0 +1,83 @@
+//! Stable fallback for `fuzz/`: random and mutated inputs through the same
+//! decode entry points as the cargo-fuzz targets. Nothing may panic.
+
+mod common;
+
+use common::{arb_image, blank_header};
+use crac_image::{Header, Image};
+use proptest::prelude::*;
+
+/// What `fuzz/fuzz_targets/meta_body.rs` does with its input.
+fn decode_body_target(body: &[u8]) {
+    let mut header = blank_header();
+    header.body_len = body.len() as u64;
+    header.pages_len = 1 << 40;
+    if let Ok(image) = Image::decode_body(header, body) {
+        let _ = image.sanity_check();
+        let _ = image.summary();
+        let _ = image.stored_pages_per_vma();
+    }
+}
+
+/// What `fuzz/fuzz_targets/header.rs` does with its input.
+fn header_target(data: &[u8]) {
+    if let Ok(h) = Header::decode(data) {
+        assert_eq!(Header::decode(&h.encode()), Ok(h));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn random_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..2048)) {
+        decode_body_target(&body);
+    }
+
+    #[test]
+    fn random_headers_never_panic(data in proptest::collection::vec(any::<u8>(), 0..80)) {
+        header_target(&data);
+    }
+
+    /// Random sections with plausible tags and lengths reach the record
+    /// decoders more often than random bytes do.
+    #[test]
+    fn random_sections_never_panic(
+        sections in proptest::collection::vec(
+            (1u32..14, proptest::collection::vec(any::<u8>(), 0..300)), 0..20)
+    ) {
+        let mut body = Vec::new();
+        for (tag, payload) in sections {
+            body.extend_from_slice(&tag.to_le_bytes());
+            body.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            body.extend_from_slice(&payload);
+            while body.len() % 8 != 0 {
+                body.push(0);
+            }
+        }
+        decode_body_target(&body);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Valid bodies with a few bytes changed or cut: deep into every decoder.
+    #[test]
+    fn mutated_valid_bodies_never_panic(
+        (image, _pages) in arb_image(),
+        flips in proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 1..6),
+        cut in any::<proptest::sample::Index>(),
+        do_cut in any::<bool>(),
+    ) {
+        let mut body = image.encode_body();
+        for (i, v) in flips {
+            let i = i.index(body.len());
+            body[i] = v;
+        }
+        if do_cut {
+            body.truncate(cut.index(body.len()));
+        }
+        decode_body_target(&body);
+    }
+}

@@ -1,0 +1,690 @@
+//! Reading, validating, writing and summarising whole image directories.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{arb_image, blank_header, meta_bytes, sample, write_raw};
+use crac_image::model::{header_for, DecodeBodyError, UnknownSection};
+use crac_image::{
+    prepare_temp_dir, Header, HeaderError, Image, ImageDirError, ImageReadError, SanityError, Tag,
+    VerifyError, Writer, FORMAT_VERSION, HEADER_LEN, META_FILE, PAGES_FILE, THREAD_DUMPER,
+};
+use proptest::prelude::*;
+
+/// Writes `image` to a fresh directory and returns it.
+fn written(image: &Image, pages: &[u8]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("img");
+    image.write(&dir, pages).unwrap();
+    (tmp, dir)
+}
+
+fn read_files(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    (
+        fs::read(dir.join(META_FILE)).unwrap(),
+        fs::read(dir.join(PAGES_FILE)).unwrap(),
+    )
+}
+
+/// Reads and, if that succeeds, verifies the page data.
+fn read_and_verify(dir: &Path) -> Result<Image, String> {
+    let image = Image::read(dir).map_err(|e| e.to_string())?;
+    image.verify_pages(dir).map_err(|e| e.to_string())?;
+    Ok(image)
+}
+
+/// `image` as read back: the header is the written one.
+fn expected(image: &Image, pages: &[u8]) -> Image {
+    let mut e = image.clone();
+    e.header = header_for(&image.encode_body(), pages);
+    e
+}
+
+#[test]
+fn sample_round_trips_and_verifies() {
+    let (image, pages) = sample();
+    let (_tmp, dir) = written(&image, &pages);
+    let back = Image::read(&dir).unwrap();
+    assert_eq!(back, expected(&image, &pages));
+    back.verify_pages(&dir).unwrap();
+    assert_eq!(back.stored_pages_per_vma(), [0, 2]);
+    assert_eq!(back.mapped_bytes(), 4 * 4096);
+    assert_eq!(back.stored_bytes(), 2 * 4096);
+    assert_eq!(back.dumper().map(|t| t.tid), Some(100));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn random_images_round_trip((image, pages) in arb_image()) {
+        let (_tmp, dir) = written(&image, &pages);
+        let back = Image::read(&dir).unwrap();
+        prop_assert_eq!(&back, &expected(&image, &pages));
+        back.verify_pages(&dir).unwrap();
+        let per_vma: u64 = back.stored_pages_per_vma().iter().sum();
+        prop_assert_eq!(per_vma, back.stored_pages());
+        prop_assert_eq!(back.stored_bytes(), pages.len() as u64);
+        // The summary never panics and serialises.
+        back.summary().to_json_pretty().unwrap();
+    }
+}
+
+#[test]
+fn crc32fast_matches_the_core_crc() {
+    let data: Vec<u8> = (0..10_000u32).map(|i| (i * 31 % 256) as u8).collect();
+    assert_eq!(crc32fast::hash(&data), crac_image::crc32(0, &data));
+    assert_eq!(crc32fast::hash(b""), crac_image::crc32(0, b""));
+}
+
+#[test]
+fn every_truncation_is_an_error() {
+    let (image, pages) = sample();
+    let (_tmp, dir) = written(&image, &pages);
+    let (meta, pagefile) = read_files(&dir);
+    for len in 0..meta.len() {
+        write_raw(&dir, &meta[..len], &pagefile);
+        assert!(
+            Image::read(&dir).is_err(),
+            "meta.crac cut at {len} was accepted"
+        );
+    }
+    // Every length of the header page, then every page boundary and a few
+    // odd lengths of the data.
+    let mut cuts: Vec<usize> = (0..4200).collect();
+    cuts.extend((4096..pagefile.len()).step_by(512));
+    for len in cuts.into_iter().filter(|&l| l < pagefile.len()) {
+        write_raw(&dir, &meta, &pagefile[..len]);
+        assert!(
+            read_and_verify(&dir).is_err(),
+            "pages.crac cut at {len} was accepted"
+        );
+    }
+}
+
+#[test]
+fn every_flipped_byte_is_an_error() {
+    let (image, pages) = sample();
+    let (_tmp, dir) = written(&image, &pages);
+    let (meta, pagefile) = read_files(&dir);
+    for i in 0..meta.len() {
+        for bit in [0x01, 0x80] {
+            let mut m = meta.clone();
+            m[i] ^= bit;
+            write_raw(&dir, &m, &pagefile);
+            assert!(
+                Image::read(&dir).is_err(),
+                "meta.crac byte {i} ^ {bit:#x} was accepted"
+            );
+        }
+    }
+    for i in 0..pagefile.len() {
+        let mut p = pagefile.clone();
+        p[i] ^= 0x10;
+        write_raw(&dir, &meta, &p);
+        assert!(
+            read_and_verify(&dir).is_err(),
+            "pages.crac byte {i} was accepted"
+        );
+    }
+}
+
+#[test]
+fn truncated_body_message_states_the_facts() {
+    let (image, pages) = sample();
+    let (_tmp, dir) = written(&image, &pages);
+    let (meta, pagefile) = read_files(&dir);
+    write_raw(&dir, &meta[..HEADER_LEN + 120], &pagefile);
+    let e = Image::read(&dir).unwrap_err();
+    let body_len = meta.len() - HEADER_LEN;
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "image {} is truncated: 120 of {body_len} body bytes",
+            dir.join(META_FILE).display()
+        )
+    );
+}
+
+fn with_header(dir: &Path, edit: impl FnOnce(&mut Header)) -> ImageReadError {
+    let (meta, pagefile) = read_files(dir);
+    let mut h = Header::decode(&meta).unwrap();
+    edit(&mut h);
+    let mut m = meta;
+    m[..HEADER_LEN].copy_from_slice(&h.encode());
+    write_raw(dir, &m, &pagefile);
+    Image::read(dir).unwrap_err()
+}
+
+#[test]
+fn too_new_foreign_and_oversized_images_are_refused() {
+    let (image, pages) = sample();
+    let (_tmp, dir) = written(&image, &pages);
+    let (meta, pagefile) = read_files(&dir);
+
+    let e = with_header(&dir, |h| h.minor = FORMAT_VERSION.1 + 1);
+    assert!(matches!(
+        e,
+        ImageReadError::Header {
+            source: HeaderError::UnsupportedVersion { .. },
+            ..
+        }
+    ));
+    write_raw(&dir, &meta, &pagefile);
+    let e = with_header(&dir, |h| h.major = FORMAT_VERSION.0 + 1);
+    assert!(matches!(
+        e,
+        ImageReadError::Header {
+            source: HeaderError::UnsupportedVersion { .. },
+            ..
+        }
+    ));
+    write_raw(&dir, &meta, &pagefile);
+    let e = with_header(&dir, |h| h.arch = 183); // aarch64
+    assert!(matches!(
+        e,
+        ImageReadError::Header {
+            source: HeaderError::ForeignArch(183),
+            ..
+        }
+    ));
+    write_raw(&dir, &meta, &pagefile);
+    let e = with_header(&dir, |h| h.body_len = u64::MAX);
+    assert!(matches!(e, ImageReadError::TooLarge { .. }), "{e}");
+
+    let mut foreign = meta.clone();
+    foreign[..8].copy_from_slice(b"\x7fELF\x02\x01\x01\0");
+    write_raw(&dir, &foreign, &pagefile);
+    let e = Image::read(&dir).unwrap_err();
+    assert!(matches!(
+        e,
+        ImageReadError::Header {
+            source: HeaderError::BadMagic,
+            ..
+        }
+    ));
+
+    let mut trailing = meta.clone();
+    trailing.push(0);
+    write_raw(&dir, &trailing, &pagefile);
+    let e = Image::read(&dir).unwrap_err();
+    assert!(matches!(e, ImageReadError::TrailingData { .. }), "{e}");
+}
+
+#[test]
+fn missing_files_name_the_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Image::read(tmp.path()).unwrap_err();
+    assert!(matches!(e, ImageReadError::Io { step: "open", .. }));
+    assert_eq!(
+        e.to_string(),
+        format!("cannot open {}", tmp.path().join(META_FILE).display())
+    );
+
+    let (image, pages) = sample();
+    let (_tmp, dir) = written(&image, &pages);
+    fs::remove_file(dir.join(PAGES_FILE)).unwrap();
+    let e = Image::read(&dir).unwrap_err();
+    assert!(e.to_string().ends_with(PAGES_FILE), "{e}");
+}
+
+/// Writes `body` (re-encoded by the caller) with a correct header.
+fn read_body(body: &[u8], pages: &[u8]) -> Result<Image, ImageReadError> {
+    let tmp = tempfile::tempdir().unwrap();
+    let h = header_for(body, pages);
+    let mut pagefile = crac_image::encode_pages_header(pages.len() as u64 / 4096).to_vec();
+    pagefile.extend_from_slice(pages);
+    write_raw(tmp.path(), &meta_bytes(&h, body), &pagefile);
+    Image::read(tmp.path())
+}
+
+#[test]
+fn unknown_sections_are_skipped_and_listed() {
+    let (image, pages) = sample();
+    let mut body = image.encode_body();
+    let mut extra = [0u8; 64];
+    let mut w = Writer::new(&mut extra);
+    w.section(0x7777, |w| w.u64(42));
+    body.extend_from_slice(w.finish().unwrap());
+    let back = read_body(&body, &pages).unwrap();
+    assert_eq!(
+        back.unknown_sections,
+        [UnknownSection {
+            tag: 0x7777,
+            len: 8
+        }]
+    );
+    let json = back.summary().to_json_pretty().unwrap();
+    assert!(json.contains("\"tag\": 30583"), "{json}");
+}
+
+#[test]
+fn missing_and_duplicate_sections_are_errors() {
+    let (image, pages) = sample();
+    let body = image.encode_body();
+    // Drop the timers section (the last one).
+    let mut r = crac_image::Reader::new(&body);
+    let mut without = Vec::new();
+    let mut timers = Vec::new();
+    loop {
+        let at = body.len() - r.remaining();
+        let Some((tag, _)) = r.next_section().unwrap() else {
+            break;
+        };
+        let end = body.len() - r.remaining();
+        if tag == Tag::Timers as u32 {
+            timers.extend_from_slice(&body[at..end]);
+        } else {
+            without.extend_from_slice(&body[at..end]);
+        }
+    }
+    let e = read_body(&without, &pages).unwrap_err();
+    let ImageReadError::Body { source, .. } = e else {
+        panic!("{e}")
+    };
+    assert_eq!(
+        source,
+        DecodeBodyError::Missing {
+            tag: Tag::Timers as u32
+        }
+    );
+    assert_eq!(
+        source.to_string(),
+        "mandatory section 12 (timers) is missing"
+    );
+
+    let mut twice = body.clone();
+    twice.extend_from_slice(&timers);
+    let e = read_body(&twice, &pages).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ImageReadError::Body {
+                source: DecodeBodyError::Duplicate { tag: 12, .. },
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+fn sanity(edit: impl FnOnce(&mut Image)) -> SanityError {
+    let (mut image, pages) = sample();
+    edit(&mut image);
+    let e = read_body(&image.encode_body(), &pages).unwrap_err();
+    match e {
+        ImageReadError::Sanity { source, .. } => source,
+        e => panic!("expected a sanity error, got {e}"),
+    }
+}
+
+#[test]
+fn sanity_check_catches_each_inconsistency() {
+    assert_eq!(sanity(|i| i.threads.clear()), SanityError::NoThreads);
+    assert_eq!(
+        sanity(|i| i.threads[1].flags |= THREAD_DUMPER),
+        SanityError::DumperCount { count: 2 }
+    );
+    assert_eq!(
+        sanity(|i| i.threads[0].flags = 0),
+        SanityError::DumperCount { count: 0 }
+    );
+    assert_eq!(
+        sanity(|i| i.process.dumping_tid = 101),
+        SanityError::DumperMismatch {
+            flagged: 100,
+            recorded: 101
+        }
+    );
+    assert_eq!(
+        sanity(|i| i.threads[1].tid = 100),
+        SanityError::DuplicateThread { tid: 100 }
+    );
+    assert_eq!(
+        sanity(|i| {
+            i.vmas.clear();
+            i.runs.clear();
+        }),
+        SanityError::NoMappings
+    );
+    assert_eq!(
+        sanity(|i| i.vmas.swap(0, 1)),
+        SanityError::VmaOrder {
+            start: 0x40_0000,
+            end: 0x40_2000,
+            prev_end: 0x60_2000
+        }
+    );
+    assert_eq!(
+        sanity(|i| i.vmas[1].start = 0x40_1000),
+        SanityError::VmaOrder {
+            start: 0x40_1000,
+            end: 0x60_2000,
+            prev_end: 0x40_2000
+        }
+    );
+    assert_eq!(
+        sanity(|i| i.vmas[0].file = 9),
+        SanityError::MissingFile {
+            start: 0x40_0000,
+            end: 0x40_2000,
+            file: 9
+        }
+    );
+    assert_eq!(
+        sanity(|i| {
+            let f = i.files[0].clone();
+            i.files.push(f);
+        }),
+        SanityError::DuplicateFile { id: 0 }
+    );
+    assert_eq!(
+        sanity(|i| i.runs[0].addr = 0x60_1000),
+        SanityError::RunOutsideVmas {
+            addr: 0x60_1000,
+            pages: 2
+        }
+    );
+    assert_eq!(
+        sanity(|i| i.runs[0].pages = u64::MAX / 2),
+        SanityError::RunOutsideVmas {
+            addr: 0x60_0000,
+            pages: u64::MAX / 2
+        }
+    );
+    assert_eq!(
+        sanity(|i| i.runs[0].offset = 0),
+        SanityError::RunOutsidePageFile {
+            addr: 0x60_0000,
+            pages: 2,
+            offset: 0,
+            pages_len: 3 * 4096
+        }
+    );
+    assert_eq!(
+        sanity(|i| i.runs[0].offset = 2 * 4096),
+        SanityError::RunOutsidePageFile {
+            addr: 0x60_0000,
+            pages: 2,
+            offset: 2 * 4096,
+            pages_len: 3 * 4096
+        }
+    );
+    assert_eq!(
+        sanity(|i| {
+            i.runs = vec![
+                crac_image::PageRun {
+                    addr: 0x60_1000,
+                    pages: 1,
+                    offset: 4096,
+                },
+                crac_image::PageRun {
+                    addr: 0x60_0000,
+                    pages: 1,
+                    offset: 8192,
+                },
+            ];
+        }),
+        SanityError::RunOrder {
+            addr: 0x60_0000,
+            prev_end: 0x60_2000
+        }
+    );
+}
+
+#[test]
+fn runs_may_span_adjacent_mappings() {
+    let (mut image, pages) = sample();
+    // Make the heap two adjacent mappings; the run covers both.
+    let mut second = image.vmas[1].clone();
+    image.vmas[1].end = 0x60_1000;
+    second.start = 0x60_1000;
+    image.vmas.push(second);
+    let back = read_body(&image.encode_body(), &pages).unwrap();
+    assert_eq!(back.stored_pages_per_vma(), [0, 1, 1]);
+}
+
+#[test]
+fn verify_reports_checksum_and_length() {
+    let (image, pages) = sample();
+    let (_tmp, dir) = written(&image, &pages);
+    let back = Image::read(&dir).unwrap();
+    let (_, mut pagefile) = read_files(&dir);
+    pagefile[5000] ^= 1;
+    fs::write(dir.join(PAGES_FILE), &pagefile).unwrap();
+    let e = back.verify_pages(&dir).unwrap_err();
+    assert!(matches!(e, VerifyError::Checksum { .. }), "{e}");
+    assert!(
+        e.to_string().contains("is corrupt: page data CRC-32 is 0x"),
+        "{e}"
+    );
+    pagefile.truncate(8192);
+    fs::write(dir.join(PAGES_FILE), &pagefile).unwrap();
+    let e = back.verify_pages(&dir).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            VerifyError::Length {
+                expected: 8192,
+                found: 4096,
+                ..
+            }
+        ),
+        "{e}"
+    );
+}
+
+#[test]
+fn json_summary_has_the_documented_shape() {
+    let (image, pages) = sample();
+    let (_tmp, dir) = written(&image, &pages);
+    let s = Image::read(&dir).unwrap().summary();
+    let v: serde_json::Value = serde_json::from_str(&s.to_json_pretty().unwrap()).unwrap();
+    let keys = |v: &serde_json::Value| -> Vec<String> {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(
+        keys(&v),
+        [
+            "arch",
+            "cpu",
+            "files",
+            "format_version",
+            "memory",
+            "meta_bytes",
+            "pages_crc32",
+            "pages_file_bytes",
+            "process",
+            "rlimits",
+            "signals",
+            "threads",
+            "timers",
+            "unknown_sections",
+            "vdso",
+            "vmas"
+        ]
+    );
+    assert_eq!(v["format_version"], "1.0");
+    assert_eq!(v["arch"], "x86_64");
+    assert_eq!(
+        v["memory"],
+        serde_json::json!({"vmas": 2, "mapped_bytes": 16384, "runs": 1,
+                           "stored_pages": 2, "stored_bytes": 8192})
+    );
+    assert_eq!(
+        v["vmas"][1],
+        serde_json::json!({
+            "start": "0x600000", "end": "0x602000", "bytes": 8192, "perms": "rw-p",
+            "flags": ["heap"], "file": null, "offset": 0, "name": "[heap]",
+            "stored_pages": 2, "stored_bytes": 8192
+        })
+    );
+    assert_eq!(v["vmas"][0]["file"], 0);
+    assert_eq!(
+        v["threads"][0],
+        serde_json::json!({
+            "tid": 100, "name": "app", "dumper": true, "sigmask": "0x0", "cpus": [0, 2],
+            "fs_base": "0x0", "rseq": null, "altstack": null
+        })
+    );
+    assert_eq!(
+        v["files"][0],
+        serde_json::json!({
+            "id": 0, "path": "/usr/bin/app", "size": 8192, "mode": "100755", "dev": 0,
+            "ino": 0, "mtime_sec": 0, "mtime_nsec": 0, "build_id": "abcd", "vmas": 1
+        })
+    );
+    assert_eq!(
+        v["process"]["argv"],
+        serde_json::json!(["app", "--port", "8080"])
+    );
+    assert_eq!(v["process"]["umask"], "0022");
+    assert_eq!(
+        v["process"]["boot_id"],
+        "0b9c6f3e-7d7b-4c1e-9c3e-2f4a8c1d0e11"
+    );
+    assert_eq!(v["cpu"]["features"]["cpuid.1.ecx"], "0x1");
+    assert_eq!(
+        v["rlimits"][7],
+        serde_json::json!({"name": "RLIMIT_NOFILE", "soft": null, "hard": null})
+    );
+    assert_eq!(
+        v["vdso"]["vvar"],
+        serde_json::json!({"start": "0x7fff00000000", "bytes": 16384})
+    );
+    assert_eq!(v["vdso"]["vvar_vclock"], serde_json::Value::Null);
+    assert_eq!(v["signals"], serde_json::json!([]));
+    assert_eq!(v["timers"]["itimers"], serde_json::json!([]));
+}
+
+// ---- the atomic directory writer ----
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[test]
+fn temp_dir_has_private_modes_and_commits() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("img");
+    let t = prepare_temp_dir(&target).unwrap();
+    let tmp_path = t.path().to_path_buf();
+    assert_eq!(
+        tmp_path.file_name().unwrap().to_str().unwrap(),
+        format!(".img.tmp-{}", std::process::id())
+    );
+    assert_eq!(mode(&tmp_path), 0o700);
+    assert_eq!(mode(&tmp_path.join(META_FILE)), 0o600);
+    assert_eq!(mode(&tmp_path.join(PAGES_FILE)), 0o600);
+    use std::io::Write;
+    t.meta_file().write_all(b"meta").unwrap();
+    t.commit().unwrap();
+    assert!(!tmp_path.exists());
+    assert_eq!(fs::read(target.join(META_FILE)).unwrap(), b"meta");
+    assert_eq!(mode(&target), 0o700);
+}
+
+#[test]
+fn dropping_an_uncommitted_temp_dir_removes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("img");
+    let t = prepare_temp_dir(&target).unwrap();
+    let p = t.path().to_path_buf();
+    assert!(p.is_dir());
+    drop(t);
+    assert!(!p.exists());
+    assert!(!target.exists());
+}
+
+#[test]
+fn a_stale_temp_dir_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("img");
+    let stale = tmp.path().join(format!(".img.tmp-{}", std::process::id()));
+    fs::create_dir(&stale).unwrap();
+    fs::write(stale.join(META_FILE), b"old").unwrap();
+    let t = prepare_temp_dir(&target).unwrap();
+    assert_eq!(fs::read(t.path().join(META_FILE)).unwrap(), b"");
+}
+
+#[test]
+fn commit_replaces_a_previous_image() {
+    let (image, pages) = sample();
+    let (tmp, dir) = written(&image, &pages);
+    let mut newer = image.clone();
+    newer.process.pid = 777;
+    newer.write(&dir, &pages).unwrap();
+    assert_eq!(Image::read(&dir).unwrap().process.pid, 777);
+    // No temporary or old directories are left behind.
+    let names: Vec<_> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["img"]);
+}
+
+#[test]
+fn commit_into_an_empty_directory_works() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("img");
+    fs::create_dir(&target).unwrap();
+    let (image, pages) = sample();
+    image.write(&target, &pages).unwrap();
+    Image::read(&target).unwrap();
+}
+
+#[test]
+fn a_directory_that_is_not_an_image_is_never_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("home");
+    fs::create_dir(&target).unwrap();
+    fs::write(target.join("thesis.tex"), b"precious").unwrap();
+    let e = prepare_temp_dir(&target).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::AlreadyExists);
+    let inner = e
+        .get_ref()
+        .and_then(|i| i.downcast_ref::<ImageDirError>())
+        .unwrap();
+    assert!(matches!(inner, ImageDirError::NotAnImage { .. }));
+    assert!(e.to_string().starts_with("refusing to replace "), "{e}");
+    assert_eq!(fs::read(target.join("thesis.tex")).unwrap(), b"precious");
+
+    let file = tmp.path().join("file");
+    fs::write(&file, b"x").unwrap();
+    prepare_temp_dir(&file).unwrap_err();
+    prepare_temp_dir(Path::new("/")).unwrap_err();
+}
+
+#[test]
+fn io_errors_name_the_step_and_keep_the_source() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("missing-parent").join("img");
+    let e = prepare_temp_dir(&target).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    assert!(
+        e.to_string()
+            .starts_with("cannot create temporary image directory "),
+        "{e}"
+    );
+    let source = std::error::Error::source(&e).unwrap();
+    assert!(source.downcast_ref::<std::io::Error>().is_some());
+}
+
+#[test]
+fn write_refuses_inconsistent_images() {
+    let (mut image, pages) = sample();
+    image.threads.clear();
+    let tmp = tempfile::tempdir().unwrap();
+    let e = image.write(&tmp.path().join("img"), &pages).unwrap_err();
+    assert!(matches!(
+        e,
+        crac_image::ImageWriteError::Inconsistent(SanityError::NoThreads)
+    ));
+    assert!(!tmp.path().join("img").exists());
+    let _ = blank_header();
+}
