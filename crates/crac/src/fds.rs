@@ -17,7 +17,9 @@
 //! # Which descriptors are inherited
 //!
 //! `crac-engine` records the descriptors open at process start in a
-//! constructor that runs before `main`. Where that record is empty, this
+//! constructor that runs before `main`; this library notes what each of them
+//! refers to (device and inode) at its first use, so a number closed and
+//! reused later no longer passes. Where that record is empty, this
 //! library records the descriptors open at its **first use**: the first call
 //! of [`init`](crate::init), [`global_context`](crate::global_context),
 //! [`Context::new`](crate::Context::new),
@@ -194,7 +196,13 @@ fn is_inherited(fd: RawFd) -> bool {
     ensure_inherited_recorded();
     INHERITED
         .get()
-        .and_then(|m| m.get(&fd))
+        .is_some_and(|inherited| is_inherited_in(inherited, fd))
+}
+
+/// Whether `fd` is in `inherited` and still refers to the same file.
+fn is_inherited_in(inherited: &HashMap<RawFd, Identity>, fd: RawFd) -> bool {
+    inherited
+        .get(&fd)
         .is_some_and(|id| identity(fd).as_ref() == Some(id))
 }
 
@@ -361,6 +369,19 @@ mod tests {
         let fds = open_fds().unwrap();
         assert!(fds.iter().any(|f| f.fd() == 0), "{fds:?}");
         assert!(fds.iter().all(|f| f.fd() >= 0));
+    }
+
+    #[test]
+    fn a_reused_number_is_not_inherited() {
+        let file = tempfile::tempfile().unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        let same: HashMap<_, _> = [(fd, identity(fd).unwrap())].into();
+        assert!(is_inherited_in(&same, fd));
+        let other = tempfile::tempfile().unwrap();
+        let other_id = identity(std::os::fd::AsRawFd::as_raw_fd(&other)).unwrap();
+        let reused: HashMap<_, _> = [(fd, other_id)].into();
+        assert!(!is_inherited_in(&reused, fd));
+        assert!(!is_inherited_in(&HashMap::new(), fd));
     }
 
     #[test]

@@ -1,36 +1,59 @@
-//! Descriptors open when the library initialises are inherited and pass the
-//! check, as long as they still refer to the same file. One test only: the
-//! inherited set is recorded once per process.
+//! Descriptors a process inherits from its parent pass the check. The test
+//! re-runs this binary with an extra descriptor left open across `exec`.
 
 mod common;
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
+use std::process::Command;
 
 use common::{checkpoint_error, configure, problem_messages};
 
-#[test]
-fn descriptors_open_at_init_pass_until_reused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let early_path = std::fs::canonicalize(tmp.path()).unwrap().join("early.txt");
-    let early = File::create(&early_path).unwrap();
-    let fd = early.as_raw_fd();
+const FD_VAR: &str = "CRAC_TEST_INHERITED_FD";
+const DIR_VAR: &str = "CRAC_TEST_DIR";
 
-    // First use of the library: `early` is recorded as inherited.
+#[test]
+fn inherited_descriptors_pass() {
+    if let Ok(fd) = std::env::var(FD_VAR) {
+        return child(fd.parse().unwrap());
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::fs::canonicalize(tmp.path()).unwrap();
+    let file = File::create(dir.join("inherited.txt")).unwrap();
+    rustix::io::fcntl_setfd(&file, rustix::io::FdFlags::empty()).unwrap();
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "inherited_descriptors_pass", "--nocapture"])
+        .env(FD_VAR, file.as_raw_fd().to_string())
+        .env(DIR_VAR, &dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("child checked"),
+        "child failed\nstdout:\n{stdout}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn child(fd: i32) {
     let _g = common::lock();
-    configure("simulate", &tmp.path().join("image"));
+    let dir = std::path::PathBuf::from(std::env::var(DIR_VAR).unwrap());
+    configure("simulate", &dir.join("image"));
+    assert!(
+        std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok(),
+        "fd {fd} was not inherited"
+    );
     crac::checkpoint_restore().unwrap();
 
-    // Closed, and the number reused for another file: no longer inherited.
-    drop(early);
-    let late_path = early_path.with_file_name("late.txt");
+    let late_path = dir.join("late.txt");
     let late = File::create(&late_path).unwrap();
-    assert_eq!(late.as_raw_fd(), fd);
     assert_eq!(
         problem_messages(&checkpoint_error()),
         [format!(
-            "file descriptor {fd} is open: {} (regular file)",
+            "file descriptor {} is open: {} (regular file)",
+            late.as_raw_fd(),
             late_path.display()
         )]
     );
+    println!("child checked");
 }
