@@ -96,7 +96,7 @@ pub use net::{SocketInfo, TcpState, UnixSocketState, UnixSocketType};
 pub use resource::{BoxError, Resource};
 pub use runtime::{restore_info, RestoreInfo};
 
-use engine::Outcome;
+use engine::{Engine, Outcome};
 
 static GLOBAL: Context = Context::empty();
 
@@ -161,7 +161,11 @@ pub fn checkpoint_restore() -> Result<(), CheckpointRestoreError> {
         .unwrap_or_else(PoisonError::into_inner);
     let config =
         Config::from_env().map_err(|e| CheckpointError::new(vec![CheckpointProblem::Config(e)]))?;
-    let engine = engine::engine(config.engine());
+    run(engine::engine(config.engine()), &config)
+}
+
+/// Steps 2 to 5 of [`checkpoint_restore`], with the checkpoint lock held.
+fn run(engine: &dyn Engine, config: &Config) -> Result<(), CheckpointRestoreError> {
     let _in_checkpoint = InCheckpoint::enter();
     tracing::debug!(engine = %config.engine(), dir = %config.checkpoint_to().display(),
         "starting checkpoint");
@@ -169,7 +173,7 @@ pub fn checkpoint_restore() -> Result<(), CheckpointRestoreError> {
     let mut problems = GLOBAL.notify_before();
     problems.extend(fds::check(|fd| engine.carries(fd)));
     if problems.is_empty() {
-        match engine.checkpoint(&config) {
+        match engine.checkpoint(config) {
             Ok(Outcome::Restored(facts)) => {
                 apply_env(facts.env.iter());
                 runtime::record_restore(&facts);
@@ -225,5 +229,116 @@ fn apply_env<'a>(env: impl Iterator<Item = &'a (OsString, OsString)>) {
             continue;
         }
         std::env::set_var(key, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use crac_engine::native::{DumpError, RestoreFacts};
+
+    use super::*;
+
+    /// An engine that carries every descriptor (so tests running in parallel
+    /// do not disturb the check) and returns a canned outcome.
+    struct Fake(fn() -> Result<Outcome, BoxError>);
+
+    impl Engine for Fake {
+        fn kind(&self) -> EngineKind {
+            EngineKind::Native
+        }
+        fn carries(&self, _: &FdInfo) -> bool {
+            true
+        }
+        fn checkpoint(&self, _: &Config) -> Result<Outcome, BoxError> {
+            (self.0)()
+        }
+    }
+
+    fn config() -> Config {
+        Config::from_vars(
+            |name| (name == config::CHECKPOINT_TO_VAR).then(|| "/nonexistent/image".into()),
+            1,
+        )
+        .unwrap()
+    }
+
+    /// Runs one checkpoint with `engine`; returns the result, what
+    /// `after_restore` saw in `CRAC_UNIT_ENV` and how many restores were
+    /// counted.
+    fn checkpoint_with(engine: Fake) -> (Result<(), CheckpointRestoreError>, Option<String>, u32) {
+        let _lock = CHECKPOINT_LOCK
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let before = restore_info().restore_count;
+        let ctx = Arc::new(Context::new());
+        let weak: std::sync::Weak<dyn Resource> = Arc::downgrade(&ctx) as _;
+        global_context().register_weak(weak);
+        let seen = Arc::new(Mutex::new(None));
+        let seen2 = Arc::clone(&seen);
+        ctx.register_fn(
+            |_| Ok(()),
+            move |_| {
+                *seen2.lock().unwrap() = Some(std::env::var("CRAC_UNIT_ENV").unwrap_or_default());
+                Ok(())
+            },
+        );
+        let result = run(&engine, &config());
+        let seen = seen.lock().unwrap().take();
+        (result, seen, restore_info().restore_count - before)
+    }
+
+    #[test]
+    fn engine_failure_is_a_checkpoint_problem() {
+        let (result, seen, restores) = checkpoint_with(Fake(|| {
+            Err(Box::new(DumpError::NoParent {
+                dir: "/nonexistent/image".into(),
+            }))
+        }));
+        let err = result.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "checkpoint failed: engine native failed: cannot create image directory \
+             /nonexistent/image: its parent directory does not exist"
+        );
+        assert!(matches!(
+            err.as_checkpoint().unwrap().problems().next(),
+            Some(CheckpointProblem::Engine {
+                engine: "native",
+                ..
+            })
+        ));
+        assert!(seen.is_some(), "after_restore ran after the failure");
+        assert_eq!(restores, 0);
+    }
+
+    #[test]
+    fn restore_applies_env_before_after_restore_and_counts() {
+        let (result, seen, restores) = checkpoint_with(Fake(|| {
+            Ok(Outcome::Restored(RestoreFacts {
+                restore_started_unix_ns: 1_000,
+                resumed_unix_ns: 2_000_000_000,
+                env: vec![
+                    ("CRAC_UNIT_ENV".into(), "restored".into()),
+                    ("BAD=KEY".into(), "skipped".into()),
+                ],
+            }))
+        }));
+        result.unwrap();
+        assert_eq!(seen.as_deref(), Some("restored"));
+        assert_eq!(restores, 1);
+        let info = restore_info();
+        assert!(info.restored);
+        assert_eq!(info.restore_time, Some(UNIX_EPOCH + Duration::from_secs(2)));
+    }
+
+    #[test]
+    fn kept_running_is_not_a_restore() {
+        let (result, seen, restores) = checkpoint_with(Fake(|| Ok(Outcome::KeptRunning)));
+        result.unwrap();
+        assert!(seen.is_some(), "after_restore ran");
+        assert_eq!(restores, 0);
     }
 }
