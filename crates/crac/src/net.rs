@@ -74,19 +74,30 @@ pub enum SocketInfo {
 /// TCP connection states, as in `/proc/net/tcp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-#[allow(missing_docs)]
 pub enum TcpState {
+    /// `ESTABLISHED`: connected.
     Established,
+    /// `SYN_SENT`: connecting.
     SynSent,
+    /// `SYN_RECV`: being accepted.
     SynReceived,
+    /// `FIN_WAIT1`: closing, our FIN sent.
     FinWait1,
+    /// `FIN_WAIT2`: closing, our FIN acknowledged.
     FinWait2,
+    /// `TIME_WAIT`: closed, waiting for stray packets.
     TimeWait,
+    /// `CLOSE`: not connected (also a socket neither bound nor connected).
     Closed,
+    /// `CLOSE_WAIT`: the peer closed.
     CloseWait,
+    /// `LAST_ACK`: closing after the peer closed.
     LastAck,
+    /// `LISTEN`: accepting connections.
     Listening,
+    /// `CLOSING`: both sides closing at once.
     Closing,
+    /// `NEW_SYN_RECV`: a request socket.
     NewSynReceived,
     /// A state number this library does not know.
     Other(u8),
@@ -150,12 +161,16 @@ pub enum UnixSocketType {
 /// Unix socket states.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-#[allow(missing_docs)]
 pub enum UnixSocketState {
+    /// Accepting connections.
     Listening,
+    /// Not connected.
     Unconnected,
+    /// Connecting.
     Connecting,
+    /// Connected.
     Connected,
+    /// Disconnecting.
     Disconnecting,
     /// A state number this library does not know.
     Other(u8),
