@@ -191,3 +191,291 @@ pub unsafe fn syscall(n: usize, args: &[usize]) -> isize {
     // SAFETY: forwarded contract.
     unsafe { syscall6(n, a(0), a(1), a(2), a(3), a(4), a(5)) }
 }
+
+// ---------------------------------------------------------------------------
+// Restore side: starting the restorer and waiting for the restored process.
+
+/// `CLOSE_RANGE_CLOEXEC`: mark the range close-on-exec instead of closing it.
+pub const CLOSE_RANGE_CLOEXEC: usize = 1 << 2;
+/// `AT_EMPTY_PATH`.
+pub const AT_EMPTY_PATH: usize = 0x1000;
+/// `F_DUPFD_CLOEXEC`.
+pub const F_DUPFD_CLOEXEC: usize = 1030;
+/// `SIGCHLD`.
+pub const SIGCHLD: i32 = 17;
+/// Syscall numbers used by the restore side only.
+#[allow(missing_docs)]
+pub mod nr_restore {
+    pub const FCNTL: usize = 72;
+    pub const RT_SIGTIMEDWAIT: usize = 128;
+}
+
+/// What the child of [`spawn_exec_with_pid`] does before it executes the
+/// program: install `fds` as `(source, target)` pairs (targets in
+/// `3..close_from`, sources anything), mark every fd from `close_from` up
+/// close-on-exec, then `execveat(exec_fd, "", argv, envp, AT_EMPTY_PATH)`.
+///
+/// If a step fails the child writes `fail_record` to `fail_fd`, with the
+/// errno (`i32` LE) patched in at `fail_errno_at` and the step number
+/// (`u64` LE: 1 dup, 2 dup2, 3 close_range, 4 execveat) at `fail_step_at`,
+/// then exits with status 127.
+#[derive(Debug, Clone, Copy)]
+pub struct ExecChild<'a> {
+    /// `(source, target)` fds; at most 8.
+    pub fds: &'a [(i32, i32)],
+    /// First fd that does not survive the exec.
+    pub close_from: u32,
+    /// The program to execute (any fd, typically a memfd).
+    pub exec_fd: i32,
+    /// Arguments; at most 7.
+    pub argv: &'a [&'a core::ffi::CStr],
+    /// Environment; at most 7.
+    pub envp: &'a [&'a core::ffi::CStr],
+    /// Where a failure is reported (a source fd number).
+    pub fail_fd: i32,
+    /// The record written on failure (at most 512 bytes).
+    pub fail_record: &'a [u8],
+    /// Offset of the errno in `fail_record`.
+    pub fail_errno_at: usize,
+    /// Offset of the step number in `fail_record`.
+    pub fail_step_at: usize,
+}
+
+#[repr(C)]
+struct ChildPlan {
+    fds: [(i32, i32); 8],
+    nfds: usize,
+    close_from: u32,
+    exec_fd: i32,
+    argv: [*const u8; 8],
+    envp: [*const u8; 8],
+    fail_fd: i32,
+    fail_len: usize,
+    fail_errno_at: usize,
+    fail_step_at: usize,
+    fail_record: [u8; 512],
+}
+
+extern "C" fn exec_child(arg: u64) -> ! {
+    // SAFETY: `arg` points to the ChildPlan in the parent's stack frame,
+    // which this child has a private copy of (no CLONE_VM).
+    let plan = unsafe { &mut *(arg as *mut ChildPlan) };
+    let fail = |plan: &mut ChildPlan, step: u64, e: isize| -> ! {
+        let errno = (-e) as i32;
+        let (ea, sa, len) = (plan.fail_errno_at, plan.fail_step_at, plan.fail_len);
+        if ea + 4 <= len {
+            plan.fail_record[ea..ea + 4].copy_from_slice(&errno.to_le_bytes());
+        }
+        if sa + 8 <= len {
+            plan.fail_record[sa..sa + 8].copy_from_slice(&step.to_le_bytes());
+        }
+        // SAFETY: writes `len` bytes of the plan's record; then exits.
+        unsafe {
+            syscall6(
+                nr::WRITE,
+                plan.fail_fd as usize,
+                plan.fail_record.as_ptr() as usize,
+                len,
+                0,
+                0,
+                0,
+            );
+            loop {
+                syscall6(nr::EXIT_GROUP, 127, 0, 0, 0, 0, 0);
+            }
+        }
+    };
+    let mut tmp = [0i32; 8];
+    for i in 0..plan.nfds {
+        // SAFETY: fcntl on an fd number; no memory is passed.
+        let r = unsafe {
+            syscall6(
+                nr_restore::FCNTL,
+                plan.fds[i].0 as usize,
+                F_DUPFD_CLOEXEC,
+                plan.close_from as usize,
+                0,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            fail(plan, 1, r);
+        }
+        tmp[i] = r as i32;
+    }
+    // SAFETY: as above.
+    let exe = unsafe {
+        syscall6(
+            nr_restore::FCNTL,
+            plan.exec_fd as usize,
+            F_DUPFD_CLOEXEC,
+            plan.close_from as usize,
+            0,
+            0,
+            0,
+        )
+    };
+    if exe < 0 {
+        fail(plan, 1, exe);
+    }
+    for i in 0..plan.nfds {
+        // SAFETY: dup2 on fd numbers; no memory is passed.
+        let r = unsafe {
+            syscall6(
+                nr::DUP2,
+                tmp[i] as usize,
+                plan.fds[i].1 as usize,
+                0,
+                0,
+                0,
+                0,
+            )
+        };
+        if r < 0 {
+            fail(plan, 2, r);
+        }
+    }
+    // SAFETY: no memory is passed.
+    let r = unsafe {
+        syscall6(
+            nr::CLOSE_RANGE,
+            plan.close_from as usize,
+            u32::MAX as usize,
+            CLOSE_RANGE_CLOEXEC,
+            0,
+            0,
+            0,
+        )
+    };
+    if r < 0 {
+        fail(plan, 3, r);
+    }
+    // SAFETY: argv/envp are NULL-terminated arrays of NUL-terminated strings
+    // that live in this (copied) frame; execveat only returns on failure.
+    let r = unsafe {
+        syscall6(
+            nr::EXECVEAT,
+            exe as usize,
+            c"".as_ptr() as usize,
+            plan.argv.as_ptr() as usize,
+            plan.envp.as_ptr() as usize,
+            AT_EMPTY_PATH,
+            0,
+        )
+    };
+    fail(plan, 4, r)
+}
+
+/// Creates a child process (a fork: `clone3` without `CLONE_VM`, exit
+/// signal `SIGCHLD`) with PID `pid` (`set_tid`; 0 for any) that installs fds
+/// and executes a program as [`ExecChild`] describes. Between `clone3` and
+/// the exec the child only makes raw system calls on memory it copied, so
+/// the caller may be multi-threaded. All signals are blocked in the child
+/// (and during the call in the caller). Returns the child's PID.
+pub fn spawn_exec_with_pid(pid: i32, c: &ExecChild<'_>) -> Result<i32, Errno> {
+    if c.fds.len() > 8 || c.argv.len() > 7 || c.envp.len() > 7 || c.fail_record.len() > 512 {
+        return Err(Errno::EINVAL);
+    }
+    let mut plan = ChildPlan {
+        fds: [(0, 0); 8],
+        nfds: c.fds.len(),
+        close_from: c.close_from,
+        exec_fd: c.exec_fd,
+        argv: [core::ptr::null(); 8],
+        envp: [core::ptr::null(); 8],
+        fail_fd: c.fail_fd,
+        fail_len: c.fail_record.len(),
+        fail_errno_at: c.fail_errno_at,
+        fail_step_at: c.fail_step_at,
+        fail_record: [0; 512],
+    };
+    plan.fds[..c.fds.len()].copy_from_slice(c.fds);
+    for (i, a) in c.argv.iter().enumerate() {
+        plan.argv[i] = a.as_ptr().cast();
+    }
+    for (i, e) in c.envp.iter().enumerate() {
+        plan.envp[i] = e.as_ptr().cast();
+    }
+    plan.fail_record[..c.fail_record.len()].copy_from_slice(c.fail_record);
+    let set_tid = [pid];
+    let args = crate::clone::CloneArgs {
+        exit_signal: SIGCHLD as u64,
+        set_tid: if pid != 0 { set_tid.as_ptr() as u64 } else { 0 },
+        set_tid_size: u64::from(pid != 0),
+        ..Default::default()
+    };
+    let all: u64 = !0;
+    let mut old: u64 = 0;
+    // SAFETY: `all` and `old` are live u64 sigsets of size 8.
+    unsafe {
+        syscall6(
+            nr::RT_SIGPROCMASK,
+            2,
+            &all as *const u64 as usize,
+            &mut old as *mut u64 as usize,
+            8,
+            0,
+            0,
+        );
+    }
+    // SAFETY: no CLONE_VM and no stack: the child runs `exec_child` on its
+    // own copy of this stack, where `plan` (and what it points to) lives.
+    let r = unsafe {
+        crate::clone::clone3_thread(&args, exec_child, &mut plan as *mut ChildPlan as u64)
+    };
+    // SAFETY: as above, restores the caller's mask.
+    unsafe {
+        syscall6(
+            nr::RT_SIGPROCMASK,
+            2,
+            &old as *const u64 as usize,
+            0,
+            8,
+            0,
+            0,
+        );
+    }
+    check(r).map(|p| p as i32)
+}
+
+/// `rt_sigtimedwait(set, info, NULL)`: waits for one of the (blocked)
+/// signals in `set`; returns `(signal, si_code, si_pid)`.
+pub fn sigwaitinfo(set: u64) -> Result<(i32, i32, i32), Errno> {
+    let mut info = [0u8; 128];
+    // SAFETY: `set` is a live sigset of size 8; the kernel writes at most 128
+    // bytes of siginfo into `info`.
+    let r = unsafe {
+        syscall6(
+            nr_restore::RT_SIGTIMEDWAIT,
+            &set as *const u64 as usize,
+            info.as_mut_ptr() as usize,
+            0,
+            8,
+            0,
+            0,
+        )
+    };
+    let sig = check(r)? as i32;
+    let code = i32::from_le_bytes([info[8], info[9], info[10], info[11]]);
+    let pid = i32::from_le_bytes([info[16], info[17], info[18], info[19]]);
+    Ok((sig, code, pid))
+}
+
+/// `rt_sigprocmask(how, set, &old)`: returns the previous mask.
+pub fn sigmask(how: i32, set: u64) -> Result<u64, Errno> {
+    let mut old = 0u64;
+    // SAFETY: `set` and `old` are live u64 sigsets of size 8.
+    check(unsafe {
+        syscall6(
+            nr::RT_SIGPROCMASK,
+            how as usize,
+            &set as *const u64 as usize,
+            &mut old as *mut u64 as usize,
+            8,
+            0,
+            0,
+        )
+    })?;
+    Ok(old)
+}

@@ -1,0 +1,1180 @@
+//! The crac restorer: a static `no_std` program that turns the process it
+//! runs in into the process an image describes.
+//!
+//! `crac restore` (crac-engine's `restore` module) creates a process with the
+//! image's PID (`clone3` with `set_tid`) and executes this program in it with:
+//!
+//! * fd 3: `meta.crac` (read-only), fd 4: `pages.crac` (read-only),
+//! * fd 5: the write end of the status pipe ([`crac_image::status`]),
+//! * fd 6: the restore arguments: `u64` restore start time (ns since the
+//!   epoch), `u64` environment length, then `KEY=VALUE\0...`.
+//!
+//! Everything the restorer uses lies in the restorer zone
+//! `[RESTORER_ZONE_BASE, +RESTORER_ZONE_LEN)` (crac-image), laid out as:
+//!
+//! | offset | content |
+//! |---|---|
+//! | 0 | this program: headers, code, data, bss (stack) — at most 16 MiB |
+//! | 16 MiB | `meta.crac`, mapped read-only (at most 64 MiB) |
+//! | 80 MiB | the restore arguments (fd 6) incl. the environment block (at most 16 MiB) |
+//! | 96 MiB | parking spot for the vDSO block while it moves (16 MiB) |
+//! | 112 MiB | one 32 KiB stack per thread (at most 4608 threads) |
+//!
+//! Steps: block signals; copy its own segments to anonymous memory (so the
+//! executable is no longer mapped and `PR_SET_MM_MAP` may set `exe_fd`);
+//! map the metadata; unmap everything outside the zone but the vDSO block;
+//! move the vDSO block to the image's addresses; map every memory area and
+//! load its pages; `PR_SET_MM_MAP`; create the other threads with their TIDs;
+//! restore the calling thread's kernel state; fill the image's restore-info
+//! block; report success and jump into the program at its resume entry. Any
+//! failure writes one error record and exits with status 127.
+#![no_std]
+#![no_main]
+#![allow(clippy::missing_safety_doc)]
+
+mod mem;
+mod sys;
+
+use core::fmt::Write as _;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use crac_image::status::{Stage, Status, RESTORER_FAILURE_EXIT};
+use crac_image::{
+    DecodeError, FileRecord, Header, MmRecord, PageRun, ProcessRecord, Reader, RestoreInfo, Tag,
+    ThreadRecord, VdsoRecord, VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN, PAGE_SIZE,
+    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_MAGIC, VMA_DELETED, VMA_FILE,
+    VMA_GROWSDOWN, VMA_SHARED, VMA_VDSO, VMA_VSYSCALL,
+};
+use sys::*;
+
+const META_FD: i32 = 3;
+const PAGES_FD: i32 = 4;
+const STATUS_FD: i32 = 5;
+const ARGS_FD: i32 = 6;
+
+const ZONE: u64 = RESTORER_ZONE_BASE;
+const ZONE_END: u64 = RESTORER_ZONE_BASE + RESTORER_ZONE_LEN;
+const ELF_MAX: u64 = 0x0100_0000;
+const META_AREA: u64 = ZONE + 0x0100_0000;
+const META_MAX: u64 = 0x0400_0000;
+const ARGS_AREA: u64 = ZONE + 0x0500_0000;
+const ARGS_MAX: u64 = 0x0100_0000;
+const PARK_AREA: u64 = ZONE + 0x0600_0000;
+const PARK_MAX: u64 = 0x0100_0000;
+const STACKS_AREA: u64 = ZONE + 0x0700_0000;
+const THREAD_STACK: u64 = 0x8000;
+const MAX_THREADS: u64 = (ZONE_END - STACKS_AREA) / THREAD_STACK;
+const MAIN_STACK: usize = 256 * 1024;
+/// Highest user address + 1 on x86-64 with 4-level paging; `[vsyscall]` lies
+/// above and cannot be unmapped.
+const USER_END: u64 = 0x7fff_ffff_f000;
+/// Page runs at least this long are populated with `MADV_POPULATE_WRITE`
+/// before they are read (one call instead of a fault per page).
+const POPULATE_MIN: u64 = 64 * 1024;
+
+// ---------------------------------------------------------------------------
+// Entry, stack, status reporting.
+
+#[repr(C, align(64))]
+struct Stack([u8; MAIN_STACK]);
+#[no_mangle]
+static mut CRAC_RESTORER_STACK: Stack = Stack([0; MAIN_STACK]);
+
+core::arch::global_asm!(
+    ".pushsection .text._start,\"ax\",@progbits",
+    ".globl _start",
+    ".type _start,@function",
+    "_start:",
+    "    xor ebp, ebp",
+    "    and rsp, -16",
+    "    call {early}",
+    "    lea rsp, [rip + {stack} + {size}]",
+    "    call {main}",
+    "    ud2",
+    ".size _start, .-_start",
+    ".popsection",
+    early = sym early,
+    main = sym main,
+    stack = sym CRAC_RESTORER_STACK,
+    size = const MAIN_STACK,
+);
+
+extern "C" {
+    static __crac_start: u8;
+    static __crac_text_end: u8;
+    static __crac_end: u8;
+}
+
+static STAGE: AtomicU32 = AtomicU32::new(Stage::Start as u32);
+static THREADS_READY: AtomicU32 = AtomicU32::new(0);
+
+fn stage() -> Stage {
+    Stage::from_u32(STAGE.load(Ordering::Relaxed)).unwrap_or(Stage::Start)
+}
+
+/// Enters `s` and reports it.
+fn enter(s: Stage) {
+    STAGE.store(s as u32, Ordering::Relaxed);
+    report(&Status::progress(s));
+}
+
+/// Enters `s` without a progress record (sub-steps repeated per area).
+fn quiet(s: Stage) {
+    STAGE.store(s as u32, Ordering::Relaxed);
+}
+
+fn report(s: &Status) {
+    let b = s.encode();
+    let mut done = 0;
+    while done < b.len() {
+        match write(STATUS_FD, &b[done..]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => done += n,
+        }
+    }
+}
+
+fn die(s: &Status) -> ! {
+    report(s);
+    exit_group(RESTORER_FAILURE_EXIT)
+}
+
+/// An error record for the current stage.
+fn err(errno: i32, object: u64) -> Status {
+    Status::error(stage(), errno, object)
+}
+
+macro_rules! fail {
+    ($errno:expr, $obj:expr, $($fmt:tt)*) => {{
+        let mut s = err($errno, $obj);
+        let _ = write!(s, $($fmt)*);
+        s
+    }};
+}
+
+/// Byte strings (paths) in detail text.
+struct B<'a>(&'a [u8]);
+
+impl core::fmt::Display for B<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for c in self.0.utf8_chunks() {
+            f.write_str(c.valid())?;
+            if !c.invalid().is_empty() {
+                f.write_str("\u{fffd}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    let mut s = err(0, 0);
+    let _ = write!(s, "the restorer panicked: {}", info.message());
+    if let Some(l) = info.location() {
+        let _ = write!(s, " at {}:{}", l.file(), l.line());
+    }
+    die(&s)
+}
+
+type R<T> = Result<T, Status>;
+
+fn page_up(v: u64) -> u64 {
+    (v + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
+}
+
+// ---------------------------------------------------------------------------
+// Start-up on the kernel's stack: signals and self-copy.
+
+extern "C" fn early() {
+    if let Err(e) = block_all_signals() {
+        die(&fail!(e, 0, "blocking signals failed"));
+    }
+    // Linker-defined symbols; only their addresses are taken.
+    let (start, text_end, end) = (
+        core::ptr::addr_of!(__crac_start) as u64,
+        core::ptr::addr_of!(__crac_text_end) as u64,
+        core::ptr::addr_of!(__crac_end) as u64,
+    );
+    if start != ZONE || end - start > ELF_MAX {
+        die(&fail!(
+            0,
+            start,
+            "the restorer is linked at {start:#x}-{end:#x}, outside its zone"
+        ));
+    }
+    // SAFETY: copies the program's own segments to anonymous memory at the
+    // same addresses. The bss stack is not in use yet (we run on the
+    // kernel's stack), so the copy of the RW segment is exact.
+    unsafe {
+        if let Err(s) = anonymize(start, text_end, PROT_READ | 4) {
+            die(&s);
+        }
+        if let Err(s) = anonymize(text_end, end, PROT_READ | PROT_WRITE) {
+            die(&s);
+        }
+    }
+}
+
+/// Replaces `[start, end)` by an anonymous copy with protection `prot`.
+unsafe fn anonymize(start: u64, end: u64, prot: u64) -> R<()> {
+    let len = end - start;
+    // SAFETY: a fresh mapping somewhere the kernel chooses.
+    let tmp = unsafe {
+        mmap(
+            0,
+            len,
+            PROT_READ | PROT_WRITE,
+            MAP_PRIVATE | MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    }
+    .map_err(|e| fail!(e, start, "mapping a copy of the restorer failed"))?;
+    // SAFETY: both ranges are mapped and `len` long; they do not overlap.
+    unsafe { core::ptr::copy_nonoverlapping(start as *const u8, tmp as *mut u8, len as usize) };
+    // SAFETY: `tmp` is ours; then it replaces the identical original range.
+    unsafe {
+        mprotect(tmp, len, prot)
+            .map_err(|e| fail!(e, tmp, "protecting the restorer copy failed"))?;
+        mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, start)
+            .map_err(|e| fail!(e, start, "moving the restorer copy into place failed"))?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The image.
+
+struct Image {
+    body: &'static [u8],
+    process: ProcessRecord<'static>,
+    mm: MmRecord<'static>,
+    vdso: VdsoRecord,
+    runs: Reader<'static>,
+    threads: u64,
+}
+
+fn meta_err(e: DecodeError) -> Status {
+    fail!(0, 0, "the metadata is damaged: {e}")
+}
+
+fn sections(body: &'static [u8]) -> impl Iterator<Item = R<(Tag, Reader<'static>)>> {
+    let mut r = Reader::new(body);
+    core::iter::from_fn(move || loop {
+        match r.next_section() {
+            Ok(None) => return None,
+            Err(e) => return Some(Err(meta_err(e))),
+            Ok(Some((tag, p))) => match Tag::from_u32(tag) {
+                Some(t) => return Some(Ok((t, p))),
+                None => continue,
+            },
+        }
+    })
+}
+
+fn load_image() -> R<Image> {
+    let size = file_size(META_FD).map_err(|e| fail!(e, 0, "the metadata file cannot be sized"))?;
+    if size < HEADER_LEN as u64 || size > META_MAX {
+        return Err(fail!(
+            0,
+            size,
+            "the metadata file has {size} bytes (at most {META_MAX} fit)"
+        ));
+    }
+    // SAFETY: the metadata area of the zone is reserved for this mapping.
+    unsafe {
+        mmap(
+            META_AREA,
+            page_up(size),
+            PROT_READ,
+            MAP_PRIVATE | MAP_FIXED,
+            META_FD,
+            0,
+        )
+    }
+    .map_err(|e| fail!(e, META_AREA, "mapping the metadata failed"))?;
+    // SAFETY: mapped read-only just above, never unmapped or written while
+    // the restorer runs.
+    let meta: &'static [u8] =
+        unsafe { core::slice::from_raw_parts(META_AREA as *const u8, size as usize) };
+    let h = Header::decode(meta).map_err(|e| fail!(0, 0, "the metadata header is invalid: {e}"))?;
+    let body_end = (HEADER_LEN as u64)
+        .checked_add(h.body_len)
+        .filter(|&e| e <= size);
+    let Some(body_end) = body_end else {
+        return Err(fail!(0, h.body_len, "the metadata body is cut short"));
+    };
+    let body = &meta[HEADER_LEN..body_end as usize];
+    let mut process = None;
+    let mut mm = None;
+    let mut vdso = VdsoRecord::default();
+    let mut runs = Reader::new(&[]);
+    let mut threads = 0;
+    for s in sections(body) {
+        let (tag, mut p) = s?;
+        match tag {
+            Tag::Process => process = Some(ProcessRecord::decode(&mut p).map_err(meta_err)?),
+            Tag::Mm => mm = Some(MmRecord::decode(&mut p).map_err(meta_err)?),
+            Tag::Vdso => vdso = VdsoRecord::decode(&mut p).map_err(meta_err)?,
+            Tag::Runs => runs = p,
+            Tag::Thread => threads += 1,
+            _ => {}
+        }
+    }
+    let (Some(process), Some(mm)) = (process, mm) else {
+        return Err(fail!(0, 0, "the metadata lacks its process or mm record"));
+    };
+    Ok(Image {
+        body,
+        process,
+        mm,
+        vdso,
+        runs,
+        threads,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Address space.
+
+static mut MAPS_BUF: [u8; 64 * 1024] = [0; 64 * 1024];
+
+/// The kernel's vvar/vdso block as found here: (start, len) per part.
+#[derive(Clone, Copy, Default)]
+struct Block {
+    parts: [(u64, u64); 3],
+}
+
+fn parse_hex(s: &[u8]) -> Option<u64> {
+    let mut v: u64 = 0;
+    if s.is_empty() {
+        return None;
+    }
+    for &c in s {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = v.checked_mul(16)?.checked_add(d as u64)?;
+    }
+    Some(v)
+}
+
+/// Unmaps everything outside the zone except the vDSO block; returns the block.
+fn clear_address_space() -> R<Block> {
+    // SAFETY: the only reference to the buffer, used in this function only.
+    let buf: &mut [u8; 64 * 1024] = unsafe { &mut *core::ptr::addr_of_mut!(MAPS_BUF) };
+    let fd = open(b"/proc/self/maps\0", O_RDONLY | O_CLOEXEC)
+        .map_err(|e| fail!(e, 0, "opening /proc/self/maps failed"))?;
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            let _ = close(fd);
+            return Err(fail!(
+                0,
+                len as u64,
+                "/proc/self/maps is larger than the restorer's buffer"
+            ));
+        }
+        match read(fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(4) => {}
+            Err(e) => {
+                let _ = close(fd);
+                return Err(fail!(e, 0, "reading /proc/self/maps failed"));
+            }
+        }
+    }
+    let _ = close(fd);
+    let mut block = Block::default();
+    for line in buf[..len].split(|&c| c == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        let mut fields = line.split(|&c| c == b' ').filter(|f| !f.is_empty());
+        let range = fields.next().unwrap_or(b"");
+        let name = fields.nth(4).unwrap_or(b"");
+        let mut ends = range.split(|&c| c == b'-');
+        let (Some(start), Some(end)) = (
+            ends.next().and_then(parse_hex),
+            ends.next().and_then(parse_hex),
+        ) else {
+            return Err(fail!(0, 0, "cannot parse /proc/self/maps line {}", B(line)));
+        };
+        let part = match name {
+            b"[vvar]" => Some(0),
+            b"[vvar_vclock]" => Some(1),
+            b"[vdso]" => Some(2),
+            _ => None,
+        };
+        if let Some(i) = part {
+            block.parts[i] = (start, end - start);
+            continue;
+        }
+        if (start >= ZONE && end <= ZONE_END) || start >= USER_END {
+            continue;
+        }
+        // SAFETY: outside the zone nothing is in use any more: we run on the
+        // zone's stack and the program lives in the zone.
+        unsafe { munmap(start, end - start) }.map_err(|e| {
+            fail!(
+                e,
+                start,
+                "unmapping {start:#x}-{end:#x} ({}) failed",
+                B(name)
+            )
+        })?;
+    }
+    Ok(block)
+}
+
+/// Moves this kernel's vvar/vvar_vclock/vdso block to the image's addresses.
+fn move_vdso(img: &VdsoRecord, here: &mut Block) -> R<()> {
+    let want = [img.vvar, img.vvar_vclock, img.vdso];
+    let names = ["[vvar]", "[vvar_vclock]", "[vdso]"];
+    if want.iter().all(|p| p.1 == 0) {
+        // The image had no vDSO: drop ours.
+        for &(a, l) in here.parts.iter().filter(|p| p.1 != 0) {
+            // SAFETY: nothing uses the vDSO in the restorer.
+            unsafe { munmap(a, l) }.map_err(|e| fail!(e, a, "unmapping the vDSO failed"))?;
+        }
+        return Ok(());
+    }
+    let base_img = want.iter().find(|p| p.1 != 0).map(|p| p.0).unwrap_or(0);
+    let base_here = here
+        .parts
+        .iter()
+        .find(|p| p.1 != 0)
+        .map(|p| p.0)
+        .unwrap_or(0);
+    for i in 0..3 {
+        let (w, h) = (want[i], here.parts[i]);
+        let same =
+            w.1 == h.1 && (w.1 == 0 || w.0.wrapping_sub(base_img) == h.0.wrapping_sub(base_here));
+        if !same {
+            return Err(fail!(
+                0,
+                w.0,
+                "the vDSO layout differs: {} is {:#x} bytes at +{:#x} in the image, {:#x} bytes at +{:#x} here",
+                names[i],
+                w.1,
+                w.0.wrapping_sub(base_img),
+                h.1,
+                h.0.wrapping_sub(base_here)
+            ));
+        }
+    }
+    if base_img == base_here {
+        return Ok(());
+    }
+    let span = |ps: &[(u64, u64); 3], base: u64| {
+        let end = ps
+            .iter()
+            .filter(|p| p.1 != 0)
+            .map(|p| p.0 + p.1)
+            .max()
+            .unwrap_or(base);
+        (base, end)
+    };
+    let (hs, he) = span(&here.parts, base_here);
+    let (ws, we) = span(&want, base_img);
+    if we - ws > PARK_MAX {
+        return Err(fail!(
+            0,
+            ws,
+            "the vDSO block is {:#x} bytes, larger than its parking spot",
+            we - ws
+        ));
+    }
+    // Overlapping source and destination: hop via the parking spot first.
+    if hs < we && ws < he {
+        for p in here.parts.iter_mut().filter(|p| p.1 != 0) {
+            let to = PARK_AREA + (p.0 - hs);
+            // SAFETY: moves a special mapping nothing refers to into the
+            // zone's reserved parking spot.
+            unsafe { mremap(p.0, p.1, p.1, MREMAP_MAYMOVE | MREMAP_FIXED, to) }
+                .map_err(|e| fail!(e, p.0, "parking the vDSO block at {to:#x} failed"))?;
+            p.0 = to;
+        }
+    }
+    for i in 0..3 {
+        let (from, len) = here.parts[i];
+        if len == 0 {
+            continue;
+        }
+        let to = want[i].0;
+        // SAFETY: the destination is outside the zone, where nothing is
+        // mapped any more; the kernel updates its vDSO pointer itself.
+        unsafe { mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to) }.map_err(|e| {
+            fail!(
+                e,
+                to,
+                "moving {} from {from:#x} to {to:#x} failed",
+                names[i]
+            )
+        })?;
+        here.parts[i].0 = to;
+    }
+    Ok(())
+}
+
+/// A NUL-terminated copy of `p` in `buf`.
+fn cpath<'b>(p: &[u8], buf: &'b mut [u8; 4096]) -> R<&'b [u8]> {
+    if p.len() >= buf.len() || p.contains(&0) {
+        return Err(fail!(
+            36,
+            0,
+            "the path {} is too long or contains NUL",
+            B(p)
+        ));
+    }
+    buf[..p.len()].copy_from_slice(p);
+    buf[p.len()] = 0;
+    Ok(&buf[..=p.len()])
+}
+
+fn open_path(p: &[u8], flags: u64, what: &str) -> R<i32> {
+    let mut buf = [0u8; 4096];
+    let c = cpath(p, &mut buf)?;
+    open(c, flags | O_CLOEXEC).map_err(|e| fail!(e, 0, "opening {what} {} failed", B(p)))
+}
+
+/// The last opened mapped file, reused by consecutive areas of one file.
+struct FileCache {
+    id: u32,
+    rw: bool,
+    fd: i32,
+}
+
+impl FileCache {
+    fn get(&mut self, img: &Image, id: u32, rw: bool) -> R<(i32, &'static [u8])> {
+        let rec = find_file(img, id)?;
+        if self.fd >= 0 && self.id == id && self.rw == rw {
+            return Ok((self.fd, rec.path));
+        }
+        self.close();
+        let fd = open_path(
+            rec.path,
+            if rw { O_RDWR } else { O_RDONLY },
+            "the mapped file",
+        )?;
+        *self = FileCache { id, rw, fd };
+        Ok((fd, rec.path))
+    }
+
+    fn close(&mut self) {
+        if self.fd >= 0 {
+            let _ = close(self.fd);
+            self.fd = -1;
+        }
+    }
+}
+
+fn find_file(img: &Image, id: u32) -> R<FileRecord<'static>> {
+    for s in sections(img.body) {
+        let (tag, mut p) = s?;
+        if tag == Tag::File {
+            let f = FileRecord::decode(&mut p).map_err(meta_err)?;
+            if f.id == id {
+                return Ok(f);
+            }
+        }
+    }
+    Err(fail!(
+        0,
+        id as u64,
+        "the metadata names file {id}, which it does not describe"
+    ))
+}
+
+/// The remaining part of the current page run.
+struct Runs {
+    r: Reader<'static>,
+    cur: Option<(u64, u64, u64)>,
+}
+
+impl Runs {
+    fn peek(&mut self) -> R<Option<(u64, u64, u64)>> {
+        if self.cur.is_none() && self.r.remaining() >= PAGE_RUN_LEN {
+            let run = PageRun::decode(&mut self.r).map_err(meta_err)?;
+            let end = run
+                .addr
+                .checked_add(run.len())
+                .ok_or_else(|| fail!(0, run.addr, "a page run wraps around"))?;
+            self.cur = Some((run.addr, end, run.offset));
+        }
+        Ok(self.cur)
+    }
+
+    /// Consumes the run pieces below `end`, calling `f(addr, len, offset)`.
+    fn take_below(
+        &mut self,
+        start: u64,
+        end: u64,
+        mut f: impl FnMut(u64, u64, u64) -> R<()>,
+    ) -> R<()> {
+        while let Some((a, e, off)) = self.peek()? {
+            if a >= end {
+                break;
+            }
+            if a < start {
+                return Err(fail!(
+                    0,
+                    a,
+                    "the page run at {a:#x} lies outside every memory area"
+                ));
+            }
+            let piece_end = e.min(end);
+            f(a, piece_end - a, off)?;
+            self.cur = if piece_end == e {
+                None
+            } else {
+                Some((piece_end, e, off + (piece_end - a)))
+            };
+        }
+        Ok(())
+    }
+}
+
+fn load_pages(addr: u64, len: u64, off: u64, anon: bool) -> R<()> {
+    if anon && len >= POPULATE_MIN {
+        // Faster than a fault per page; failure (old kernel) only costs speed.
+        let _ = madvise(addr, len, MADV_POPULATE_WRITE);
+    }
+    let (mut a, mut left, mut o) = (addr, len, off);
+    while left > 0 {
+        let chunk = left.min(1 << 30);
+        // SAFETY: `[a, a + chunk)` lies in an area mapped writable just
+        // before; no Rust reference points into image memory.
+        match unsafe { pread_raw(PAGES_FD, a, chunk, o) } {
+            Ok(0) => return Err(fail!(0, a, "the page file ends before offset {o:#x}")),
+            Ok(n) => {
+                a += n as u64;
+                o += n as u64;
+                left -= n as u64;
+            }
+            Err(4) => {}
+            Err(e) => {
+                return Err(fail!(
+                    e,
+                    a,
+                    "reading {chunk:#x} bytes of pages at offset {o:#x} failed"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Maps every area of the image and loads its pages. Returns whether the
+/// restore-info block lies in writable memory.
+fn map_memory(img: &Image) -> R<bool> {
+    let mut runs = Runs {
+        r: img.runs.clone(),
+        cur: None,
+    };
+    let mut files = FileCache {
+        id: NO_FILE,
+        rw: false,
+        fd: -1,
+    };
+    let info = img.process.restore_info_addr;
+    let mut info_ok = false;
+    for s in sections(img.body) {
+        let (tag, mut p) = s?;
+        if tag != Tag::Vma {
+            continue;
+        }
+        quiet(Stage::MapMemory);
+        let v = VmaRecord::decode(&mut p).map_err(meta_err)?;
+        if v.flags & (VMA_VDSO | VMA_VSYSCALL) != 0 {
+            // The kernel's own block; stored pages there (if any) are dropped.
+            runs.take_below(v.start, v.end, |_, _, _| Ok(()))?;
+            continue;
+        }
+        if v.start < ZONE_END && ZONE < v.end {
+            return Err(fail!(
+                0,
+                v.start,
+                "the area {:#x}-{:#x} overlaps the restorer zone",
+                v.start,
+                v.end
+            ));
+        }
+        let file_backed = v.flags & VMA_FILE != 0 && v.flags & VMA_DELETED == 0;
+        let shared = v.flags & VMA_SHARED != 0;
+        // Pages of shared file mappings live in the file itself.
+        let load = !(file_backed && shared) && matches!(runs.peek()?, Some((a, _, _)) if a < v.end);
+        let prot = (v.prot & 7) as u64;
+        let map_prot = if load { prot | PROT_WRITE } else { prot };
+        let mut flags = MAP_FIXED | if shared { MAP_SHARED } else { MAP_PRIVATE };
+        if v.flags & VMA_GROWSDOWN != 0 {
+            flags |= MAP_GROWSDOWN;
+        }
+        let len = v.len();
+        if file_backed {
+            if v.file == NO_FILE {
+                return Err(fail!(
+                    0,
+                    v.start,
+                    "the file area at {:#x} names no file",
+                    v.start
+                ));
+            }
+            let rw = shared && prot & PROT_WRITE != 0;
+            let (fd, path) = files.get(img, v.file, rw)?;
+            // SAFETY: outside the zone; nothing refers to image memory yet.
+            unsafe { mmap(v.start, len, map_prot, flags, fd, v.pgoff) }.map_err(|e| {
+                fail!(
+                    e,
+                    v.start,
+                    "mapping {} at {:#x}-{:#x} failed",
+                    B(path),
+                    v.start,
+                    v.end
+                )
+            })?;
+        } else {
+            // SAFETY: as above.
+            unsafe { mmap(v.start, len, map_prot, flags | MAP_ANONYMOUS, -1, 0) }
+                .map_err(|e| fail!(e, v.start, "mapping {:#x}-{:#x} failed", v.start, v.end))?;
+        }
+        quiet(Stage::LoadPages);
+        let anon = !file_backed;
+        runs.take_below(v.start, v.end, |a, l, o| {
+            if load {
+                load_pages(a, l, o, anon)
+            } else {
+                Ok(())
+            }
+        })?;
+        if map_prot != prot {
+            quiet(Stage::Protect);
+            // SAFETY: the area is ours; it gets the protection it had.
+            unsafe { mprotect(v.start, len, prot) }
+                .map_err(|e| fail!(e, v.start, "protecting {:#x}-{:#x} failed", v.start, v.end))?;
+        }
+        if prot & PROT_WRITE != 0 && info >= v.start && info + 56 <= v.end {
+            info_ok = true;
+        }
+    }
+    files.close();
+    quiet(Stage::LoadPages);
+    if let Some((a, _, _)) = runs.peek()? {
+        return Err(fail!(
+            0,
+            a,
+            "the page run at {a:#x} lies outside every memory area"
+        ));
+    }
+    Ok(info_ok)
+}
+
+/// `struct prctl_mm_map`.
+#[repr(C)]
+struct PrctlMmMap {
+    fields: [u64; 11],
+    auxv: u64,
+    auxv_size: u32,
+    exe_fd: u32,
+}
+
+fn set_mm(img: &Image) -> R<()> {
+    let exe = open_path(img.process.exe, O_RDONLY, "the executable")?;
+    let m = &img.mm;
+    let map = PrctlMmMap {
+        fields: m.fields(),
+        auxv: m.auxv.as_ptr() as u64,
+        auxv_size: m.auxv.len() as u32,
+        exe_fd: exe as u32,
+    };
+    // SAFETY: `map` and the auxv bytes it points to are valid for the call.
+    let r = unsafe {
+        prctl(
+            PR_SET_MM,
+            PR_SET_MM_MAP,
+            &map as *const PrctlMmMap as u64,
+            core::mem::size_of::<PrctlMmMap>() as u64,
+        )
+    };
+    let _ = close(exe);
+    r.map(drop).map_err(|e| {
+        fail!(
+            e,
+            m.start_brk,
+            "PR_SET_MM_MAP refused code {:#x}-{:#x} data {:#x}-{:#x} brk {:#x}-{:#x} stack {:#x} auxv {} bytes exe {}",
+            m.start_code,
+            m.end_code,
+            m.start_data,
+            m.end_data,
+            m.start_brk,
+            m.brk,
+            m.start_stack,
+            m.auxv.len(),
+            B(img.process.exe)
+        )
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Threads.
+
+/// What a thread needs to restore its kernel state, kept at the bottom of
+/// its stack slot (or on the main stack for the main thread).
+#[repr(C)]
+struct ThreadArgs {
+    tid: i32,
+    rseq_len: u32,
+    rseq_sig: u32,
+    name: [u8; 16],
+    ctx_addr: u64,
+    fs_base: u64,
+    gs_base: u64,
+    clear_tid: u64,
+    robust_head: u64,
+    robust_len: u64,
+    rseq_addr: u64,
+    affinity: &'static [u8],
+    resume_entry: u64,
+}
+
+impl ThreadArgs {
+    fn new(t: &ThreadRecord<'static>, resume_entry: u64) -> ThreadArgs {
+        let mut name = [0u8; 16];
+        let n = t.name.len().min(15);
+        name[..n].copy_from_slice(&t.name[..n]);
+        ThreadArgs {
+            tid: t.tid as i32,
+            rseq_len: t.rseq_len,
+            rseq_sig: t.rseq_sig,
+            name,
+            ctx_addr: t.ctx_addr,
+            fs_base: t.fs_base,
+            gs_base: t.gs_base,
+            clear_tid: t.clear_tid,
+            robust_head: t.robust_head,
+            robust_len: t.robust_len,
+            rseq_addr: t.rseq_addr,
+            affinity: t.affinity,
+            resume_entry,
+        }
+    }
+}
+
+/// Restores the calling thread's robust list, rseq, GS base, affinity and
+/// name (TLS and clear_child_tid come from `clone3`, or are set by the
+/// caller for the main thread).
+fn thread_state(a: &ThreadArgs) -> R<()> {
+    let tid = a.tid as u64;
+    if gettid() != a.tid as u32 {
+        return Err(fail!(
+            0,
+            tid,
+            "thread {} came up as TID {}",
+            a.tid,
+            gettid()
+        ));
+    }
+    if a.robust_head != 0 {
+        // SAFETY: the list lives in restored image memory.
+        unsafe { set_robust_list(a.robust_head, a.robust_len) }.map_err(|e| {
+            fail!(
+                e,
+                tid,
+                "set_robust_list({:#x}, {}) failed for TID {}",
+                a.robust_head,
+                a.robust_len,
+                a.tid
+            )
+        })?;
+    }
+    if a.rseq_addr != 0 {
+        // SAFETY: the rseq area lives in restored image memory.
+        let mut r = unsafe { rseq(a.rseq_addr, a.rseq_len, 0, a.rseq_sig) };
+        if r == Err(22) && a.rseq_len < 32 {
+            // Feature-size lengths (glibc >= 2.40) on kernels wanting 32.
+            // SAFETY: as above.
+            r = unsafe { rseq(a.rseq_addr, 32, 0, a.rseq_sig) };
+        }
+        r.map_err(|e| {
+            fail!(
+                e,
+                tid,
+                "registering rseq at {:#x} (len {}) failed for TID {}",
+                a.rseq_addr,
+                a.rseq_len,
+                a.tid
+            )
+        })?;
+    }
+    if a.gs_base != 0 {
+        // SAFETY: the restorer does not use GS.
+        unsafe { arch_prctl(ARCH_SET_GS, a.gs_base) }.map_err(|e| {
+            fail!(
+                e,
+                tid,
+                "setting GS base {:#x} failed for TID {}",
+                a.gs_base,
+                a.tid
+            )
+        })?;
+    }
+    if !a.affinity.is_empty() {
+        // CPUs of the dumping machine may be missing here: keep the inherited
+        // affinity then.
+        let _ = sched_setaffinity(a.affinity);
+    }
+    // SAFETY: `name` is NUL-terminated and 16 bytes long.
+    let _ = unsafe { prctl(PR_SET_NAME, a.name.as_ptr() as u64, 0, 0) };
+    Ok(())
+}
+
+/// Enters the program: `resume_entry(ctx)` (never returns).
+unsafe fn jump(entry: u64, ctx: u64) -> ! {
+    // SAFETY: the caller restored the thread's state; the resume routine
+    // switches to the thread's own stack and never returns here.
+    unsafe { core::arch::asm!("jmp {e}", e = in(reg) entry, in("rdi") ctx, options(noreturn)) }
+}
+
+extern "C" fn thread_entry(arg: u64) -> ! {
+    // SAFETY: `arg` points to the ThreadArgs the main thread wrote at the
+    // bottom of this thread's stack slot; it stays valid until the jump.
+    let a = unsafe { &*(arg as *const ThreadArgs) };
+    if let Err(s) = thread_state(a) {
+        die(&s);
+    }
+    THREADS_READY.fetch_add(1, Ordering::Release);
+    futex_wake(&THREADS_READY);
+    // SAFETY: the thread's state is restored.
+    unsafe { jump(a.resume_entry, a.ctx_addr) }
+}
+
+/// Creates every thread but the main one; returns the main thread's record.
+fn create_threads(img: &Image) -> R<ThreadRecord<'static>> {
+    let pid = img.process.pid;
+    let others = img.threads.saturating_sub(1);
+    if others > MAX_THREADS {
+        return Err(fail!(
+            0,
+            others,
+            "the image has {} threads, more than the restorer's {MAX_THREADS}",
+            img.threads
+        ));
+    }
+    if others > 0 {
+        // SAFETY: the stack area of the zone is reserved for these stacks.
+        unsafe {
+            mmap(
+                STACKS_AREA,
+                others * THREAD_STACK,
+                PROT_READ | PROT_WRITE,
+                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
+                -1,
+                0,
+            )
+        }
+        .map_err(|e| fail!(e, STACKS_AREA, "mapping {others} thread stacks failed"))?;
+    }
+    let mut main = None;
+    let mut created = 0u64;
+    for s in sections(img.body) {
+        let (tag, mut p) = s?;
+        if tag != Tag::Thread {
+            continue;
+        }
+        let t = ThreadRecord::decode(&mut p).map_err(meta_err)?;
+        if t.tid == pid {
+            main = Some(t);
+            continue;
+        }
+        if created == others {
+            return Err(fail!(
+                0,
+                t.tid as u64,
+                "the image describes no main thread (TID {pid})"
+            ));
+        }
+        let slot = STACKS_AREA + created * THREAD_STACK;
+        let args = slot as *mut ThreadArgs;
+        // SAFETY: the slot is mapped and unused; the thread reads the args
+        // from there.
+        unsafe { args.write(ThreadArgs::new(&t, img.process.resume_entry)) };
+        let tid = t.tid as i32;
+        let ca = crac_sys::clone::CloneArgs {
+            flags: crac_sys::clone::CLONE_VM
+                | crac_sys::clone::CLONE_FS
+                | crac_sys::clone::CLONE_FILES
+                | crac_sys::clone::CLONE_SIGHAND
+                | crac_sys::clone::CLONE_THREAD
+                | crac_sys::clone::CLONE_SYSVSEM
+                | crac_sys::clone::CLONE_SETTLS
+                | crac_sys::clone::CLONE_CHILD_CLEARTID,
+            child_tid: t.clear_tid,
+            stack: slot,
+            stack_size: THREAD_STACK,
+            tls: t.fs_base,
+            set_tid: &tid as *const i32 as u64,
+            set_tid_size: 1,
+            ..Default::default()
+        };
+        // SAFETY: the thread runs on its own slot of the zone and only reads
+        // its args and the (immutable) zone until it jumps into the program.
+        let r = unsafe { crac_sys::clone::clone3_thread(&ca, thread_entry, args as u64) };
+        if r < 0 {
+            let e = (-r) as i32;
+            let why = if e == 17 { ": the TID is taken" } else { "" };
+            return Err(fail!(
+                e,
+                t.tid as u64,
+                "creating thread {} ({}) failed{why}",
+                t.tid,
+                B(t.name)
+            ));
+        }
+        created += 1;
+    }
+    let Some(main) = main else {
+        return Err(fail!(
+            0,
+            pid as u64,
+            "the image describes no main thread (TID {pid})"
+        ));
+    };
+    // Wait until every thread restored its state: an error must be reported
+    // before success is.
+    loop {
+        let n = THREADS_READY.load(Ordering::Acquire);
+        if n as u64 >= created {
+            break;
+        }
+        futex_wait(&THREADS_READY, n);
+    }
+    Ok(main)
+}
+
+// ---------------------------------------------------------------------------
+// Main.
+
+extern "C" fn main() -> ! {
+    match run() {
+        Ok(never) => match never {},
+        Err(s) => die(&s),
+    }
+}
+
+enum Never {}
+
+fn run() -> R<Never> {
+    enter(Stage::Args);
+    let mut hdr = [0u8; 16];
+    match pread(ARGS_FD, &mut hdr, 0) {
+        Ok(16) => {}
+        Ok(n) => {
+            return Err(fail!(
+                0,
+                n as u64,
+                "the restore arguments are {n} bytes, fewer than 16"
+            ))
+        }
+        Err(e) => return Err(fail!(e, 0, "reading the restore arguments failed")),
+    }
+    let started_ns = u64::from_le_bytes(hdr[0..8].try_into().unwrap_or_default());
+    let env_len = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or_default());
+    if env_len > ARGS_MAX - 16 {
+        return Err(fail!(
+            0,
+            env_len,
+            "the environment block has {env_len} bytes (at most {} fit)",
+            ARGS_MAX - 16
+        ));
+    }
+    // SAFETY: the arguments area of the zone is reserved for this mapping.
+    unsafe {
+        mmap(
+            ARGS_AREA,
+            page_up(16 + env_len),
+            PROT_READ,
+            MAP_PRIVATE | MAP_FIXED,
+            ARGS_FD,
+            0,
+        )
+    }
+    .map_err(|e| fail!(e, ARGS_AREA, "mapping the restore arguments failed"))?;
+
+    enter(Stage::Metadata);
+    let img = load_image()?;
+    let pid = img.process.pid;
+    if getpid() != pid {
+        return Err(fail!(
+            0,
+            pid as u64,
+            "the restorer runs as PID {}, not the image's PID {pid}",
+            getpid()
+        ));
+    }
+
+    enter(Stage::Unmap);
+    let mut block = clear_address_space()?;
+
+    enter(Stage::Vdso);
+    move_vdso(&img.vdso, &mut block)?;
+
+    enter(Stage::MapMemory);
+    let info_ok = map_memory(&img)?;
+    let info_addr = img.process.restore_info_addr;
+    if !info_ok || info_addr % 8 != 0 {
+        return Err(fail!(
+            0,
+            info_addr,
+            "the restore-info block at {info_addr:#x} is not in writable memory"
+        ));
+    }
+
+    enter(Stage::SetMm);
+    set_mm(&img)?;
+    personality(img.process.personality);
+
+    enter(Stage::Threads);
+    let main = create_threads(&img)?;
+
+    enter(Stage::ThreadState);
+    let a = ThreadArgs::new(&main, img.process.resume_entry);
+    thread_state(&a)?;
+    // SAFETY: the kernel writes 0 there when the thread exits (image memory).
+    unsafe { set_tid_address(a.clear_tid) };
+    // SAFETY: the restorer uses no thread-local storage.
+    unsafe { arch_prctl(ARCH_SET_FS, a.fs_base) }.map_err(|e| {
+        fail!(
+            e,
+            pid as u64,
+            "setting FS base {:#x} failed for TID {pid}",
+            a.fs_base
+        )
+    })?;
+
+    enter(Stage::Resume);
+    let info = RestoreInfo {
+        magic: RESTORE_INFO_MAGIC,
+        zone_start: ZONE,
+        zone_len: RESTORER_ZONE_LEN,
+        restore_started_ns: started_ns,
+        resumed_ns: realtime_ns(),
+        env_addr: ARGS_AREA + 16,
+        env_len,
+    };
+    for (i, w) in info.to_words().into_iter().enumerate() {
+        // SAFETY: checked above: 8-aligned, inside a writable image area.
+        unsafe { (info_addr as *mut u64).add(i).write_volatile(w) };
+    }
+    let mut ok = Status::ok();
+    ok.object = pid as u64;
+    ok.aux = img.threads;
+    report(&ok);
+    let _ = close_range(META_FD as u32, ARGS_FD as u32);
+    // SAFETY: every thread's state is restored; nothing after this touches
+    // the zone.
+    unsafe { jump(a.resume_entry, a.ctx_addr) }
+}
