@@ -1,0 +1,32 @@
+//! Arbitrary bytes as a `meta.crac` body, through the section and record
+//! decoders, the sanity check and the inspect summary. Nothing may panic.
+//!
+//! The same entry points run on stable in
+//! `crates/crac-image/tests/decode_fuzz.rs`.
+#![no_main]
+
+use crac_image::{Header, Image, ARCH_X86_64, FORMAT_VERSION};
+use libfuzzer_sys::{fuzz_target, Corpus};
+
+fuzz_target!(|body: &[u8]| -> Corpus {
+    // A body shorter than one section header cannot reach a decoder.
+    if body.len() < 8 {
+        return Corpus::Reject;
+    }
+    let header = Header {
+        major: FORMAT_VERSION.0,
+        minor: FORMAT_VERSION.1,
+        body_len: body.len() as u64,
+        body_crc: 0,
+        arch: ARCH_X86_64,
+        // Large enough that page runs are judged by the mappings.
+        pages_len: 1 << 40,
+        pages_crc: 0,
+    };
+    if let Ok(image) = Image::decode_body(header, body) {
+        let _ = image.sanity_check();
+        let _ = image.stored_pages_per_vma();
+        let _ = image.summary();
+    }
+    Corpus::Keep
+});
