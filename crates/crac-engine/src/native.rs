@@ -114,3 +114,10 @@ pub enum DumpError {
 pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     crate::dump::checkpoint(opts)
 }
+
+/// Whether the native engine carries descriptor `fd` across a checkpoint:
+/// today, an anonymous pipe whose both ends are open in this process. The
+/// open-descriptor check lets such descriptors pass.
+pub fn carries_fd(fd: i32) -> bool {
+    crate::dump::fds::carries(fd)
+}

@@ -49,6 +49,9 @@ mod tests {
     #[test]
     fn stdio_was_recorded_at_start() {
         let fds = super::initial_fds();
-        assert!(fds.contains(&0) && fds.contains(&1) && fds.contains(&2), "{fds:?}");
+        assert!(
+            fds.contains(&0) && fds.contains(&1) && fds.contains(&2),
+            "{fds:?}"
+        );
     }
 }

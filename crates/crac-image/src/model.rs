@@ -424,6 +424,8 @@ pub struct Image {
     pub rlimits: [RlimitRecord; 16],
     /// Interval timers and pending signals.
     pub timers: TimersRecord,
+    /// File descriptors the engine carries across (besides stdio).
+    pub fds: Vec<FdRecord>,
     /// Sections skipped because their tag is unknown (newer minor).
     pub unknown_sections: Vec<UnknownSection>,
 }
@@ -443,6 +445,7 @@ pub fn tag_name(tag: u32) -> &'static str {
         Some(Tag::Sigactions) => "sigactions",
         Some(Tag::Rlimits) => "rlimits",
         Some(Tag::Timers) => "timers",
+        Some(Tag::Fd) => "fd",
         None => "unknown",
     }
 }
@@ -769,6 +772,7 @@ impl Image {
         let mut vmas = Vec::new();
         let mut threads = Vec::new();
         let mut unknown_sections = Vec::new();
+        let mut fds = Vec::new();
         let mut r = Reader::new(body);
         loop {
             let offset = body.len() - r.remaining();
@@ -786,6 +790,7 @@ impl Image {
                 continue;
             };
             match t {
+                Tag::Fd => fds.push(FdRecord::decode(&mut s).map_err(bad)?),
                 Tag::Process => {
                     let p = ProcessRecord::decode(&mut s).map_err(bad)?;
                     set_once(&mut once.process, Process::from(&p), t, offset)?;
@@ -846,6 +851,7 @@ impl Image {
             sigactions: once.sigactions.ok_or(missing(Tag::Sigactions))?,
             rlimits: once.rlimits.ok_or(missing(Tag::Rlimits))?,
             timers: once.timers.ok_or(missing(Tag::Timers))?,
+            fds,
             unknown_sections,
         })
     }

@@ -35,6 +35,9 @@ pub enum Tag {
     Rlimits = 11,
     /// [`TimersRecord`], once.
     Timers = 12,
+    /// [`FdRecord`], one per file descriptor the engine carries across
+    /// (besides stdio, which the restoring side provides).
+    Fd = 13,
 }
 
 impl Tag {
@@ -53,6 +56,7 @@ impl Tag {
             10 => Tag::Sigactions,
             11 => Tag::Rlimits,
             12 => Tag::Timers,
+            13 => Tag::Fd,
             _ => return None,
         })
     }
@@ -804,6 +808,56 @@ impl TimersRecord {
             itimers,
             posix_timers,
             shared_pending: r.u64()?,
+        })
+    }
+}
+
+/// [`FdRecord::kind`]: one end of an anonymous pipe whose both ends are in
+/// the process.
+pub const FD_PIPE: u32 = 1;
+
+/// A file descriptor the engine carries across. The library recreates it in
+/// the restored process from its own memory; the record describes it for
+/// tools.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FdRecord {
+    /// Descriptor number.
+    pub fd: u32,
+    /// `FD_*` kind.
+    pub kind: u32,
+    /// Open flags as `/proc/self/fdinfo` shows them (access mode, O_NONBLOCK,
+    /// O_CLOEXEC).
+    pub flags: u32,
+    /// Kind-specific identity: the pipe's inode.
+    pub id: u64,
+    /// Bytes buffered in the pipe at dump time (stored with the pipe).
+    pub buffered: u64,
+}
+
+impl FdRecord {
+    /// Encodes as a [`Tag::Fd`] section.
+    pub fn encode(&self, w: &mut Writer<'_>) {
+        w.section(Tag::Fd as u32, |w| {
+            w.u32(self.fd);
+            w.u32(self.kind);
+            w.u32(self.flags);
+            w.u32(0);
+            w.u64(self.id);
+            w.u64(self.buffered);
+        });
+    }
+    /// Decodes a [`Tag::Fd`] payload.
+    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let fd = r.u32()?;
+        let kind = r.u32()?;
+        let flags = r.u32()?;
+        let _pad = r.u32()?;
+        Ok(FdRecord {
+            fd,
+            kind,
+            flags,
+            id: r.u64()?,
+            buffered: r.u64()?,
         })
     }
 }

@@ -208,6 +208,7 @@ pub const SIGCHLD: i32 = 17;
 pub mod nr_restore {
     pub const FCNTL: usize = 72;
     pub const RT_SIGTIMEDWAIT: usize = 128;
+    pub const SETSID: usize = 112;
 }
 
 /// What the child of [`spawn_exec_with_pid`] does before it executes the
@@ -217,7 +218,7 @@ pub mod nr_restore {
 ///
 /// If a step fails the child writes `fail_record` to `fail_fd`, with the
 /// errno (`i32` LE) patched in at `fail_errno_at` and the step number
-/// (`u64` LE: 1 dup, 2 dup2, 3 close_range, 4 execveat) at `fail_step_at`,
+/// (`u64` LE: 1 dup, 2 dup2, 3 close_range, 4 execveat, 5 setsid) at `fail_step_at`,
 /// then exits with status 127.
 #[derive(Debug, Clone, Copy)]
 pub struct ExecChild<'a> {
@@ -239,6 +240,8 @@ pub struct ExecChild<'a> {
     pub fail_errno_at: usize,
     /// Offset of the step number in `fail_record`.
     pub fail_step_at: usize,
+    /// Call `setsid()` first (step 5 if it fails).
+    pub new_session: bool,
 }
 
 #[repr(C)]
@@ -253,6 +256,7 @@ struct ChildPlan {
     fail_len: usize,
     fail_errno_at: usize,
     fail_step_at: usize,
+    new_session: bool,
     fail_record: [u8; 512],
 }
 
@@ -285,6 +289,13 @@ extern "C" fn exec_child(arg: u64) -> ! {
             }
         }
     };
+    if plan.new_session {
+        // SAFETY: no memory is passed.
+        let r = unsafe { syscall6(nr_restore::SETSID, 0, 0, 0, 0, 0, 0) };
+        if r < 0 {
+            fail(plan, 5, r);
+        }
+    }
     let mut tmp = [0i32; 8];
     for i in 0..plan.nfds {
         // SAFETY: fcntl on an fd number; no memory is passed.
@@ -388,6 +399,7 @@ pub fn spawn_exec_with_pid(pid: i32, c: &ExecChild<'_>) -> Result<i32, Errno> {
         fail_len: c.fail_record.len(),
         fail_errno_at: c.fail_errno_at,
         fail_step_at: c.fail_step_at,
+        new_session: c.new_session,
         fail_record: [0; 512],
     };
     plan.fds[..c.fds.len()].copy_from_slice(c.fds);

@@ -504,3 +504,32 @@ pub fn current_brk() -> u64 {
     // SAFETY: brk(0) never moves the break; it only reports it.
     unsafe { syscall6(nr::BRK, 0, 0, 0, 0, 0, 0) as u64 }
 }
+
+/// `dup3(old, new, flags)`.
+pub fn dup3(old: i32, new: i32, flags: i32) -> Result<(), Errno> {
+    // SAFETY: descriptor numbers only; the caller owns `new`'s slot.
+    check(unsafe { syscall6(292, old as usize, new as usize, flags as usize, 0, 0, 0) }).map(drop)
+}
+
+/// `fcntl(fd, cmd, arg)` for integer commands.
+pub fn fcntl(fd: i32, cmd: i32, arg: usize) -> Result<usize, Errno> {
+    // SAFETY: integer-argument commands only (F_GETFL, F_SETFL, F_DUPFD_CLOEXEC,
+    // F_GETPIPE_SZ, F_SETPIPE_SZ): no memory is passed.
+    check(unsafe { syscall6(72, fd as usize, cmd as usize, arg, 0, 0, 0) })
+}
+
+/// `ioctl(fd, FIONREAD)`: bytes ready to read.
+pub fn fionread(fd: i32) -> Result<usize, Errno> {
+    let mut n: i32 = 0;
+    // SAFETY: FIONREAD writes one int.
+    check(unsafe { syscall6(16, fd as usize, 0x541B, p(&mut n), 0, 0, 0) })?;
+    Ok(n as usize)
+}
+
+/// `pipe2(flags)`: (read end, write end).
+pub fn pipe2(flags: i32) -> Result<(i32, i32), Errno> {
+    let mut fds = [0i32; 2];
+    // SAFETY: pipe2 writes two ints.
+    check(unsafe { syscall6(293, p(fds.as_mut_ptr()), flags as usize, 0, 0, 0, 0) })?;
+    Ok((fds[0], fds[1]))
+}

@@ -52,6 +52,11 @@ impl Engine for Native {
         EngineKind::Native
     }
 
+    /// The native engine recreates pipes whose both ends are in the process.
+    fn carries(&self, fd: &FdInfo) -> bool {
+        matches!(fd.kind(), crate::fds::FdKind::Pipe { .. }) && native::carries_fd(fd.fd())
+    }
+
     fn checkpoint(&self, config: &Config) -> Result<Outcome, BoxError> {
         let options = DumpOptions {
             dir: config.checkpoint_to().to_owned(),

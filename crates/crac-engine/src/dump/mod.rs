@@ -16,6 +16,7 @@
 //!    threads and unmaps the restorer's zone.
 
 pub(crate) mod collect;
+pub(crate) mod fds;
 pub(crate) mod stop;
 
 use std::ffi::OsString;
@@ -88,6 +89,8 @@ struct Snapshot<'a> {
     failure: Option<SnapFailure>,
     pages_len: u64,
     pages_crc: u32,
+    carried: Vec<fds::CarriedFd>,
+    pipes: Vec<fds::PipeState>,
 }
 
 fn parse_hex(s: &[u8]) -> Option<u64> {
@@ -114,6 +117,9 @@ impl Snapshot<'_> {
 
     /// The whole stopped phase. Returns 0 on success.
     fn run(&mut self) -> u64 {
+        if let Err((what, e)) = fds::capture(&mut self.pipes) {
+            return self.fail(SnapFailure::Sys(what, e));
+        }
         if let Err(f) = self.read_maps() {
             return self.fail(f);
         }
@@ -518,6 +524,21 @@ fn encode_body(
         shared_pending: f.shared_pending,
     }
     .encode(w);
+    for c in &s.carried {
+        let buffered = s
+            .pipes
+            .iter()
+            .find(|p| p.inode == c.inode)
+            .map_or(0, |p| p.len as u64);
+        crac_image::FdRecord {
+            fd: c.fd as u32,
+            kind: crac_image::FD_PIPE,
+            flags: c.flags,
+            id: c.inode,
+            buffered,
+        }
+        .encode(w);
+    }
 }
 
 /// The temporary image directory and its files.
@@ -639,6 +660,9 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     // Give freed heap memory back to the kernel so the image stays small.
     stop::malloc_trim();
     let facts = collect::gather().map_err(|e| DumpError::Gather { source: e })?;
+    // Before the engine opens descriptors of its own.
+    let carried = fds::carried();
+    let pipes = fds::pipes(&carried);
     let mut tmp = TempDir::create(dir).map_err(|e| DumpError::CreateImage {
         dir: dir.clone(),
         source: e,
@@ -668,6 +692,8 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         failure: None,
         pages_len: 0,
         pages_crc: 0,
+        carried,
+        pipes,
     };
     let meta_cap = 256 * 1024
         + vma_cap * 512
@@ -791,12 +817,17 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         Err(stop::Resumed) => {
             // The temporary directory was renamed into the image long ago.
             tmp.committed = true;
-            Ok(DumpOutcome::Restored(after_restore(
-                &mut round,
-                &facts,
-                own_mask,
-                own.altstack,
-            )))
+            // Carried descriptors must exist before the threads that use
+            // them run again.
+            // Wait first: until every thread is back, the restorer may still
+            // hold its input descriptors at low numbers.
+            round.wait_resumed();
+            let fd_result = fds::recreate(&snap.carried, &snap.pipes);
+            let restored = after_restore(&mut round, &facts, own_mask, own.altstack);
+            if let Err((what, errno)) = fd_result {
+                tracing::error!("restored process: cannot {what}: {errno}");
+            }
+            Ok(DumpOutcome::Restored(restored))
         }
     }
 }

@@ -118,7 +118,7 @@ pub static STATE: StopState = StopState {
 extern "C" fn wait_for_release(arg: *mut u8) -> u64 {
     let gen = arg as usize as u32;
     STATE.stopped.fetch_add(1, Ordering::SeqCst);
-    sys::futex_wake(&STATE.stopped, u32::MAX);
+    sys::futex_wake(&STATE.stopped, i32::MAX as u32);
     while STATE.release.load(Ordering::SeqCst) == gen {
         let _ = sys::futex_wait(&STATE.release, gen, None);
     }
@@ -153,7 +153,7 @@ extern "C" fn on_stop_signal(_sig: i32, _info: *mut u8, uctx: *mut u8) {
     let r = unsafe { checkpoint_call(&mut slot.ctx, wait_for_release, gen as usize as *mut u8) };
     if r == RESUMED {
         STATE.resumed.fetch_add(1, Ordering::SeqCst);
-        sys::futex_wake(&STATE.resumed, u32::MAX);
+        sys::futex_wake(&STATE.resumed, i32::MAX as u32);
         while STATE.release.load(Ordering::SeqCst) == gen {
             let _ = sys::futex_wait(&STATE.release, gen, None);
         }
@@ -352,7 +352,7 @@ impl Round {
         STATE
             .release
             .store(self.gen.wrapping_add(1), Ordering::SeqCst);
-        sys::futex_wake(&STATE.release, u32::MAX);
+        sys::futex_wake(&STATE.release, i32::MAX as u32);
     }
 
     /// In a restored process: waits until every other thread came back.

@@ -10,8 +10,10 @@ fn main() {
         .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
         .collect();
     let sum: u64 = data.iter().fold(0, |a, b| a.wrapping_add(*b));
+    static TICKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let t = std::thread::spawn(|| loop {
         std::thread::sleep(std::time::Duration::from_millis(10));
+        TICKS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     });
     println!("pre-checkpoint PID: {}", std::process::id());
     let start = Instant::now();
@@ -26,5 +28,9 @@ fn main() {
         std::process::id(),
         sum == sum2
     );
+    let t0 = TICKS.load(std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let t1 = TICKS.load(std::sync::atomic::Ordering::SeqCst);
+    println!("ticks advanced: {}", t1 - t0);
     drop(t);
 }

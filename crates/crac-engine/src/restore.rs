@@ -1,0 +1,529 @@
+//! Restoring a process from an image (`crac restore`).
+//!
+//! 1. [`preflight`] checks, before anything is touched, everything that would
+//!    make a restore fail or misbehave, and reports all problems at once:
+//!    format and checksums, the files the image maps, the CPU, the vDSO
+//!    layout, the PID and TIDs, the restorer zone, resource limits.
+//! 2. [`restore`] creates a process with the image's PID (`clone3` with
+//!    `set_tid`, a fork) that executes the embedded restorer
+//!    (`crates/crac-restorer`) from a memfd with
+//!    fd 3 = `meta.crac`, fd 4 = `pages.crac`, fd 5 = the status pipe and
+//!    fd 6 = the restore arguments (start time, environment block). The
+//!    restorer rebuilds memory, the vDSO position, mm fields and the threads,
+//!    then jumps into the program; it reports its progress and its outcome
+//!    as [`crac_image::status`] records on the pipe.
+//! 3. [`wait_and_forward`] waits for the restored process (a child of the
+//!    caller) and forwards the signals the caller receives to it.
+//!
+//! # Restorer zone
+//! The restorer and everything it uses lie in
+//! `[RESTORER_ZONE_BASE, +RESTORER_ZONE_LEN)` = `0x2a00_0000_0000 + 256 MiB`:
+//! the program itself at +0 (at most 16 MiB, checked at build time), the
+//! metadata at +16 MiB (at most 64 MiB), the arguments and environment block
+//! at +80 MiB (at most 16 MiB), a parking spot for the vDSO block at +96 MiB
+//! and 32 KiB per-thread stacks from +112 MiB (at most 4608 threads). The
+//! restored program unmaps the zone once every thread has resumed.
+
+mod preflight;
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crac_image::status::{Status, StatusKind, STATUS_LEN};
+pub use crac_image::status::Stage;
+use crac_sys::raw::{ExecChild, Errno};
+
+pub use preflight::{preflight, Plan, Problem, ProblemKind};
+
+/// The restorer program, built by `build.rs` from `crates/crac-restorer`.
+static RESTORER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crac-restorer"));
+
+/// The embedded restorer executable (a static ELF file).
+pub fn restorer_binary() -> &'static [u8] {
+    RESTORER
+}
+
+/// How long the restorer may take before it is killed.
+const RESTORER_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Options of [`restore`].
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// Start the restored process in a session of its own (`setsid`), so it
+    /// is not in the caller's process group and keeps running unaffected by
+    /// the terminal when the caller exits. The caller does not wait for it
+    /// (it is still the caller's child: a long-lived caller should reap it).
+    pub detach: bool,
+    /// Environment values handed to the restored program (it applies them
+    /// itself after resuming).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// A process restored and running.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    /// Its PID (the image's).
+    pub pid: u32,
+    /// Number of threads it has.
+    pub threads: u32,
+    /// Time from the start of [`restore`] until the process resumed.
+    pub elapsed: Duration,
+}
+
+/// Why a restore failed. After any of these no restored process is left
+/// behind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// [`preflight`] found problems; nothing was started.
+    #[error("the image {} cannot be restored here:{}", dir.display(), problem_list(problems))]
+    Preflight {
+        /// The image directory.
+        dir: PathBuf,
+        /// Every problem found.
+        problems: Vec<Problem>,
+    },
+    /// An image file could not be opened for the restorer.
+    #[error("could not open {}", path.display())]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Preparing the restorer's memfds or pipe failed.
+    #[error("could not prepare the restorer ({what})")]
+    Setup {
+        /// What was being prepared.
+        what: &'static str,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Another process took the PID after the preflight.
+    #[error("PID {pid} is taken by {holder}")]
+    PidTaken {
+        /// The image's PID.
+        pid: u32,
+        /// Who holds it, e.g. `process 1234 (sleep)`.
+        holder: String,
+    },
+    /// `clone3` failed otherwise.
+    #[error("could not create process {pid}")]
+    Spawn {
+        /// The image's PID.
+        pid: u32,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The restorer reported an error and exited.
+    #[error("the restorer failed while {stage}: {}", restorer_facts(detail, *errno, *object))]
+    Restorer {
+        /// The stage that failed.
+        stage: Stage,
+        /// The failed system call's errno, if any.
+        errno: Option<i32>,
+        /// The address or id concerned (0 if none).
+        object: u64,
+        /// What failed, with its facts.
+        detail: String,
+    },
+    /// The restorer died without reporting (a crash or a kill).
+    #[error("the restorer {how} while {stage}")]
+    RestorerDied {
+        /// The last stage it reported.
+        stage: Stage,
+        /// `was killed by SIGSEGV`, `exited with status 3`, `did not finish within 120 s`.
+        how: String,
+    },
+    /// Reading the restorer's status pipe failed.
+    #[error("could not read the restorer's status while {stage}")]
+    Status {
+        /// The last stage it reported.
+        stage: Stage,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Waiting for the restored process failed.
+    #[error("could not wait for process {pid}")]
+    Wait {
+        /// The restored process.
+        pid: u32,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn problem_list(problems: &[Problem]) -> String {
+    let mut s = String::new();
+    for p in problems {
+        s.push_str("\n  - ");
+        s.push_str(&p.message);
+    }
+    s
+}
+
+fn restorer_facts(detail: &str, errno: Option<i32>, object: u64) -> String {
+    let mut s = if detail.is_empty() {
+        format!("at {object:#x}")
+    } else {
+        detail.to_string()
+    };
+    if let Some(e) = errno {
+        s.push_str(&format!(": {}", Errno(e)));
+    }
+    s
+}
+
+fn now_unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+fn setup(what: &'static str) -> impl FnOnce(io::Error) -> RestoreError {
+    move |source| RestoreError::Setup { what, source }
+}
+
+fn memfd(name: &std::ffi::CStr, exec: bool) -> io::Result<File> {
+    use rustix::fs::{memfd_create, MemfdFlags};
+    let base = MemfdFlags::CLOEXEC;
+    let fd = if exec {
+        // MFD_EXEC (6.3+) avoids the kernel's warning; older kernels refuse
+        // the flag and allow exec anyway.
+        memfd_create(name, base | MemfdFlags::EXEC).or_else(|_| memfd_create(name, base))?
+    } else {
+        memfd_create(name, base | MemfdFlags::NOEXEC_SEAL).or_else(|_| memfd_create(name, base))?
+    };
+    Ok(File::from(fd))
+}
+
+/// The restore arguments (fd 6): start time, environment length, then
+/// `KEY=VALUE\0` entries.
+fn restore_args(started_ns: u64, env: &[(OsString, OsString)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (k, v) in env {
+        block.extend_from_slice(k.as_bytes());
+        block.push(b'=');
+        block.extend_from_slice(v.as_bytes());
+        block.push(0);
+    }
+    let mut out = Vec::with_capacity(16 + block.len());
+    out.extend_from_slice(&started_ns.to_le_bytes());
+    out.extend_from_slice(&(block.len() as u64).to_le_bytes());
+    out.extend_from_slice(&block);
+    out
+}
+
+/// Restores the image in `image_dir` as a child of the calling process and
+/// returns once it runs (or the restore failed, leaving nothing behind).
+pub fn restore(image_dir: impl AsRef<Path>, opts: RestoreOptions) -> Result<Restored, RestoreError> {
+    let t0 = Instant::now();
+    let started_ns = now_unix_ns();
+    let dir = image_dir.as_ref();
+    let plan = preflight(dir)?;
+    let pid = plan.pid;
+
+    let open = |name: &str| {
+        let path = dir.join(name);
+        File::open(&path).map_err(|source| RestoreError::Open { path, source })
+    };
+    let meta = open(crac_image::META_FILE)?;
+    let pages = open(crac_image::PAGES_FILE)?;
+    let mut exe = memfd(c"crac-restorer", true).map_err(setup("restorer memfd"))?;
+    exe.write_all(RESTORER).map_err(setup("restorer memfd"))?;
+    let mut args = memfd(c"crac-restore-args", false).map_err(setup("arguments memfd"))?;
+    args.write_all(&restore_args(started_ns, &opts.env))
+        .map_err(setup("arguments memfd"))?;
+    let (status_r, status_w): (OwnedFd, OwnedFd) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| RestoreError::Setup { what: "status pipe", source: e.into() })?;
+
+    let fail_record = Status::error(Stage::Start, 0, 0)
+        .with_detail(b"executing the restorer failed (step: object)")
+        .encode();
+    let child = ExecChild {
+        fds: &[
+            (meta.as_raw_fd(), 3),
+            (pages.as_raw_fd(), 4),
+            (status_w.as_raw_fd(), 5),
+            (args.as_raw_fd(), 6),
+        ],
+        close_from: 7,
+        exec_fd: exe.as_raw_fd(),
+        argv: &[c"crac-restorer"],
+        envp: &[],
+        fail_fd: status_w.as_raw_fd(),
+        fail_record: &fail_record,
+        fail_errno_at: 16,
+        fail_step_at: 24,
+        new_session: opts.detach,
+    };
+    let spawned = crac_sys::raw::spawn_exec_with_pid(pid as i32, &child);
+    drop((meta, pages, exe, args, status_w));
+    let child_pid = match spawned {
+        Ok(p) => p as u32,
+        Err(Errno::EEXIST) => {
+            return Err(RestoreError::PidTaken {
+                pid,
+                holder: preflight::holder(pid),
+            })
+        }
+        Err(e) => return Err(RestoreError::Spawn { pid, source: e.into() }),
+    };
+    debug_assert_eq!(child_pid, pid);
+
+    let mut stage = Stage::Start;
+    let mut pipe = File::from(status_r);
+    let deadline = t0 + RESTORER_TIMEOUT;
+    loop {
+        let mut rec = [0u8; STATUS_LEN];
+        match read_record(&mut pipe, &mut rec, deadline) {
+            Ok(true) => {}
+            Ok(false) => {
+                let how = reap(pid).map_or_else(|e| format!("ended ({e})"), describe_end);
+                return Err(RestoreError::RestorerDied { stage, how });
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                kill_and_reap(pid);
+                return Err(RestoreError::RestorerDied {
+                    stage,
+                    how: format!("did not finish within {} s", RESTORER_TIMEOUT.as_secs()),
+                });
+            }
+            Err(source) => {
+                kill_and_reap(pid);
+                return Err(RestoreError::Status { stage, source });
+            }
+        }
+        let st = match Status::decode(&rec) {
+            Ok(s) => s,
+            Err(e) => {
+                kill_and_reap(pid);
+                return Err(RestoreError::Status {
+                    stage,
+                    source: io::Error::new(io::ErrorKind::InvalidData, e.to_string()),
+                });
+            }
+        };
+        stage = st.stage;
+        match st.kind {
+            StatusKind::Progress => {
+                tracing::trace!(stage = stage.name(), "restorer progress");
+            }
+            StatusKind::Ok => {
+                return Ok(Restored {
+                    pid,
+                    threads: st.aux as u32,
+                    elapsed: t0.elapsed(),
+                });
+            }
+            StatusKind::Error => {
+                let _ = reap(pid);
+                return Err(RestoreError::Restorer {
+                    stage,
+                    errno: (st.errno != 0).then_some(st.errno),
+                    object: st.object,
+                    detail: String::from_utf8_lossy(st.detail()).into_owned(),
+                });
+            }
+        }
+    }
+}
+
+/// Reads one whole record; `Ok(false)` at end of file (or a partial record).
+fn read_record(pipe: &mut File, rec: &mut [u8], deadline: Instant) -> io::Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut got = 0;
+    while got < rec.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        let ts = Timespec {
+            tv_sec: left.as_secs() as i64,
+            tv_nsec: i64::from(left.subsec_nanos()),
+        };
+        let mut fds = [PollFd::new(&*pipe, PollFlags::IN)];
+        match poll(&mut fds, Some(&ts)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+        match pipe.read(&mut rec[got..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+fn reap(pid: u32) -> io::Result<ExitStatus> {
+    let p = rustix::process::Pid::from_raw(pid as i32).ok_or(io::ErrorKind::InvalidInput)?;
+    loop {
+        match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty()) {
+            Ok(Some((_, st))) => return Ok(ExitStatus::from_raw(st.as_raw() as i32)),
+            Ok(None) => continue,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+fn kill_and_reap(pid: u32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+    }
+    let _ = reap(pid);
+}
+
+/// `was killed by SIGSEGV`, `exited with status 3`.
+fn describe_end(st: ExitStatus) -> String {
+    if let Some(sig) = st.signal() {
+        let core = if st.core_dumped() { " (core dumped)" } else { "" };
+        format!("was killed by {}{core}", signal_name(sig))
+    } else {
+        format!("exited with status {} without reporting", st.code().unwrap_or(-1))
+    }
+}
+
+/// `SIGSEGV` for 11, `signal 40` for unnamed ones.
+pub fn signal_name(sig: i32) -> String {
+    const NAMES: [&str; 32] = [
+        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
+        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
+        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
+        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+    ];
+    match NAMES.get(sig as usize) {
+        Some(n) if sig > 0 => (*n).to_string(),
+        _ => format!("signal {sig}"),
+    }
+}
+
+/// Signals [`wait_and_forward`] forwards: 1–31 except SIGKILL and SIGSTOP
+/// (which cannot be caught), SIGCHLD, and the synchronous fault signals
+/// (SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV, SIGSYS), which concern the
+/// waiting process itself.
+fn forwarded(sig: i32) -> bool {
+    (1..=31).contains(&sig) && ![4, 5, 7, 8, 9, 11, 17, 19, 31].contains(&sig)
+}
+
+/// Waits for the restored process `pid` (a child of the caller) to end and
+/// returns how it ended, so the caller can exit with its status or re-raise
+/// its signal.
+///
+/// Meanwhile every catchable signal 1–31 the calling process receives
+/// (SIGHUP, SIGINT, SIGTERM, SIGQUIT, SIGUSR1/2, SIGTSTP, SIGCONT, SIGWINCH,
+/// …) is forwarded to it with `kill`, except ones the terminal sent to the
+/// whole foreground process group when the child is in it too (it got its
+/// own copy). The signals are blocked in the calling thread for the
+/// duration; in a multi-threaded caller other threads should block them too.
+pub fn wait_and_forward(pid: u32) -> Result<ExitStatus, RestoreError> {
+    use crac_sys::raw::{sigmask, sigwaitinfo};
+    const SIG_BLOCK: i32 = 0;
+    const SIG_SETMASK: i32 = 2;
+    const SI_KERNEL: i32 = 0x80;
+    let wait_err = |e: io::Error| RestoreError::Wait { pid, source: e };
+    let p = rustix::process::Pid::from_raw(pid as i32)
+        .ok_or_else(|| wait_err(io::ErrorKind::InvalidInput.into()))?;
+    let mut set = 1u64 << (17 - 1); // SIGCHLD wakes the loop.
+    for sig in (1..=31).filter(|&s| forwarded(s)) {
+        set |= 1 << (sig - 1);
+    }
+    let old = sigmask(SIG_BLOCK, set).map_err(|e| wait_err(e.into()))?;
+    let same_group = rustix::process::getpgid(Some(p)).ok() == Some(rustix::process::getpgrp());
+    let result = loop {
+        match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG) {
+            Ok(Some((_, st))) => break Ok(ExitStatus::from_raw(st.as_raw() as i32)),
+            Ok(None) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => break Err(wait_err(e.into())),
+        }
+        let (sig, code, _) = match sigwaitinfo(set) {
+            Ok(s) => s,
+            Err(Errno::EINTR) => continue,
+            Err(e) => break Err(wait_err(e.into())),
+        };
+        if sig == 17 || (code == SI_KERNEL && same_group && [1, 2, 3, 20, 28].contains(&sig)) {
+            continue;
+        }
+        if let Some(s) = rustix::process::Signal::from_named_raw(sig) {
+            let _ = rustix::process::kill_process(p, s);
+        }
+    };
+    let _ = sigmask(SIG_SETMASK, old);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_restorer_lies_in_its_zone() {
+        let b = restorer_binary();
+        assert_eq!(&b[0..4], b"\x7fELF");
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
+        assert_eq!(u16_at(16), 2, "ET_EXEC");
+        let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56) as usize);
+        let zone = crac_image::RESTORER_ZONE_BASE..crac_image::RESTORER_ZONE_BASE + 0x0100_0000;
+        let mut loads = 0;
+        for i in 0..phnum {
+            let o = phoff + i * phentsize;
+            if u32_at(o) == 1 {
+                let (vaddr, memsz) = (u64_at(o + 16), u64_at(o + 40));
+                assert!(zone.contains(&vaddr) && vaddr + memsz <= zone.end, "{vaddr:#x}+{memsz:#x}");
+                loads += 1;
+            }
+            assert!(![2, 3].contains(&u32_at(o)), "dynamic segment");
+        }
+        assert!(loads >= 2);
+        assert!(crac_image::RESTORER_ZONE_LEN >= 0x1000_0000);
+    }
+
+    #[test]
+    fn restore_args_layout() {
+        let a = restore_args(7, &[("A".into(), "1".into()), ("B".into(), "".into())]);
+        assert_eq!(&a[0..8], &7u64.to_le_bytes());
+        assert_eq!(&a[8..16], &6u64.to_le_bytes());
+        assert_eq!(&a[16..], b"A=1\0B=\0");
+    }
+
+    #[test]
+    fn messages_name_the_stage_and_facts() {
+        let e = RestoreError::Restorer {
+            stage: Stage::MapMemory,
+            errno: Some(2),
+            object: 0x1000,
+            detail: "opening the mapped file /lib/x.so failed".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the restorer failed while mapping memory: opening the mapped file /lib/x.so failed: ENOENT (errno 2)"
+        );
+        let e = RestoreError::RestorerDied {
+            stage: Stage::LoadPages,
+            how: describe_end(ExitStatus::from_raw(11)),
+        };
+        assert_eq!(e.to_string(), "the restorer was killed by SIGSEGV while loading pages");
+        assert_eq!(signal_name(40), "signal 40");
+        assert!(forwarded(15) && forwarded(2) && !forwarded(17) && !forwarded(11));
+    }
+}
