@@ -4,12 +4,27 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// What the native engine is asked to do.
-#[derive(Debug, Clone)]
+#[derive(Clone, Default)]
 pub struct DumpOptions {
     /// Final image directory (already `%p`-expanded).
     pub dir: PathBuf,
     /// Keep running after the image is durable instead of exiting.
     pub leave_running: bool,
+    /// Called once the image is complete, synced and renamed into place,
+    /// right before the process exits (or the threads are released). Other
+    /// threads may still be stopped, possibly holding the allocator's lock:
+    /// the callback must not allocate (a `write` to a socket is fine).
+    pub on_durable: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for DumpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DumpOptions")
+            .field("dir", &self.dir)
+            .field("leave_running", &self.leave_running)
+            .field("on_durable", &self.on_durable.is_some())
+            .finish()
+    }
 }
 
 /// How [`checkpoint`] returned.

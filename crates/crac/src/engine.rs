@@ -61,6 +61,7 @@ impl Engine for Native {
         let options = DumpOptions {
             dir: config.checkpoint_to().to_owned(),
             leave_running: config.keep_running(),
+            ..DumpOptions::default()
         };
         match native::checkpoint(&options)? {
             DumpOutcome::Restored(facts) => Ok(Outcome::Restored(facts)),

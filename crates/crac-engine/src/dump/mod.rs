@@ -773,7 +773,10 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         if let Err((what, errno)) = tmp.commit() {
             snap.failure = Some(SnapFailure::Sys(what, errno));
             result = Ok(1);
-        } else if !opts.leave_running {
+        } else if let Some(notify) = &opts.on_durable {
+            notify();
+        }
+        if matches!(result, Ok(0)) && !opts.leave_running {
             // CRaC's default: the checkpointed process ends here; the image
             // holds its future.
             sys::exit_group(0);
