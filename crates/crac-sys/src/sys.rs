@@ -17,6 +17,12 @@ fn p<T>(a: *const T) -> usize {
     a as usize
 }
 
+/// `a`, an out-parameter, as a syscall argument.
+#[inline(always)]
+fn pm<T>(a: *mut T) -> usize {
+    a as usize
+}
+
 /// `openat(AT_FDCWD, path, flags, mode)`; `path` must end with a NUL byte.
 pub fn open(path: &[u8], flags: i32, mode: u32) -> Result<i32, Errno> {
     if path.last() != Some(&0) {
@@ -250,11 +256,10 @@ pub fn futex_wake(word: &core::sync::atomic::AtomicU32, n: u32) {
 /// `arch_prctl(ARCH_GET_FS)` and `arch_prctl(ARCH_GET_GS)`.
 pub fn fs_gs_base() -> (u64, u64) {
     let (mut fs, mut gs) = (0u64, 0u64);
-    // SAFETY: the kernel writes one u64 into each out-parameter.
-    unsafe {
-        syscall6(nr::ARCH_PRCTL, 0x1003, p(&mut fs), 0, 0, 0, 0);
-        syscall6(nr::ARCH_PRCTL, 0x1004, p(&mut gs), 0, 0, 0, 0);
-    }
+    // SAFETY: ARCH_GET_FS writes one u64 into `fs`.
+    unsafe { syscall6(nr::ARCH_PRCTL, 0x1003, pm(&mut fs), 0, 0, 0, 0) };
+    // SAFETY: ARCH_GET_GS writes one u64 into `gs`.
+    unsafe { syscall6(nr::ARCH_PRCTL, 0x1004, pm(&mut gs), 0, 0, 0, 0) };
     (fs, gs)
 }
 
@@ -263,7 +268,7 @@ pub fn tid_address() -> u64 {
     let mut a = 0u64;
     // SAFETY: the kernel writes one pointer-sized value into `a`.
     unsafe {
-        syscall6(nr::PRCTL, 40, p(&mut a), 0, 0, 0, 0);
+        syscall6(nr::PRCTL, 40, pm(&mut a), 0, 0, 0, 0);
     }
     a
 }
@@ -273,7 +278,7 @@ pub fn robust_list() -> (u64, u64) {
     let (mut head, mut len) = (0u64, 0u64);
     // SAFETY: the kernel writes one pointer and one size_t.
     unsafe {
-        syscall6(nr::GET_ROBUST_LIST, 0, p(&mut head), p(&mut len), 0, 0, 0);
+        syscall6(nr::GET_ROBUST_LIST, 0, pm(&mut head), pm(&mut len), 0, 0, 0);
     }
     (head, len)
 }
@@ -358,7 +363,7 @@ pub fn sigprocmask(how: i32, new: Option<u64>) -> Result<u64, Errno> {
     let n = new.unwrap_or(0);
     let np = if new.is_some() { p(&n) } else { 0 };
     // SAFETY: `n` and `old` are live u64 values of sigsetsize 8.
-    check(unsafe { syscall6(nr::RT_SIGPROCMASK, how as usize, np, p(&mut old), 8, 0, 0) })?;
+    check(unsafe { syscall6(nr::RT_SIGPROCMASK, how as usize, np, pm(&mut old), 8, 0, 0) })?;
     Ok(old)
 }
 
@@ -381,7 +386,7 @@ pub fn sigaltstack(new: Option<(u64, u64, u32)>) -> Result<(u64, u64, u32), Errn
     let mut old = StackT::default();
     let np = n.as_ref().map_or(0, |s| p(s));
     // SAFETY: both pointers refer to live stack_t-shaped values.
-    check(unsafe { syscall6(nr::SIGALTSTACK, np, p(&mut old), 0, 0, 0, 0) })?;
+    check(unsafe { syscall6(nr::SIGALTSTACK, np, pm(&mut old), 0, 0, 0, 0) })?;
     Ok((old.sp, old.size, old.flags as u32))
 }
 
@@ -522,7 +527,7 @@ pub fn fcntl(fd: i32, cmd: i32, arg: usize) -> Result<usize, Errno> {
 pub fn fionread(fd: i32) -> Result<usize, Errno> {
     let mut n: i32 = 0;
     // SAFETY: FIONREAD writes one int.
-    check(unsafe { syscall6(16, fd as usize, 0x541B, p(&mut n), 0, 0, 0) })?;
+    check(unsafe { syscall6(16, fd as usize, 0x541B, pm(&mut n), 0, 0, 0) })?;
     Ok(n as usize)
 }
 
