@@ -541,6 +541,12 @@ pub enum SanityError {
         /// The id.
         id: u32,
     },
+    /// Two fd records have the same descriptor number.
+    #[error("file descriptor {fd} appears twice")]
+    DuplicateFd {
+        /// The descriptor number.
+        fd: u32,
+    },
     /// A page run starts before the previous one ends.
     #[error(
         "page run at {addr:#x} starts before the previous run ends at {prev_end:#x} \
@@ -898,6 +904,9 @@ impl Image {
         encode_sigactions(w, &self.sigactions);
         encode_rlimits(w, &self.rlimits);
         self.timers.encode(w);
+        for f in &self.fds {
+            f.encode(w);
+        }
     }
 
     /// Checks that the records are consistent with each other and with the
@@ -908,11 +917,18 @@ impl Image {
     /// * at least one mapping, mappings sorted and disjoint;
     /// * file ids unique, every file a mapping refers to exists;
     /// * page runs sorted and disjoint, every page inside a mapping, the data
-    ///   of every run inside the page data of `pages.crac`.
+    ///   of every run inside the page data of `pages.crac`;
+    /// * descriptor numbers of fd records unique.
     pub fn sanity_check(&self) -> Result<(), SanityError> {
         self.check_threads()?;
         self.check_vmas()?;
-        self.check_runs()
+        self.check_runs()?;
+        let mut fds: Vec<u32> = self.fds.iter().map(|f| f.fd).collect();
+        fds.sort_unstable();
+        if let Some(w) = fds.windows(2).find(|w| w[0] == w[1]) {
+            return Err(SanityError::DuplicateFd { fd: w[0] });
+        }
+        Ok(())
     }
 
     fn check_threads(&self) -> Result<(), SanityError> {

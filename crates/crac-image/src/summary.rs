@@ -40,6 +40,8 @@ pub struct ImageSummary {
     pub threads: Vec<ThreadView>,
     /// Files the image depends on.
     pub files: Vec<FileView>,
+    /// File descriptors the engine carries across.
+    pub fds: Vec<FdView>,
     /// The vvar/vdso block.
     pub vdso: VdsoView,
     /// Resource limits, in `RLIMIT_*` order.
@@ -188,6 +190,21 @@ pub struct FileView {
     pub build_id: Option<String>,
     /// Number of mappings of this file.
     pub vmas: usize,
+}
+
+/// One entry of `fds` in [`ImageSummary`].
+#[derive(Debug, Clone, Serialize)]
+pub struct FdView {
+    /// Descriptor number.
+    pub fd: u32,
+    /// `"pipe"`, or `"unknown-N"` for a kind this build does not know.
+    pub kind: String,
+    /// Open flags, octal as `/proc/pid/fdinfo` shows them.
+    pub flags: String,
+    /// Kind-specific identity (a pipe's inode).
+    pub id: u64,
+    /// Bytes buffered at dump.
+    pub buffered: u64,
 }
 
 /// `vdso` in [`ImageSummary`].
@@ -465,6 +482,20 @@ impl Image {
             vmas,
             threads: self.threads.iter().map(thread_view).collect(),
             files,
+            fds: self
+                .fds
+                .iter()
+                .map(|f| FdView {
+                    fd: f.fd,
+                    kind: match f.kind {
+                        FD_PIPE => "pipe".to_owned(),
+                        k => format!("unknown-{k}"),
+                    },
+                    flags: format!("{:o}", f.flags),
+                    id: f.id,
+                    buffered: f.buffered,
+                })
+                .collect(),
             vdso: VdsoView {
                 vvar: range(self.vdso.vvar),
                 vvar_vclock: range(self.vdso.vvar_vclock),

@@ -415,6 +415,13 @@ fn sanity_check_catches_each_inconsistency() {
     );
     assert_eq!(
         sanity(|i| {
+            let f = i.fds[0];
+            i.fds.push(f);
+        }),
+        SanityError::DuplicateFd { fd: 5 }
+    );
+    assert_eq!(
+        sanity(|i| {
             i.runs = vec![
                 crac_image::PageRun {
                     addr: 0x60_1000,
@@ -493,6 +500,7 @@ fn json_summary_has_the_documented_shape() {
         [
             "arch",
             "cpu",
+            "fds",
             "files",
             "format_version",
             "memory",
@@ -558,6 +566,10 @@ fn json_summary_has_the_documented_shape() {
         serde_json::json!({"start": "0x7fff00000000", "bytes": 16384})
     );
     assert_eq!(v["vdso"]["vvar_vclock"], serde_json::Value::Null);
+    assert_eq!(
+        v["fds"],
+        serde_json::json!([{"fd": 5, "kind": "pipe", "flags": "2000", "id": 4242, "buffered": 3}])
+    );
     assert_eq!(v["signals"], serde_json::json!([]));
     assert_eq!(v["timers"]["itimers"], serde_json::json!([]));
 }

@@ -5,9 +5,9 @@ use std::path::Path;
 
 use crac_image::model::{Argv, Cpu, FileRef, Image, Mm, Process, Thread, Vma};
 use crac_image::{
-    Header, PageRun, RlimitRecord, SigactionRecord, TimersRecord, VdsoRecord, ARCH_X86_64,
-    FORMAT_VERSION, META_FILE, NO_FILE, PAGES_FILE, PAGE_SIZE, PROT_READ, PROT_WRITE,
-    THREAD_DUMPER, VMA_FILE, VMA_HEAP,
+    FdRecord, Header, PageRun, RlimitRecord, SigactionRecord, TimersRecord, VdsoRecord,
+    ARCH_X86_64, FD_PIPE, FORMAT_VERSION, META_FILE, NO_FILE, PAGES_FILE, PAGE_SIZE, PROT_READ,
+    PROT_WRITE, THREAD_DUMPER, VMA_FILE, VMA_HEAP,
 };
 use proptest::prelude::*;
 
@@ -118,6 +118,13 @@ pub fn sample() -> (Image, Vec<u8>) {
             max: u64::MAX,
         }; 16],
         timers: TimersRecord::default(),
+        fds: vec![FdRecord {
+            fd: 5,
+            kind: FD_PIPE,
+            flags: 0o2000,
+            id: 4242,
+            buffered: 3,
+        }],
         unknown_sections: Vec::new(),
     };
     let pages: Vec<u8> = (0..2 * PAGE_SIZE).map(|i| (i % 251) as u8).collect();
@@ -215,6 +222,7 @@ prop_compose! {
         sigactions in proptest::collection::vec(any::<[u64; 4]>(), 64),
         rlimits in proptest::collection::vec(any::<(u64, u64)>(), 16),
         timers in (any::<[(u64, u64); 3]>(), any::<u32>(), any::<u64>()),
+        fds in proptest::collection::btree_map(any::<u32>(), any::<(u32, u32, u64, u64)>(), 0..4),
     ) -> (Image, Vec<u8>) {
         for (i, f) in files.iter_mut().enumerate() {
             f.id = (i as u32) * 3 + 1;
@@ -287,6 +295,10 @@ prop_compose! {
             sigactions: sa,
             rlimits: rl,
             timers: TimersRecord { itimers: timers.0, posix_timers: timers.1, shared_pending: timers.2 },
+            fds: fds
+                .into_iter()
+                .map(|(fd, (kind, flags, id, buffered))| FdRecord { fd, kind, flags, id, buffered })
+                .collect(),
             unknown_sections: Vec::new(),
         };
         (image, page_data)
