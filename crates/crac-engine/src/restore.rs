@@ -25,6 +25,8 @@
 //! restored program unmaps the zone once every thread has resumed.
 
 mod preflight;
+#[cfg(test)]
+mod testimg;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -36,9 +38,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crac_image::status::{Status, StatusKind, STATUS_LEN};
 pub use crac_image::status::Stage;
-use crac_sys::raw::{ExecChild, Errno};
+use crac_image::status::{Status, StatusKind, STATUS_LEN};
+use crac_sys::raw::{Errno, ExecChild};
 
 pub use preflight::{preflight, Plan, Problem, ProblemKind};
 
@@ -228,7 +230,10 @@ fn restore_args(started_ns: u64, env: &[(OsString, OsString)]) -> Vec<u8> {
 
 /// Restores the image in `image_dir` as a child of the calling process and
 /// returns once it runs (or the restore failed, leaving nothing behind).
-pub fn restore(image_dir: impl AsRef<Path>, opts: RestoreOptions) -> Result<Restored, RestoreError> {
+pub fn restore(
+    image_dir: impl AsRef<Path>,
+    opts: RestoreOptions,
+) -> Result<Restored, RestoreError> {
     let t0 = Instant::now();
     let started_ns = now_unix_ns();
     let dir = image_dir.as_ref();
@@ -247,8 +252,12 @@ pub fn restore(image_dir: impl AsRef<Path>, opts: RestoreOptions) -> Result<Rest
     args.write_all(&restore_args(started_ns, &opts.env))
         .map_err(setup("arguments memfd"))?;
     let (status_r, status_w): (OwnedFd, OwnedFd) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
-            .map_err(|e| RestoreError::Setup { what: "status pipe", source: e.into() })?;
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| {
+            RestoreError::Setup {
+                what: "status pipe",
+                source: e.into(),
+            }
+        })?;
 
     let fail_record = Status::error(Stage::Start, 0, 0)
         .with_detail(b"executing the restorer failed (step: object)")
@@ -280,7 +289,12 @@ pub fn restore(image_dir: impl AsRef<Path>, opts: RestoreOptions) -> Result<Rest
                 holder: preflight::holder(pid),
             })
         }
-        Err(e) => return Err(RestoreError::Spawn { pid, source: e.into() }),
+        Err(e) => {
+            return Err(RestoreError::Spawn {
+                pid,
+                source: e.into(),
+            })
+        }
     };
     debug_assert_eq!(child_pid, pid);
 
@@ -376,7 +390,7 @@ fn reap(pid: u32) -> io::Result<ExitStatus> {
     let p = rustix::process::Pid::from_raw(pid as i32).ok_or(io::ErrorKind::InvalidInput)?;
     loop {
         match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty()) {
-            Ok(Some((_, st))) => return Ok(ExitStatus::from_raw(st.as_raw() as i32)),
+            Ok(Some((_, st))) => return Ok(ExitStatus::from_raw(st.as_raw())),
             Ok(None) => continue,
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
@@ -394,20 +408,55 @@ fn kill_and_reap(pid: u32) {
 /// `was killed by SIGSEGV`, `exited with status 3`.
 fn describe_end(st: ExitStatus) -> String {
     if let Some(sig) = st.signal() {
-        let core = if st.core_dumped() { " (core dumped)" } else { "" };
+        let core = if st.core_dumped() {
+            " (core dumped)"
+        } else {
+            ""
+        };
         format!("was killed by {}{core}", signal_name(sig))
     } else {
-        format!("exited with status {} without reporting", st.code().unwrap_or(-1))
+        format!(
+            "exited with status {} without reporting",
+            st.code().unwrap_or(-1)
+        )
     }
 }
 
 /// `SIGSEGV` for 11, `signal 40` for unnamed ones.
 pub fn signal_name(sig: i32) -> String {
     const NAMES: [&str; 32] = [
-        "", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
     match NAMES.get(sig as usize) {
         Some(n) if sig > 0 => (*n).to_string(),
@@ -449,7 +498,7 @@ pub fn wait_and_forward(pid: u32) -> Result<ExitStatus, RestoreError> {
     let same_group = rustix::process::getpgid(Some(p)).ok() == Some(rustix::process::getpgrp());
     let result = loop {
         match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG) {
-            Ok(Some((_, st))) => break Ok(ExitStatus::from_raw(st.as_raw() as i32)),
+            Ok(Some((_, st))) => break Ok(ExitStatus::from_raw(st.as_raw())),
             Ok(None) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => break Err(wait_err(e.into())),
@@ -482,27 +531,34 @@ mod tests {
         let u32_at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
         let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap());
         assert_eq!(u16_at(16), 2, "ET_EXEC");
-        let (phoff, phentsize, phnum) = (u64_at(32) as usize, u16_at(54) as usize, u16_at(56) as usize);
+        let (phoff, phentsize, phnum) = (
+            u64_at(32) as usize,
+            u16_at(54) as usize,
+            u16_at(56) as usize,
+        );
         let zone = crac_image::RESTORER_ZONE_BASE..crac_image::RESTORER_ZONE_BASE + 0x0100_0000;
         let mut loads = 0;
         for i in 0..phnum {
             let o = phoff + i * phentsize;
             if u32_at(o) == 1 {
                 let (vaddr, memsz) = (u64_at(o + 16), u64_at(o + 40));
-                assert!(zone.contains(&vaddr) && vaddr + memsz <= zone.end, "{vaddr:#x}+{memsz:#x}");
+                assert!(
+                    zone.contains(&vaddr) && vaddr + memsz <= zone.end,
+                    "{vaddr:#x}+{memsz:#x}"
+                );
                 loads += 1;
             }
             assert!(![2, 3].contains(&u32_at(o)), "dynamic segment");
         }
         assert!(loads >= 2);
-        assert!(crac_image::RESTORER_ZONE_LEN >= 0x1000_0000);
+        const { assert!(crac_image::RESTORER_ZONE_LEN >= 0x1000_0000) };
     }
 
     #[test]
     fn restore_args_layout() {
         let a = restore_args(7, &[("A".into(), "1".into()), ("B".into(), "".into())]);
         assert_eq!(&a[0..8], &7u64.to_le_bytes());
-        assert_eq!(&a[8..16], &6u64.to_le_bytes());
+        assert_eq!(&a[8..16], &7u64.to_le_bytes());
         assert_eq!(&a[16..], b"A=1\0B=\0");
     }
 
@@ -522,8 +578,106 @@ mod tests {
             stage: Stage::LoadPages,
             how: describe_end(ExitStatus::from_raw(11)),
         };
-        assert_eq!(e.to_string(), "the restorer was killed by SIGSEGV while loading pages");
+        assert_eq!(
+            e.to_string(),
+            "the restorer was killed by SIGSEGV while loading pages"
+        );
         assert_eq!(signal_name(40), "signal 40");
         assert!(forwarded(15) && forwarded(2) && !forwarded(17) && !forwarded(11));
+    }
+
+    fn tmpdir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    #[test]
+    fn preflight_accepts_a_good_image() {
+        let d = tmpdir();
+        let (pid, tid) = testimg::free_ids();
+        testimg::write(d.path(), pid, tid, &testimg::Tweaks::default());
+        let plan = preflight(d.path()).unwrap();
+        assert_eq!(plan.pid, pid);
+        assert_eq!(plan.tids, [pid, tid]);
+        assert_eq!(plan.pages, 1);
+    }
+
+    #[test]
+    fn preflight_reports_every_problem_at_once() {
+        let d = tmpdir();
+        let me = std::process::id();
+        let tweaks = testimg::Tweaks {
+            area_start: Some(crac_image::RESTORER_ZONE_BASE),
+            file: Some((b"/nonexistent/lib.so".to_vec(), 10, 0x50_0000)),
+            nofile_max: Some(u64::MAX),
+        };
+        testimg::write(d.path(), me, me + 1, &tweaks);
+        // Damage the page data.
+        let pages = d.path().join(crac_image::PAGES_FILE);
+        let mut b = std::fs::read(&pages).unwrap();
+        b[4096] ^= 0xff;
+        std::fs::write(&pages, b).unwrap();
+        let err = preflight(d.path()).unwrap_err();
+        let RestoreError::Preflight { problems, .. } = &err else {
+            panic!("{err}");
+        };
+        let kinds: Vec<_> = problems.iter().map(|p| p.kind).collect();
+        for k in [
+            ProblemKind::Checksum,
+            ProblemKind::IdTaken,
+            ProblemKind::ZoneCollision,
+            ProblemKind::File,
+        ] {
+            assert!(kinds.contains(&k), "{k:?} missing in {err}");
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("PID {me} is taken by process {me}")),
+            "{text}"
+        );
+        assert!(text.contains("/nonexistent/lib.so"), "{text}");
+        let hard_nofile = crac_sys::sys::prlimit(7, None).unwrap().1;
+        if hard_nofile != u64::MAX {
+            assert!(kinds.contains(&ProblemKind::Rlimit), "{text}");
+        }
+    }
+
+    #[test]
+    fn restores_a_hand_made_image() {
+        let d = tmpdir();
+        let (pid, tid) = testimg::free_ids();
+        testimg::write(d.path(), pid, tid, &testimg::Tweaks::default());
+        let r = restore(d.path(), RestoreOptions::default()).unwrap();
+        assert_eq!((r.pid, r.threads), (pid, 2));
+        let st = wait_and_forward(pid).unwrap();
+        assert_eq!(st.code(), Some(42), "{st:?}");
+        eprintln!("restore took {:?}", r.elapsed);
+    }
+
+    #[test]
+    fn restorer_errors_name_stage_and_object() {
+        let d = tmpdir();
+        let (pid, tid) = testimg::free_ids();
+        let tweaks = testimg::Tweaks {
+            area_start: Some(0x8000_0000_0000),
+            ..Default::default()
+        };
+        testimg::write(d.path(), pid, tid, &tweaks);
+        let err = restore(d.path(), RestoreOptions::default()).unwrap_err();
+        let RestoreError::Restorer {
+            stage,
+            object,
+            errno,
+            ..
+        } = &err
+        else {
+            panic!("{err}");
+        };
+        assert_eq!((*stage, *object), (Stage::MapMemory, 0x8000_0000_0000), "{err}");
+        eprintln!("{err}");
+        assert!(errno.is_some(), "{err}");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the restorer was not reaped"
+        );
     }
 }

@@ -273,20 +273,12 @@ extern "C" fn exec_child(arg: u64) -> ! {
         if sa + 8 <= len {
             plan.fail_record[sa..sa + 8].copy_from_slice(&step.to_le_bytes());
         }
-        // SAFETY: writes `len` bytes of the plan's record; then exits.
-        unsafe {
-            syscall6(
-                nr::WRITE,
-                plan.fail_fd as usize,
-                plan.fail_record.as_ptr() as usize,
-                len,
-                0,
-                0,
-                0,
-            );
-            loop {
-                syscall6(nr::EXIT_GROUP, 127, 0, 0, 0, 0, 0);
-            }
+        let rec = plan.fail_record.as_ptr() as usize;
+        // SAFETY: the kernel reads `len` bytes of the plan's record.
+        unsafe { syscall6(nr::WRITE, plan.fail_fd as usize, rec, len, 0, 0, 0) };
+        loop {
+            // SAFETY: ends the process.
+            unsafe { syscall6(nr::EXIT_GROUP, 127, 0, 0, 0, 0, 0) };
         }
     };
     if plan.new_session {
@@ -297,6 +289,7 @@ extern "C" fn exec_child(arg: u64) -> ! {
         }
     }
     let mut tmp = [0i32; 8];
+    #[allow(clippy::needless_range_loop)]
     for i in 0..plan.nfds {
         // SAFETY: fcntl on an fd number; no memory is passed.
         let r = unsafe {
@@ -330,6 +323,7 @@ extern "C" fn exec_child(arg: u64) -> ! {
     if exe < 0 {
         fail(plan, 1, exe);
     }
+    #[allow(clippy::needless_range_loop)]
     for i in 0..plan.nfds {
         // SAFETY: dup2 on fd numbers; no memory is passed.
         let r = unsafe {

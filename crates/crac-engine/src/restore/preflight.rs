@@ -106,7 +106,7 @@ pub(crate) fn holder(id: u32) -> String {
 }
 
 /// This process's `[vvar]`, `[vvar_vclock]`, `[vdso]` as (start, len).
-fn vdso_here() -> io::Result<[(u64, u64); 3]> {
+pub(crate) fn vdso_here() -> io::Result<[(u64, u64); 3]> {
     let maps = fs::read_to_string("/proc/self/maps")?;
     let mut parts = [(0, 0); 3];
     for line in maps.lines() {
@@ -140,14 +140,28 @@ pub(crate) fn cpu_here() -> (Vec<u8>, u64, u32, [u32; 8]) {
     for r in [v.ebx, v.edx, v.ecx] {
         vendor.extend_from_slice(&r.to_le_bytes());
     }
-    let leaf = |l: u32, s: u32| if l <= max { __cpuid_count(l, s) } else { __cpuid_count(0, 0) };
+    let leaf = |l: u32, s: u32| {
+        if l <= max {
+            __cpuid_count(l, s)
+        } else {
+            __cpuid_count(0, 0)
+        }
+    };
     let (l1, l7, l71, ld1) = (leaf(1, 0), leaf(7, 0), leaf(7, 1), leaf(0xd, 1));
     let z = |ok: bool, v: u32| if ok { v } else { 0 };
     let ext_max = __cpuid(0x8000_0000).eax;
-    let e1 = if ext_max >= 0x8000_0001 { __cpuid(0x8000_0001).ecx } else { 0 };
+    let e1 = if ext_max >= 0x8000_0001 {
+        __cpuid(0x8000_0001).ecx
+    } else {
+        0
+    };
     let osxsave = l1.ecx & (1 << 27) != 0;
     let xcr0 = if osxsave { crac_sys::sys::xcr0() } else { 0 };
-    let xsave_size = if max >= 0xd { __cpuid_count(0xd, 0).ebx } else { 0 };
+    let xsave_size = if max >= 0xd {
+        __cpuid_count(0xd, 0).ebx
+    } else {
+        0
+    };
     let features = [
         l1.ecx,
         l1.edx,
@@ -222,7 +236,10 @@ fn feature_name(word: usize, bit: u32) -> String {
     FEATURE_NAMES
         .iter()
         .find(|(w, b, _)| *w == word && *b == bit)
-        .map_or_else(|| format!("{} bit {bit}", CPU_FEATURE_WORDS[word]), |(_, _, n)| (*n).to_string())
+        .map_or_else(
+            || format!("{} bit {bit}", CPU_FEATURE_WORDS[word]),
+            |(_, _, n)| (*n).to_string(),
+        )
 }
 
 fn check_cpu(cpu: &CpuRecord<'_>, p: &mut Problems) {
@@ -240,13 +257,19 @@ fn check_cpu(cpu: &CpuRecord<'_>, p: &mut Problems) {
     if cpu.xcr0 != xcr0 {
         p.add(
             ProblemKind::Cpu,
-            format!("the enabled xsave features (XCR0) differ: {:#x} in the image, {xcr0:#x} here", cpu.xcr0),
+            format!(
+                "the enabled xsave features (XCR0) differ: {:#x} in the image, {xcr0:#x} here",
+                cpu.xcr0
+            ),
         );
     }
     if cpu.xsave_size != xsave_size {
         p.add(
             ProblemKind::Cpu,
-            format!("the xsave area size differs: {} bytes in the image, {xsave_size} here", cpu.xsave_size),
+            format!(
+                "the xsave area size differs: {} bytes in the image, {xsave_size} here",
+                cpu.xsave_size
+            ),
         );
     }
     let mut missing = Vec::new();
@@ -259,7 +282,10 @@ fn check_cpu(cpu: &CpuRecord<'_>, p: &mut Problems) {
     if !missing.is_empty() {
         p.add(
             ProblemKind::Cpu,
-            format!("this CPU lacks features the image's CPU had: {}", missing.join(", ")),
+            format!(
+                "this CPU lacks features the image's CPU had: {}",
+                missing.join(", ")
+            ),
         );
     }
 }
@@ -268,7 +294,10 @@ fn check_vdso(img: &VdsoRecord, p: &mut Problems) {
     let here = match vdso_here() {
         Ok(h) => h,
         Err(e) => {
-            p.add(ProblemKind::Vdso, format!("this process's maps cannot be read to find the vDSO: {e}"));
+            p.add(
+                ProblemKind::Vdso,
+                format!("this process's maps cannot be read to find the vDSO: {e}"),
+            );
             return;
         }
     };
@@ -314,7 +343,13 @@ fn check_file(f: &FileRecord<'_>, p: &mut Problems) {
     let md = match fs::metadata(path) {
         Ok(m) => m,
         Err(e) => {
-            p.add(ProblemKind::File, format!("{} (mapped by the image) cannot be found: {e}", path.display()));
+            p.add(
+                ProblemKind::File,
+                format!(
+                    "{} (mapped by the image) cannot be found: {e}",
+                    path.display()
+                ),
+            );
             return;
         }
     };
@@ -343,7 +378,11 @@ fn check_file(f: &FileRecord<'_>, p: &mut Problems) {
     if !diffs.is_empty() {
         p.add(
             ProblemKind::File,
-            format!("{} changed since the checkpoint: {}", path.display(), diffs.join(", ")),
+            format!(
+                "{} changed since the checkpoint: {}",
+                path.display(),
+                diffs.join(", ")
+            ),
         );
     }
 }
@@ -362,7 +401,10 @@ fn check_pages(path: &Path, h: &Header, p: &mut Problems) -> u64 {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) => {
-            p.add(ProblemKind::Image, format!("the page file {} cannot be opened: {e}", path.display()));
+            p.add(
+                ProblemKind::Image,
+                format!("the page file {} cannot be opened: {e}", path.display()),
+            );
             return 0;
         }
     };
@@ -370,7 +412,11 @@ fn check_pages(path: &Path, h: &Header, p: &mut Problems) -> u64 {
     if len != h.pages_len {
         p.add(
             ProblemKind::Image,
-            format!("the page file {} has {len} bytes, the metadata says {}", path.display(), h.pages_len),
+            format!(
+                "the page file {} has {len} bytes, the metadata says {}",
+                path.display(),
+                h.pages_len
+            ),
         );
         return 0;
     }
@@ -380,7 +426,10 @@ fn check_pages(path: &Path, h: &Header, p: &mut Problems) -> u64 {
         Err(_) => None,
     };
     let Some(count) = count else {
-        p.add(ProblemKind::Image, format!("the page file {} lacks its header", path.display()));
+        p.add(
+            ProblemKind::Image,
+            format!("the page file {} lacks its header", path.display()),
+        );
         return 0;
     };
     let mut hasher = crc32fast::Hasher::new();
@@ -391,7 +440,10 @@ fn check_pages(path: &Path, h: &Header, p: &mut Problems) -> u64 {
             Ok(n) => hasher.update(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => {
-                p.add(ProblemKind::Image, format!("the page file {} cannot be read: {e}", path.display()));
+                p.add(
+                    ProblemKind::Image,
+                    format!("the page file {} cannot be read: {e}", path.display()),
+                );
                 return count;
             }
         }
@@ -449,9 +501,15 @@ fn check_ids(pid: u32, threads: &[(u32, String)], p: &mut Problems) {
             format!("TID {id} (thread {name})")
         };
         if *id >= pid_max {
-            p.add(ProblemKind::IdTaken, format!("{what} is above this system's pid_max ({pid_max})"));
+            p.add(
+                ProblemKind::IdTaken,
+                format!("{what} is above this system's pid_max ({pid_max})"),
+            );
         } else if Path::new(&format!("/proc/{id}")).exists() {
-            p.add(ProblemKind::IdTaken, format!("{what} is taken by {}", holder(*id)));
+            p.add(
+                ProblemKind::IdTaken,
+                format!("{what} is taken by {}", holder(*id)),
+            );
         }
     }
 }
@@ -472,14 +530,23 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     let meta = match fs::read(&meta_path) {
         Ok(m) => m,
         Err(e) => {
-            p.add(ProblemKind::Image, format!("the metadata file {} cannot be read: {e}", meta_path.display()));
+            p.add(
+                ProblemKind::Image,
+                format!(
+                    "the metadata file {} cannot be read: {e}",
+                    meta_path.display()
+                ),
+            );
             return Err(fail(p));
         }
     };
     let h = match Header::decode(&meta) {
         Ok(h) => h,
         Err(e) => {
-            p.add(ProblemKind::Image, format!("the metadata file {} is unusable: {e}", meta_path.display()));
+            p.add(
+                ProblemKind::Image,
+                format!("the metadata file {} is unusable: {e}", meta_path.display()),
+            );
             return Err(fail(p));
         }
     };
@@ -565,16 +632,28 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         }
     }
     if let Some(e) = damaged {
-        p.add(ProblemKind::Image, format!("the metadata file {} is damaged: {e}", meta_path.display()));
+        p.add(
+            ProblemKind::Image,
+            format!("the metadata file {} is damaged: {e}", meta_path.display()),
+        );
     }
     let Some(process) = process else {
-        p.add(ProblemKind::Image, format!("the metadata file {} has no process record", meta_path.display()));
+        p.add(
+            ProblemKind::Image,
+            format!(
+                "the metadata file {} has no process record",
+                meta_path.display()
+            ),
+        );
         return Err(fail(p));
     };
     if !threads.iter().any(|(t, _)| *t == process.pid) {
         p.add(
             ProblemKind::Image,
-            format!("the image has no record of its main thread (TID {})", process.pid),
+            format!(
+                "the image has no record of its main thread (TID {})",
+                process.pid
+            ),
         );
     }
     check_ids(process.pid, &threads, &mut p);
@@ -590,8 +669,14 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     if !files.iter().any(|f| f.path == process.exe) {
         match fs::metadata(&exe) {
             Ok(m) if m.is_file() => {}
-            Ok(_) => p.add(ProblemKind::File, format!("the executable {} is not a regular file", exe.display())),
-            Err(e) => p.add(ProblemKind::File, format!("the executable {} cannot be found: {e}", exe.display())),
+            Ok(_) => p.add(
+                ProblemKind::File,
+                format!("the executable {} is not a regular file", exe.display()),
+            ),
+            Err(e) => p.add(
+                ProblemKind::File,
+                format!("the executable {} cannot be found: {e}", exe.display()),
+            ),
         }
     }
     if let Some(l) = rlimits {
@@ -607,6 +692,9 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         exe,
         areas,
         pages: page_count,
-        files: files.iter().map(|f| path_of(f.path).to_path_buf()).collect(),
+        files: files
+            .iter()
+            .map(|f| path_of(f.path).to_path_buf())
+            .collect(),
     })
 }
