@@ -12,11 +12,14 @@
 //!
 //! If the target exists, it must be a directory that is empty or holds a
 //! `meta.crac` (an older image); anything else is refused, so a mistyped
-//! path never deletes a user's directory. The old image is renamed to
-//! `<parent>/.<name>.old-<pid>`, the new one renamed in, then the old one
-//! removed. Readers therefore see either the old or the new image, never a
-//! mix; between the two renames the target briefly does not exist, and a
-//! crash there leaves the old image under the `.old-<pid>` name.
+//! path never deletes a user's directory. The new image is swapped in with
+//! `renameat2(RENAME_EXCHANGE)`, so the target always exists and readers
+//! see either the old or the new image, never a mix; the old one, now under
+//! the temporary name, is then removed. On a file system without
+//! `RENAME_EXCHANGE` the old image is first renamed to
+//! `<parent>/.<name>.old-<pid>` and removed after the new one is renamed in;
+//! the target is then briefly absent, and a crash there leaves the old image
+//! under the `.old-<pid>` name.
 //!
 //! A [`TempImageDir`] dropped without a successful commit removes the
 //! temporary directory.
@@ -227,6 +230,39 @@ impl TempImageDir {
         fsync_dir(&self.path)?;
         let parent = parent_of(&self.final_path).to_path_buf();
         check_replaceable(&self.final_path)?;
+        let swapped = rustix::fs::renameat_with(
+            rustix::fs::CWD,
+            &self.path,
+            rustix::fs::CWD,
+            &self.final_path,
+            rustix::fs::RenameFlags::EXCHANGE,
+        );
+        match swapped {
+            Ok(()) => {
+                // The previous image now has the temporary name.
+                self.committed = true;
+                fsync_dir(&parent)?;
+                fs::remove_dir_all(&self.path)
+                    .map_err(step_err("remove the previous image", &self.path))?;
+                Ok(())
+            }
+            Err(rustix::io::Errno::NOENT) => {
+                fs::rename(&self.path, &self.final_path)
+                    .map_err(step_err("rename the new image to", &self.final_path))?;
+                self.committed = true;
+                fsync_dir(&parent)
+            }
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                self.commit_by_renaming_aside(&parent)
+            }
+            Err(e) => Err(step_err("swap the new image with", &self.final_path)(
+                e.into(),
+            )),
+        }
+    }
+
+    /// [`TempImageDir::commit`] where `RENAME_EXCHANGE` is not supported.
+    fn commit_by_renaming_aside(&mut self, parent: &Path) -> io::Result<()> {
         let old = match fs::symlink_metadata(&self.final_path) {
             Ok(_) => {
                 let old = sibling(&self.final_path, "old")?;
@@ -249,7 +285,7 @@ impl TempImageDir {
             return Err(step_err("rename the new image to", &self.final_path)(e));
         }
         self.committed = true;
-        fsync_dir(&parent)?;
+        fsync_dir(parent)?;
         if let Some(old) = old {
             fs::remove_dir_all(&old).map_err(step_err("remove the previous image", &old))?;
         }
