@@ -81,8 +81,10 @@ struct Snapshot<'a> {
     pm: Box<[u8]>,
     bounce: Box<[u8]>,
     meta: Box<[u8]>,
-    pagemap_fd: OwnedFd,
-    mem_fd: OwnedFd,
+    /// Raw numbers, not `OwnedFd`: in a restored process they are not open
+    /// and must not be closed (see [`Snapshot::close_fds`]).
+    pagemap_fd: i32,
+    mem_fd: i32,
     maps_fd_path: &'static [u8],
     meta_fd: i32,
     pages_fd: i32,
@@ -106,6 +108,12 @@ fn parse_hex(s: &[u8]) -> Option<u64> {
 }
 
 impl Snapshot<'_> {
+    /// Closes the /proc descriptors (original process only).
+    fn close_fds(&mut self) {
+        let _ = sys::close(self.pagemap_fd);
+        let _ = sys::close(self.mem_fd);
+    }
+
     fn name(&self, off: u32, len: u32) -> &[u8] {
         &self.maps[off as usize..(off + len) as usize]
     }
@@ -280,11 +288,7 @@ impl Snapshot<'_> {
                 let buf = &mut self.pm[..n * 8];
                 let mut got = 0;
                 while got < buf.len() {
-                    match sys::pread(
-                        self.pagemap_fd.as_raw_fd(),
-                        &mut buf[got..],
-                        page * 8 + got as u64,
-                    ) {
+                    match sys::pread(self.pagemap_fd, &mut buf[got..], page * 8 + got as u64) {
                         Ok(0) => break,
                         Ok(k) => got += k,
                         Err(Errno::EINTR) => {}
@@ -356,11 +360,7 @@ impl Snapshot<'_> {
                 } else {
                     let mut got = 0;
                     while got < n {
-                        match sys::pread(
-                            self.mem_fd.as_raw_fd(),
-                            &mut self.bounce[got..n],
-                            addr + got as u64,
-                        ) {
+                        match sys::pread(self.mem_fd, &mut self.bounce[got..n], addr + got as u64) {
                             Ok(0) => return Err(SnapFailure::Sys("read /proc/self/mem", Errno(5))),
                             Ok(k) => got += k,
                             Err(Errno::EINTR) => {}
@@ -544,10 +544,9 @@ fn encode_body(
 /// The temporary image directory and its files.
 struct TempDir {
     tmp: PathBuf,
-    meta: OwnedFd,
-    pages: OwnedFd,
-    dir: OwnedFd,
-    parent: OwnedFd,
+    fds: Option<[OwnedFd; 4]>,
+    meta_fd: i32,
+    pages_fd: i32,
     tmp_c: Vec<u8>,
     final_c: Vec<u8>,
     tmp_meta_c: Vec<u8>,
@@ -601,19 +600,19 @@ impl TempDir {
             tmp_meta_c: cpath(&tmp.join(crac_image::META_FILE)),
             tmp_pages_c: cpath(&tmp.join(crac_image::PAGES_FILE)),
             tmp,
-            meta,
-            pages,
-            dir,
-            parent: parent_fd,
+            meta_fd: meta.as_raw_fd(),
+            pages_fd: pages.as_raw_fd(),
+            fds: Some([meta, pages, dir, parent_fd]),
             committed: false,
         })
     }
 
     /// Syncs and renames into place. Allocation-free (threads may be stopped).
     fn commit(&mut self) -> Result<(), (&'static str, Errno)> {
-        sys::fsync(self.pages.as_raw_fd()).map_err(|e| ("sync the page file", e))?;
-        sys::fsync(self.meta.as_raw_fd()).map_err(|e| ("sync the metadata file", e))?;
-        sys::fsync(self.dir.as_raw_fd()).map_err(|e| ("sync the image directory", e))?;
+        let [meta, pages, dir, parent] = self.fds.as_ref().ok_or(("sync the image", Errno(9)))?;
+        sys::fsync(pages.as_raw_fd()).map_err(|e| ("sync the page file", e))?;
+        sys::fsync(meta.as_raw_fd()).map_err(|e| ("sync the metadata file", e))?;
+        sys::fsync(dir.as_raw_fd()).map_err(|e| ("sync the image directory", e))?;
         match sys::rename(&self.tmp_c, &self.final_c, 2 /* RENAME_EXCHANGE */) {
             Ok(()) => {
                 // The old image now sits at the temporary name: remove it.
@@ -625,9 +624,17 @@ impl TempDir {
                 .map_err(|e| ("rename the image into place", e))?,
             Err(e) => return Err(("rename the image into place", e)),
         }
-        sys::fsync(self.parent.as_raw_fd()).map_err(|e| ("sync the parent directory", e))?;
+        sys::fsync(parent.as_raw_fd()).map_err(|e| ("sync the parent directory", e))?;
         self.committed = true;
         Ok(())
+    }
+}
+
+impl TempDir {
+    /// In a restored process: the descriptors are not open here; leak their
+    /// numbers instead of closing whatever now has them.
+    fn forget_fds(&mut self) {
+        std::mem::forget(self.fds.take());
     }
 }
 
@@ -667,13 +674,17 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         dir: dir.clone(),
         source: e,
     })?;
-    let open_proc = |p: &str| {
-        std::fs::File::open(p)
-            .map(OwnedFd::from)
-            .map_err(|e| DumpError::Gather { source: e })
+    let open_proc = |p: &'static [u8]| {
+        sys::open(p, 0o2000000, 0).map_err(|e| DumpError::Gather { source: e.into() })
     };
-    let pagemap_fd = open_proc("/proc/self/pagemap")?;
-    let mem_fd = open_proc("/proc/self/mem")?;
+    let pagemap_fd = open_proc(b"/proc/self/pagemap\0")?;
+    let mem_fd = match open_proc(b"/proc/self/mem\0") {
+        Ok(fd) => fd,
+        Err(e) => {
+            let _ = sys::close(pagemap_fd);
+            return Err(e);
+        }
+    };
     let vma_cap = facts.vma_count * 2 + 256;
     let mut snap = Snapshot {
         facts: &facts,
@@ -687,8 +698,8 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         pagemap_fd,
         mem_fd,
         maps_fd_path: b"/proc/self/maps\0",
-        meta_fd: tmp.meta.as_raw_fd(),
-        pages_fd: tmp.pages.as_raw_fd(),
+        meta_fd: tmp.meta_fd,
+        pages_fd: tmp.pages_fd,
         failure: None,
         pages_len: 0,
         pages_crc: 0,
@@ -782,6 +793,9 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
             sys::exit_group(0);
         }
     }
+    if result.is_ok() {
+        snap.close_fds();
+    }
     match result {
         Ok(0) => {
             round.release();
@@ -818,8 +832,13 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
             })
         }
         Err(stop::Resumed) => {
-            // The temporary directory was renamed into the image long ago.
+            // The descriptors the dump opened do not exist in the restored
+            // process (their numbers may even belong to something else now):
+            // forget them instead of closing them. The temporary directory was
+            // renamed into the image long ago.
             tmp.committed = true;
+            tmp.forget_fds();
+
             // Carried descriptors must exist before the threads that use
             // them run again.
             // Wait first: until every thread is back, the restorer may still

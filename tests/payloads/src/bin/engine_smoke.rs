@@ -20,6 +20,7 @@ fn main() {
     let r = crac_engine::native::checkpoint(&crac_engine::native::DumpOptions {
         dir: dir.into(),
         leave_running: keep,
+        ..Default::default()
     });
     println!("outcome: {r:?} after {:?}", start.elapsed());
     let sum2: u64 = data.iter().fold(0, |a, b| a.wrapping_add(*b));
