@@ -609,6 +609,7 @@ mod tests {
             area_start: Some(crac_image::RESTORER_ZONE_BASE),
             file: Some((b"/nonexistent/lib.so".to_vec(), 10, 0x50_0000)),
             nofile_max: Some(u64::MAX),
+            ..Default::default()
         };
         testimg::write(d.path(), me, me + 1, &tweaks);
         // Damage the page data.
@@ -672,12 +673,103 @@ mod tests {
         else {
             panic!("{err}");
         };
-        assert_eq!((*stage, *object), (Stage::MapMemory, 0x8000_0000_0000), "{err}");
+        assert_eq!(
+            (*stage, *object),
+            (Stage::MapMemory, 0x8000_0000_0000),
+            "{err}"
+        );
         eprintln!("{err}");
         assert!(errno.is_some(), "{err}");
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),
             "the restorer was not reaped"
         );
+    }
+
+    #[test]
+    fn wait_and_forward_forwards_signals_and_reports_them() {
+        let d = tmpdir();
+        let (pid, tid) = testimg::free_ids();
+        let tweaks = testimg::Tweaks {
+            wait_signal: true,
+            ..Default::default()
+        };
+        testimg::write(d.path(), pid, tid, &tweaks);
+        restore(d.path(), RestoreOptions::default()).unwrap();
+        let me = crac_sys::sys::gettid();
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            // To the waiting thread only (other test threads do not block it).
+            crac_sys::sys::tgkill(std::process::id(), me, 10).unwrap();
+        });
+        let st = wait_and_forward(pid).unwrap();
+        killer.join().unwrap();
+        assert_eq!(st.signal(), Some(10), "{st:?}");
+    }
+
+    /// Restore time of a 256 MiB image (run with --ignored --nocapture).
+    #[test]
+    #[ignore]
+    fn restore_speed_of_a_big_image() {
+        let d = tmpdir();
+        let pages = 65536;
+        let (pid, tid) = testimg::free_ids();
+        let tweaks = testimg::Tweaks {
+            big_pages: pages,
+            wait_signal: std::env::var_os("CRAC_TEST_INSPECT").is_some(),
+            ..Default::default()
+        };
+        testimg::write(d.path(), pid, tid, &tweaks);
+        for _ in 0..3 {
+            let t = Instant::now();
+            preflight(d.path()).unwrap();
+            let pre = t.elapsed();
+            let (pid, tid) = testimg::free_ids();
+            testimg::write(d.path(), pid, tid, &tweaks);
+            let r = restore(d.path(), RestoreOptions::default()).unwrap();
+            if tweaks.wait_signal {
+                let maps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+                eprintln!("{}", &maps[..maps.len().min(3000)]);
+                let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+                use std::os::unix::fs::FileExt;
+                let mut b = [0u8; 8];
+                mem.read_exact_at(&mut b, testimg::BIG + 4096 * 1000)
+                    .unwrap();
+                eprintln!("byte at page 1000: {:?}", b);
+                rustix::process::kill_process(
+                    rustix::process::Pid::from_raw(pid as i32).unwrap(),
+                    rustix::process::Signal::KILL,
+                )
+                .unwrap();
+                wait_and_forward(pid).unwrap();
+                return;
+            }
+            assert_eq!(wait_and_forward(pid).unwrap().code(), Some(42));
+            eprintln!("{pages} pages: preflight {pre:?}, restore {:?}", r.elapsed);
+        }
+    }
+
+    #[test]
+    fn detached_restore_gets_its_own_session() {
+        let d = tmpdir();
+        let (pid, tid) = testimg::free_ids();
+        let tweaks = testimg::Tweaks {
+            wait_signal: true,
+            ..Default::default()
+        };
+        testimg::write(d.path(), pid, tid, &tweaks);
+        let opts = RestoreOptions {
+            detach: true,
+            ..Default::default()
+        };
+        restore(d.path(), opts).unwrap();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+        // Fields 5 (pgrp) and 6 (session), counted from 1 with pid and comm.
+        assert_eq!(
+            (fields[2], fields[3]),
+            (&*pid.to_string(), &*pid.to_string())
+        );
+        kill_and_reap(pid);
     }
 }

@@ -2,8 +2,9 @@
 //! path without the dump: one RWX page of code at 0x400000 that every thread
 //! enters with `rdi` = its context address. The main thread (context
 //! 0x400900) checks that the restorer filled the restore-info block at
-//! 0x400800 and exits with status 42 (1 if not); the other thread (context
-//! 0x400a00) exits.
+//! 0x400800 and exits with status 42 (1 if not), or, if the byte at
+//! 0x400c00 is set, unblocks all signals and waits for one; the other thread
+//! (context 0x400a00) exits.
 
 use std::fs;
 use std::path::Path;
@@ -15,12 +16,15 @@ use crac_image::{
 
 pub const BASE: u64 = 0x40_0000;
 
-const CODE: [u8; 69] = [
-    0x48, 0x81, 0xff, 0x00, 0x0a, 0x40, 0x00, 0x74, 0x33, 0x48, 0x81, 0xff, 0x00, 0x09, 0x40, 0x00,
-    0x75, 0x1e, 0x48, 0x8b, 0x04, 0x25, 0x00, 0x08, 0x40, 0x00, 0x48, 0xb9, 0x54, 0x53, 0x45, 0x52,
-    0x63, 0x61, 0x72, 0x63, 0x48, 0x39, 0xc8, 0x75, 0x07, 0xbf, 0x2a, 0x00, 0x00, 0x00, 0xeb, 0x05,
-    0xbf, 0x01, 0x00, 0x00, 0x00, 0xb8, 0xe7, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xb8, 0x3c, 0x00, 0x00,
-    0x00, 0x31, 0xff, 0x0f, 0x05,
+const CODE: [u8; 113] = [
+    0x48, 0x81, 0xff, 0x00, 0x0a, 0x40, 0x00, 0x74, 0x3d, 0x48, 0x81, 0xff, 0x00, 0x09, 0x40, 0x00,
+    0x75, 0x28, 0x48, 0x8b, 0x04, 0x25, 0x00, 0x08, 0x40, 0x00, 0x48, 0xb9, 0x54, 0x53, 0x45, 0x52,
+    0x63, 0x61, 0x72, 0x63, 0x48, 0x39, 0xc8, 0x75, 0x11, 0x80, 0x3c, 0x25, 0x00, 0x0c, 0x40, 0x00,
+    0x00, 0x75, 0x1c, 0xbf, 0x2a, 0x00, 0x00, 0x00, 0xeb, 0x05, 0xbf, 0x01, 0x00, 0x00, 0x00, 0xb8,
+    0xe7, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xb8, 0x3c, 0x00, 0x00, 0x00, 0x31, 0xff, 0x0f, 0x05, 0xb8,
+    0x0e, 0x00, 0x00, 0x00, 0xbf, 0x02, 0x00, 0x00, 0x00, 0xbe, 0x00, 0x0b, 0x40, 0x00, 0x31, 0xd2,
+    0x41, 0xba, 0x08, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xb8, 0x22, 0x00, 0x00, 0x00, 0x0f, 0x05, 0xeb,
+    0xf7,
 ];
 
 /// Two free consecutive ids (PID, TID).
@@ -55,7 +59,14 @@ pub struct Tweaks {
     pub file: Option<(Vec<u8>, u64, u64)>,
     /// Hard limit of RLIMIT_NOFILE in the image.
     pub nofile_max: Option<u64>,
+    /// The main thread waits for a signal instead of exiting.
+    pub wait_signal: bool,
+    /// An extra read-write anonymous area at `BIG` with this many stored pages.
+    pub big_pages: u64,
 }
+
+/// Where [`Tweaks::big_pages`] are.
+pub const BIG: u64 = 0x1000_0000;
 
 /// Writes the image to `dir`.
 pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
@@ -148,6 +159,18 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
         }
         .encode(&mut w);
     }
+    if t.big_pages > 0 {
+        VmaRecord {
+            start: BIG,
+            end: BIG + t.big_pages * 4096,
+            prot: 3,
+            flags: 0,
+            file: NO_FILE,
+            name: b"",
+            pgoff: 0,
+        }
+        .encode(&mut w);
+    }
     let mut vdso_parts: Vec<_> = parts.iter().filter(|p| p.1 != 0).collect();
     vdso_parts.sort();
     for p in vdso_parts {
@@ -168,7 +191,15 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
             pages: 1,
             offset: 4096,
         }
-        .encode(w)
+        .encode(w);
+        if t.big_pages > 0 {
+            PageRun {
+                addr: BIG,
+                pages: t.big_pages,
+                offset: 8192,
+            }
+            .encode(w);
+        }
     });
     ThreadRecord {
         tid: pid,
@@ -193,8 +224,12 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
 
     let mut page = vec![0u8; 4096];
     page[..CODE.len()].copy_from_slice(&CODE);
-    let mut pages = encode_pages_header(1).to_vec();
+    page[0xc00] = u8::from(t.wait_signal);
+    let mut pages = encode_pages_header(1 + t.big_pages).to_vec();
     pages.extend_from_slice(&page);
+    for i in 0..t.big_pages {
+        pages.extend(std::iter::repeat_n(i as u8 | 1, 4096));
+    }
     let h = Header {
         major: FORMAT_VERSION.0,
         minor: FORMAT_VERSION.1,
@@ -202,7 +237,7 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
         body_crc: crc32fast::hash(&body),
         arch: ARCH_X86_64,
         pages_len: pages.len() as u64,
-        pages_crc: crc32fast::hash(&page),
+        pages_crc: crc32fast::hash(&pages[4096..]),
     };
     let mut meta = h.encode().to_vec();
     meta.extend_from_slice(&body);
