@@ -384,7 +384,7 @@ impl VdsoRecord {
         let end = parts
             .iter()
             .filter(|p| p.1 != 0)
-            .map(|p| p.0 + p.1)
+            .map(|p| p.0.saturating_add(p.1))
             .max()
             .unwrap_or(0);
         (start, end)
@@ -529,7 +529,7 @@ impl<'a> VmaRecord<'a> {
     }
     /// Length in bytes.
     pub fn len(&self) -> u64 {
-        self.end - self.start
+        self.end.saturating_sub(self.start)
     }
     /// Whether the mapping is empty (never, once decoded).
     pub fn is_empty(&self) -> bool {
@@ -565,7 +565,13 @@ impl PageRun {
             pages: r.u64()?,
             offset: r.u64()?,
         };
-        if run.addr % crate::PAGE_SIZE != 0 || run.offset % crate::PAGE_SIZE != 0 || run.pages == 0
+        let len = run.pages.checked_mul(crate::PAGE_SIZE);
+        let fits = |base: u64| len.and_then(|l| l.checked_add(base)).is_some();
+        if run.addr % crate::PAGE_SIZE != 0
+            || run.offset % crate::PAGE_SIZE != 0
+            || run.pages == 0
+            || !fits(run.addr)
+            || !fits(run.offset)
         {
             return Err(DecodeError::Invalid { what: "page run" });
         }
@@ -573,7 +579,7 @@ impl PageRun {
     }
     /// Length in bytes.
     pub fn len(&self) -> u64 {
-        self.pages * crate::PAGE_SIZE
+        self.pages.saturating_mul(crate::PAGE_SIZE)
     }
     /// Whether the run is empty (never, once decoded).
     pub fn is_empty(&self) -> bool {

@@ -578,6 +578,22 @@ impl TempDir {
         tmp_name.push(&name);
         tmp_name.push(format!(".tmp-{}", std::process::id()));
         let tmp = parent.join(tmp_name);
+        // Only ever replace an image (or an empty directory): a mistyped path
+        // must not swap a user's directory away.
+        if let Ok(mut entries) = std::fs::read_dir(&final_dir) {
+            let is_image = final_dir.join(crac_image::META_FILE).exists();
+            if !is_image && entries.next().is_some() {
+                return Err(std::io::Error::other(format!(
+                    "{} exists and is not an image directory",
+                    final_dir.display()
+                )));
+            }
+        } else if final_dir.exists() {
+            return Err(std::io::Error::other(format!(
+                "{} exists and is not a directory",
+                final_dir.display()
+            )));
+        }
         if tmp.exists() {
             let _ = std::fs::remove_dir_all(&tmp);
         }

@@ -65,7 +65,7 @@ fn main() {
             out.write(" there!\n");
         }
         Err(e) => {
-            println!("checkpoint failed: {e}");
+            println!("{e}");
             println!("still running: PID {}", std::process::id());
             std::process::exit(3);
         }
