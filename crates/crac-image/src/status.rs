@@ -349,14 +349,20 @@ mod tests {
         assert_eq!(d.detail(), b"mmap of /usr/lib/libc.so.6 failed");
         assert_eq!(d.kind, StatusKind::Error);
         assert_eq!(d.stage.description(), "mapping memory");
-        assert_eq!(Status::decode(&Status::ok().encode()).unwrap().kind, StatusKind::Ok);
+        assert_eq!(
+            Status::decode(&Status::ok().encode()).unwrap().kind,
+            StatusKind::Ok
+        );
     }
 
     #[test]
     fn long_detail_is_truncated() {
         let s = Status::progress(Stage::Threads).with_detail(&[b'x'; 1000]);
         assert_eq!(s.detail().len(), DETAIL_MAX);
-        assert_eq!(Status::decode(&s.encode()).unwrap().detail().len(), DETAIL_MAX);
+        assert_eq!(
+            Status::decode(&s.encode()).unwrap().detail().len(),
+            DETAIL_MAX
+        );
     }
 
     #[test]

@@ -203,6 +203,8 @@ pub const AT_EMPTY_PATH: usize = 0x1000;
 pub const F_DUPFD_CLOEXEC: usize = 1030;
 /// `SIGCHLD`.
 pub const SIGCHLD: i32 = 17;
+/// `CLONE_VFORK`.
+pub const CLONE_VFORK: u64 = 0x4000;
 /// Syscall numbers used by the restore side only.
 #[allow(missing_docs)]
 pub mod nr_restore {
@@ -406,6 +408,9 @@ pub fn spawn_exec_with_pid(pid: i32, c: &ExecChild<'_>) -> Result<i32, Errno> {
     plan.fail_record[..c.fail_record.len()].copy_from_slice(c.fail_record);
     let set_tid = [pid];
     let args = crate::clone::CloneArgs {
+        // CLONE_VM | CLONE_VFORK: like vfork(2), no page-table copy; this
+        // thread waits until the child executed (or exited).
+        flags: crate::clone::CLONE_VM | CLONE_VFORK,
         exit_signal: SIGCHLD as u64,
         set_tid: if pid != 0 { set_tid.as_ptr() as u64 } else { 0 },
         set_tid_size: u64::from(pid != 0),

@@ -433,7 +433,7 @@ fn check_pages(path: &Path, h: &Header, p: &mut Problems) -> u64 {
         return 0;
     };
     let mut hasher = crc32fast::Hasher::new();
-    let mut buf = vec![0u8; (len - PAGES_HEADER_LEN).clamp(4096, 4 << 20) as usize];
+    let mut buf = vec![0u8; (len - PAGES_HEADER_LEN).clamp(4096, 256 << 10) as usize];
     loop {
         match f.read(&mut buf) {
             Ok(0) => break,
