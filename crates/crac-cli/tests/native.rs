@@ -1,0 +1,331 @@
+//! End-to-end tests of the native engine on real processes: the payloads in
+//! `tests/payloads` checkpoint themselves and check their own state after
+//! `crac restore` brings them back.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A payload binary built next to this test binary.
+fn payload(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let p = dir.join(name);
+    assert!(
+        p.exists(),
+        "payload {} is missing: run `cargo build --workspace --all-targets` first",
+        p.display()
+    );
+    p
+}
+
+fn crac() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_crac"));
+    c.stdin(Stdio::null());
+    c
+}
+
+fn show(o: &Output) -> String {
+    format!(
+        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Runs a payload configured to checkpoint into `image` and returns its output.
+fn run_payload(name: &str, args: &[&str], image: &Path) -> Output {
+    Command::new(payload(name))
+        .args(args)
+        .env("CRAC_CHECKPOINT_TO", image)
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run payload")
+}
+
+fn restore(image: &Path) -> Output {
+    crac()
+        .arg("restore")
+        .arg(image)
+        .output()
+        .expect("run crac restore")
+}
+
+fn pid_in(out: &Output, prefix: &str) -> u32 {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{}", show(out)))
+}
+
+/// Waits until `pid` is gone (an orphan may linger until init reaps it).
+fn wait_gone(pid: u32) {
+    let t = Instant::now();
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "PID {pid} still exists"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Checkpoints the classic writer into a fresh image; returns (dir, image, file, pid).
+fn writer_image() -> (tempfile::TempDir, PathBuf, PathBuf, u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let file = dir.path().join("out.txt");
+    let out = run_payload("writer", &[file.to_str().unwrap()], &image);
+    assert!(out.status.success(), "{}", show(&out));
+    let pid = pid_in(&out, "pre-checkpoint PID: ");
+    assert!(
+        image.join("meta.crac").exists() && image.join("pages.crac").exists(),
+        "{}",
+        show(&out)
+    );
+    assert_eq!(fs::read_to_string(&file).unwrap(), "hello");
+    wait_gone(pid);
+    (dir, image, file, pid)
+}
+
+#[test]
+fn classic_example_restores_with_the_same_pid_again_and_again() {
+    let (_dir, image, file, pid) = writer_image();
+    for n in 1..=4 {
+        let out = restore(&image);
+        assert!(out.status.success(), "restore {n}: {}", show(&out));
+        assert_eq!(
+            pid_in(&out, "post-restore PID: "),
+            pid,
+            "restore {n}: {}",
+            show(&out)
+        );
+        let want = format!("hello{}", " there!\n".repeat(n));
+        assert_eq!(
+            fs::read_to_string(&file).unwrap(),
+            want,
+            "after restore {n}"
+        );
+        wait_gone(pid);
+    }
+}
+
+#[test]
+fn an_open_file_refuses_the_checkpoint_and_the_program_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let file = dir.path().join("out.txt");
+    let out = run_payload("writer", &[file.to_str().unwrap(), "--leave-open"], &image);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = format!("is open: {} (regular file)", file.display());
+    assert!(text.contains(&want), "{}", show(&out));
+    assert!(text.contains("still running: PID"), "{}", show(&out));
+    assert!(!image.exists(), "a refused checkpoint must leave no image");
+}
+
+#[test]
+fn threads_registers_memory_and_tids_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let out = run_payload("threads", &["256"], &image);
+    assert!(out.status.success(), "{}", show(&out));
+    let pid = pid_in(&out, "pre-checkpoint PID: ");
+    wait_gone(pid);
+    let out = restore(&image);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("THREADS OK"), "{}", show(&out));
+    assert_eq!(pid_in(&out, "post-restore PID: "), pid);
+}
+
+#[test]
+fn allocator_state_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let out = run_payload("allocator", &[], &image);
+    assert!(out.status.success(), "{}", show(&out));
+    let pid = pid_in(&out, "pre-checkpoint PID: ");
+    wait_gone(pid);
+    let out = restore(&image);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ALLOCATOR OK"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn one_hundred_consecutive_restores_all_succeed() {
+    let (_dir, image, file, pid) = writer_image();
+    for n in 1..=100 {
+        let out = restore(&image);
+        assert!(out.status.success(), "restore {n}: {}", show(&out));
+        assert_eq!(pid_in(&out, "post-restore PID: "), pid, "restore {n}");
+        wait_gone(pid);
+    }
+    let text = fs::read_to_string(&file).unwrap();
+    assert_eq!(text.matches(" there!\n").count(), 100);
+}
+
+#[test]
+fn a_taken_pid_is_a_clear_error_and_nothing_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let out = run_payload("threads", &["8"], &image);
+    assert!(out.status.success(), "{}", show(&out));
+    let pid = pid_in(&out, "pre-checkpoint PID: ");
+    wait_gone(pid);
+    // The first restore holds the PID for about three seconds.
+    let first = crac()
+        .arg("restore")
+        .arg(&image)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "first restore did not start"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = restore(&image);
+    assert!(!second.status.success(), "{}", show(&second));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        err.contains(&format!("PID {pid} is taken")),
+        "{}",
+        show(&second)
+    );
+    assert!(
+        second.stdout.is_empty(),
+        "nothing of the image may run: {}",
+        show(&second)
+    );
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first.stdout).contains("THREADS OK"),
+        "{}",
+        show(&first)
+    );
+}
+
+/// Edits the 64-byte header of `meta.crac` and fixes its own checksum, so
+/// only the edited field is wrong.
+fn rewrite_header(d: &Path, edit: impl Fn(&mut [u8])) {
+    let p = d.join("meta.crac");
+    let mut b = fs::read(&p).unwrap();
+    edit(&mut b[..64]);
+    let crc = crac_image::crc32(0, &b[..60]);
+    b[60..64].copy_from_slice(&crc.to_le_bytes());
+    fs::write(&p, b).unwrap();
+}
+
+/// Copies an image directory.
+fn copy_image(from: &Path, to: &Path) {
+    fs::create_dir(to).unwrap();
+    for f in ["meta.crac", "pages.crac"] {
+        fs::copy(from.join(f), to.join(f)).unwrap();
+    }
+}
+
+#[test]
+fn corrupt_truncated_and_foreign_images_are_refused_and_nothing_runs() {
+    let (dir, image, file, pid) = writer_image();
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+        (
+            "flipped body byte",
+            Box::new(|d: &Path| {
+                let p = d.join("meta.crac");
+                let mut b = fs::read(&p).unwrap();
+                let i = b.len() - 9;
+                b[i] ^= 0x40;
+                fs::write(&p, b).unwrap();
+            }),
+            "checksum",
+        ),
+        (
+            "truncated page file",
+            Box::new(|d: &Path| {
+                let p = d.join("pages.crac");
+                let f = fs::OpenOptions::new().write(true).open(&p).unwrap();
+                let len = f.metadata().unwrap().len();
+                f.set_len(len - 4096).unwrap();
+            }),
+            "pages.crac",
+        ),
+        (
+            "flipped page byte",
+            Box::new(|d: &Path| {
+                let p = d.join("pages.crac");
+                let mut b = fs::read(&p).unwrap();
+                let i = b.len() - 100;
+                b[i] ^= 1;
+                fs::write(&p, b).unwrap();
+            }),
+            "checksum",
+        ),
+        (
+            "foreign architecture",
+            Box::new(|d: &Path| {
+                rewrite_header(d, |h| h[28..32].copy_from_slice(&183u32.to_le_bytes()))
+            }),
+            "ELF machine 183",
+        ),
+        (
+            "too new a format",
+            Box::new(|d: &Path| {
+                rewrite_header(d, |h| h[8..10].copy_from_slice(&9u16.to_le_bytes()))
+            }),
+            "format version 9.0 is not supported",
+        ),
+        (
+            "not an image",
+            Box::new(|d: &Path| fs::write(d.join("meta.crac"), b"#!/bin/sh\necho hi\n").unwrap()),
+            "meta.crac",
+        ),
+        (
+            "missing page file",
+            Box::new(|d: &Path| fs::remove_file(d.join("pages.crac")).unwrap()),
+            "pages.crac",
+        ),
+    ];
+    for (i, (what, damage, expect)) in cases.iter().enumerate() {
+        let bad = dir.path().join(format!("bad{i}"));
+        copy_image(&image, &bad);
+        damage(&bad);
+        let out = restore(&bad);
+        assert!(!out.status.success(), "{what}: {}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(expect),
+            "{what}: expected {expect:?} in the error\n{}",
+            show(&out)
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{what}: nothing may run\n{}",
+            show(&out)
+        );
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "{what}: PID {pid} exists"
+        );
+    }
+    assert_eq!(
+        fs::read_to_string(&file).unwrap(),
+        "hello",
+        "no damaged image may have run"
+    );
+    let out = restore(&dir.path().join("no-such-image"));
+    assert!(!out.status.success(), "{}", show(&out));
+}
