@@ -329,3 +329,19 @@ fn corrupt_truncated_and_foreign_images_are_refused_and_nothing_runs() {
     let out = restore(&dir.path().join("no-such-image"));
     assert!(!out.status.success(), "{}", show(&out));
 }
+
+#[test]
+fn crac_restore_from_restores_instead_of_starting() {
+    let (_dir, image, file, pid) = writer_image();
+    // Like `java -XX:CRaCRestoreFrom=DIR`: the program's arguments are ignored,
+    // the image runs, and the starter exits with its status.
+    let out = Command::new(payload("writer"))
+        .arg("/nonexistent/ignored")
+        .env("CRAC_RESTORE_FROM", &image)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(pid_in(&out, "post-restore PID: "), pid, "{}", show(&out));
+    assert_eq!(fs::read_to_string(&file).unwrap(), "hello there!\n");
+}

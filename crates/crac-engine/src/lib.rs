@@ -12,3 +12,9 @@ pub mod native;
 pub mod pause;
 pub mod restore;
 pub mod startup;
+
+/// Ends the calling process by signal `sig`, the way a restore wrapper
+/// re-raises the fatal signal of the process it waited for.
+pub fn die_of_signal(sig: i32) -> ! {
+    crac_sys::sys::die_of_signal(sig)
+}

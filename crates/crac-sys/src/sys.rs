@@ -538,3 +538,18 @@ pub fn pipe2(flags: i32) -> Result<(i32, i32), Errno> {
     check(unsafe { syscall6(293, p(fds.as_mut_ptr()), flags as usize, 0, 0, 0, 0) })?;
     Ok((fds[0], fds[1]))
 }
+
+/// Ends the process by signal `sig`, as a process killed by it would end:
+/// its default action is restored, it is unblocked and sent to the process.
+/// Falls back to `exit_group(128 + sig)` for signals whose default action
+/// does not terminate.
+pub fn die_of_signal(sig: i32) -> ! {
+    let dfl = KernelSigaction::default();
+    // SAFETY: installing SIG_DFL (handler 0) runs no code of ours.
+    let _ = unsafe { sigaction(sig, Some(&dfl), None) };
+    if (1..=64).contains(&sig) {
+        let _ = sigprocmask(1, Some(1u64 << (sig - 1)));
+    }
+    let _ = kill(getpid() as i32, sig);
+    exit_group(128 + sig)
+}

@@ -115,8 +115,58 @@ thread_local! {
 /// first use of the library records them, and whatever the program opened
 /// before that passes the open-descriptor check. Calling it again does
 /// nothing.
+///
+/// If `CRAC_RESTORE_FROM` names an image (CRaC's `-XX:CRaCRestoreFrom`),
+/// `init` does not return: it restores that image instead, as a child that
+/// gets this process's standard streams and environment, waits for it while
+/// forwarding signals, and exits with its status (or dies of its signal). A
+/// failed restore prints the reason and exits with status 1.
 pub fn init() {
+    if let Some(dir) = std::env::var_os(config::RESTORE_FROM_VAR).filter(|v| !v.is_empty()) {
+        restore_instead(std::path::Path::new(&dir));
+    }
     fds::ensure_inherited_recorded();
+}
+
+/// `CRAC_RESTORE_FROM`: becomes the waiting parent of the restored image.
+fn restore_instead(dir: &std::path::Path) -> ! {
+    let env: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| k != config::RESTORE_FROM_VAR)
+        .collect();
+    if crac_engine::pause::is_pause_image(dir) {
+        match crac_engine::pause::wake(dir, &env) {
+            Ok(_) => std::process::exit(0),
+            Err(e) => exit_with_chain(&e),
+        }
+    }
+    let opts = crac_engine::restore::RestoreOptions { detach: false, env };
+    match crac_engine::restore::restore(dir, opts) {
+        Ok(restored) => match crac_engine::restore::wait_and_forward(restored.pid) {
+            Ok(status) => {
+                use std::os::unix::process::ExitStatusExt;
+                if let Some(sig) = status.signal() {
+                    // Die of the same signal, as the restored process did.
+                    crac_engine::die_of_signal(sig);
+                }
+                std::process::exit(status.code().unwrap_or(1))
+            }
+            Err(e) => exit_with_chain(&e),
+        },
+        Err(e) => exit_with_chain(&e),
+    }
+}
+
+fn exit_with_chain(e: &dyn std::error::Error) -> ! {
+    eprintln!(
+        "error: cannot restore from {}: {e}",
+        config::RESTORE_FROM_VAR
+    );
+    let mut source = e.source();
+    while let Some(s) = source {
+        eprintln!("  caused by: {s}");
+        source = s.source();
+    }
+    std::process::exit(1)
 }
 
 /// The global context: CRaC's `Context.getGlobalContext()`.
