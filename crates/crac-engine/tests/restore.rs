@@ -25,7 +25,7 @@ fn restore_helper() {
         return;
     };
     let mut opts = RestoreOptions::default();
-    if let Some(kv) = std::env::var("CRAC_TEST_RESTORE_ENV").ok() {
+    if let Ok(kv) = std::env::var("CRAC_TEST_RESTORE_ENV") {
         let (k, v) = kv.split_once('=').unwrap();
         opts.env.push((OsString::from(k), OsString::from(v)));
     }
