@@ -122,12 +122,10 @@ fn check_elf(b: &[u8]) -> Result<(), String> {
         let o = phoff + i * phentsize;
         let (ty, vaddr, memsz) = (u32_at(o), u64_at(o + 16), u64_at(o + 40));
         match ty {
-            1 => {
-                if vaddr < ZONE_BASE || vaddr + memsz > ZONE_BASE + IMAGE_MAX {
-                    return Err(format!(
-                        "segment {vaddr:#x}+{memsz:#x} lies outside {ZONE_BASE:#x}+{IMAGE_MAX:#x}"
-                    ));
-                }
+            1 if vaddr < ZONE_BASE || vaddr + memsz > ZONE_BASE + IMAGE_MAX => {
+                return Err(format!(
+                    "segment {vaddr:#x}+{memsz:#x} lies outside {ZONE_BASE:#x}+{IMAGE_MAX:#x}"
+                ));
             }
             2 | 3 => return Err("it is dynamically linked".into()),
             _ => {}
