@@ -9,12 +9,33 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crac_image::{
-    decode_pages_header, decode_rlimits, decode_runs, CpuRecord, FileRecord, Header, ProcessRecord,
-    Reader, RlimitRecord, Tag, ThreadRecord, VdsoRecord, VmaRecord, CPU_FEATURE_WORDS, HEADER_LEN,
-    META_FILE, PAGES_FILE, PAGES_HEADER_LEN, RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RLIMIT_NAMES,
+    decode_pages_header, decode_rlimits, decode_runs, CpuRecord, FileRecord, Header, MmRecord,
+    ProcessRecord, Reader, RlimitRecord, Tag, ThreadRecord, VdsoRecord, VmaRecord,
+    CPU_FEATURE_WORDS, HEADER_LEN, META_FILE, PAGES_FILE, PAGES_HEADER_LEN, RESTORER_ZONE_BASE,
+    RESTORER_ZONE_LEN, RLIMIT_NAMES,
 };
 
 use super::RestoreError;
+
+/// Threads the restorer can create (32 KiB stacks from 112 MiB into the zone).
+const MAX_THREADS: u64 = (RESTORER_ZONE_LEN - 0x0700_0000) / 0x8000;
+
+/// `PR_SET_MM_MAP` refuses a data segment plus heap above the soft
+/// `RLIMIT_DATA` (the restored process inherits this process's limits).
+fn check_data_limit(m: &MmRecord<'_>, p: &mut Problems) {
+    let Ok((cur, _)) = crac_sys::sys::prlimit(2, None) else {
+        return;
+    };
+    let need = m.brk.saturating_sub(m.start_brk) + m.end_data.saturating_sub(m.start_data);
+    if cur != u64::MAX && need > cur {
+        p.add(
+            ProblemKind::Rlimit,
+            format!(
+                "the image's data segment and heap take {need} bytes, above this process's RLIMIT_DATA ({cur})"
+            ),
+        );
+    }
+}
 
 /// What a restore of an image will create, as found by [`preflight`].
 #[derive(Debug, Clone)]
@@ -579,6 +600,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
 
     // Decode what the checks need.
     let mut process = None;
+    let mut mm = None;
     let mut cpu = None;
     let mut vdso = None;
     let mut rlimits = None;
@@ -598,6 +620,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         };
         let res = match Tag::from_u32(tag) {
             Some(Tag::Process) => ProcessRecord::decode(&mut s).map(|x| process = Some(x)),
+            Some(Tag::Mm) => MmRecord::decode(&mut s).map(|x| mm = Some(x)),
             Some(Tag::Cpu) => CpuRecord::decode(&mut s).map(|x| cpu = Some(x)),
             Some(Tag::Vdso) => VdsoRecord::decode(&mut s).map(|x| vdso = Some(x)),
             Some(Tag::Rlimits) => decode_rlimits(&mut s).map(|x| rlimits = Some(x)),
@@ -678,6 +701,19 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
                 format!("the executable {} cannot be found: {e}", exe.display()),
             ),
         }
+    }
+    match mm {
+        Some(m) => check_data_limit(&m, &mut p),
+        None => p.add(ProblemKind::Image, "the image has no mm record".into()),
+    }
+    if threads.len() as u64 > MAX_THREADS {
+        p.add(
+            ProblemKind::Image,
+            format!(
+                "the image has {} threads, more than the restorer's {MAX_THREADS}",
+                threads.len()
+            ),
+        );
     }
     if let Some(l) = rlimits {
         check_rlimits(&l, &mut p);
