@@ -217,3 +217,27 @@ fn a_changed_executable_is_a_preflight_problem() {
         show(&out)
     );
 }
+
+#[test]
+fn allocator_payload_comes_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let out = Command::new(payload("allocator"))
+        .env("CRAC_CHECKPOINT_TO", &image)
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let pid = pid_in(&out, "pre-checkpoint PID: ");
+    wait_gone(pid);
+    let out = restore_in_helper(&image, None);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ALLOCATOR OK"),
+        "{}",
+        show(&out)
+    );
+    wait_gone(pid);
+}
