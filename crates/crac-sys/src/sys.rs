@@ -553,3 +553,35 @@ pub fn die_of_signal(sig: i32) -> ! {
     let _ = kill(getpid() as i32, sig);
     exit_group(128 + sig)
 }
+
+/// Writes `len` bytes of this process's memory at `addr` to `fd` at file
+/// offset `off` (`pwrite64`), retrying short writes and `EINTR`.
+///
+/// The kernel reads the memory itself and fails with `EFAULT` if the range
+/// is not readable; no Rust reference to it is formed.
+pub fn pwrite_from_addr(fd: i32, addr: u64, len: u64, off: u64) -> Result<(), Errno> {
+    let mut done = 0u64;
+    while done < len {
+        let chunk = (len - done).min(1 << 30);
+        // SAFETY: the kernel only reads `chunk` bytes at `addr + done`,
+        // validating the range itself.
+        let r = unsafe {
+            syscall6(
+                nr::PWRITE64,
+                fd as usize,
+                (addr + done) as usize,
+                chunk as usize,
+                (off + done) as usize,
+                0,
+                0,
+            )
+        };
+        match check(r) {
+            Ok(0) => return Err(Errno(28)),
+            Ok(n) => done += n as u64,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}

@@ -489,3 +489,13 @@ pub fn set_sigaction(sig: i32, act: &sys::KernelSigaction) {
     // valid again now that memory is restored.
     let _ = unsafe { sys::sigaction(sig, Some(act), None) };
 }
+
+/// Feeds `len` bytes of this process's memory at `addr` into `crc`.
+pub fn crc_memory(crc: &mut crc32fast::Hasher, addr: u64, len: u64) {
+    // SAFETY: callers pass page runs of mappings that /proc/self/maps
+    // reported readable, while every other thread is stopped and outside the
+    // ranges the dumping thread itself modifies (its stack, the bounce
+    // buffer); the slice is only read for the duration of this call.
+    let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) };
+    crc.update(bytes);
+}
