@@ -585,3 +585,79 @@ pub fn pwrite_from_addr(fd: i32, addr: u64, len: u64, off: u64) -> Result<(), Er
     }
     Ok(())
 }
+
+/// `timer_gettime(id)` as (interval ns, remaining ns).
+pub fn timer_gettime(id: i32) -> Result<(u64, u64), Errno> {
+    let mut v = [0i64; 4];
+    // SAFETY: struct itimerspec is four longs.
+    check(unsafe {
+        syscall6(
+            nr::TIMER_GETTIME,
+            id as usize,
+            pm(v.as_mut_ptr()),
+            0,
+            0,
+            0,
+            0,
+        )
+    })?;
+    let ns = |s: i64, n: i64| (s as u64) * 1_000_000_000 + n as u64;
+    Ok((ns(v[0], v[1]), ns(v[2], v[3])))
+}
+
+/// How a POSIX timer notifies (`struct sigevent`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SigEvent {
+    /// `sigev_value`.
+    pub sigval: u64,
+    /// `sigev_signo`.
+    pub signo: i32,
+    /// `sigev_notify` (`SIGEV_SIGNAL` 0, `SIGEV_NONE` 1, `SIGEV_THREAD_ID` 4).
+    pub notify: i32,
+    /// Target thread for `SIGEV_THREAD_ID`.
+    pub tid: i32,
+}
+
+/// Re-creates POSIX timer `id` (`timer_create` with the id requested
+/// through `PR_TIMER_CREATE_RESTORE_IDS`, Linux 6.15+), then arms it.
+pub fn timer_recreate(
+    id: i32,
+    clock: i32,
+    sev: SigEvent,
+    interval_ns: u64,
+    value_ns: u64,
+) -> Result<(), Errno> {
+    // struct sigevent: sigval 8, signo 4, notify 4, union (tid first) to 64.
+    let mut ev = [0u8; 64];
+    ev[0..8].copy_from_slice(&sev.sigval.to_le_bytes());
+    ev[8..12].copy_from_slice(&sev.signo.to_le_bytes());
+    ev[12..16].copy_from_slice(&sev.notify.to_le_bytes());
+    ev[16..20].copy_from_slice(&sev.tid.to_le_bytes());
+    let mut got: i32 = id;
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { syscall6(nr::PRCTL, 77, 1, 0, 0, 0, 0) })?;
+    // SAFETY: `ev` is a 64-byte struct sigevent; `got` is the in/out timer id.
+    let r = check(unsafe {
+        syscall6(
+            nr::TIMER_CREATE,
+            clock as usize,
+            p(ev.as_ptr()),
+            pm(&mut got),
+            0,
+            0,
+            0,
+        )
+    });
+    // SAFETY: prctl with integer arguments only.
+    unsafe { syscall6(nr::PRCTL, 77, 0, 0, 0, 0, 0) };
+    r?;
+    if got != id {
+        return Err(Errno::EEXIST);
+    }
+    let ts = |ns: u64| [(ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as i64];
+    let (i, v) = (ts(interval_ns), ts(value_ns));
+    let spec = [i[0], i[1], v[0], v[1]];
+    // SAFETY: struct itimerspec is four longs; no old value requested.
+    check(unsafe { syscall6(nr::TIMER_SETTIME, id as usize, 0, p(spec.as_ptr()), 0, 0, 0) })
+        .map(drop)
+}

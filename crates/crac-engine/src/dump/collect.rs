@@ -32,8 +32,76 @@ pub struct FileMeta {
     pub build_id: Vec<u8>,
 }
 
+/// One POSIX timer as `/proc/self/timers` and `timer_gettime` show it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PosixTimer {
+    pub id: i32,
+    pub clock: i32,
+    pub sigval: u64,
+    pub signo: i32,
+    pub notify: i32,
+    pub tid: i32,
+    pub interval_ns: u64,
+    pub value_ns: u64,
+}
+
+/// Parses `/proc/self/timers` and reads each timer's setting.
+pub fn posix_timers(text: &str) -> Vec<PosixTimer> {
+    let mut out = Vec::new();
+    let mut cur: Option<PosixTimer> = None;
+    for line in text.lines() {
+        let Some((key, val)) = line.split_once(':') else {
+            continue;
+        };
+        let val = val.trim();
+        match key {
+            "ID" => {
+                out.extend(cur.take());
+                cur = Some(PosixTimer {
+                    id: val.parse().unwrap_or(-1),
+                    ..Default::default()
+                });
+            }
+            "signal" => {
+                if let (Some(t), Some((sig, ptr))) = (cur.as_mut(), val.split_once('/')) {
+                    t.signo = sig.parse().unwrap_or(0);
+                    t.sigval = u64::from_str_radix(ptr.trim_start_matches("0x"), 16).unwrap_or(0);
+                }
+            }
+            "notify" => {
+                if let (Some(t), Some((kind, who))) = (cur.as_mut(), val.split_once('/')) {
+                    // SIGEV_SIGNAL 0, SIGEV_NONE 1, SIGEV_THREAD 2, SIGEV_THREAD_ID 4.
+                    let base = match kind {
+                        "none" => 1,
+                        "thread" => 2,
+                        _ => 0,
+                    };
+                    let (scope, id) = who.split_once('.').unwrap_or(("pid", "0"));
+                    t.tid = id.parse().unwrap_or(0);
+                    t.notify = if scope == "tid" { 4 } else { base };
+                }
+            }
+            "ClockID" => {
+                if let Some(t) = cur.as_mut() {
+                    t.clock = val.parse().unwrap_or(0);
+                }
+            }
+            _ => {}
+        }
+    }
+    out.extend(cur);
+    for t in &mut out {
+        if let Ok((i, v)) = sys::timer_gettime(t.id) {
+            t.interval_ns = i;
+            t.value_ns = v;
+        }
+    }
+    out
+}
+
 /// Process-wide facts gathered before the stop.
 #[derive(Debug, Default)]
+#[allow(missing_docs)]
 pub struct Facts {
     pub pid: u32,
     pub ppid: u32,
@@ -59,6 +127,8 @@ pub struct Facts {
     pub itimers: [(u64, u64); 3],
     pub shared_pending: u64,
     pub posix_timers: u32,
+    /// POSIX timers: (id, clock, sigval, signo, notify, tid, interval, value).
+    pub timers: Vec<PosixTimer>,
     pub files: Vec<FileMeta>,
     pub vdso_crc: u32,
     pub zero_pfn: u64,
@@ -144,9 +214,8 @@ pub fn gather() -> std::io::Result<Facts> {
     for (i, t) in f.itimers.iter_mut().enumerate() {
         *t = sys::getitimer(i as i32).unwrap_or((0, 0));
     }
-    f.posix_timers = fs::read_to_string("/proc/self/timers")
-        .map(|s| s.lines().filter(|l| l.starts_with("ID:")).count() as u32)
-        .unwrap_or(0);
+    f.timers = posix_timers(&fs::read_to_string("/proc/self/timers").unwrap_or_default());
+    f.posix_timers = f.timers.len() as u32;
     let maps = fs::read("/proc/self/maps")?;
     f.maps_len = maps.len();
     f.vma_count = maps

@@ -968,6 +968,25 @@ fn after_restore(
         let _ = sys::prlimit(r as u32, Some((l.cur, l.max)));
     }
     sys::umask(facts.umask);
+    for t in &facts.timers {
+        if let Err(e) = sys::timer_recreate(
+            t.id,
+            t.clock,
+            sys::SigEvent {
+                sigval: t.sigval,
+                signo: t.signo,
+                notify: t.notify,
+                tid: t.tid,
+            },
+            t.interval_ns,
+            t.value_ns,
+        ) {
+            tracing::warn!(
+                "restored process: cannot re-create POSIX timer {}: {e}",
+                t.id
+            );
+        }
+    }
     let mut cwd = facts.cwd.clone();
     cwd.push(0);
     let _ = sys::chdir(&cwd);

@@ -142,11 +142,11 @@ extern "C" fn on_stop_signal(_sig: i32, _info: *mut u8, uctx: *mut u8) {
     // SAFETY: the kernel's ucontext keeps uc_sigmask at offset 296 (x86-64
     // uapi: flags 8, link 8, stack 24, mcontext 256); `uctx` is the frame the
     // kernel passed to this SA_SIGINFO handler.
-    let sigmask = unsafe { std::ptr::read_unaligned(uctx.add(296).cast::<u64>()) };
+    let sigmask = unsafe { std::ptr::read_unaligned(uctx.wrapping_add(296).cast::<u64>()) };
     // SAFETY: `idx < cap` and the slot array holds `cap` slots that stay
     // allocated until the round ends; index `idx` was claimed by this thread
     // alone through the atomic counter.
-    let slot = unsafe { &mut *slots.add(idx as usize) };
+    let slot = unsafe { &mut *slots.wrapping_add(idx as usize) };
     slot.record_current(sigmask);
     // SAFETY: the context lives in the slot, which stays at this address in
     // the image; `wait_for_release` never returns RESUMED.
@@ -201,15 +201,15 @@ fn restorer_address() -> u64 {
     act[0..8].copy_from_slice(&(nop as *const () as usize as u64).to_le_bytes());
     let mut probe = sys::KernelSigaction::default();
     let mut old = sys::KernelSigaction::default();
-    // SAFETY: query the current disposition of the stop signal, let glibc
-    // install a no-op handler (it fills in sa_restorer), read it back, and put
-    // the previous disposition back. `act` has glibc's struct size.
-    unsafe {
-        let _ = sys::sigaction(STOP_SIGNAL, None, Some(&mut old));
-        sigaction(STOP_SIGNAL, act.as_ptr(), std::ptr::null_mut());
-        let _ = sys::sigaction(STOP_SIGNAL, None, Some(&mut probe));
-        let _ = sys::sigaction(STOP_SIGNAL, Some(&old), None);
-    }
+    // Let glibc install a no-op handler (it fills in sa_restorer), read it
+    // back, and put the previous disposition back.
+    let _ = sys::query_sigaction(STOP_SIGNAL, &mut old);
+    // SAFETY: glibc's sigaction with a struct of its own size installing
+    // a handler that does nothing; the previous disposition is put back below.
+    unsafe { sigaction(STOP_SIGNAL, act.as_ptr(), std::ptr::null_mut()) };
+    let _ = sys::query_sigaction(STOP_SIGNAL, &mut probe);
+    // SAFETY: `old` is the disposition the kernel reported a moment ago.
+    let _ = unsafe { sys::sigaction(STOP_SIGNAL, Some(&old), None) };
     probe.restorer
 }
 
