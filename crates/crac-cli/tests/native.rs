@@ -345,3 +345,120 @@ fn crac_restore_from_restores_instead_of_starting() {
     assert_eq!(pid_in(&out, "post-restore PID: "), pid, "{}", show(&out));
     assert_eq!(fs::read_to_string(&file).unwrap(), "hello there!\n");
 }
+
+#[test]
+fn timers_signals_limits_and_cwd_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let out = run_payload("state", &[], &image);
+    assert!(out.status.success(), "{}", show(&out));
+    let pid = pid_in(&out, "pre-checkpoint PID: ");
+    wait_gone(pid);
+    let out = restore(&image);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("STATE OK"),
+        "{}",
+        show(&out)
+    );
+}
+
+#[test]
+fn a_shared_anonymous_mapping_is_refused_by_name_and_the_program_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let out = run_payload("state", &["shared"], &image);
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let addr = text
+        .lines()
+        .find_map(|l| l.strip_prefix("shared mapping at "))
+        .expect("payload prints the mapping address")
+        .to_owned();
+    assert!(text.contains(&format!("mapping {addr}-")), "{}", show(&out));
+    assert!(
+        text.contains("is shared memory without a file behind it"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        text.contains("after_restore ran 1 time(s); still running"),
+        "{}",
+        show(&out)
+    );
+    assert!(!image.exists(), "a failed dump leaves no image");
+}
+
+/// A small tmpfs mounted for one test and unmounted when dropped.
+struct SmallFs(PathBuf);
+
+impl SmallFs {
+    fn mount(at: &Path, size: &str) -> SmallFs {
+        fs::create_dir_all(at).unwrap();
+        let st = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .expect("run mount");
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root and CAP_SYS_ADMIN"
+        );
+        SmallFs(at.to_owned())
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_the_checkpoint_leaves_no_image_and_the_program_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = SmallFs::mount(&dir.path().join("small"), "2m");
+    let image = small.0.join("image");
+    let out = Command::new(payload("threads"))
+        .arg("16")
+        .env("CRAC_CHECKPOINT_TO", &image)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAILED: checkpoint: checkpoint failed"),
+        "{}",
+        show(&out)
+    );
+    assert!(
+        text.contains("ENOSPC"),
+        "the error names the errno: {}",
+        show(&out)
+    );
+    let left: Vec<_> = fs::read_dir(&small.0).unwrap().collect();
+    assert!(
+        left.is_empty(),
+        "nothing may be left on the file system: {left:?}"
+    );
+}
+
+#[test]
+fn a_missing_parent_directory_fails_the_checkpoint_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("no/such/dir/image");
+    let out = run_payload(
+        "writer",
+        &[dir.path().join("out.txt").to_str().unwrap()],
+        &image,
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("its parent directory does not exist"),
+        "{}",
+        show(&out)
+    );
+    assert!(text.contains("still running"), "{}", show(&out));
+}
