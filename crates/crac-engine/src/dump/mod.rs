@@ -938,7 +938,7 @@ fn runs_estimate() -> usize {
                 .and_then(|v| v.parse::<usize>().ok())
         })
         .unwrap_or(1 << 16);
-    rss_pages / 2 + 65536
+    rss_pages + 65536
 }
 
 /// In the restored process: waits for the other threads, puts back what the
