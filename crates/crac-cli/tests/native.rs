@@ -76,6 +76,22 @@ fn wait_gone(pid: u32) {
     }
 }
 
+/// Runs `name` until it checkpoints itself, restores the image once and
+/// checks that the restored process prints `ok_line` with the same PID.
+fn checkpoint_then_restore(name: &str, args: &[&str], ok_line: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let out = run_payload(name, args, &image);
+    assert!(out.status.success(), "{}", show(&out));
+    let pid = pid_in(&out, "pre-checkpoint PID: ");
+    wait_gone(pid);
+    let out = restore(&image);
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(ok_line), "{}", show(&out));
+    assert_eq!(pid_in(&out, "post-restore PID: "), pid, "{}", show(&out));
+}
+
 /// Checkpoints the classic writer into a fresh image; returns (dir, image, file, pid).
 fn writer_image() -> (tempfile::TempDir, PathBuf, PathBuf, u32) {
     let dir = tempfile::tempdir().unwrap();
@@ -132,34 +148,12 @@ fn an_open_file_refuses_the_checkpoint_and_the_program_goes_on() {
 
 #[test]
 fn threads_registers_memory_and_tids_survive() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("image");
-    let out = run_payload("threads", &["256"], &image);
-    assert!(out.status.success(), "{}", show(&out));
-    let pid = pid_in(&out, "pre-checkpoint PID: ");
-    wait_gone(pid);
-    let out = restore(&image);
-    assert!(out.status.success(), "{}", show(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("THREADS OK"), "{}", show(&out));
-    assert_eq!(pid_in(&out, "post-restore PID: "), pid);
+    checkpoint_then_restore("threads", &["256"], "THREADS OK");
 }
 
 #[test]
 fn allocator_state_survives() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("image");
-    let out = run_payload("allocator", &[], &image);
-    assert!(out.status.success(), "{}", show(&out));
-    let pid = pid_in(&out, "pre-checkpoint PID: ");
-    wait_gone(pid);
-    let out = restore(&image);
-    assert!(out.status.success(), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("ALLOCATOR OK"),
-        "{}",
-        show(&out)
-    );
+    checkpoint_then_restore("allocator", &[], "ALLOCATOR OK");
 }
 
 #[test]
@@ -348,19 +342,7 @@ fn crac_restore_from_restores_instead_of_starting() {
 
 #[test]
 fn timers_signals_limits_and_cwd_survive() {
-    let dir = tempfile::tempdir().unwrap();
-    let image = dir.path().join("image");
-    let out = run_payload("state", &[], &image);
-    assert!(out.status.success(), "{}", show(&out));
-    let pid = pid_in(&out, "pre-checkpoint PID: ");
-    wait_gone(pid);
-    let out = restore(&image);
-    assert!(out.status.success(), "{}", show(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("STATE OK"),
-        "{}",
-        show(&out)
-    );
+    checkpoint_then_restore("state", &[], "STATE OK");
 }
 
 #[test]

@@ -12,25 +12,7 @@ use crac_image::{RlimitRecord, SigactionRecord};
 use crac_sys::sys;
 
 /// A file the process maps, identified for the restore check.
-#[derive(Debug, Clone)]
-pub struct FileMeta {
-    /// Path as `/proc/self/maps` shows it.
-    pub path: Vec<u8>,
-    /// `st_dev`.
-    pub dev: u64,
-    /// `st_ino`.
-    pub ino: u64,
-    /// `st_size`.
-    pub size: u64,
-    /// mtime seconds.
-    pub mtime_sec: i64,
-    /// mtime nanoseconds.
-    pub mtime_nsec: u32,
-    /// `st_mode`.
-    pub mode: u32,
-    /// ELF build-id, if any.
-    pub build_id: Vec<u8>,
-}
+pub use crac_image::model::FileRef as FileMeta;
 
 /// One POSIX timer as `/proc/self/timers` and `timer_gettime` show it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -232,7 +214,8 @@ pub fn gather() -> std::io::Result<Facts> {
             continue;
         }
         seen.push(path.to_vec());
-        if let Some(m) = file_meta(path) {
+        if let Some(mut m) = file_meta(path) {
+            m.id = f.files.len() as u32;
             f.files.push(m);
         }
     }
@@ -266,6 +249,7 @@ fn file_meta(path: &[u8]) -> Option<FileMeta> {
     let p = Path::new(std::ffi::OsStr::from_bytes(path));
     let md = fs::metadata(p).ok()?;
     Some(FileMeta {
+        id: 0,
         path: path.to_vec(),
         dev: md.dev(),
         ino: md.ino(),

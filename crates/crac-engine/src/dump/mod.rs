@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use crac_image::{
-    ArgvRecord, CpuRecord, FileRecord, Header, MmRecord, PageRun, ProcessRecord, RestoreInfo, Tag,
+    ArgvRecord, CpuRecord, Header, MmRecord, PageRun, ProcessRecord, RestoreInfo, Tag,
     ThreadRecord, TimersRecord, VdsoRecord, VmaRecord, Writer, FORMAT_VERSION, NO_FILE, PAGE_SIZE,
     PROT_EXEC, PROT_READ, PROT_WRITE, THREAD_DUMPER, VMA_DELETED, VMA_FILE, VMA_GROWSDOWN,
     VMA_HEAP, VMA_SHARED, VMA_STACK, VMA_VDSO, VMA_VSYSCALL,
@@ -500,19 +500,8 @@ fn encode_body(
         }
     }
     vdso.encode(w);
-    for (i, m) in f.files.iter().enumerate() {
-        FileRecord {
-            id: i as u32,
-            dev: m.dev,
-            ino: m.ino,
-            size: m.size,
-            mtime_sec: m.mtime_sec,
-            mtime_nsec: m.mtime_nsec,
-            mode: m.mode,
-            build_id: &m.build_id,
-            path: &m.path,
-        }
-        .encode(w);
+    for m in &f.files {
+        m.as_record().encode(w);
     }
     for v in &s.vmas {
         VmaRecord {
