@@ -707,6 +707,41 @@ mod tests {
         assert_eq!(st.signal(), Some(10), "{st:?}");
     }
 
+    /// Images with 8 MiB of pages or more are loaded by two restorer
+    /// threads: every page must arrive, and the helper thread must be gone
+    /// (it never holds an image TID) when the program runs.
+    #[test]
+    fn big_image_loads_every_page_on_two_threads() {
+        let d = tmpdir();
+        let pages = 4099; // not an even split
+        let (pid, tid) = testimg::free_ids();
+        let tweaks = testimg::Tweaks {
+            big_pages: pages,
+            wait_signal: true,
+            ..Default::default()
+        };
+        testimg::write(d.path(), pid, tid, &tweaks);
+        let r = restore(d.path(), RestoreOptions::default()).unwrap();
+        assert_eq!((r.pid, r.threads), (pid, 2));
+        let tasks: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            tasks.iter().all(|t| *t == pid || *t == tid),
+            "unexpected threads {tasks:?}"
+        );
+        let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+        let mut got = vec![0u8; pages as usize * 4096];
+        use std::os::unix::fs::FileExt;
+        mem.read_exact_at(&mut got, testimg::BIG).unwrap();
+        kill_and_reap(pid);
+        for (i, page) in got.chunks(4096).enumerate() {
+            let want = i as u8 | 1;
+            assert!(page.iter().all(|b| *b == want), "page {i} differs");
+        }
+    }
+
     /// Restore time of a 256 MiB image (run with --ignored --nocapture).
     #[test]
     #[ignore]

@@ -73,6 +73,9 @@ const USER_END: u64 = 0x7fff_ffff_f000;
 /// Page runs at least this long are populated with `MADV_POPULATE_WRITE`
 /// before they are read (one call instead of a fault per page).
 const POPULATE_MIN: u64 = 64 * 1024;
+/// Page runs are populated and read in pieces of this size, so the copy
+/// finds the freshly zeroed pages still in the cache.
+const LOAD_CHUNK: u64 = 1 << 20;
 
 // ---------------------------------------------------------------------------
 // Entry, stack, status reporting.
@@ -641,56 +644,81 @@ impl Runs {
     }
 }
 
+/// Loads `[addr, addr + len)` from the page file at `off`, in pieces of
+/// [`LOAD_CHUNK`]: each piece of an anonymous area is populated first (one
+/// call instead of a fault per page) and read while the zeroed lines are
+/// still in the cache.
 fn load_pages(addr: u64, len: u64, off: u64, anon: bool) -> R<()> {
-    if anon && len >= POPULATE_MIN {
-        // Faster than a fault per page; failure (old kernel) only costs speed.
-        let _ = madvise(addr, len, MADV_POPULATE_WRITE);
-    }
     let (mut a, mut left, mut o) = (addr, len, off);
     while left > 0 {
-        let chunk = left.min(1 << 30);
-        // SAFETY: `[a, a + chunk)` lies in an area mapped writable just
-        // before; no Rust reference points into image memory.
-        match unsafe { pread_raw(PAGES_FD, a, chunk, o) } {
-            Ok(0) => return Err(fail!(0, a, "the page file ends before offset {o:#x}")),
-            Ok(n) => {
-                a += n as u64;
-                o += n as u64;
-                left -= n as u64;
-            }
-            Err(4) => {}
-            Err(e) => {
-                return Err(fail!(
-                    e,
-                    a,
-                    "reading {chunk:#x} bytes of pages at offset {o:#x} failed"
-                ))
+        let chunk = left.min(LOAD_CHUNK);
+        if anon && chunk >= POPULATE_MIN {
+            // Failure (old kernel) only costs speed: the read faults instead.
+            let _ = madvise(a, chunk, MADV_POPULATE_WRITE);
+        }
+        let piece_end = a + chunk;
+        while a < piece_end {
+            let want = piece_end - a;
+            // SAFETY: `[a, a + want)` lies in an area mapped writable
+            // before; no Rust reference points into image memory.
+            match unsafe { pread_raw(PAGES_FD, a, want, o) } {
+                Ok(0) => return Err(fail!(0, a, "the page file ends before offset {o:#x}")),
+                Ok(n) => {
+                    a += n as u64;
+                    o += n as u64;
+                    left -= n as u64;
+                }
+                Err(4) => {}
+                Err(e) => {
+                    return Err(fail!(
+                        e,
+                        a,
+                        "reading {want:#x} bytes of pages at offset {o:#x} failed"
+                    ))
+                }
             }
         }
     }
     Ok(())
 }
 
-/// Maps every area of the image and loads its pages. Returns whether the
-/// restore-info block lies in writable memory.
-fn map_memory(img: &Image) -> R<bool> {
+/// How the restorer treats one memory area of the image.
+#[derive(Clone, Copy)]
+struct Area {
+    /// Anonymous memory (populated before it is read).
+    anon: bool,
+    /// The area's own protection.
+    prot: u64,
+    /// The protection it is mapped with while its pages are loaded
+    /// (writable if it has any).
+    map_prot: u64,
+}
+
+/// Walks the image's memory areas in order with their page runs: calls
+/// `on_area` for every area the restorer maps (not the kernel's vDSO block)
+/// and then `on_piece(addr, len, offset)` for each part of a page run in it
+/// that is loaded. Fails on areas overlapping the zone and on page runs
+/// outside every area, so every walk sees the same, valid layout. Only the
+/// first walk (`stages`) sets the stage errors are reported in: the others
+/// may run on two threads.
+fn walk_areas(
+    img: &Image,
+    stages: bool,
+    mut on_area: impl FnMut(&VmaRecord<'static>, &Area) -> R<()>,
+    mut on_piece: impl FnMut(&Area, u64, u64, u64) -> R<()>,
+) -> R<()> {
     let mut runs = Runs {
         r: img.runs.clone(),
         cur: None,
     };
-    let mut files = FileCache {
-        id: NO_FILE,
-        rw: false,
-        fd: -1,
-    };
-    let info = img.process.restore_info_addr;
-    let mut info_ok = false;
     for s in sections(img.body) {
         let (tag, mut p) = s?;
         if tag != Tag::Vma {
             continue;
         }
-        quiet(Stage::MapMemory);
+        if stages {
+            quiet(Stage::MapMemory);
+        }
         let v = VmaRecord::decode(&mut p).map_err(meta_err)?;
         if v.flags & (VMA_VDSO | VMA_VSYSCALL) != 0 {
             // The kernel's own block; stored pages there (if any) are dropped.
@@ -711,60 +739,26 @@ fn map_memory(img: &Image) -> R<bool> {
         // Pages of shared file mappings live in the file itself.
         let load = !(file_backed && shared) && matches!(runs.peek()?, Some((a, _, _)) if a < v.end);
         let prot = (v.prot & 7) as u64;
-        let map_prot = if load { prot | PROT_WRITE } else { prot };
-        let mut flags = MAP_FIXED | if shared { MAP_SHARED } else { MAP_PRIVATE };
-        if v.flags & VMA_GROWSDOWN != 0 {
-            flags |= MAP_GROWSDOWN;
+        let area = Area {
+            anon: !file_backed,
+            prot,
+            map_prot: if load { prot | PROT_WRITE } else { prot },
+        };
+        on_area(&v, &area)?;
+        if stages {
+            quiet(Stage::LoadPages);
         }
-        let len = v.len();
-        if file_backed {
-            if v.file == NO_FILE {
-                return Err(fail!(
-                    0,
-                    v.start,
-                    "the file area at {:#x} names no file",
-                    v.start
-                ));
-            }
-            let rw = shared && prot & PROT_WRITE != 0;
-            let (fd, path) = files.get(img, v.file, rw)?;
-            // SAFETY: outside the zone; nothing refers to image memory yet.
-            unsafe { mmap(v.start, len, map_prot, flags, fd, v.pgoff) }.map_err(|e| {
-                fail!(
-                    e,
-                    v.start,
-                    "mapping {} at {:#x}-{:#x} failed",
-                    B(path),
-                    v.start,
-                    v.end
-                )
-            })?;
-        } else {
-            // SAFETY: as above.
-            unsafe { mmap(v.start, len, map_prot, flags | MAP_ANONYMOUS, -1, 0) }
-                .map_err(|e| fail!(e, v.start, "mapping {:#x}-{:#x} failed", v.start, v.end))?;
-        }
-        quiet(Stage::LoadPages);
-        let anon = !file_backed;
         runs.take_below(v.start, v.end, |a, l, o| {
             if load {
-                load_pages(a, l, o, anon)
+                on_piece(&area, a, l, o)
             } else {
                 Ok(())
             }
         })?;
-        if map_prot != prot {
-            quiet(Stage::Protect);
-            // SAFETY: the area is ours; it gets the protection it had.
-            unsafe { mprotect(v.start, len, prot) }
-                .map_err(|e| fail!(e, v.start, "protecting {:#x}-{:#x} failed", v.start, v.end))?;
-        }
-        if prot & PROT_WRITE != 0 && info >= v.start && info + 56 <= v.end {
-            info_ok = true;
-        }
     }
-    files.close();
-    quiet(Stage::LoadPages);
+    if stages {
+        quiet(Stage::LoadPages);
+    }
     if let Some((a, _, _)) = runs.peek()? {
         return Err(fail!(
             0,
@@ -772,6 +766,267 @@ fn map_memory(img: &Image) -> R<bool> {
             "the page run at {a:#x} lies outside every memory area"
         ));
     }
+    Ok(())
+}
+
+/// Maps one area of the image (writable while its pages are loaded).
+fn map_area(img: &Image, v: &VmaRecord<'static>, area: &Area, files: &mut FileCache) -> R<()> {
+    let shared = v.flags & VMA_SHARED != 0;
+    let mut flags = MAP_FIXED | if shared { MAP_SHARED } else { MAP_PRIVATE };
+    if v.flags & VMA_GROWSDOWN != 0 {
+        flags |= MAP_GROWSDOWN;
+    }
+    let len = v.len();
+    if area.anon {
+        // SAFETY: outside the zone; nothing refers to image memory yet.
+        unsafe { mmap(v.start, len, area.map_prot, flags | MAP_ANONYMOUS, -1, 0) }
+            .map_err(|e| fail!(e, v.start, "mapping {:#x}-{:#x} failed", v.start, v.end))?;
+        return Ok(());
+    }
+    if v.file == NO_FILE {
+        return Err(fail!(
+            0,
+            v.start,
+            "the file area at {:#x} names no file",
+            v.start
+        ));
+    }
+    let rw = shared && area.prot & PROT_WRITE != 0;
+    let (fd, path) = files.get(img, v.file, rw)?;
+    // SAFETY: outside the zone; nothing refers to image memory yet.
+    unsafe { mmap(v.start, len, area.map_prot, flags, fd, v.pgoff) }.map_err(|e| {
+        fail!(
+            e,
+            v.start,
+            "mapping {} at {:#x}-{:#x} failed",
+            B(path),
+            v.start,
+            v.end
+        )
+    })?;
+    Ok(())
+}
+
+/// Loads the bytes `[lo, hi)` of the image's loaded page data, counted in
+/// the order the page runs come in.
+fn load_share(img: &Image, lo: u64, hi: u64) -> R<()> {
+    let mut pos = 0u64;
+    walk_areas(
+        img,
+        false,
+        |_, _| Ok(()),
+        |area, a, l, o| {
+            let (s, e) = (pos.max(lo), (pos + l).min(hi));
+            if s < e {
+                let d = s - pos;
+                load_pages(a + d, e - s, o + d, area.anon)?;
+            }
+            pos += l;
+            Ok(())
+        },
+    )
+}
+
+// The page-loading helper thread.
+
+/// Images with at least this many bytes of page data are loaded by two
+/// threads.
+const SPLIT_MIN: u64 = 8 << 20;
+/// Candidate TIDs tried for the helper (it gets one that is not the
+/// image's, so it cannot hold a TID an image thread needs).
+const HELPER_TID_TRIES: usize = 16;
+const HELPER_STACK: usize = 64 * 1024;
+
+#[repr(C, align(64))]
+struct HelperStack([u8; HELPER_STACK]);
+static mut CRAC_HELPER_STACK: HelperStack = HelperStack([0; HELPER_STACK]);
+/// The helper's `clear_child_tid` word: nonzero while it runs; the kernel
+/// clears it and wakes waiters when the helper is done with the memory.
+static HELPER_RUNNING: AtomicU32 = AtomicU32::new(0);
+/// Set by the helper when [`HELPER_ERROR`] holds its error.
+static HELPER_FAILED: AtomicU32 = AtomicU32::new(0);
+static mut HELPER_ERROR: core::mem::MaybeUninit<Status> = core::mem::MaybeUninit::uninit();
+
+/// The helper's work: a share of the page data.
+struct HelperJob {
+    img: *const Image,
+    lo: u64,
+    hi: u64,
+}
+
+extern "C" fn helper_entry(arg: u64) -> ! {
+    // SAFETY: `arg` points to the HelperJob (and through it the Image) on
+    // the main thread's stack, which waits for this thread to end before it
+    // leaves the frame they live in.
+    let job = unsafe { &*(arg as *const HelperJob) };
+    // SAFETY: as above.
+    let img = unsafe { &*job.img };
+    if let Err(s) = load_share(img, job.lo, job.hi) {
+        // SAFETY: only this thread writes the slot, once; the main thread
+        // reads it after this thread ended (HELPER_FAILED, then the
+        // clear_child_tid futex, order the accesses).
+        unsafe { core::ptr::addr_of_mut!(HELPER_ERROR).write(core::mem::MaybeUninit::new(s)) };
+        HELPER_FAILED.store(1, Ordering::Release);
+    }
+    exit_thread()
+}
+
+/// Up to [`HELPER_TID_TRIES`] TIDs after the PID that are not the image's.
+fn helper_tids(img: &Image) -> R<([i32; HELPER_TID_TRIES], usize)> {
+    let pid = img.process.pid;
+    let mut cand = [0u32; HELPER_TID_TRIES * 2];
+    for (i, c) in cand.iter_mut().enumerate() {
+        *c = pid.saturating_add(1 + i as u32);
+    }
+    for s in sections(img.body) {
+        let (tag, mut p) = s?;
+        if tag != Tag::Thread {
+            continue;
+        }
+        let t = ThreadRecord::decode(&mut p).map_err(meta_err)?;
+        for c in cand.iter_mut().filter(|c| **c == t.tid) {
+            *c = 0;
+        }
+    }
+    let mut out = [0i32; HELPER_TID_TRIES];
+    let mut n = 0;
+    for &c in cand.iter().filter(|&&c| c != 0 && c <= i32::MAX as u32) {
+        if n == out.len() {
+            break;
+        }
+        out[n] = c as i32;
+        n += 1;
+    }
+    Ok((out, n))
+}
+
+/// Starts the helper on `job`; returns its TID, or `None` if no thread could
+/// be created (the caller then loads everything itself).
+fn start_helper(img: &Image, job: &HelperJob) -> R<Option<i32>> {
+    let (tids, n) = helper_tids(img)?;
+    for &tid in &tids[..n] {
+        HELPER_RUNNING.store(1, Ordering::Relaxed);
+        let stack = core::ptr::addr_of_mut!(CRAC_HELPER_STACK) as u64;
+        let ca = crac_sys::clone::CloneArgs {
+            flags: crac_sys::clone::CLONE_VM
+                | crac_sys::clone::CLONE_FS
+                | crac_sys::clone::CLONE_FILES
+                | crac_sys::clone::CLONE_SIGHAND
+                | crac_sys::clone::CLONE_THREAD
+                | crac_sys::clone::CLONE_SYSVSEM
+                | crac_sys::clone::CLONE_CHILD_CLEARTID,
+            child_tid: HELPER_RUNNING.as_ptr() as u64,
+            stack,
+            stack_size: HELPER_STACK as u64,
+            set_tid: &tid as *const i32 as u64,
+            set_tid_size: 1,
+            ..Default::default()
+        };
+        // SAFETY: the helper runs on its own stack in the zone's bss and
+        // only reads the zone and the job, and writes the areas of its
+        // share, which the main thread does not touch until it ended.
+        let r = unsafe {
+            crac_sys::clone::clone3_thread(&ca, helper_entry, job as *const HelperJob as u64)
+        };
+        match r {
+            r if r > 0 => return Ok(Some(r as i32)),
+            // EEXIST: taken by someone else; EINVAL: above pid_max.
+            -17 | -22 => continue,
+            _ => break,
+        }
+    }
+    HELPER_RUNNING.store(0, Ordering::Relaxed);
+    Ok(None)
+}
+
+/// Waits until the helper has ended and is gone from the thread group.
+fn join_helper(tid: i32) -> R<()> {
+    loop {
+        let v = HELPER_RUNNING.load(Ordering::Acquire);
+        if v == 0 {
+            break;
+        }
+        futex_wait_shared(&HELPER_RUNNING, v);
+    }
+    // The kernel clears the word before the thread has left the group; a
+    // restored program must not see it.
+    let pid = getpid() as i32;
+    while tgkill(pid, tid, 0).is_ok() {
+        sched_yield();
+    }
+    if HELPER_FAILED.load(Ordering::Acquire) != 0 {
+        // SAFETY: the helper wrote the slot before it set the flag, and has
+        // ended.
+        return Err(unsafe { core::ptr::addr_of!(HELPER_ERROR).read().assume_init() });
+    }
+    Ok(())
+}
+
+/// Maps every area of the image and loads its pages (on two threads for
+/// large images), then gives the areas their protection. Returns whether the
+/// restore-info block lies in writable memory.
+fn map_memory(img: &Image) -> R<bool> {
+    let mut files = FileCache {
+        id: NO_FILE,
+        rw: false,
+        fd: -1,
+    };
+    let mut total = 0u64;
+    let mapped = walk_areas(
+        img,
+        true,
+        |v, area| map_area(img, v, area, &mut files),
+        |_, _, l, _| {
+            total += l;
+            Ok(())
+        },
+    );
+    files.close();
+    mapped?;
+
+    quiet(Stage::LoadPages);
+    let mut main_hi = total;
+    let mut helper = None;
+    let job;
+    if total >= SPLIT_MIN {
+        let mid = total / 2 / PAGE_SIZE * PAGE_SIZE;
+        job = HelperJob {
+            img,
+            lo: mid,
+            hi: total,
+        };
+        helper = start_helper(img, &job)?;
+        if helper.is_some() {
+            main_hi = mid;
+        }
+    }
+    let mine = load_share(img, 0, main_hi);
+    if let Some(tid) = helper {
+        // Even when this thread failed: the helper uses this frame.
+        join_helper(tid)?;
+    }
+    mine?;
+
+    quiet(Stage::Protect);
+    let info = img.process.restore_info_addr;
+    let mut info_ok = false;
+    walk_areas(
+        img,
+        false,
+        |v, area| {
+            if area.map_prot != area.prot {
+                // SAFETY: the area is ours; it gets the protection it had.
+                unsafe { mprotect(v.start, v.len(), area.prot) }.map_err(|e| {
+                    fail!(e, v.start, "protecting {:#x}-{:#x} failed", v.start, v.end)
+                })?;
+            }
+            if area.prot & PROT_WRITE != 0 && info >= v.start && info + 56 <= v.end {
+                info_ok = true;
+            }
+            Ok(())
+        },
+        |_, _, _, _| Ok(()),
+    )?;
     Ok(info_ok)
 }
 

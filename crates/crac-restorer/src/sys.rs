@@ -51,6 +51,7 @@ pub const FUTEX_WAKE_PRIVATE: u64 = 129;
 pub const CLOCK_REALTIME: u64 = 0;
 const SYS_SET_TID_ADDRESS: usize = 218;
 const SYS_PERSONALITY: usize = 135;
+const SYS_SCHED_YIELD: usize = 24;
 
 /// # Safety
 /// With `MAP_FIXED` the range is replaced: nothing may refer into it.
@@ -299,5 +300,42 @@ pub fn realtime_ns() -> u64 {
 pub fn exit_group(code: i32) -> ! {
     loop {
         let _ = sc(nr::EXIT_GROUP, [code as usize, 0, 0, 0, 0, 0]);
+    }
+}
+
+/// `FUTEX_WAIT` on a shared key: `clear_child_tid` wakes are not private.
+pub const FUTEX_WAIT: u64 = 0;
+
+pub fn futex_wait_shared(word: &core::sync::atomic::AtomicU32, val: u32) {
+    let _ = sc(
+        nr::FUTEX,
+        [
+            word.as_ptr() as usize,
+            FUTEX_WAIT as usize,
+            val as usize,
+            0,
+            0,
+            0,
+        ],
+    );
+}
+
+/// `tgkill(tgid, tid, sig)`; signal 0 only checks that the thread exists.
+pub fn tgkill(tgid: i32, tid: i32, sig: i32) -> Res<()> {
+    sc(
+        nr::TGKILL,
+        [tgid as usize, tid as usize, sig as usize, 0, 0, 0],
+    )
+    .map(drop)
+}
+
+pub fn sched_yield() {
+    let _ = sc(SYS_SCHED_YIELD, [0; 6]);
+}
+
+/// Ends the calling thread only.
+pub fn exit_thread() -> ! {
+    loop {
+        let _ = sc(nr::EXIT, [0; 6]);
     }
 }
