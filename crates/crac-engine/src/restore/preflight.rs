@@ -476,14 +476,20 @@ fn check_pages(path: &Path, h: &Header, p: &mut Problems) -> u64 {
     count
 }
 
-/// CRC-32 of `f[start..end]`. Large files are split between two threads
-/// (the checksum of a gigabyte image would otherwise dominate the restore)
-/// and the partial checksums combined.
+/// Page files of at least this many bytes are checksummed on two threads.
+const CRC_SPLIT_MIN: u64 = 4 << 20;
+/// Read size of the checksum: the copy stays in the core's own cache.
+const CRC_BUF: u64 = 128 << 10;
+
+/// CRC-32 of `f[start..end]`. All but small files are split between two
+/// threads (copying the pages out of the page cache costs more than the
+/// checksum itself, and dominates the restore of a large image) and the
+/// partial checksums combined.
 fn pages_crc(f: &File, start: u64, end: u64) -> io::Result<u32> {
     use std::os::unix::fs::FileExt;
     fn part(f: &File, start: u64, end: u64) -> io::Result<crc32fast::Hasher> {
         let mut hasher = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; (end - start).clamp(4096, 256 << 10) as usize];
+        let mut buf = vec![0u8; (end - start).clamp(4096, CRC_BUF) as usize];
         let mut off = start;
         while off < end {
             let n = ((end - off) as usize).min(buf.len());
@@ -499,7 +505,7 @@ fn pages_crc(f: &File, start: u64, end: u64) -> io::Result<u32> {
         }
         Ok(hasher)
     }
-    if end - start < 32 << 20 {
+    if end - start < CRC_SPLIT_MIN {
         return part(f, start, end).map(crc32fast::Hasher::finalize);
     }
     let mid = start + (end - start) / 2 / 4096 * 4096;
