@@ -107,6 +107,7 @@ core::arch::global_asm!(
 extern "C" {
     static __crac_start: u8;
     static __crac_text_end: u8;
+    static __crac_data_end: u8;
     static __crac_end: u8;
 }
 
@@ -196,27 +197,31 @@ extern "C" fn early() {
         die(&fail!(e, 0, "blocking signals failed"));
     }
     // Linker-defined symbols; only their addresses are taken.
-    let (start, text_end, end) = (
+    let (start, text_end, data_end, end) = (
         core::ptr::addr_of!(__crac_start) as u64,
         core::ptr::addr_of!(__crac_text_end) as u64,
+        core::ptr::addr_of!(__crac_data_end) as u64,
         core::ptr::addr_of!(__crac_end) as u64,
     );
-    if start != ZONE || end - start > ELF_MAX {
+    if start != ZONE || end - start > ELF_MAX || !(text_end <= data_end && data_end <= end) {
         die(&fail!(
             0,
             start,
             "the restorer is linked at {start:#x}-{end:#x}, outside its zone"
         ));
     }
-    // SAFETY: copies the program's own segments to anonymous memory at the
-    // same addresses. The bss stack is not in use yet (we run on the
-    // kernel's stack), so the copy of the RW segment is exact.
+    // SAFETY: copies the file-backed part of the program's segments to
+    // anonymous memory at the same addresses (the bss, page-aligned by the
+    // linker script, is anonymous already). Nothing here writes .data, so
+    // the copy is exact.
     unsafe {
         if let Err(s) = anonymize(start, text_end, PROT_READ | 4) {
             die(&s);
         }
-        if let Err(s) = anonymize(text_end, end, PROT_READ | PROT_WRITE) {
-            die(&s);
+        if data_end > text_end {
+            if let Err(s) = anonymize(text_end, data_end, PROT_READ | PROT_WRITE) {
+                die(&s);
+            }
         }
     }
 }
