@@ -20,11 +20,14 @@
 //! | 96 MiB | parking spot for the vDSO block while it moves (16 MiB) |
 //! | 112 MiB | one 32 KiB stack per thread (at most 4608 threads) |
 //!
-//! Steps: block signals; copy its own segments to anonymous memory (so the
-//! executable is no longer mapped and `PR_SET_MM_MAP` may set `exe_fd`);
-//! map the metadata; unmap everything outside the zone but the vDSO block;
-//! move the vDSO block to the image's addresses; map every memory area and
-//! load its pages; `PR_SET_MM_MAP`; create the other threads with their TIDs;
+//! Steps: block signals; copy the file-backed part of its own segments to
+//! anonymous memory (so the executable is no longer mapped and
+//! `PR_SET_MM_MAP` may set `exe_fd`); map the metadata; unmap everything
+//! outside the zone but the vDSO block; move the vDSO block to the image's
+//! addresses; map every memory area, load its pages (images with at least
+//! 8 MiB of pages on two threads: a helper thread, on a stack in the bss and
+//! with a TID that is not the image's, loads the second half and has ended
+//! before any image thread is created) and protect it; `PR_SET_MM_MAP`; create the other threads with their TIDs;
 //! restore the calling thread's kernel state; fill the image's restore-info
 //! block; report success and jump into the program at its resume entry. Any
 //! failure writes one error record and exits with status 127.
