@@ -4,6 +4,7 @@
 //! * [`ctx`]: the resume context, the routine that saves it around a call
 //!   and the routine that resumes it (used by the dump and by the restorer).
 //! * [`clone`]: `clone3` for threads that start on a fresh stack.
+//! * [`probe`]: harmless probes of kernel features (`crac check`).
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
 //! documented wrapper and every `unsafe` block names its invariants.
@@ -12,6 +13,7 @@
 
 pub mod clone;
 pub mod ctx;
+pub mod probe;
 pub mod raw;
 pub mod sys;
 
