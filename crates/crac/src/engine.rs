@@ -1,5 +1,6 @@
 //! The engines behind [`checkpoint_restore`](crate::checkpoint_restore).
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crac_engine::native::{self, DumpOptions, DumpOutcome, RestoreFacts};
@@ -15,6 +16,20 @@ pub(crate) enum Outcome {
     Restored(RestoreFacts),
     /// The image was made and the original process kept running.
     KeptRunning,
+}
+
+/// What the caller of one checkpoint asks for beyond the
+/// [configuration](Config): the control channel (`crac checkpoint PID
+/// [--leave-running]`) sets it; [`checkpoint_restore`](crate::checkpoint_restore)
+/// uses the default.
+#[derive(Clone, Default)]
+pub(crate) struct Request {
+    /// Keep the process running once the image is written, whatever the
+    /// `keep_running` option says (native engine).
+    pub(crate) leave_running: bool,
+    /// Called once the image is complete and durable, before the process
+    /// exits or its threads are released (native engine). Must not allocate.
+    pub(crate) on_durable: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 /// What an engine does at a checkpoint.
@@ -33,7 +48,7 @@ pub(crate) trait Engine: Sync {
 
     /// Makes the checkpoint. Called after the hooks and the open-descriptor
     /// check passed, with the checkpoint lock held.
-    fn checkpoint(&self, config: &Config) -> Result<Outcome, BoxError>;
+    fn checkpoint(&self, config: &Config, request: &Request) -> Result<Outcome, BoxError>;
 }
 
 /// The engine for `kind`.
@@ -57,11 +72,11 @@ impl Engine for Native {
         matches!(fd.kind(), crate::fds::FdKind::Pipe { .. }) && native::carries_fd(fd.fd())
     }
 
-    fn checkpoint(&self, config: &Config) -> Result<Outcome, BoxError> {
+    fn checkpoint(&self, config: &Config, request: &Request) -> Result<Outcome, BoxError> {
         let options = DumpOptions {
             dir: config.checkpoint_to().to_owned(),
-            leave_running: config.keep_running(),
-            ..DumpOptions::default()
+            leave_running: config.keep_running() || request.leave_running,
+            on_durable: request.on_durable.clone(),
         };
         match native::checkpoint(&options)? {
             DumpOutcome::Restored(facts) => Ok(Outcome::Restored(facts)),
@@ -77,7 +92,7 @@ impl Engine for Simulate {
         EngineKind::Simulate
     }
 
-    fn checkpoint(&self, _config: &Config) -> Result<Outcome, BoxError> {
+    fn checkpoint(&self, _config: &Config, _request: &Request) -> Result<Outcome, BoxError> {
         let now = unix_ns_now();
         Ok(Outcome::Restored(RestoreFacts {
             restore_started_unix_ns: now,
@@ -94,7 +109,7 @@ impl Engine for Pause {
         EngineKind::Pause
     }
 
-    fn checkpoint(&self, config: &Config) -> Result<Outcome, BoxError> {
+    fn checkpoint(&self, config: &Config, _request: &Request) -> Result<Outcome, BoxError> {
         Ok(Outcome::Restored(crac_engine::pause::pause(
             config.checkpoint_to(),
         )?))

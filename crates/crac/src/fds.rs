@@ -5,7 +5,9 @@
 //! 1. stdin, stdout and stderr (0, 1, 2);
 //! 2. descriptors inherited from the parent: those open when the library
 //!    initialised (see below), as long as they still refer to the same file;
-//! 3. the library's own descriptors (none is open while the check runs);
+//! 3. the library's own descriptors: the [control channel](crate::control)'s
+//!    listening socket and the connection that asked for the checkpoint,
+//!    as long as they still refer to the same socket;
 //! 4. descriptors the active engine says it carries across a checkpoint
 //!    (today no engine carries anything beyond stdio).
 //!
@@ -34,7 +36,7 @@ use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use crate::error::CheckpointProblem;
 use crate::net::{SocketInfo, SocketTable};
@@ -174,6 +176,34 @@ type Identity = (u64, u64);
 
 static INHERITED: OnceLock<HashMap<RawFd, Identity>> = OnceLock::new();
 
+/// The library's own descriptors (see [`register_own`]).
+static OWN: Mutex<Vec<(RawFd, Identity)>> = Mutex::new(Vec::new());
+
+/// Lets `fd`, a descriptor the library itself opened, pass the check while
+/// it refers to what it refers to now.
+pub(crate) fn register_own(fd: RawFd) {
+    if let Some(id) = identity(fd) {
+        let mut own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+        own.retain(|(f, _)| *f != fd);
+        own.push((fd, id));
+    }
+}
+
+/// Forgets `fd` as one of the library's own descriptors. Call it after the
+/// descriptor is closed (the identity check covers the moment between), or
+/// in a restored process where the number means nothing any more.
+pub(crate) fn unregister_own(fd: RawFd) {
+    OWN.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .retain(|(f, _)| *f != fd);
+}
+
+fn is_own(fd: RawFd) -> bool {
+    let own = OWN.lock().unwrap_or_else(PoisonError::into_inner);
+    own.iter()
+        .any(|(f, id)| *f == fd && identity(fd).as_ref() == Some(id))
+}
+
 /// Records the inherited descriptors once (see the [module docs](self)).
 pub(crate) fn ensure_inherited_recorded() {
     INHERITED.get_or_init(|| {
@@ -248,7 +278,7 @@ pub(crate) fn check(carries: impl Fn(&FdInfo) -> bool) -> Vec<CheckpointProblem>
     };
     let mut sockets = None;
     fds.into_iter()
-        .filter(|&fd| fd > 2 && !is_inherited(fd))
+        .filter(|&fd| fd > 2 && !is_inherited(fd) && !is_own(fd))
         .filter_map(|fd| classify(fd, &mut sockets))
         .filter(|info| !carries(info))
         .map(CheckpointProblem::OpenFd)

@@ -78,6 +78,7 @@ use std::sync::{Mutex, PoisonError};
 
 pub mod config;
 mod context;
+pub mod control;
 mod engine;
 mod error;
 pub mod fds;
@@ -96,7 +97,7 @@ pub use net::{SocketInfo, TcpState, UnixSocketState, UnixSocketType};
 pub use resource::{BoxError, Resource};
 pub use runtime::{restore_info, RestoreInfo};
 
-use engine::{Engine, Outcome};
+use engine::{Engine, Outcome, Request};
 
 static GLOBAL: Context = Context::empty();
 
@@ -126,6 +127,7 @@ pub fn init() {
         restore_instead(std::path::Path::new(&dir));
     }
     fds::ensure_inherited_recorded();
+    control::start_if_configured();
 }
 
 /// `CRAC_RESTORE_FROM`: becomes the waiting parent of the restored image.
@@ -172,6 +174,7 @@ fn exit_with_chain(e: &dyn std::error::Error) -> ! {
 /// The global context: CRaC's `Context.getGlobalContext()`.
 pub fn global_context() -> &'static Context {
     fds::ensure_inherited_recorded();
+    control::start_if_configured();
     &GLOBAL
 }
 
@@ -202,7 +205,14 @@ pub fn global_context() -> &'static Context {
 /// running checkpoint to finish. A hook that waits for another thread which
 /// calls `checkpoint_restore` deadlocks.
 pub fn checkpoint_restore() -> Result<(), CheckpointRestoreError> {
+    checkpoint_restore_with(&Request::default())
+}
+
+/// [`checkpoint_restore`] with the extras of a [`Request`]: used by the
+/// control channel (`crac checkpoint PID`).
+pub(crate) fn checkpoint_restore_with(request: &Request) -> Result<(), CheckpointRestoreError> {
     fds::ensure_inherited_recorded();
+    control::start_if_configured();
     if IN_CHECKPOINT.get() {
         return Err(CheckpointError::new(vec![CheckpointProblem::Recursive]).into());
     }
@@ -211,11 +221,15 @@ pub fn checkpoint_restore() -> Result<(), CheckpointRestoreError> {
         .unwrap_or_else(PoisonError::into_inner);
     let config =
         Config::from_env().map_err(|e| CheckpointError::new(vec![CheckpointProblem::Config(e)]))?;
-    run(engine::engine(config.engine()), &config)
+    run(engine::engine(config.engine()), &config, request)
 }
 
 /// Steps 2 to 5 of [`checkpoint_restore`], with the checkpoint lock held.
-fn run(engine: &dyn Engine, config: &Config) -> Result<(), CheckpointRestoreError> {
+fn run(
+    engine: &dyn Engine,
+    config: &Config,
+    request: &Request,
+) -> Result<(), CheckpointRestoreError> {
     let _in_checkpoint = InCheckpoint::enter();
     tracing::debug!(engine = %config.engine(), dir = %config.checkpoint_to().display(),
         "starting checkpoint");
@@ -223,7 +237,11 @@ fn run(engine: &dyn Engine, config: &Config) -> Result<(), CheckpointRestoreErro
     let mut problems = GLOBAL.notify_before();
     problems.extend(fds::check(|fd| engine.carries(fd)));
     if problems.is_empty() {
-        match engine.checkpoint(config) {
+        // The control channel's listener cannot survive a restore: closed
+        // for the engine, opened again when this guard drops (in the
+        // restored process, in the one kept running, or after a failure).
+        let _channel = control::close_for_checkpoint();
+        match engine.checkpoint(config, request) {
             Ok(Outcome::Restored(facts)) => {
                 apply_env(facts.env.iter());
                 runtime::record_restore(&facts);
@@ -302,7 +320,7 @@ mod tests {
         fn carries(&self, _: &FdInfo) -> bool {
             true
         }
-        fn checkpoint(&self, _: &Config) -> Result<Outcome, BoxError> {
+        fn checkpoint(&self, _: &Config, _: &Request) -> Result<Outcome, BoxError> {
             (self.0)()
         }
     }
@@ -335,7 +353,7 @@ mod tests {
                 Ok(())
             },
         );
-        let result = run(&engine, &config());
+        let result = run(&engine, &config(), &Request::default());
         let seen = seen.lock().unwrap().take();
         (result, seen, restore_info().restore_count - before)
     }

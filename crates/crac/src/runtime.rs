@@ -19,6 +19,10 @@ pub struct RestoreInfo {
     /// Wall-clock time when the process resumed after the latest restore
     /// (`getRestoreTime`); `None` if never restored.
     pub restore_time: Option<SystemTime>,
+    /// Wall-clock time when the latest restore began (when `crac restore`
+    /// started, or the pause engine's waker); `restore_time` minus this is
+    /// how long the restore took. `None` if never restored.
+    pub restore_started: Option<SystemTime>,
     /// Time since the latest restore, on the monotonic clock
     /// (`getUptimeSinceRestore`); `None` if never restored.
     pub uptime_since_restore: Option<Duration>,
@@ -29,12 +33,14 @@ pub struct RestoreInfo {
 #[derive(Debug)]
 struct State {
     restore_time: Option<SystemTime>,
+    restore_started: Option<SystemTime>,
     resumed_at: Option<Instant>,
     restore_count: u32,
 }
 
 static STATE: Mutex<State> = Mutex::new(State {
     restore_time: None,
+    restore_started: None,
     resumed_at: None,
     restore_count: 0,
 });
@@ -46,6 +52,7 @@ pub fn restore_info() -> RestoreInfo {
     RestoreInfo {
         restored: state.restore_count > 0,
         restore_time: state.restore_time,
+        restore_started: state.restore_started,
         uptime_since_restore: state.resumed_at.map(|t| t.elapsed()),
         restore_count: state.restore_count,
     }
@@ -64,8 +71,13 @@ pub(crate) fn record_restore(facts: &RestoreFacts) {
     // the process resumed.
     let ago = now_wall.duration_since(restore_time).unwrap_or_default();
     let resumed_at = now.checked_sub(ago).unwrap_or(now);
+    let restore_started = match facts.restore_started_unix_ns {
+        0 => restore_time,
+        ns => UNIX_EPOCH + Duration::from_nanos(ns),
+    };
     let mut state = STATE.lock().unwrap_or_else(PoisonError::into_inner);
     state.restore_time = Some(restore_time);
+    state.restore_started = Some(restore_started);
     state.resumed_at = Some(resumed_at);
     state.restore_count = state.restore_count.saturating_add(1);
 }

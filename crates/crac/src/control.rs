@@ -1,0 +1,449 @@
+//! The control channel: how `crac checkpoint PID` asks a running process to
+//! checkpoint itself, the counterpart of CRaC's `jcmd PID JDK.checkpoint`.
+//!
+//! # When it exists
+//!
+//! If `CRAC_CHECKPOINT_TO` is set (and not empty) when the library is first
+//! used ([`init`](crate::init), [`global_context`](crate::global_context) or
+//! [`checkpoint_restore`](crate::checkpoint_restore)), the library listens on
+//! the abstract Unix stream socket `@crac/PID` ([`socket_name`]) and serves it
+//! from a thread named `crac-control` ([`THREAD_NAME`]). An abstract socket
+//! leaves no file behind and vanishes with the process. The decision is made
+//! once: setting the variable later opens no channel. `crac run` sets it.
+//!
+//! The hooks of a checkpoint asked for this way run on the `crac-control`
+//! thread, like CRaC's run on the Attach Listener thread.
+//!
+//! The listening socket and the connection being served are the library's
+//! own descriptors: the open-descriptor check lets them pass. The listening
+//! socket is closed while the engine of **any** checkpoint runs (the image
+//! must not hold it) and opened again afterwards: in the restored process, in
+//! the process kept running, or after a failure. The connection stays open
+//! so the caller learns when the image is durable; in a restored process its
+//! number means nothing (it may even belong to something else), so it is
+//! neither written to nor closed there.
+//!
+//! # Who may use it
+//!
+//! Only a caller with the process's effective uid, or root, as the kernel
+//! reports it for the connection (`SO_PEERCRED`). Anyone else is refused:
+//! the process prints a line on its standard error and the caller is told
+//! why.
+//!
+//! # Protocol
+//!
+//! Lines of UTF-8 text, each ending with `\n`. The caller sends one request:
+//!
+//! ```text
+//! checkpoint leave_running=0        (or leave_running=1)
+//! ```
+//!
+//! The process answers with, in order:
+//!
+//! * `refused`, then one line saying why, then it closes the connection; or
+//! * `accepted engine=ENGINE dir=DIR`: the request is being carried out
+//!   (`ENGINE` is `native`, `simulate` or `pause`; `DIR` is the rest of the
+//!   line, the image directory with `\` written `\\` and a newline `\n`).
+//!   Then:
+//!   * `durable`: the image is complete, synced and in place (native
+//!     engine). The connection then closes when the process exits (CRaC's
+//!     default), or `ok left-running` follows once the `after_restore` hooks
+//!     ran in the process kept running (`leave_running=1` or the
+//!     `keep_running` engine option);
+//!   * `ok simulated` (simulate engine: the hooks ran, no image);
+//!   * `ok restored` (pause engine: only once the process is woken; a caller
+//!     normally stops waiting when the pause image appears);
+//!   * `error`, then the whole error text on the following lines (every
+//!     problem found: failed hooks, open files, the engine's failure), then
+//!     the connection closes. After `durable` this means the image was made
+//!     but `after_restore` hooks failed in the process kept running.
+//!
+//! A connection that closes before `durable`, `ok …` or `error` means the
+//! process ended during the checkpoint.
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::linux::net::SocketAddrExt;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
+
+use crate::config::{self, Config, EngineKind};
+use crate::engine::Request;
+use crate::fds;
+
+/// Name of the thread that serves the channel.
+pub const THREAD_NAME: &str = "crac-control";
+
+/// First line of the answer when the caller is not allowed or the request is
+/// malformed.
+pub const REFUSED: &str = "refused";
+/// First word of the line that says the request is being carried out.
+pub const ACCEPTED: &str = "accepted";
+/// Line sent once the image is complete and durable.
+pub const DURABLE: &str = "durable";
+/// Line that precedes the error text.
+pub const ERROR: &str = "error";
+/// Line sent when the process kept running after writing the image.
+pub const OK_LEFT_RUNNING: &str = "ok left-running";
+/// Line sent when the simulate engine ran the hooks.
+pub const OK_SIMULATED: &str = "ok simulated";
+/// Line sent when a paused process was woken.
+pub const OK_RESTORED: &str = "ok restored";
+
+/// Longest request line accepted, newline included.
+const MAX_REQUEST: u64 = 256;
+/// How long the process waits for the request line, and for the caller to
+/// take an answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The abstract socket name (without the leading NUL) of process `pid`'s
+/// channel: `crac/PID`, shown as `@crac/PID` by `ss -x`.
+pub fn socket_name(pid: u32) -> String {
+    format!("crac/{pid}")
+}
+
+/// The request line for a checkpoint, newline included.
+pub fn request_line(leave_running: bool) -> String {
+    format!("checkpoint leave_running={}\n", u8::from(leave_running))
+}
+
+/// Writes `dir` as the `accepted` line carries it (see the module docs).
+pub fn escape_dir(dir: &std::path::Path) -> String {
+    dir.to_string_lossy()
+        .replace('\\', "\\\\")
+        .replace('\n', "\\n")
+}
+
+/// Reverses [`escape_dir`].
+pub fn unescape_dir(text: &str) -> std::path::PathBuf {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some('\\')) => {
+                out.push('\\');
+                chars.next();
+            }
+            ('\\', Some('n')) => {
+                out.push('\n');
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out.into()
+}
+
+/// State shared by the `crac-control` thread and checkpoints.
+struct Channel {
+    /// The listening socket while the thread accepts on it.
+    listener: Option<Arc<UnixListener>>,
+    /// The thread has a listening socket open (or is opening one).
+    open: bool,
+    /// A checkpoint's engine runs: no listening socket may be open.
+    closed_for_checkpoint: bool,
+}
+
+static CHANNEL: Mutex<Channel> = Mutex::new(Channel {
+    listener: None,
+    open: false,
+    closed_for_checkpoint: false,
+});
+static CHANGED: Condvar = Condvar::new();
+static STARTED: OnceLock<bool> = OnceLock::new();
+
+fn channel() -> MutexGuard<'static, Channel> {
+    CHANNEL.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts the channel if `CRAC_CHECKPOINT_TO` is set; decided once.
+pub(crate) fn start_if_configured() {
+    STARTED.get_or_init(|| {
+        let configured = std::env::var_os(config::CHECKPOINT_TO_VAR).is_some_and(|v| !v.is_empty());
+        if !configured {
+            return false;
+        }
+        // Bound before `init` returns, so that the channel answers as soon as
+        // the program runs.
+        let first = open_listener();
+        let spawned = std::thread::Builder::new()
+            .name(THREAD_NAME.to_owned())
+            .spawn(move || serve(first));
+        match spawned {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the crac control thread");
+                false
+            }
+        }
+    });
+}
+
+/// Opens and publishes a listening socket unless a checkpoint runs.
+fn open_listener() -> Option<Arc<UnixListener>> {
+    {
+        let mut ch = channel();
+        if ch.closed_for_checkpoint {
+            return None;
+        }
+        ch.open = true;
+    }
+    let bound = SocketAddr::from_abstract_name(socket_name(std::process::id()))
+        .and_then(|addr| UnixListener::bind_addr(&addr));
+    let mut ch = channel();
+    match bound {
+        Ok(listener) => {
+            fds::register_own(listener.as_raw_fd());
+            let listener = Arc::new(listener);
+            if ch.closed_for_checkpoint {
+                close_locked(&mut ch, listener);
+                return None;
+            }
+            ch.listener = Some(Arc::clone(&listener));
+            Some(listener)
+        }
+        Err(e) => {
+            ch.open = false;
+            CHANGED.notify_all();
+            drop(ch);
+            tracing::warn!(error = %e, name = %socket_name(std::process::id()),
+                "cannot open the crac control channel; retrying");
+            None
+        }
+    }
+}
+
+/// Closes the thread's listening socket; `ch` is the locked state.
+fn close_locked(ch: &mut Channel, listener: Arc<UnixListener>) {
+    let fd = listener.as_raw_fd();
+    ch.listener = None;
+    // The last reference: this closes the socket.
+    drop(listener);
+    fds::unregister_own(fd);
+    ch.open = false;
+    CHANGED.notify_all();
+}
+
+/// The `crac-control` thread: accepts one connection at a time. The
+/// listening socket lives only while the thread waits in `accept`.
+fn serve(mut first: Option<Arc<UnixListener>>) {
+    loop {
+        let listener = match first.take() {
+            Some(l) => l,
+            None => {
+                wait_until_allowed();
+                match open_listener() {
+                    Some(l) => l,
+                    None => {
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    }
+                }
+            }
+        };
+        let accepted = listener.accept();
+        close_locked(&mut channel(), listener);
+        match accepted {
+            Ok((stream, _)) => handle(stream),
+            Err(e) => {
+                // Shut down by a checkpoint, or a transient failure (EMFILE).
+                if !channel().closed_for_checkpoint {
+                    tracing::debug!(error = %e, "crac control channel: accept failed");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+}
+
+fn wait_until_allowed() {
+    let mut ch = channel();
+    while ch.closed_for_checkpoint {
+        ch = CHANGED.wait(ch).unwrap_or_else(PoisonError::into_inner);
+    }
+}
+
+/// Keeps the listening socket closed while alive; see
+/// [`close_for_checkpoint`].
+#[derive(Debug)]
+pub(crate) struct ClosedForCheckpoint(());
+
+impl Drop for ClosedForCheckpoint {
+    fn drop(&mut self) {
+        channel().closed_for_checkpoint = false;
+        CHANGED.notify_all();
+    }
+}
+
+/// Closes the listening socket (waking the thread from `accept`) and keeps
+/// it closed until the returned guard drops. Called with the checkpoint lock
+/// held, right before the engine runs.
+pub(crate) fn close_for_checkpoint() -> ClosedForCheckpoint {
+    let mut ch = channel();
+    ch.closed_for_checkpoint = true;
+    if let Some(listener) = &ch.listener {
+        // Wakes `accept` with EINVAL; the thread then closes the socket.
+        let _ = rustix::net::shutdown(listener.as_fd(), rustix::net::Shutdown::Both);
+    }
+    let mut waited = Duration::ZERO;
+    while ch.open {
+        let step = Duration::from_millis(100);
+        ch = CHANGED
+            .wait_timeout(ch, step)
+            .unwrap_or_else(PoisonError::into_inner)
+            .0;
+        waited += step;
+        if waited >= IO_TIMEOUT {
+            tracing::warn!("the crac control thread did not close its socket in time");
+            break;
+        }
+    }
+    ClosedForCheckpoint(())
+}
+
+/// Serves one connection.
+fn handle(stream: UnixStream) {
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    // The request is read first even from a caller about to be refused:
+    // closing a socket with unread data would reset the connection and the
+    // caller could lose the answer.
+    let request = read_request(&stream);
+    if let Err(reason) = check_peer(&stream) {
+        eprintln!("crac: {reason}");
+        send_all(&stream, format!("{REFUSED}\n{reason}\n").as_bytes());
+        return;
+    }
+    let leave_running = match request {
+        Ok(leave_running) => leave_running,
+        Err(reason) => {
+            tracing::warn!("crac control channel: {reason}");
+            send_all(&stream, format!("{REFUSED}\n{reason}\n").as_bytes());
+            return;
+        }
+    };
+    checkpoint_for(stream, leave_running);
+}
+
+/// Only the process's own effective uid and root may ask.
+fn check_peer(stream: &UnixStream) -> Result<(), String> {
+    let cred = rustix::net::sockopt::socket_peercred(stream).map_err(|e| {
+        format!("refused a checkpoint request: the caller's credentials cannot be read: {e}")
+    })?;
+    let me = rustix::process::geteuid();
+    if cred.uid == me || cred.uid.is_root() {
+        return Ok(());
+    }
+    Err(format!(
+        "refused a checkpoint request from process {} running as uid {}: only uid {} or root \
+         may checkpoint this process",
+        cred.pid.as_raw_nonzero(),
+        cred.uid.as_raw(),
+        me.as_raw()
+    ))
+}
+
+/// Reads the request line; returns `leave_running`.
+fn read_request(stream: &UnixStream) -> Result<bool, String> {
+    let mut line = String::new();
+    BufReader::new(stream.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .map_err(|e| format!("cannot read the request: {e}"))?;
+    match line.strip_suffix('\n') {
+        Some("checkpoint leave_running=0") => Ok(false),
+        Some("checkpoint leave_running=1") => Ok(true),
+        _ => Err(format!("malformed request {line:?}")),
+    }
+}
+
+/// Runs a checkpoint for the caller on `stream` and reports the outcome.
+fn checkpoint_for(stream: UnixStream, leave_running: bool) {
+    let restores_before = crate::restore_info().restore_count;
+    let fd = stream.as_raw_fd();
+    fds::register_own(fd);
+    let stream = Arc::new(stream);
+    let engine = match Config::from_env() {
+        Ok(config) => {
+            let line = format!(
+                "{ACCEPTED} engine={} dir={}\n",
+                config.engine(),
+                escape_dir(config.checkpoint_to())
+            );
+            send_all(&stream, line.as_bytes());
+            Some(config.engine())
+        }
+        // `checkpoint_restore_with` reports the configuration error.
+        Err(_) => None,
+    };
+    let on_durable: Arc<dyn Fn() + Send + Sync> = {
+        let stream = Arc::clone(&stream);
+        // Runs while other threads may be stopped holding the allocator's
+        // lock: a plain `send` of a constant, nothing allocated.
+        Arc::new(move || send_all(&stream, b"durable\n"))
+    };
+    let request = Request {
+        leave_running,
+        on_durable: Some(on_durable),
+    };
+    let result = crate::checkpoint_restore_with(&request);
+    drop(request);
+
+    if engine == Some(EngineKind::Native) && crate::restore_info().restore_count != restores_before
+    {
+        // This is a restored process: the connection does not exist here and
+        // its number may belong to something else. Never write to it nor
+        // close it.
+        fds::unregister_own(fd);
+        std::mem::forget(stream);
+        if let Err(e) = result {
+            eprintln!("crac: {e:#}");
+        }
+        tracing::debug!("restored; the checkpoint request's connection stayed behind");
+        return;
+    }
+    let answer = match (&result, engine) {
+        (Ok(()), Some(EngineKind::Simulate)) => format!("{OK_SIMULATED}\n"),
+        (Ok(()), Some(EngineKind::Pause)) => format!("{OK_RESTORED}\n"),
+        (Ok(()), _) => format!("{OK_LEFT_RUNNING}\n"),
+        (Err(e), _) => format!("{ERROR}\n{e:#}\n"),
+    };
+    send_all(&stream, answer.as_bytes());
+    drop(stream);
+    fds::unregister_own(fd);
+}
+
+/// Sends all of `buf`, ignoring failures (the caller may be gone); never
+/// raises SIGPIPE and never allocates.
+fn send_all(stream: &UnixStream, mut buf: &[u8]) {
+    while !buf.is_empty() {
+        match rustix::net::send(stream, buf, rustix::net::SendFlags::NOSIGNAL) {
+            Ok(0) => return,
+            Ok(n) => buf = buf.get(n..).unwrap_or_default(),
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dir_escaping_round_trips() {
+        for dir in ["/tmp/img", "/tmp/a\\b", "/tmp/new\nline", "/tmp/\\n"] {
+            let path = std::path::Path::new(dir);
+            let escaped = escape_dir(path);
+            assert!(!escaped.contains('\n'));
+            assert_eq!(unescape_dir(&escaped), path);
+        }
+    }
+
+    #[test]
+    fn request_lines() {
+        assert_eq!(request_line(false), "checkpoint leave_running=0\n");
+        assert_eq!(request_line(true), "checkpoint leave_running=1\n");
+        assert_eq!(socket_name(42), "crac/42");
+    }
+}
