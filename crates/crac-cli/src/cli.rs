@@ -1,0 +1,191 @@
+//! The command line, as clap definitions only: no side effects here.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Exit statuses, shown at the end of `crac --help` and in the man page.
+pub const EXIT_STATUS_HELP: &str = "\
+Exit status:
+  0      success
+  1      failure; the reason is printed on standard error as `error: ...`
+         followed by one `caused by: ...` line per underlying cause
+  2      usage error (unknown option, missing argument)
+  other  `crac run`: the program's own status (crac becomes the program);
+         `crac restore` (without --detach): the restored program's status;
+         if a signal ended it, crac restore ends by the same signal";
+
+/// Coordinated Restore at Checkpoint for Linux processes.
+///
+/// Run a crac-enabled program so that it can be checkpointed, checkpoint it
+/// from another shell, restore it, inspect images and check this machine.
+#[derive(Debug, Parser)]
+#[command(name = "crac", version, after_help = EXIT_STATUS_HELP, after_long_help = EXIT_STATUS_HELP)]
+pub struct Cli {
+    /// More detail on standard error (repeat for more: -vv, -vvv).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print nothing but errors (and the output asked for).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a crac-enabled program configured for checkpoints, in place.
+    ///
+    /// Sets CRAC_CHECKPOINT_TO (and CRAC_ENGINE) and executes PROGRAM in
+    /// place of crac: same PID, same standard streams, same environment
+    /// otherwise. The program (built with the `crac` library) then accepts
+    /// `crac checkpoint PID`, like `java -XX:CRaCCheckpointTo=DIR`.
+    Run(RunArgs),
+    /// Checkpoint a running crac-enabled process (like `jcmd PID JDK.checkpoint`).
+    ///
+    /// Asks the process through its control channel; its resources' hooks
+    /// run on its `crac-control` thread. Waits for the real outcome: success
+    /// only once the image is complete and durable; otherwise every problem
+    /// found (failed hooks, open files, the engine's failure) and a non-zero
+    /// exit status. Without --leave-running the process exits once its
+    /// image is durable, as with CRaC.
+    Checkpoint(CheckpointArgs),
+    /// Restore an image, as the restored process's waiting parent.
+    ///
+    /// The restored process gets its original PID and this command's
+    /// standard streams. crac waits for it, forwards the signals it gets
+    /// (SIGINT, SIGTERM, SIGHUP, ...) and exits with its status, or ends by
+    /// the signal that ended it. A pause image wakes the paused process.
+    Restore(RestoreArgs),
+    /// Describe an image: program, when and where it was made, threads,
+    /// memory, the files it depends on and whether it can be restored here.
+    Inspect(InspectArgs),
+    /// Check that this machine has every kernel feature the engine uses.
+    Check,
+    /// Print a shell completion script.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff).
+    Man,
+}
+
+/// `crac run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Image directory for checkpoints; `%p` stands for the PID. Made
+    /// absolute. Default: $CRAC_CHECKPOINT_TO.
+    #[arg(long, value_name = "DIR", env = "CRAC_CHECKPOINT_TO")]
+    pub checkpoint_to: PathBuf,
+    /// The engine that makes checkpoints. Default: $CRAC_ENGINE, else native.
+    #[arg(long, value_enum, value_name = "ENGINE")]
+    pub engine: Option<Engine>,
+    /// The program and its arguments.
+    #[arg(
+        value_name = "PROGRAM",
+        required = true,
+        num_args = 1..,
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub program: Vec<OsString>,
+}
+
+/// The engines `crac run --engine` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// Dump the process into the image directory (the default).
+    Native,
+    /// Run the hooks and checks only, make no image.
+    Simulate,
+    /// Run the hooks, then keep the process paused until `crac restore DIR`.
+    Pause,
+}
+
+impl Engine {
+    /// The `CRAC_ENGINE` value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Engine::Native => "native",
+            Engine::Simulate => "simulate",
+            Engine::Pause => "pause",
+        }
+    }
+}
+
+/// `crac checkpoint`.
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// The process to checkpoint.
+    #[arg(value_name = "PID")]
+    pub pid: u32,
+    /// Keep the process running once the image is written (its
+    /// `after_restore` hooks run in it).
+    #[arg(long)]
+    pub leave_running: bool,
+}
+
+/// `crac restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The image directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Leave the restored process running on its own (in a new session)
+    /// and exit at once.
+    #[arg(long)]
+    pub detach: bool,
+    /// Set an environment variable in the restored process before its
+    /// `after_restore` hooks run (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// `crac inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Print the description as JSON (stable; documented in the crate's README).
+    #[arg(long)]
+    pub json: bool,
+    /// Also check the checksum of every stored page.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// Parses `KEY=VALUE`.
+fn parse_env(text: &str) -> Result<(OsString, OsString), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.into(), value.into())),
+        _ => Err(format!(
+            "expected KEY=VALUE with a non-empty KEY, got {text:?}"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn env_pairs() {
+        assert_eq!(parse_env("A=b=c").unwrap(), ("A".into(), "b=c".into()));
+        assert_eq!(parse_env("A=").unwrap(), ("A".into(), "".into()));
+        parse_env("=x").unwrap_err();
+        parse_env("novalue").unwrap_err();
+    }
+}

@@ -1,0 +1,334 @@
+//! `crac inspect DIR`: describe an image and whether it can be restored here.
+
+use std::fmt::Write as _;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crac_engine::restore::{self, ProblemKind};
+use crac_image::{Image, ImageReadError, ImageSummary, VerifyError};
+use serde::Serialize;
+
+use crate::cli::InspectArgs;
+use crate::output::{self, Reporter};
+
+/// Version of the `crac inspect --json` shape; raised only when a field
+/// changes meaning or goes away (fields may be added at any time).
+pub const JSON_VERSION: u32 = 1;
+
+/// Why `crac inspect` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    /// The directory does not exist.
+    #[error("image directory {} does not exist", dir.display())]
+    NotFound {
+        /// The directory given.
+        dir: PathBuf,
+    },
+    /// The image could not be read or is invalid.
+    #[error("cannot read the image in {}", dir.display())]
+    Read {
+        /// The image.
+        dir: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: ImageReadError,
+    },
+    /// `--verify` found a damaged page file (the description was printed).
+    #[error("the image in {} failed verification", dir.display())]
+    Verify {
+        /// The image.
+        dir: PathBuf,
+        /// What is wrong.
+        #[source]
+        source: VerifyError,
+    },
+    /// Printing failed.
+    #[error("cannot write the description")]
+    Output(#[source] io::Error),
+}
+
+/// `crac inspect --json`: see the crate's README for the field reference.
+#[derive(Debug, Serialize)]
+struct InspectReport<'a> {
+    inspect_version: u32,
+    dir: String,
+    image: &'a ImageSummary,
+    files_here: Vec<FileHere>,
+    restore: RestoreHere,
+    checksums: Checksums,
+}
+
+/// Whether a file the image depends on still matches on this machine.
+#[derive(Debug, Serialize)]
+struct FileHere {
+    path: String,
+    matches: bool,
+    problem: Option<String>,
+}
+
+/// Whether the image can be restored here.
+#[derive(Debug, Serialize)]
+struct RestoreHere {
+    possible: bool,
+    problems: Vec<ProblemView>,
+}
+
+#[derive(Debug, Serialize)]
+struct ProblemView {
+    kind: &'static str,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Checksums {
+    /// Always checked when the image is read.
+    metadata: &'static str,
+    /// `"ok"` or `"corrupt"` with --verify, else `"not-checked"`.
+    pages: &'static str,
+    /// The verification failure, if any.
+    error: Option<String>,
+}
+
+fn kind_name(kind: ProblemKind) -> &'static str {
+    match kind {
+        ProblemKind::Image => "image",
+        ProblemKind::Checksum => "checksum",
+        ProblemKind::File => "file",
+        ProblemKind::Cpu => "cpu",
+        ProblemKind::Vdso => "vdso",
+        ProblemKind::IdTaken => "id-taken",
+        ProblemKind::ZoneCollision => "zone-collision",
+        ProblemKind::Rlimit => "rlimit",
+        _ => "other",
+    }
+}
+
+/// The restore preflight's problems (none if the image can be restored).
+fn restore_here(dir: &Path) -> RestoreHere {
+    let problems = match restore::preflight(dir) {
+        Ok(_) => Vec::new(),
+        Err(restore::RestoreError::Preflight { problems, .. }) => problems
+            .into_iter()
+            .map(|p| ProblemView {
+                kind: kind_name(p.kind),
+                message: p.message,
+            })
+            .collect(),
+        Err(other) => vec![ProblemView {
+            kind: "other",
+            message: other.to_string(),
+        }],
+    };
+    RestoreHere {
+        possible: problems.is_empty(),
+        problems,
+    }
+}
+
+/// Runs `crac inspect`.
+pub fn inspect(args: &InspectArgs, out: Reporter) -> Result<ExitCode, InspectError> {
+    let dir = &args.dir;
+    if !dir.exists() {
+        return Err(InspectError::NotFound { dir: dir.clone() });
+    }
+    let image = Image::read(dir).map_err(|source| InspectError::Read {
+        dir: dir.clone(),
+        source,
+    })?;
+    let summary = image.summary();
+    let spinner = out.spinner(format!("checking {}", dir.display()));
+    let restore = restore_here(dir);
+    let verified = args.verify.then(|| image.verify_pages(dir));
+    drop(spinner);
+    let files_here = summary
+        .files
+        .iter()
+        .map(|f| {
+            let prefix = format!("{} ", f.path);
+            let problem = restore
+                .problems
+                .iter()
+                .find(|p| p.kind == "file" && p.message.starts_with(&prefix))
+                .map(|p| p.message.clone());
+            FileHere {
+                path: f.path.clone(),
+                matches: problem.is_none(),
+                problem,
+            }
+        })
+        .collect();
+    let checksums = Checksums {
+        metadata: "ok",
+        pages: match &verified {
+            None => "not-checked",
+            Some(Ok(())) => "ok",
+            Some(Err(_)) => "corrupt",
+        },
+        error: match &verified {
+            Some(Err(e)) => Some(e.to_string()),
+            _ => None,
+        },
+    };
+    let report = InspectReport {
+        inspect_version: JSON_VERSION,
+        dir: dir.display().to_string(),
+        image: &summary,
+        files_here,
+        restore,
+        checksums,
+    };
+    let text = if args.json {
+        let mut json = serde_json::to_string_pretty(&report)
+            .map_err(|e| InspectError::Output(io::Error::other(e)))?;
+        json.push('\n');
+        json
+    } else {
+        human(&report)
+    };
+    io::stdout()
+        .write_all(text.as_bytes())
+        .map_err(InspectError::Output)?;
+    match verified {
+        Some(Err(source)) => Err(InspectError::Verify {
+            dir: dir.clone(),
+            source,
+        }),
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// The description for people.
+fn human(r: &InspectReport<'_>) -> String {
+    let s = r.image;
+    let p = &s.process;
+    let mut o = String::new();
+    let _ = writeln!(
+        o,
+        "image       {} (format {}, {})",
+        r.dir, s.format_version, s.arch
+    );
+    let _ = writeln!(o, "program     {}", p.exe);
+    let _ = writeln!(o, "arguments   {}", shell_words(&p.argv));
+    let _ = writeln!(
+        o,
+        "made        {} ({}) on {}, kernel {}",
+        output::utc(p.realtime_ns),
+        output::ago(p.realtime_ns),
+        p.hostname,
+        p.kernel_release
+    );
+    let _ = writeln!(
+        o,
+        "process     PID {}, uid {}, gid {}, cwd {}",
+        p.pid, p.uid, p.gid, p.cwd
+    );
+    let _ = writeln!(o, "threads     {}", s.threads.len());
+    for t in &s.threads {
+        let _ = writeln!(
+            o,
+            "  TID {:<8} {}{}",
+            t.tid,
+            t.name,
+            if t.dumper {
+                " (made the checkpoint)"
+            } else {
+                ""
+            }
+        );
+    }
+    let m = &s.memory;
+    let _ = writeln!(
+        o,
+        "memory      {} areas, {} mapped, {} stored ({} pages)",
+        m.vmas,
+        output::bytes(m.mapped_bytes),
+        output::bytes(m.stored_bytes),
+        m.stored_pages
+    );
+    let _ = writeln!(
+        o,
+        "  {:<29} {:<5} {:>10} {:>10}  NAME",
+        "ADDRESS", "PERMS", "SIZE", "STORED"
+    );
+    for v in &s.vmas {
+        let _ = writeln!(
+            o,
+            "  {:<29} {:<5} {:>10} {:>10}  {}",
+            format!("{}-{}", v.start, v.end),
+            v.perms,
+            output::bytes(v.bytes),
+            output::bytes(v.stored_bytes),
+            v.name
+        );
+    }
+    let _ = writeln!(o, "files       {}", r.files_here.len());
+    for f in &r.files_here {
+        match &f.problem {
+            None => {
+                let _ = writeln!(o, "  {}  (matches)", f.path);
+            }
+            Some(problem) => {
+                let _ = writeln!(o, "  {}  (DIFFERS: {problem})", f.path);
+            }
+        }
+    }
+    if !s.fds.is_empty() {
+        let fds: Vec<String> = s
+            .fds
+            .iter()
+            .map(|f| format!("{} ({})", f.fd, f.kind))
+            .collect();
+        let _ = writeln!(o, "descriptors {} carried: {}", fds.len(), fds.join(", "));
+    }
+    if r.restore.possible {
+        let _ = writeln!(o, "restore     possible here");
+    } else {
+        let _ = writeln!(o, "restore     NOT possible here:");
+        for problem in &r.restore.problems {
+            let _ = writeln!(o, "  - {}", problem.message);
+        }
+    }
+    let _ = writeln!(
+        o,
+        "checksums   metadata {}, pages {}{}",
+        r.checksums.metadata,
+        r.checksums.pages,
+        if r.checksums.pages == "not-checked" {
+            " (use --verify)"
+        } else {
+            ""
+        }
+    );
+    o
+}
+
+/// Arguments as a shell would need them quoted.
+fn shell_words(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting() {
+        assert_eq!(
+            shell_words(&["a".into(), "b c".into(), "it's".into(), String::new()]),
+            "a 'b c' 'it'\\''s' ''"
+        );
+    }
+}

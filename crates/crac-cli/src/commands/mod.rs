@@ -1,0 +1,7 @@
+//! One module per subcommand, each with its own error enum.
+
+pub mod check;
+pub mod checkpoint;
+pub mod inspect;
+pub mod restore;
+pub mod run;

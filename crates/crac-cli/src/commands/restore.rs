@@ -1,0 +1,109 @@
+//! `crac restore DIR`: bring an image back as a child, wait for it and
+//! forward signals (CRaC's restore wrapper), or wake a paused process.
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crac_engine::pause::{self, PauseError};
+use crac_engine::restore::{self, RestoreOptions};
+
+use crate::cli::RestoreArgs;
+use crate::output::{self, Reporter};
+
+/// Why `crac restore` failed. After any of these no restored process is
+/// left behind.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// The directory does not exist.
+    #[error("image directory {} does not exist", dir.display())]
+    NotFound {
+        /// The directory given.
+        dir: PathBuf,
+    },
+    /// The path is not a directory.
+    #[error("{} is not an image directory", dir.display())]
+    NotADirectory {
+        /// The path given.
+        dir: PathBuf,
+    },
+    /// The restore failed.
+    #[error("cannot restore {}", dir.display())]
+    Restore {
+        /// The image.
+        dir: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: restore::RestoreError,
+    },
+    /// Waking a paused process failed.
+    #[error("cannot wake the process paused in {}", dir.display())]
+    Wake {
+        /// The pause image.
+        dir: PathBuf,
+        /// What went wrong.
+        #[source]
+        source: PauseError,
+    },
+    /// Waiting for the restored process failed (it keeps running).
+    #[error("lost track of restored process {pid}")]
+    Wait {
+        /// The restored process.
+        pid: u32,
+        /// What went wrong.
+        #[source]
+        source: restore::RestoreError,
+    },
+}
+
+/// Runs `crac restore`.
+pub fn restore(args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreError> {
+    let dir = args.dir;
+    if !dir.exists() {
+        return Err(RestoreError::NotFound { dir });
+    }
+    if !dir.is_dir() {
+        return Err(RestoreError::NotADirectory { dir });
+    }
+    if pause::is_pause_image(&dir) {
+        let pid = pause::wake(&dir, &args.env).map_err(|source| RestoreError::Wake {
+            dir: dir.clone(),
+            source,
+        })?;
+        out.status(format!("woke process {pid}, paused in {}", dir.display()));
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let spinner = out.spinner(format!("restoring {}", dir.display()));
+    let options = RestoreOptions {
+        detach: args.detach,
+        env: args.env,
+    };
+    let result = restore::restore(&dir, options);
+    drop(spinner);
+    let restored = result.map_err(|source| RestoreError::Restore {
+        dir: dir.clone(),
+        source,
+    })?;
+    let pid = restored.pid;
+    out.status(format!(
+        "restored process {pid} ({} thread{}) in {}",
+        restored.threads,
+        if restored.threads == 1 { "" } else { "s" },
+        output::duration(restored.elapsed)
+    ));
+    if args.detach {
+        out.status(format!("process {pid} runs on its own"));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status =
+        restore::wait_and_forward(pid).map_err(|source| RestoreError::Wait { pid, source })?;
+    if let Some(sig) = status.signal() {
+        tracing::info!("process {pid} was ended by {}", restore::signal_name(sig));
+        // Like CRaC's restore wrapper: end by the same signal.
+        crac_engine::die_of_signal(sig);
+    }
+    let code = status.code().unwrap_or(1);
+    tracing::info!("process {pid} exited with status {code}");
+    Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)))
+}

@@ -1,0 +1,232 @@
+//! What the command prints besides its results: status lines, spinners,
+//! logging, errors; and human sizes and times.
+
+use std::error::Error;
+use std::io::IsTerminal;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Prints status lines and spinners on standard error, unless quiet.
+#[derive(Debug, Clone, Copy)]
+pub struct Reporter {
+    quiet: bool,
+}
+
+impl Reporter {
+    pub fn new(quiet: bool) -> Reporter {
+        Reporter { quiet }
+    }
+
+    /// One status line on standard error.
+    pub fn status(&self, line: impl AsRef<str>) {
+        if !self.quiet {
+            eprintln!("{}", line.as_ref());
+        }
+    }
+
+    /// A spinner with `message` and the elapsed time while work goes on,
+    /// only when standard error is a terminal.
+    pub fn spinner(&self, message: impl Into<String>) -> Spinner {
+        let bar = (!self.quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_message(message.into());
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Spinner { bar }
+    }
+}
+
+/// A spinner on standard error (or nothing); cleared when dropped.
+#[derive(Debug)]
+pub struct Spinner {
+    bar: Option<ProgressBar>,
+}
+
+impl Spinner {
+    pub fn set_message(&self, message: impl Into<String>) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.into());
+        }
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Sets up `tracing` output on standard error: errors only with `-q`,
+/// warnings by default, then info, debug and trace with `-v`, `-vv`, `-vvv`.
+/// `RUST_LOG` overrides.
+pub fn init_logging(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose >= 2)
+        .without_time()
+        .try_init();
+}
+
+/// Writes `error` as `error: ...` and one `  caused by: ...` line per source;
+/// lines of a multi-line message are indented under their first line.
+pub fn format_error(error: &dyn Error) -> String {
+    let mut out = String::new();
+    push_indented(&mut out, "error: ", "  ", &error.to_string());
+    let mut source = error.source();
+    while let Some(s) = source {
+        push_indented(&mut out, "  caused by: ", "    ", &s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+fn push_indented(out: &mut String, first: &str, rest: &str, text: &str) {
+    for (i, line) in text.lines().enumerate() {
+        out.push_str(if i == 0 { first } else { rest });
+        out.push_str(line);
+        out.push('\n');
+    }
+    if text.is_empty() {
+        out.push_str(first.trim_end());
+        out.push('\n');
+    }
+}
+
+/// `1.5 KiB`, `23.0 MiB`, `512 B`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut value = n as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
+/// `850 µs`, `12.3 ms`, `1.52 s`, `3 min 4 s`.
+pub fn duration(d: Duration) -> String {
+    let micros = d.as_micros();
+    if micros < 1_000 {
+        format!("{micros} µs")
+    } else if micros < 100_000 {
+        format!("{:.1} ms", micros as f64 / 1_000.0)
+    } else if micros < 1_000_000 {
+        format!("{} ms", micros / 1_000)
+    } else if d.as_secs() < 60 {
+        format!("{:.2} s", d.as_secs_f64())
+    } else if d.as_secs() < 3600 {
+        format!("{} min {} s", d.as_secs() / 60, d.as_secs() % 60)
+    } else {
+        format!("{} h {} min", d.as_secs() / 3600, d.as_secs() / 60 % 60)
+    }
+}
+
+/// `2026-11-25 15:04:33 UTC` for nanoseconds since the Unix epoch.
+pub fn utc(unix_ns: u64) -> String {
+    let secs = unix_ns / 1_000_000_000;
+    let days = i64::try_from(secs / 86_400).unwrap_or(0);
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// `3 min ago`, `in 2 s` (clock skew), relative to now.
+pub fn ago(unix_ns: u64) -> String {
+    let then = UNIX_EPOCH + Duration::from_nanos(unix_ns);
+    match SystemTime::now().duration_since(then) {
+        Ok(d) => format!("{} ago", duration(Duration::from_secs(d.as_secs()))),
+        Err(e) => format!("in {}", duration(e.duration())),
+    }
+}
+
+/// Year, month, day of a day count since 1970-01-01 (proleptic Gregorian;
+/// H. Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(bytes(0), "0 B");
+        assert_eq!(bytes(1023), "1023 B");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(256 << 20), "256.0 MiB");
+        assert_eq!(bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(Duration::from_micros(850)), "850 µs");
+        assert_eq!(duration(Duration::from_micros(12_345)), "12.3 ms");
+        assert_eq!(duration(Duration::from_millis(456)), "456 ms");
+        assert_eq!(duration(Duration::from_millis(1_520)), "1.52 s");
+        assert_eq!(duration(Duration::from_secs(184)), "3 min 4 s");
+    }
+
+    #[test]
+    fn dates() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(utc(951_782_400 * 1_000_000_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(
+            utc(1_795_619_073 * 1_000_000_000 + 5),
+            "2026-11-25 15:04:33 UTC"
+        );
+    }
+
+    #[test]
+    fn error_chain() {
+        let inner = std::io::Error::other("line one\nline two");
+        #[derive(Debug, thiserror::Error)]
+        #[error("outer failed")]
+        struct Outer(#[source] std::io::Error);
+        assert_eq!(
+            format_error(&Outer(inner)),
+            "error: outer failed\n  caused by: line one\n    line two\n"
+        );
+    }
+}
