@@ -304,26 +304,50 @@ pub(crate) fn close_for_checkpoint() -> ClosedForCheckpoint {
 
 /// Serves one connection.
 fn handle(stream: UnixStream) {
+    // Own from the start: a checkpoint another thread makes meanwhile must
+    // let it pass.
+    let fd = stream.as_raw_fd();
+    fds::register_own(fd);
+    let restores_before = crate::restore_info().restore_count;
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
     // The request is read first even from a caller about to be refused:
     // closing a socket with unread data would reset the connection and the
     // caller could lose the answer.
     let request = read_request(&stream);
-    if let Err(reason) = check_peer(&stream) {
-        eprintln!("crac: {reason}");
-        send_all(&stream, format!("{REFUSED}\n{reason}\n").as_bytes());
+    if crate::restore_info().restore_count != restores_before
+        && Config::from_env().map_or(true, |c| c.engine() == EngineKind::Native)
+    {
+        // Another thread's checkpoint was restored while the request was
+        // read: this connection does not exist here.
+        forget_connection(stream, fd);
         return;
     }
-    let leave_running = match request {
-        Ok(leave_running) => leave_running,
-        Err(reason) => {
+    let refusal = match (check_peer(&stream), request) {
+        (Err(reason), _) => {
+            eprintln!("crac: {reason}");
+            reason
+        }
+        (Ok(()), Err(reason)) => {
             tracing::warn!("crac control channel: {reason}");
-            send_all(&stream, format!("{REFUSED}\n{reason}\n").as_bytes());
+            reason
+        }
+        (Ok(()), Ok(leave_running)) => {
+            checkpoint_for(stream, fd, leave_running, restores_before);
             return;
         }
     };
-    checkpoint_for(stream, leave_running);
+    send_all(&stream, format!("{REFUSED}\n{refusal}\n").as_bytes());
+    drop(stream);
+    fds::unregister_own(fd);
+}
+
+/// In a restored process: the connection `fd` of the original process is
+/// not open here (its number may belong to something else now). Neither
+/// write to it nor close it.
+fn forget_connection<T>(stream: T, fd: std::os::fd::RawFd) {
+    fds::unregister_own(fd);
+    std::mem::forget(stream);
 }
 
 /// Only the process's own effective uid and root may ask.
@@ -358,10 +382,12 @@ fn read_request(stream: &UnixStream) -> Result<bool, String> {
 }
 
 /// Runs a checkpoint for the caller on `stream` and reports the outcome.
-fn checkpoint_for(stream: UnixStream, leave_running: bool) {
-    let restores_before = crate::restore_info().restore_count;
-    let fd = stream.as_raw_fd();
-    fds::register_own(fd);
+fn checkpoint_for(
+    stream: UnixStream,
+    fd: std::os::fd::RawFd,
+    leave_running: bool,
+    restores_before: u32,
+) {
     let stream = Arc::new(stream);
     let engine = match Config::from_env() {
         Ok(config) => {
@@ -391,11 +417,8 @@ fn checkpoint_for(stream: UnixStream, leave_running: bool) {
 
     if engine == Some(EngineKind::Native) && crate::restore_info().restore_count != restores_before
     {
-        // This is a restored process: the connection does not exist here and
-        // its number may belong to something else. Never write to it nor
-        // close it.
-        fds::unregister_own(fd);
-        std::mem::forget(stream);
+        // This is a restored process.
+        forget_connection(stream, fd);
         if let Err(e) = result {
             eprintln!("crac: {e:#}");
         }
