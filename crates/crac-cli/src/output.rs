@@ -86,7 +86,8 @@ pub fn init_logging(quiet: bool, verbose: u8) {
 }
 
 /// Writes `error` as `error: ...` and one `  caused by: ...` line per source;
-/// lines of a multi-line message are indented under their first line.
+/// the other lines of a multi-line message (lists of problems) are indented
+/// under their first line.
 pub fn format_error(error: &dyn Error) -> String {
     let mut out = String::new();
     push_indented(&mut out, "error: ", "  ", &error.to_string());
@@ -101,7 +102,7 @@ pub fn format_error(error: &dyn Error) -> String {
 fn push_indented(out: &mut String, first: &str, rest: &str, text: &str) {
     for (i, line) in text.lines().enumerate() {
         out.push_str(if i == 0 { first } else { rest });
-        out.push_str(line);
+        out.push_str(if i == 0 { line } else { line.trim_start() });
         out.push('\n');
     }
     if text.is_empty() {
@@ -161,6 +162,7 @@ pub fn utc(unix_ns: u64) -> String {
 pub fn ago(unix_ns: u64) -> String {
     let then = UNIX_EPOCH + Duration::from_nanos(unix_ns);
     match SystemTime::now().duration_since(then) {
+        Ok(d) if d.as_secs() < 60 => format!("{} s ago", d.as_secs()),
         Ok(d) => format!("{} ago", duration(Duration::from_secs(d.as_secs()))),
         Err(e) => format!("in {}", duration(e.duration())),
     }
@@ -220,13 +222,13 @@ mod tests {
 
     #[test]
     fn error_chain() {
-        let inner = std::io::Error::other("line one\nline two");
+        let inner = std::io::Error::other("line one:\n  - two\n  - three");
         #[derive(Debug, thiserror::Error)]
         #[error("outer failed")]
         struct Outer(#[source] std::io::Error);
         assert_eq!(
             format_error(&Outer(inner)),
-            "error: outer failed\n  caused by: line one\n    line two\n"
+            "error: outer failed\n  caused by: line one:\n    - two\n    - three\n"
         );
     }
 }

@@ -172,10 +172,10 @@ fn checkpoint_from_outside_then_restore_warm_with_new_env() {
     let json: serde_json::Value =
         serde_json::from_str(&crac(["inspect", "--json"]).arg(&image).ok().stdout()).unwrap();
     assert_eq!(json["inspect_version"], 1);
-    assert_eq!(json["image"]["process"]["pid"], pid);
+    assert_eq!(json["process"]["pid"], pid);
     assert_eq!(json["restore"]["possible"], true, "{json:#}");
     assert_eq!(json["checksums"]["pages"], "not-checked");
-    let threads = json["image"]["threads"].as_array().unwrap();
+    let threads = json["threads"].as_array().unwrap();
     assert!(threads.iter().any(|t| t["tid"] == pid));
     assert!(threads
         .iter()
@@ -387,6 +387,10 @@ fn pause_engine_checkpoint_then_wake_with_env() {
         .stdout_has(&format!("crac restore {}", image.display()));
     service.wait_for("checkpointing after", SHORT);
     assert!(service.is_running());
+    crac(["inspect"])
+        .arg(&image)
+        .ok()
+        .stdout_has(&format!("process {pid} is paused"));
     crac(["restore"])
         .arg(&image)
         .arg("--env")
@@ -437,7 +441,7 @@ fn corrupt_images_are_refused_with_the_reason() {
     let pid = {
         let json: serde_json::Value =
             serde_json::from_str(&crac(["inspect", "--json"]).arg(&image).ok().stdout()).unwrap();
-        json["image"]["process"]["pid"].as_u64().unwrap() as u32
+        json["process"]["pid"].as_u64().unwrap() as u32
     };
     wait_gone(pid, SHORT);
 

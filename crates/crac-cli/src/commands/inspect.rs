@@ -48,12 +48,15 @@ pub enum InspectError {
     Output(#[source] io::Error),
 }
 
-/// `crac inspect --json`: see the crate's README for the field reference.
+/// `crac inspect --json`: the image summary's fields (`ImageSummary`,
+/// documented in `docs/image-format.md`) plus what this machine says about
+/// the image (documented in the crate's README).
 #[derive(Debug, Serialize)]
 struct InspectReport<'a> {
+    #[serde(flatten)]
+    image: &'a ImageSummary,
     inspect_version: u32,
     dir: String,
-    image: &'a ImageSummary,
     files_here: Vec<FileHere>,
     restore: RestoreHere,
     checksums: Checksums,
@@ -131,6 +134,32 @@ pub fn inspect(args: &InspectArgs, out: Reporter) -> Result<ExitCode, InspectErr
     let dir = &args.dir;
     if !dir.exists() {
         return Err(InspectError::NotFound { dir: dir.clone() });
+    }
+    if crac_engine::pause::is_pause_image(dir) {
+        // No memory image: a paused process waits to be woken.
+        let pid =
+            std::fs::read_to_string(dir.join(crac_engine::pause::PID_FILE)).unwrap_or_default();
+        let line = if args.json {
+            format!(
+                "{}\n",
+                serde_json::json!({
+                    "inspect_version": JSON_VERSION,
+                    "dir": dir.display().to_string(),
+                    "paused_pid": pid.trim().parse::<u32>().ok(),
+                })
+            )
+        } else {
+            format!(
+                "pause image {}: process {} is paused; wake it with `crac restore {}`\n",
+                dir.display(),
+                pid.trim(),
+                dir.display()
+            )
+        };
+        io::stdout()
+            .write_all(line.as_bytes())
+            .map_err(InspectError::Output)?;
+        return Ok(ExitCode::SUCCESS);
     }
     let image = Image::read(dir).map_err(|source| InspectError::Read {
         dir: dir.clone(),
