@@ -224,6 +224,9 @@ fn rewrite_header(d: &Path, edit: impl Fn(&mut [u8])) {
     fs::write(&p, b).unwrap();
 }
 
+/// Damages a copy of an image in one way.
+type Damage = Box<dyn Fn(&Path)>;
+
 /// Copies an image directory.
 fn copy_image(from: &Path, to: &Path) {
     fs::create_dir(to).unwrap();
@@ -235,7 +238,7 @@ fn copy_image(from: &Path, to: &Path) {
 #[test]
 fn corrupt_truncated_and_foreign_images_are_refused_and_nothing_runs() {
     let (dir, image, file, pid) = writer_image();
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
+    let cases: Vec<(&str, Damage, &str)> = vec![
         (
             "flipped body byte",
             Box::new(|d: &Path| {

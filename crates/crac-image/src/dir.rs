@@ -333,7 +333,7 @@ impl Image {
     /// afresh with this build's version; [`Image::header`] is ignored, as are
     /// [`Image::unknown_sections`].
     pub fn write(&self, dir: &Path, page_data: &[u8]) -> Result<(), ImageWriteError> {
-        if page_data.len() as u64 % PAGE_SIZE != 0 {
+        if !(page_data.len() as u64).is_multiple_of(PAGE_SIZE) {
             return Err(ImageWriteError::PartialPage {
                 len: page_data.len(),
             });

@@ -520,7 +520,10 @@ impl<'a> VmaRecord<'a> {
             file: r.u32()?,
             name: r.str()?,
         };
-        if v.start >= v.end || v.start % crate::PAGE_SIZE != 0 || v.end % crate::PAGE_SIZE != 0 {
+        if v.start >= v.end
+            || !v.start.is_multiple_of(crate::PAGE_SIZE)
+            || !v.end.is_multiple_of(crate::PAGE_SIZE)
+        {
             return Err(DecodeError::Invalid {
                 what: "mapping bounds",
             });
@@ -567,8 +570,8 @@ impl PageRun {
         };
         let len = run.pages.checked_mul(crate::PAGE_SIZE);
         let fits = |base: u64| len.and_then(|l| l.checked_add(base)).is_some();
-        if run.addr % crate::PAGE_SIZE != 0
-            || run.offset % crate::PAGE_SIZE != 0
+        if !run.addr.is_multiple_of(crate::PAGE_SIZE)
+            || !run.offset.is_multiple_of(crate::PAGE_SIZE)
             || run.pages == 0
             || !fits(run.addr)
             || !fits(run.offset)

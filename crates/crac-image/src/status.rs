@@ -341,7 +341,8 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let mut s = Status::error(Stage::MapMemory, 12, 0x7f00_0000_1000).with_aux(4096);
-        write!(s, "mmap of {} failed", "/usr/lib/libc.so.6").unwrap();
+        let path = "/usr/lib/libc.so.6";
+        write!(s, "mmap of {path} failed").unwrap();
         let b = s.encode();
         assert_eq!(b.len(), STATUS_LEN);
         let d = Status::decode(&b).unwrap();

@@ -173,7 +173,7 @@ impl<'a> Writer<'a> {
             let len = u32::try_from(len).unwrap_or(u32::MAX);
             self.buf[len_at..len_at + 4].copy_from_slice(&len.to_le_bytes());
         }
-        while self.pos % 8 != 0 {
+        while !self.pos.is_multiple_of(8) {
             self.u8(0);
         }
     }

@@ -256,7 +256,7 @@ prop_compose! {
                 let pages = (e - s) / PAGE_SIZE;
                 // Merge with a directly preceding run half of the time.
                 match runs.last_mut() {
-                    Some(r) if r.addr + r.pages * PAGE_SIZE == s && pages % 2 == 0 => {
+                    Some(r) if r.addr + r.pages * PAGE_SIZE == s && pages.is_multiple_of(2) => {
                         r.pages += pages;
                     }
                     _ => runs.push(PageRun { addr: s, pages, offset }),

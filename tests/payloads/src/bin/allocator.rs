@@ -40,7 +40,7 @@ fn worker(id: u64, stop: Arc<AtomicBool>, ops: Arc<AtomicU64>, bad: Arc<AtomicU6
         let mut v = vec![0u8; size];
         fill(&mut v, n);
         live.push((v, n));
-        if live.len() > 64 || n % 3 == 0 {
+        if live.len() > 64 || n.is_multiple_of(3) {
             let i = (n as usize >> 8) % live.len();
             let (v, seed) = live.swap_remove(i);
             if !check(&v, seed) {

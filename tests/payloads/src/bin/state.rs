@@ -5,6 +5,8 @@
 //! anonymous memory, which the native engine must refuse (naming the
 //! mapping) while the program goes on.
 #![allow(unsafe_code)]
+// A test program driving libc directly: one SAFETY comment per setup block.
+#![allow(clippy::multiple_unsafe_ops_per_block)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -67,7 +69,7 @@ fn main() {
         };
         assert_ne!(p, libc::MAP_FAILED);
         // SAFETY: the mapping is 1 MiB long and writable.
-        unsafe { *(p as *mut u8) = 1 };
+        unsafe { *p.cast::<u8>() = 1 };
         println!("shared mapping at {:#x}", p as usize);
         match crac::checkpoint_restore() {
             Ok(()) => fail("a shared anonymous mapping was dumped"),
