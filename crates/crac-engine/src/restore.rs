@@ -742,48 +742,6 @@ mod tests {
         }
     }
 
-    /// Restore time of a 256 MiB image (run with --ignored --nocapture).
-    #[test]
-    #[ignore]
-    fn restore_speed_of_a_big_image() {
-        let d = tmpdir();
-        let pages = 65536;
-        let (pid, tid) = testimg::free_ids();
-        let tweaks = testimg::Tweaks {
-            big_pages: pages,
-            wait_signal: std::env::var_os("CRAC_TEST_INSPECT").is_some(),
-            ..Default::default()
-        };
-        testimg::write(d.path(), pid, tid, &tweaks);
-        for _ in 0..3 {
-            let t = Instant::now();
-            preflight(d.path()).unwrap();
-            let pre = t.elapsed();
-            let (pid, tid) = testimg::free_ids();
-            testimg::write(d.path(), pid, tid, &tweaks);
-            let r = restore(d.path(), RestoreOptions::default()).unwrap();
-            if tweaks.wait_signal {
-                let maps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
-                eprintln!("{}", &maps[..maps.len().min(3000)]);
-                let mem = std::fs::File::open(format!("/proc/{pid}/mem")).unwrap();
-                use std::os::unix::fs::FileExt;
-                let mut b = [0u8; 8];
-                mem.read_exact_at(&mut b, testimg::BIG + 4096 * 1000)
-                    .unwrap();
-                eprintln!("byte at page 1000: {:?}", b);
-                rustix::process::kill_process(
-                    rustix::process::Pid::from_raw(pid as i32).unwrap(),
-                    rustix::process::Signal::KILL,
-                )
-                .unwrap();
-                wait_and_forward(pid).unwrap();
-                return;
-            }
-            assert_eq!(wait_and_forward(pid).unwrap().code(), Some(42));
-            eprintln!("{pages} pages: preflight {pre:?}, restore {:?}", r.elapsed);
-        }
-    }
-
     #[test]
     fn detached_restore_gets_its_own_session() {
         let d = tmpdir();
