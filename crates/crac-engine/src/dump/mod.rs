@@ -80,8 +80,11 @@ struct Snapshot<'a> {
     runs: Vec<PageRun>,
     pm: Box<[u8]>,
     bounce: Box<[u8]>,
-    /// The VMA holding the dumping thread's stack.
-    own_stack: (u64, u64),
+    /// Memory that may change while the pages are written (the dumping
+    /// thread's stack, the bounce buffer, every thread's rseq area, which the
+    /// kernel updates on migration). It goes through the bounce buffer, so the
+    /// checksum and the data written agree.
+    volatile: Vec<(u64, u64)>,
     meta: Box<[u8]>,
     /// Raw numbers, not `OwnedFd`: in a restored process they are not open
     /// and must not be closed (see [`Snapshot::close_fds`]).
@@ -136,11 +139,22 @@ impl Snapshot<'_> {
         // An address on this thread's stack.
         let probe = [0u8; 1];
         let sp = std::hint::black_box(&probe).as_ptr() as u64;
-        self.own_stack = self
+        let stack = self
             .vmas
             .iter()
             .find(|v| v.start <= sp && sp < v.end)
             .map_or((0, 0), |v| (v.start, v.end));
+        // Page-aligned outwards: O_DIRECT writes whole pages.
+        let b = self.bounce.as_ptr() as u64 & !(PAGE_SIZE - 1);
+        let bounce = (
+            b,
+            (b + self.bounce.len() as u64 + 2 * PAGE_SIZE) & !(PAGE_SIZE - 1),
+        );
+        for range in [stack, bounce] {
+            if self.volatile.len() < self.volatile.capacity() {
+                self.volatile.push(range);
+            }
+        }
         if let Err(f) = self.scan_pages() {
             return self.fail(f);
         }
@@ -361,15 +375,50 @@ impl Snapshot<'_> {
         &mut self.bounce[start..start + len]
     }
 
-    /// Whether `[addr, addr + len)` may change while it is written: the
-    /// dumping thread's own stack and the bounce buffer. Those go through the
-    /// bounce buffer, so the checksum and the data written agree.
-    fn volatile(&self, addr: u64, len: u64) -> bool {
-        let b = self.bounce.as_ptr() as u64;
-        let bounce = (b, b + self.bounce.len() as u64);
-        [self.own_stack, bounce]
+    /// The first volatile range that intersects `[from, to)`.
+    fn next_volatile(&self, from: u64, to: u64) -> Option<(u64, u64)> {
+        self.volatile
             .iter()
-            .any(|&(s, e)| addr < e && s < addr + len)
+            .copied()
+            .filter(|&(s, e)| s < to && from < e && s < e)
+            .min_by_key(|&(s, _)| s)
+    }
+
+    /// Writes `[addr, addr + len)` at `off` through the bounce buffer,
+    /// feeding the checksum with exactly the bytes written.
+    fn write_bounced(
+        &mut self,
+        crc: &mut crc32fast::Hasher,
+        readable: bool,
+        addr: u64,
+        len: u64,
+        off: u64,
+    ) -> Result<(), SnapFailure> {
+        let (fd, mem_fd) = (self.pages_fd, self.mem_fd);
+        let mut done = 0u64;
+        while done < len {
+            let b = self.bounce();
+            let n = (len - done).min(b.len() as u64) as usize;
+            let at = addr + done;
+            if readable {
+                stop::copy_from_memory(at, &mut b[..n]);
+            } else {
+                let mut got = 0;
+                while got < n {
+                    match sys::pread(mem_fd, &mut b[got..n], at + got as u64) {
+                        Ok(0) => return Err(SnapFailure::Sys("read /proc/self/mem", Errno(5))),
+                        Ok(k) => got += k,
+                        Err(Errno::EINTR) => {}
+                        Err(e) => return Err(SnapFailure::Sys("read /proc/self/mem", e)),
+                    }
+                }
+            }
+            crc.update(&b[..n]);
+            sys::pwrite_from_addr(fd, b.as_ptr() as u64, n as u64, off + done)
+                .map_err(|e| SnapFailure::Sys("write the page file", e))?;
+            done += n as u64;
+        }
+        Ok(())
     }
 
     fn write_pages(&mut self) -> Result<u32, SnapFailure> {
@@ -386,41 +435,38 @@ impl Snapshot<'_> {
         for i in 0..self.runs.len() {
             let r = self.runs[i];
             let readable = self.readable(r.addr);
-            // Fast path: the kernel writes straight from the process's memory
-            // (with O_DIRECT, without a page-cache copy).
-            if readable && !self.volatile(r.addr, r.len()) {
-                match sys::pwrite_from_addr(fd, r.addr, r.len(), r.offset) {
-                    Ok(()) => {
-                        stop::crc_memory(&mut crc, r.addr, r.len());
-                        continue;
+            let end = r.addr + r.len();
+            let off = |a: u64| r.offset + (a - r.addr);
+            let mut pos = r.addr;
+            while pos < end {
+                let vol = self.next_volatile(pos, end);
+                let stable_end = vol.map_or(end, |(s, _)| s.max(pos));
+                if pos < stable_end {
+                    // Fast path: the kernel writes straight from the
+                    // process's memory (with O_DIRECT, without a page-cache
+                    // copy); the memory cannot change until the threads go.
+                    let direct = readable
+                        && match sys::pwrite_from_addr(fd, pos, stable_end - pos, off(pos)) {
+                            Ok(()) => true,
+                            Err(Errno(14)) | Err(Errno::EINVAL) => false, // EFAULT, alignment
+                            Err(e) => return Err(fail(e)),
+                        };
+                    if direct {
+                        stop::crc_memory(&mut crc, pos, stable_end - pos);
+                    } else {
+                        self.write_bounced(&mut crc, readable, pos, stable_end - pos, off(pos))?;
                     }
-                    Err(Errno(14)) | Err(Errno::EINVAL) => {} // EFAULT, alignment: bounce it
-                    Err(e) => return Err(fail(e)),
                 }
-            }
-            let mem_fd = self.mem_fd;
-            let mut done = 0u64;
-            while done < r.len() {
-                let b = self.bounce();
-                let n = (r.len() - done).min(b.len() as u64) as usize;
-                let addr = r.addr + done;
-                if readable {
-                    stop::copy_from_memory(addr, &mut b[..n]);
+                if let Some((_, vend)) = vol {
+                    let from = stable_end;
+                    let to = vend.min(end);
+                    if from < to {
+                        self.write_bounced(&mut crc, readable, from, to - from, off(from))?;
+                    }
+                    pos = to.max(stable_end);
                 } else {
-                    let mut got = 0;
-                    while got < n {
-                        match sys::pread(mem_fd, &mut b[got..n], addr + got as u64) {
-                            Ok(0) => return Err(SnapFailure::Sys("read /proc/self/mem", Errno(5))),
-                            Ok(k) => got += k,
-                            Err(Errno::EINTR) => {}
-                            Err(e) => return Err(SnapFailure::Sys("read /proc/self/mem", e)),
-                        }
-                    }
+                    pos = end;
                 }
-                crc.update(&b[..n]);
-                sys::pwrite_from_addr(fd, b.as_ptr() as u64, n as u64, r.offset + done)
-                    .map_err(fail)?;
-                done += n as u64;
             }
         }
         Ok(crc.finalize())
@@ -755,7 +801,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         runs: Vec::with_capacity(runs_estimate()),
         pm: vec![0u8; 64 * 1024 * 8].into_boxed_slice(),
         bounce: vec![0u8; (4 << 20) + 4096].into_boxed_slice(),
-        own_stack: (0, 0),
+        volatile: Vec::with_capacity(facts.thread_count * 2 + 32),
         meta: Vec::new().into_boxed_slice(),
         pagemap_fd,
         mem_fd,
@@ -804,6 +850,19 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     let round_ref = &round;
     let own_ref = &*own;
     let mut result = stop::call_saving_context(&mut own_ctx, &mut || {
+        snap.volatile.clear();
+        for slot in round_ref
+            .stopped_slots()
+            .iter()
+            .chain(std::iter::once(own_ref))
+        {
+            let (rseq, _, _) = stop::rseq_area(slot.fs_gs.0);
+            if rseq != 0 && snap.volatile.len() < snap.volatile.capacity() {
+                // struct rseq may straddle a page boundary: take two pages.
+                let page = rseq & !(PAGE_SIZE - 1);
+                snap.volatile.push((page, page + 2 * PAGE_SIZE));
+            }
+        }
         let r = snap.run();
         if r != 0 {
             return r;
