@@ -274,6 +274,8 @@ pub struct Vma {
     /// [`FileRef::id`] or [`NO_FILE`].
     pub file: u32,
     pub name: Vec<u8>,
+    /// Pages in memory at dump time.
+    pub populated: u64,
 }
 
 impl From<&VmaRecord<'_>> for Vma {
@@ -286,6 +288,7 @@ impl From<&VmaRecord<'_>> for Vma {
             flags: r.flags,
             file: r.file,
             name: r.name.to_vec(),
+            populated: r.populated,
         }
     }
 }
@@ -301,6 +304,7 @@ impl Vma {
             flags: self.flags,
             file: self.file,
             name: &self.name,
+            populated: self.populated,
         }
     }
     /// Length in bytes (0 if the bounds are inverted).

@@ -494,6 +494,10 @@ pub struct VmaRecord<'a> {
     pub file: u32,
     /// Name as `/proc/self/maps` shows it (`[heap]`, a path, empty).
     pub name: &'a [u8],
+    /// Pages that were in memory at dump time (stored or not: clean pages
+    /// of a file mapping are mapped again from the file). Added in 1.0;
+    /// absent (0) in records that end after `name`.
+    pub populated: u64,
 }
 
 impl<'a> VmaRecord<'a> {
@@ -507,6 +511,7 @@ impl<'a> VmaRecord<'a> {
             w.u32(self.flags);
             w.u32(self.file);
             w.str(self.name);
+            w.u64(self.populated);
         });
     }
     /// Decodes a [`Tag::Vma`] payload and checks its bounds.
@@ -519,6 +524,11 @@ impl<'a> VmaRecord<'a> {
             flags: r.u32()?,
             file: r.u32()?,
             name: r.str()?,
+            populated: 0,
+        };
+        let v = VmaRecord {
+            populated: if r.remaining() >= 8 { r.u64()? } else { 0 },
+            ..v
         };
         if v.start >= v.end
             || !v.start.is_multiple_of(crate::PAGE_SIZE)
@@ -927,6 +937,7 @@ mod tests {
         };
         p.encode(&mut w);
         let v = VmaRecord {
+            populated: 2,
             start: 0x1000,
             end: 0x3000,
             prot: 3,

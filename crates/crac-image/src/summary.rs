@@ -102,6 +102,9 @@ pub struct MemoryView {
     pub mapped_bytes: u64,
     /// Number of page runs.
     pub runs: usize,
+    /// Bytes that were in memory at dump time (stored or mapped again from
+    /// their file).
+    pub populated_bytes: u64,
     /// Pages stored in `pages.crac`.
     pub stored_pages: u64,
     /// Bytes stored in `pages.crac` (`stored_pages * 4096`).
@@ -129,6 +132,8 @@ pub struct VmaView {
     pub offset: u64,
     /// Name as `/proc/pid/maps` shows it.
     pub name: String,
+    /// Bytes of this mapping that were in memory at dump time.
+    pub populated_bytes: u64,
     /// Pages of this mapping stored in `pages.crac`.
     pub stored_pages: u64,
     /// `stored_pages * 4096`.
@@ -387,6 +392,7 @@ impl Image {
                 file: (v.file != NO_FILE).then_some(v.file),
                 offset: v.pgoff,
                 name: text(&v.name),
+                populated_bytes: v.populated.saturating_mul(PAGE_SIZE),
                 stored_pages: stored,
                 stored_bytes: stored.saturating_mul(PAGE_SIZE),
             })
@@ -476,6 +482,11 @@ impl Image {
                 vmas: self.vmas.len(),
                 mapped_bytes: self.mapped_bytes(),
                 runs: self.runs.len(),
+                populated_bytes: self
+                    .vmas
+                    .iter()
+                    .map(|v| v.populated.saturating_mul(PAGE_SIZE))
+                    .fold(0u64, u64::saturating_add),
                 stored_pages: self.stored_pages(),
                 stored_bytes: self.stored_bytes(),
             },

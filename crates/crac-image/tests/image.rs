@@ -522,14 +522,14 @@ fn json_summary_has_the_documented_shape() {
     assert_eq!(
         v["memory"],
         serde_json::json!({"vmas": 2, "mapped_bytes": 16384, "runs": 1,
-                           "stored_pages": 2, "stored_bytes": 8192})
+                           "populated_bytes": 16384, "stored_pages": 2, "stored_bytes": 8192})
     );
     assert_eq!(
         v["vmas"][1],
         serde_json::json!({
             "start": "0x600000", "end": "0x602000", "bytes": 8192, "perms": "rw-p",
             "flags": ["heap"], "file": null, "offset": 0, "name": "[heap]",
-            "stored_pages": 2, "stored_bytes": 8192
+            "populated_bytes": 8192, "stored_pages": 2, "stored_bytes": 8192
         })
     );
     assert_eq!(v["vmas"][0]["file"], 0);

@@ -269,24 +269,26 @@ fn human(r: &InspectReport<'_>) -> String {
     let m = &s.memory;
     let _ = writeln!(
         o,
-        "memory      {} areas, {} mapped, {} stored ({} pages)",
+        "memory      {} areas, {} mapped, {} populated, {} stored ({} pages)",
         m.vmas,
         output::bytes(m.mapped_bytes),
+        output::bytes(m.populated_bytes),
         output::bytes(m.stored_bytes),
         m.stored_pages
     );
     let _ = writeln!(
         o,
-        "  {:<29} {:<5} {:>10} {:>10}  NAME",
-        "ADDRESS", "PERMS", "SIZE", "STORED"
+        "  {:<29} {:<5} {:>10} {:>10} {:>10}  NAME",
+        "ADDRESS", "PERMS", "SIZE", "POPULATED", "STORED"
     );
     for v in &s.vmas {
         let _ = writeln!(
             o,
-            "  {:<29} {:<5} {:>10} {:>10}  {}",
+            "  {:<29} {:<5} {:>10} {:>10} {:>10}  {}",
             format!("{}-{}", v.start, v.end),
             v.perms,
             output::bytes(v.bytes),
+            output::bytes(v.populated_bytes),
             output::bytes(v.stored_bytes),
             v.name
         );

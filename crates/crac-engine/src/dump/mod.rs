@@ -52,6 +52,8 @@ struct Vma {
     /// Which pages to store: 0 none, 1 anonymous (skip zero page),
     /// 2 private file (only COW-ed pages), 3 every present page.
     store: u8,
+    /// Pages in memory (stored or not).
+    populated: u64,
 }
 
 /// What went wrong inside the stopped phase (no allocation, so plain data).
@@ -241,6 +243,7 @@ impl Snapshot<'_> {
             name_off,
             name_len,
             store: 0,
+            populated: 0,
         };
         match name {
             b"[vvar]" | b"[vvar_vclock]" | b"[vdso]" => v.flags |= VMA_VDSO,
@@ -301,9 +304,10 @@ impl Snapshot<'_> {
         let entries_per_chunk = self.pm.len() / 8;
         for i in 0..self.vmas.len() {
             let v = self.vmas[i];
-            if v.store == 0 {
+            if v.flags & (VMA_VDSO | VMA_VSYSCALL) != 0 {
                 continue;
             }
+            let mut populated = 0u64;
             let mut open_run = false;
             let mut page = v.start / PAGE_SIZE;
             let last = v.end / PAGE_SIZE;
@@ -325,7 +329,9 @@ impl Snapshot<'_> {
                     let swapped = e >> 62 & 1 == 1;
                     let file_page = e >> 61 & 1 == 1;
                     let pfn = e & ((1 << 55) - 1);
+                    populated += u64::from(present || swapped);
                     let keep = match v.store {
+                        0 => false,
                         1 => swapped || (present && !(zero != 0 && pfn == zero)),
                         2 => swapped || (present && !file_page),
                         _ => present || swapped,
@@ -355,6 +361,7 @@ impl Snapshot<'_> {
                 }
                 page += n as u64;
             }
+            self.vmas[i].populated = populated;
         }
         self.pages_len = next_off;
         Ok(())
@@ -558,6 +565,7 @@ fn encode_body(
             flags: v.flags,
             file: v.file,
             name: s.name(v.name_off, v.name_len),
+            populated: v.populated,
         }
         .encode(w);
     }

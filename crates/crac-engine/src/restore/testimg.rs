@@ -144,6 +144,7 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
         flags: 0,
         file: NO_FILE,
         name: b"",
+        populated: 0,
         pgoff: 0,
     }
     .encode(&mut w);
@@ -155,6 +156,7 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
             flags: crac_image::VMA_FILE,
             file: 0,
             name: path,
+            populated: 0,
             pgoff: 0,
         }
         .encode(&mut w);
@@ -167,6 +169,7 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
             flags: 0,
             file: NO_FILE,
             name: b"",
+            populated: 0,
             pgoff: 0,
         }
         .encode(&mut w);
@@ -181,6 +184,7 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
             flags: VMA_VDSO,
             file: NO_FILE,
             name: b"[vdso]",
+            populated: 0,
             pgoff: 0,
         }
         .encode(&mut w);

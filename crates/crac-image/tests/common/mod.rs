@@ -81,6 +81,7 @@ pub fn sample() -> (Image, Vec<u8>) {
                 file: 0,
                 name: b"/usr/bin/app".to_vec(),
                 pgoff: 0,
+                populated: 2,
             },
             Vma {
                 start: 0x60_0000,
@@ -90,6 +91,7 @@ pub fn sample() -> (Image, Vec<u8>) {
                 file: NO_FILE,
                 name: b"[heap]".to_vec(),
                 pgoff: 0,
+                populated: 2,
             },
         ],
         runs: vec![PageRun {
@@ -245,7 +247,7 @@ prop_compose! {
                 (true, false) => files[(start as usize / 4096) % files.len()].id,
                 _ => NO_FILE,
             };
-            vmas.push(Vma { start, end, pgoff: 0, prot, flags, file, name });
+            vmas.push(Vma { start, end, pgoff: 0, prot, flags, file, name, populated: 0 });
             let mut at = start;
             for (skip, n) in stored {
                 let s = at + skip * PAGE_SIZE;
