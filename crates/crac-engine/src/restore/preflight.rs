@@ -122,6 +122,10 @@ pub(crate) fn holder(id: u32) -> String {
                 .unwrap_or_else(|_| "?".into());
             format!("thread {id} ({name}) of process {tgid} ({pname})")
         }
+        _ if field("State:").is_some_and(|s| s.starts_with('Z')) => {
+            let ppid = field("PPid:").unwrap_or_else(|| "?".into());
+            format!("process {id} ({name}), a zombie until its parent {ppid} reaps it (an orphan is reaped by init within a few seconds)")
+        }
         _ => format!("process {id} ({name})"),
     }
 }
