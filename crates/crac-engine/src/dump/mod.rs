@@ -613,7 +613,7 @@ fn encode_body(
     TimersRecord {
         itimers: f.itimers,
         posix_timers: f.posix_timers,
-        shared_pending: f.shared_pending,
+        shared_pending: own.shared_pending,
     }
     .encode(w);
     for c in &s.carried {
@@ -974,7 +974,8 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
             // hold its input descriptors at low numbers.
             round.wait_resumed();
             let fd_result = fds::recreate(&snap.carried, &snap.pipes);
-            let restored = after_restore(&mut round, &facts, own_mask, own.altstack);
+            let own_pending = (own.tid, own.pending, own.shared_pending);
+            let restored = after_restore(own_pending, &mut round, &facts, own_mask, own.altstack);
             if let Err((what, errno)) = fd_result {
                 tracing::error!("restored process: cannot {what}: {errno}");
             }
@@ -1001,6 +1002,7 @@ fn runs_estimate() -> usize {
 /// restorer leaves to the library, releases the threads and unmaps the
 /// restorer's zone.
 fn after_restore(
+    own_pending: (u32, u64, u64),
     round: &mut Round,
     facts: &Facts,
     own_mask: u64,
@@ -1074,9 +1076,24 @@ fn after_restore(
         Vec::new()
     };
     let _ = sys::sigprocmask(2, Some(own_mask));
-    for sig in 1..=31 {
-        if facts.shared_pending >> (sig - 1) & 1 == 1 {
+    // Pending signals come back as new signals (their siginfo is not kept).
+    let others = round
+        .stopped_slots()
+        .iter()
+        .map(|s| (s.tid, s.pending, s.shared_pending));
+    let shared = others.clone().chain([own_pending]).fold(0, |a, p| a | p.2);
+    for sig in 1..=64 {
+        let bit = 1u64 << (sig - 1);
+        if sig == stop::STOP_SIGNAL {
+            continue;
+        }
+        if shared & bit != 0 {
             let _ = sys::kill(facts.pid as i32, sig);
+        }
+        for (tid, own, _) in others.clone().chain([own_pending]) {
+            if own & bit != 0 {
+                let _ = sys::tgkill(facts.pid, tid, sig);
+            }
         }
     }
     let env = env

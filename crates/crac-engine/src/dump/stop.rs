@@ -49,6 +49,10 @@ pub struct ThreadSlot {
     pub affinity_len: u32,
     /// Thread name, NUL-padded.
     pub name: [u8; 16],
+    /// Signals pending for this thread alone (`SigPnd`), re-sent after restore.
+    pub pending: u64,
+    /// Signals pending for the whole process (`ShdPnd`) as this thread saw them.
+    pub shared_pending: u64,
 }
 
 impl Default for ThreadSlot {
@@ -65,6 +69,8 @@ impl Default for ThreadSlot {
             affinity: [0; 128],
             affinity_len: 0,
             name: [0; 16],
+            pending: 0,
+            shared_pending: 0,
         }
     }
 }
@@ -80,8 +86,44 @@ impl ThreadSlot {
         self.altstack = sys::sigaltstack(None).unwrap_or((0, 0, 2));
         self.affinity_len = sys::affinity(&mut self.affinity).unwrap_or(0) as u32;
         self.name = sys::thread_name();
+        (self.pending, self.shared_pending) = pending_signals();
         self.filled = 1;
     }
+}
+
+/// This thread's and the process's pending signals, from
+/// `/proc/thread-self/status`. Allocation-free and async-signal-safe.
+fn pending_signals() -> (u64, u64) {
+    let mut buf = [0u8; 4096];
+    let Ok(fd) = sys::open(b"/proc/thread-self/status\0", 0o2000000, 0) else {
+        return (0, 0);
+    };
+    let mut len = 0;
+    while len < buf.len() {
+        match sys::read(fd, &mut buf[len..]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => len += n,
+        }
+    }
+    let _ = sys::close(fd);
+    let field = |key: &[u8]| -> u64 {
+        let text = &buf[..len];
+        let Some(at) = text.windows(key.len()).position(|w| w == key) else {
+            return 0;
+        };
+        let mut v = 0u64;
+        for &c in text[at + key.len()..]
+            .iter()
+            .skip_while(|c| c.is_ascii_whitespace())
+        {
+            let Some(d) = (c as char).to_digit(16) else {
+                break;
+            };
+            v = (v << 4) | u64::from(d);
+        }
+        v
+    };
+    (field(b"SigPnd:"), field(b"ShdPnd:"))
 }
 
 /// Shared state of one stop round. Lives in a static so the handler finds it

@@ -14,6 +14,27 @@ use std::time::Duration;
 static TIMER_TICKS: AtomicU64 = AtomicU64::new(0);
 static ALARM_TICKS: AtomicU64 = AtomicU64::new(0);
 static AFTER_RESTORE: AtomicU64 = AtomicU64::new(0);
+static USR2: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_usr2(_: libc::c_int) {
+    USR2.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Blocks or unblocks SIGUSR2 in the calling thread.
+fn usr2_blocked(block: bool) {
+    // SAFETY: a sigset built with sigemptyset/sigaddset, applied to this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR2);
+        let how = if block {
+            libc::SIG_BLOCK
+        } else {
+            libc::SIG_UNBLOCK
+        };
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+    }
+}
 
 extern "C" fn on_usr1(_: libc::c_int) {
     TIMER_TICKS.fetch_add(1, Ordering::SeqCst);
@@ -84,6 +105,18 @@ fn main() {
 
     install(libc::SIGUSR1, on_usr1);
     install(libc::SIGALRM, on_alarm);
+    install(libc::SIGUSR2, on_usr2);
+    // A signal pending for the main thread across the checkpoint.
+    usr2_blocked(true);
+    // SAFETY: sends SIGUSR2 to this very thread, where it is blocked.
+    unsafe {
+        libc::syscall(
+            libc::SYS_tgkill,
+            libc::getpid(),
+            libc::gettid(),
+            libc::SIGUSR2,
+        )
+    };
     // A POSIX timer: SIGUSR1 every 20 ms.
     let mut timer: libc::timer_t = std::ptr::null_mut();
     // SAFETY: standard timer_create/timer_settime with valid structs.
@@ -187,6 +220,13 @@ fn main() {
     }
     if handler_of(libc::SIGUSR1) != usr1 {
         fail("the SIGUSR1 disposition changed");
+    }
+    if USR2.load(Ordering::SeqCst) != 0 {
+        fail("SIGUSR2 was delivered while blocked");
+    }
+    usr2_blocked(false);
+    if USR2.load(Ordering::SeqCst) != 1 {
+        fail("the thread's pending SIGUSR2 was lost");
     }
     if AFTER_RESTORE.load(Ordering::SeqCst) != 1 {
         fail("after_restore did not run once");
