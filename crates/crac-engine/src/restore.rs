@@ -234,11 +234,29 @@ pub fn restore(
     image_dir: impl AsRef<Path>,
     opts: RestoreOptions,
 ) -> Result<Restored, RestoreError> {
+    restore_with_progress(image_dir, opts, &mut |_, _, _| {})
+}
+
+/// [`restore`], calling `progress(stage, done, total)` on the calling thread
+/// as the restore goes on: once the preflight passed ([`Stage::Start`]), as
+/// the restorer enters each stage (`done` = `total` = 0), and while it loads
+/// the pages of an image with at least
+/// [`BYTE_PROGRESS_MIN`](crac_image::status::BYTE_PROGRESS_MIN) bytes of
+/// page data ([`Stage::LoadPages`], `done` of `total` bytes, `done` never
+/// decreasing). The callback only observes: it cannot change the outcome,
+/// and it should return quickly (the restorer waits while the status pipe is
+/// full).
+pub fn restore_with_progress(
+    image_dir: impl AsRef<Path>,
+    opts: RestoreOptions,
+    progress: &mut dyn FnMut(Stage, u64, u64),
+) -> Result<Restored, RestoreError> {
     let t0 = Instant::now();
     let started_ns = now_unix_ns();
     let dir = image_dir.as_ref();
     let plan = preflight(dir)?;
     let pid = plan.pid;
+    progress(Stage::Start, 0, 0);
 
     let open = |name: &str| {
         let path = dir.join(name);
@@ -299,6 +317,7 @@ pub fn restore(
     debug_assert_eq!(child_pid, pid);
 
     let mut stage = Stage::Start;
+    let mut loaded = 0u64;
     let mut pipe = File::from(status_r);
     let deadline = t0 + RESTORER_TIMEOUT;
     loop {
@@ -334,7 +353,18 @@ pub fn restore(
         stage = st.stage;
         match st.kind {
             StatusKind::Progress => {
-                tracing::trace!(stage = stage.name(), "restorer progress");
+                tracing::trace!(
+                    stage = stage.name(),
+                    done = st.object,
+                    total = st.aux,
+                    "restorer progress"
+                );
+                if stage == Stage::LoadPages && st.aux > 0 {
+                    loaded = loaded.max(st.object.min(st.aux));
+                    progress(stage, loaded, st.aux);
+                } else {
+                    progress(stage, 0, 0);
+                }
             }
             StatusKind::Ok => {
                 return Ok(Restored {
@@ -740,6 +770,53 @@ mod tests {
             let want = i as u8 | 1;
             assert!(page.iter().all(|b| *b == want), "page {i} differs");
         }
+    }
+
+    /// Images with 64 MiB of pages or more report the bytes loaded: from 0
+    /// to the total, never decreasing, in steps of at most 16 MiB per
+    /// thread; smaller images only report their stages.
+    #[test]
+    fn big_image_reports_byte_progress() {
+        use crac_image::status::{BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP};
+        let d = tmpdir();
+        let pages = BYTE_PROGRESS_MIN / 4096 + 1000;
+        let (pid, tid) = testimg::free_ids();
+        let tweaks = testimg::Tweaks {
+            big_pages: pages,
+            ..Default::default()
+        };
+        testimg::write(d.path(), pid, tid, &tweaks);
+        let mut seen = Vec::new();
+        let mut record = |stage, done, total| seen.push((stage, done, total));
+        restore_with_progress(d.path(), RestoreOptions::default(), &mut record).unwrap();
+        let _ = reap(pid);
+        assert_eq!(seen.first(), Some(&(Stage::Start, 0, 0)));
+        let bytes: Vec<(u64, u64)> = seen
+            .iter()
+            .filter(|(s, _, t)| *s == Stage::LoadPages && *t > 0)
+            .map(|(_, d, t)| (*d, *t))
+            .collect();
+        // The small pages of the test program's other areas count too.
+        let total = bytes[0].1;
+        assert!(total >= pages * 4096, "{seen:?}");
+        assert_eq!(bytes.first(), Some(&(0, total)), "{seen:?}");
+        assert_eq!(bytes.last(), Some(&(total, total)), "{seen:?}");
+        assert!(bytes.len() as u64 >= total / BYTE_PROGRESS_STEP, "{seen:?}");
+        assert!(bytes.windows(2).all(|w| w[0].0 <= w[1].0), "{seen:?}");
+        assert!(bytes.iter().all(|b| b.1 == total), "{seen:?}");
+        let at = |s| seen.iter().position(|x| x.0 == s).unwrap();
+        assert!(at(Stage::MapMemory) < at(Stage::LoadPages), "{seen:?}");
+        assert!(at(Stage::LoadPages) < at(Stage::SetMm), "{seen:?}");
+
+        let small = tmpdir();
+        let (pid, tid) = testimg::free_ids();
+        testimg::write(small.path(), pid, tid, &testimg::Tweaks::default());
+        let mut seen = Vec::new();
+        let mut record = |stage, done, total| seen.push((stage, done, total));
+        restore_with_progress(small.path(), RestoreOptions::default(), &mut record).unwrap();
+        let _ = reap(pid);
+        assert!(seen.iter().all(|(_, d, t)| (*d, *t) == (0, 0)), "{seen:?}");
+        assert!(seen.iter().any(|x| x.0 == Stage::Resume), "{seen:?}");
     }
 
     #[test]

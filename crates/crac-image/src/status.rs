@@ -6,7 +6,16 @@
 //! [`StatusKind::Progress`] record when it enters a [`Stage`], then exactly
 //! one [`StatusKind::Ok`] record just before the process resumes, or exactly
 //! one [`StatusKind::Error`] record before it exits with status 127. A record
-//! is smaller than `PIPE_BUF`, so each write is atomic.
+//! is smaller than `PIPE_BUF`, so each write is atomic (the restorer's page
+//! loading threads may both write).
+//!
+//! Byte progress: while it loads the pages of an image with at least
+//! [`BYTE_PROGRESS_MIN`] bytes of page data, the restorer also sends
+//! [`Stage::LoadPages`] progress records ([`Status::bytes`]) with `object` =
+//! bytes loaded so far and `aux` = the total, every [`BYTE_PROGRESS_STEP`]
+//! bytes and once more when everything is loaded. Records from the two
+//! loading threads may arrive slightly out of order: take the largest
+//! `object` seen. Stage-entry progress records have `object` = `aux` = 0.
 //!
 //! Layout (little-endian):
 //!
@@ -29,6 +38,11 @@ pub const STATUS_LEN: usize = 256;
 pub const DETAIL_MAX: usize = STATUS_LEN - 40;
 /// Exit status of a restorer that reported an error (or panicked).
 pub const RESTORER_FAILURE_EXIT: i32 = 127;
+/// Images with at least this many bytes of page data get byte progress
+/// records while their pages load.
+pub const BYTE_PROGRESS_MIN: u64 = 64 << 20;
+/// Bytes loaded between two byte progress records.
+pub const BYTE_PROGRESS_STEP: u64 = 16 << 20;
 
 /// What a record reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -241,6 +255,16 @@ impl Status {
         Status::new(StatusKind::Progress, stage)
     }
 
+    /// A byte progress record while loading pages: `done` of `total` bytes
+    /// of page data are loaded.
+    pub fn bytes(done: u64, total: u64) -> Status {
+        Status {
+            object: done,
+            aux: total,
+            ..Status::new(StatusKind::Progress, Stage::LoadPages)
+        }
+    }
+
     /// The success record.
     pub fn ok() -> Status {
         Status::new(StatusKind::Ok, Stage::Resume)
@@ -353,6 +377,15 @@ mod tests {
         assert_eq!(
             Status::decode(&Status::ok().encode()).unwrap().kind,
             StatusKind::Ok
+        );
+    }
+
+    #[test]
+    fn byte_progress_round_trips() {
+        let d = Status::decode(&Status::bytes(3 << 20, 1 << 30).encode()).unwrap();
+        assert_eq!(
+            (d.kind, d.stage, d.object, d.aux),
+            (StatusKind::Progress, Stage::LoadPages, 3 << 20, 1 << 30)
         );
     }
 

@@ -27,7 +27,10 @@
 //! addresses; map every memory area, load its pages (images with at least
 //! 8 MiB of pages on two threads: a helper thread, on a stack in the bss and
 //! with a TID that is not the image's, loads the second half and has ended
-//! before any image thread is created) and protect it; `PR_SET_MM_MAP`; create the other threads with their TIDs;
+//! before any image thread is created) and protect it (images with at least
+//! `BYTE_PROGRESS_MIN` bytes of pages report the bytes loaded every
+//! `BYTE_PROGRESS_STEP`, from either loading thread: a status record is
+//! written atomically); `PR_SET_MM_MAP`; create the other threads with their TIDs;
 //! restore the calling thread's kernel state; fill the image's restore-info
 //! block; report success and jump into the program at its resume entry. Any
 //! failure writes one error record and exits with status 127.
@@ -41,9 +44,11 @@ mod mem;
 mod sys;
 
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use crac_image::status::{Stage, Status, RESTORER_FAILURE_EXIT};
+use crac_image::status::{
+    Stage, Status, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
+};
 use crac_image::{
     DecodeError, FileRecord, Header, MmRecord, PageRun, ProcessRecord, Reader, RestoreInfo, Tag,
     ThreadRecord, VdsoRecord, VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN, PAGE_SIZE,
@@ -140,6 +145,26 @@ fn report(s: &Status) {
             Ok(0) | Err(_) => return,
             Ok(n) => done += n,
         }
+    }
+}
+
+/// Total bytes of page data when byte progress is reported, else 0.
+static PROGRESS_TOTAL: AtomicU64 = AtomicU64::new(0);
+/// Bytes of page data loaded so far (both loading threads add to it).
+static LOADED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts `n` more loaded bytes; reports a byte progress record whenever the
+/// count passes a multiple of [`BYTE_PROGRESS_STEP`] (from whichever thread
+/// passes it: each record is one atomic pipe write).
+fn count_loaded(n: u64) {
+    let total = PROGRESS_TOTAL.load(Ordering::Relaxed);
+    if total == 0 {
+        return;
+    }
+    let before = LOADED.fetch_add(n, Ordering::Relaxed);
+    let after = before + n;
+    if before / BYTE_PROGRESS_STEP != after / BYTE_PROGRESS_STEP && after < total {
+        report(&Status::bytes(after, total));
     }
 }
 
@@ -686,6 +711,7 @@ fn load_pages(addr: u64, len: u64, off: u64, anon: bool) -> R<()> {
                 }
             }
         }
+        count_loaded(chunk);
     }
     Ok(())
 }
@@ -993,6 +1019,10 @@ fn map_memory(img: &Image) -> R<bool> {
     mapped?;
 
     quiet(Stage::LoadPages);
+    if total >= BYTE_PROGRESS_MIN {
+        PROGRESS_TOTAL.store(total, Ordering::Relaxed);
+        report(&Status::bytes(0, total));
+    }
     let mut main_hi = total;
     let mut helper = None;
     let job;
@@ -1014,6 +1044,9 @@ fn map_memory(img: &Image) -> R<bool> {
         join_helper(tid)?;
     }
     mine?;
+    if total >= BYTE_PROGRESS_MIN {
+        report(&Status::bytes(total, total));
+    }
 
     quiet(Stage::Protect);
     let info = img.process.restore_info_addr;
