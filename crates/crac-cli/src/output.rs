@@ -1,11 +1,11 @@
-//! What the command prints besides its results: status lines, spinners,
-//! logging, errors; and human sizes and times.
+//! What the command prints besides its results: status lines, spinners and
+//! byte progress bars, logging, errors; and human sizes and times.
 
 use std::error::Error;
 use std::io::IsTerminal;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 /// Prints status lines and spinners on standard error, unless quiet.
 #[derive(Debug, Clone, Copy)]
@@ -26,41 +26,131 @@ impl Reporter {
     }
 
     /// A spinner with `message` and the elapsed time while work goes on,
-    /// only when standard error is a terminal.
+    /// only when standard error is a terminal; it becomes a byte progress
+    /// bar once [`Meter::set_bytes`] is called.
     pub fn spinner(&self, message: impl Into<String>) -> Spinner {
         let bar = (!self.quiet && std::io::stderr().is_terminal()).then(|| {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-            );
+            bar.set_style(spinner_style());
             bar.set_message(message.into());
             bar.enable_steady_tick(Duration::from_millis(100));
             bar
         });
-        Spinner { bar }
+        Spinner {
+            meter: Meter { bar },
+        }
     }
 }
 
-/// A spinner on standard error (or nothing); cleared when dropped.
+/// `{took}`: the elapsed time, in tenths of a second under a minute.
+fn took_key(state: &ProgressState, w: &mut dyn std::fmt::Write) {
+    let _ = w.write_str(&elapsed(state.elapsed()));
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} ({took})")
+        .map(|s| s.with_key("took", took_key))
+        .unwrap_or_else(|_| ProgressStyle::default_spinner())
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} [{wide_bar}] {done_of} ({took})")
+        .map(|s| {
+            s.with_key("took", took_key)
+                .with_key(
+                    "done_of",
+                    |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                        let total = state.len().unwrap_or(0);
+                        let _ = w.write_str(&done_of(state.pos(), total));
+                    },
+                )
+                .progress_chars("=> ")
+        })
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+}
+
+/// A spinner or byte progress bar on standard error (or nothing); cleared
+/// when dropped.
 #[derive(Debug)]
 pub struct Spinner {
-    bar: Option<ProgressBar>,
+    meter: Meter,
 }
 
 impl Spinner {
     pub fn set_message(&self, message: impl Into<String>) {
-        if let Some(bar) = &self.bar {
-            bar.set_message(message.into());
-        }
+        self.meter.set_message(message);
+    }
+
+    /// See [`Meter::set_bytes`].
+    pub fn set_bytes(&self, done: u64, total: u64) {
+        self.meter.set_bytes(done, total);
+    }
+
+    /// A handle on the same spinner for another thread (it does not clear
+    /// it when dropped).
+    pub fn meter(&self) -> Meter {
+        self.meter.clone()
     }
 }
 
 impl Drop for Spinner {
     fn drop(&mut self) {
-        if let Some(bar) = &self.bar {
+        if let Some(bar) = &self.meter.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+/// A handle on a [`Spinner`]: updates it, never clears it.
+#[derive(Debug, Clone)]
+pub struct Meter {
+    bar: Option<ProgressBar>,
+}
+
+impl Meter {
+    /// Whether anything is drawn (standard error is a terminal, not `-q`).
+    pub fn is_drawn(&self) -> bool {
+        self.bar.is_some()
+    }
+
+    pub fn set_message(&self, message: impl Into<String>) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(message.into());
+        }
+    }
+
+    /// Shows `done` of `total` bytes as a bar (the spinner turns into one
+    /// the first time). `total` may be an estimate: the bar's length is
+    /// never below `done`.
+    pub fn set_bytes(&self, done: u64, total: u64) {
+        let Some(bar) = &self.bar else { return };
+        if bar.length().is_none() {
+            bar.set_style(bar_style());
+        }
+        bar.set_length(bar_length(done, total));
+        bar.set_position(done);
+    }
+}
+
+/// The length of a byte bar at `done` of an estimated `total`.
+fn bar_length(done: u64, total: u64) -> u64 {
+    total.max(done).max(1)
+}
+
+/// `512.0 MiB of 1.0 GiB (50%)`.
+pub fn done_of(done: u64, total: u64) -> String {
+    let total = bar_length(done, total);
+    let percent = u128::from(done) * 100 / u128::from(total);
+    format!("{} of {} ({percent}%)", bytes(done), bytes(total))
+}
+
+/// `0.4 s`, `12.3 s`, then [`duration`] in whole seconds (`3 min 4 s`): a
+/// running clock.
+pub fn elapsed(d: Duration) -> String {
+    if d.as_secs() < 60 {
+        format!("{:.1} s", d.as_secs_f64())
+    } else {
+        duration(Duration::from_secs(d.as_secs()))
     }
 }
 
@@ -208,6 +298,30 @@ mod tests {
         assert_eq!(duration(Duration::from_millis(456)), "456 ms");
         assert_eq!(duration(Duration::from_millis(1_520)), "1.52 s");
         assert_eq!(duration(Duration::from_secs(184)), "3 min 4 s");
+    }
+
+    #[test]
+    fn progress_texts() {
+        assert_eq!(done_of(0, 1 << 30), "0 B of 1.0 GiB (0%)");
+        assert_eq!(done_of(512 << 20, 1 << 30), "512.0 MiB of 1.0 GiB (50%)");
+        assert_eq!(done_of(1 << 30, 1 << 30), "1.0 GiB of 1.0 GiB (100%)");
+        // An estimate that was too low: the total follows what is done.
+        assert_eq!(done_of(3 << 30, 1 << 30), "3.0 GiB of 3.0 GiB (100%)");
+        assert_eq!(done_of(0, 0), "0 B of 1 B (0%)");
+        assert_eq!(done_of(u64::MAX, u64::MAX), "16.0 EiB of 16.0 EiB (100%)");
+        assert_eq!(bar_length(10, 0), 10);
+        assert_eq!(bar_length(10, 20), 20);
+        assert_eq!(elapsed(Duration::from_millis(400)), "0.4 s");
+        assert_eq!(elapsed(Duration::from_millis(12_345)), "12.3 s");
+        assert_eq!(elapsed(Duration::from_millis(184_900)), "3 min 4 s");
+    }
+
+    #[test]
+    fn nothing_is_drawn_when_quiet() {
+        let s = Reporter::new(true).spinner("x");
+        assert!(!s.meter().is_drawn());
+        s.set_bytes(1, 2);
+        s.set_message("y");
     }
 
     #[test]

@@ -294,6 +294,44 @@ fn detached_restore_leaves_the_process_running_on_its_own() {
     wait_dead(pid, SHORT);
 }
 
+/// Large enough for the restorer's byte progress records (64 MiB of pages):
+/// with standard error not a terminal, no spinner or bar is drawn.
+#[test]
+fn no_progress_bar_unless_standard_error_is_a_terminal() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let args = ["--mib", "96"];
+    let mut service = Service::crac_run(&image, None, "warmup", &args);
+    service.wait_for("serving", LONG);
+    let pid = service.pid();
+    let drawn = |text: &str| text.contains('\r') || text.contains('\x1b') || text.contains(" of ");
+    let out = crac(["checkpoint", &pid.to_string()]).ok();
+    assert!(!drawn(&out.stderr()), "{}", out.dump());
+    service.wait_exit(SHORT);
+    let stored = fs::metadata(image.join("pages.crac")).unwrap().len();
+    assert!(stored >= 64 << 20, "{stored}");
+    let log = d.join("restore.log");
+    let file = fs::File::create(&log).unwrap();
+    let status = Command::new(util::crac_exe())
+        .arg("restore")
+        .arg("--detach")
+        .arg(&image)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(file)
+        .status()
+        .unwrap();
+    let text = fs::read_to_string(&log).unwrap();
+    util::end_if_runs(pid, &payload("warmup"));
+    wait_dead(pid, SHORT);
+    assert!(status.success(), "{text}");
+    assert!(
+        text.starts_with(&format!("restored process {pid} ")),
+        "{text}"
+    );
+    assert!(!drawn(&text), "{text}");
+}
+
 #[test]
 fn an_open_file_refuses_the_checkpoint_and_the_process_goes_on() {
     let d = Dir::new();

@@ -4,15 +4,18 @@
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::linux::net::SocketAddrExt;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crac::control;
 
 use crate::cli::CheckpointArgs;
-use crate::output::{self, Reporter};
+use crate::output::{self, Meter, Reporter};
 
 /// Why `crac checkpoint` failed.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +193,77 @@ fn paused_in(dir: &Path, pid: u32) -> bool {
             .is_ok_and(|p| p.trim() == pid.to_string())
 }
 
+/// The page size `/proc/PID/statm` counts in (x86-64).
+const PAGE_SIZE: u64 = 4096;
+/// How often the size of the pages file being written is looked at.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+
+/// The resident set of a `/proc/PID/statm` text in bytes: an estimate of
+/// the page data the process's image will hold.
+fn statm_resident_bytes(statm: &str) -> Option<u64> {
+    statm
+        .split_whitespace()
+        .nth(1)?
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(PAGE_SIZE)
+}
+
+/// The pages file the process `pid` writes while it checkpoints into the
+/// absolute `dir`: `.NAME.tmp-PID/pages.crac` next to it (crac-engine's
+/// dump writes the image under that name, then renames it into place).
+fn temp_pages_file(dir: &Path, pid: u32) -> PathBuf {
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    let mut name = std::ffi::OsString::from(".");
+    name.push(dir.file_name().unwrap_or("image".as_ref()));
+    name.push(format!(".tmp-{pid}"));
+    parent.join(name).join(crac_image::PAGES_FILE)
+}
+
+/// Turns the spinner into a byte bar driven by the size of the pages file
+/// the process writes, looked at every [`WATCH_EVERY`] from a thread of its
+/// own until dropped. It only draws: while the file is not there the
+/// spinner stays as it is, and nothing it meets changes the outcome.
+struct PagesWatch {
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PagesWatch {
+    fn start(meter: Meter, file: PathBuf, estimate: u64, message: String) -> PagesWatch {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("crac-progress".into())
+            .spawn(move || {
+                let mut shown = false;
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCH_EVERY) {
+                    let Ok(m) = fs::metadata(&file) else { continue };
+                    if !shown {
+                        meter.set_message(message.as_str());
+                        shown = true;
+                    }
+                    // A large O_DIRECT pwrite moves the size only when it
+                    // completes; the blocks grow as it goes.
+                    meter.set_bytes(m.len().max(m.blocks().saturating_mul(512)), estimate);
+                }
+            })
+            .ok();
+        PagesWatch {
+            stop: Some(stop),
+            thread,
+        }
+    }
+}
+
+impl Drop for PagesWatch {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 fn image_bytes(dir: &Path) -> u64 {
     [crac_image::META_FILE, crac_image::PAGES_FILE]
         .iter()
@@ -205,6 +279,10 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
     if !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CheckpointError::NoSuchProcess { pid });
     }
+    // Read before the request: the process exits once its image is durable.
+    let resident = fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| statm_resident_bytes(&s));
     let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
     let addr =
         SocketAddr::from_abstract_name(control::socket_name(pid)).map_err(io_err("address"))?;
@@ -265,6 +343,24 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
         "process {pid}: running its hooks and writing {}",
         dir.display()
     ));
+    let mut watch = None;
+    if let (true, "native", Some(estimate)) = (spinner.meter().is_drawn(), &*engine, resident) {
+        let abs = if dir.is_absolute() {
+            Some(dir.clone())
+        } else {
+            fs::read_link(format!("/proc/{pid}/cwd"))
+                .ok()
+                .map(|cwd| cwd.join(&dir))
+        };
+        if let Some(abs) = abs {
+            watch = Some(PagesWatch::start(
+                spinner.meter(),
+                temp_pages_file(&abs, pid),
+                estimate,
+                format!("writing {}", dir.display()),
+            ));
+        }
+    }
     if engine == "pause" {
         stream
             .set_read_timeout(Some(Duration::from_millis(100)))
@@ -276,6 +372,7 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
         match read(&mut lines)? {
             Next::Line(l) if l == control::DURABLE => {
                 durable = true;
+                drop(watch.take());
                 spinner.set_message(format!("process {pid}: image durable"));
             }
             Next::Line(l) if l == control::ERROR => {
@@ -301,6 +398,7 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
             }
         }
     };
+    drop(watch);
     drop(spinner);
     let took = output::duration(started.elapsed());
     let size = output::bytes(image_bytes(&dir));
@@ -346,5 +444,33 @@ mod tests {
         );
         assert_eq!(parse_accepted("accepted engine=native"), None);
         assert_eq!(parse_accepted("durable"), None);
+    }
+
+    #[test]
+    fn resident_set_estimate() {
+        assert_eq!(
+            statm_resident_bytes("70000 262144 300 10 0 262000 0\n"),
+            Some(1 << 30)
+        );
+        assert_eq!(statm_resident_bytes("70000"), None);
+        assert_eq!(statm_resident_bytes(""), None);
+        assert_eq!(statm_resident_bytes("1 x 2"), None);
+        assert_eq!(statm_resident_bytes("1 18446744073709551615"), None);
+    }
+
+    #[test]
+    fn temporary_pages_file_is_next_to_the_image() {
+        assert_eq!(
+            temp_pages_file(Path::new("/tmp/img"), 42),
+            Path::new("/tmp/.img.tmp-42/pages.crac")
+        );
+        assert_eq!(
+            temp_pages_file(Path::new("/var/lib/a b/"), 7),
+            Path::new("/var/lib/.a b.tmp-7/pages.crac")
+        );
+        assert_eq!(
+            temp_pages_file(Path::new("/"), 7),
+            Path::new("/.image.tmp-7/pages.crac")
+        );
     }
 }

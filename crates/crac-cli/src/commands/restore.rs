@@ -74,12 +74,23 @@ pub fn restore(args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreErro
         return Ok(ExitCode::SUCCESS);
     }
 
-    let spinner = out.spinner(format!("restoring {}", dir.display()));
+    let shown = dir.display().to_string();
+    let spinner = out.spinner(format!("restoring {shown}: checking the image"));
     let options = RestoreOptions {
         detach: args.detach,
         env: args.env,
     };
-    let result = restore::restore(&dir, options);
+    // The bar leaves room for the bytes: while pages load the stage is
+    // not named.
+    let mut progress = |stage: restore::Stage, done: u64, total: u64| {
+        if total > 0 {
+            spinner.set_message(format!("restoring {shown}"));
+            spinner.set_bytes(done, total);
+        } else {
+            spinner.set_message(format!("restoring {shown}: {stage}"));
+        }
+    };
+    let result = restore::restore_with_progress(&dir, options, &mut progress);
     drop(spinner);
     let restored = result.map_err(|source| RestoreError::Restore {
         dir: dir.clone(),
