@@ -13,6 +13,7 @@
 
 pub mod clone;
 pub mod ctx;
+pub mod map;
 pub mod probe;
 pub mod raw;
 pub mod sys;

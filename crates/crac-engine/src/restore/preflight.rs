@@ -482,49 +482,33 @@ fn check_pages(path: &Path, h: &Header, p: &mut Problems) -> u64 {
 
 /// Page files of at least this many bytes are checksummed on two threads.
 const CRC_SPLIT_MIN: u64 = 4 << 20;
-/// Read size of the checksum: the copy stays in the core's own cache.
-const CRC_BUF: u64 = 128 << 10;
 
 /// CRC-32 of `f[start..end]`. All but small files are split between two
 /// threads (copying the pages out of the page cache costs more than the
 /// checksum itself, and dominates the restore of a large image) and the
 /// partial checksums combined.
 fn pages_crc(f: &File, start: u64, end: u64) -> io::Result<u32> {
-    use std::os::unix::fs::FileExt;
-    fn part(f: &File, start: u64, end: u64) -> io::Result<crc32fast::Hasher> {
-        let mut hasher = crc32fast::Hasher::new();
-        let mut buf = vec![0u8; (end - start).clamp(4096, CRC_BUF) as usize];
-        let mut off = start;
-        while off < end {
-            let n = ((end - off) as usize).min(buf.len());
-            match f.read_at(&mut buf[..n], off) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
-                Ok(k) => {
-                    hasher.update(&buf[..k]);
-                    off += k as u64;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(hasher)
+    use std::os::fd::AsRawFd;
+    // Mapped, not read: copying a gigabyte out of the page cache first costs
+    // as much as the restore's own page loading.
+    let view = crac_sys::map::FileView::map(f.as_raw_fd(), end as usize)?;
+    let data = &view.bytes()[start as usize..end as usize];
+    if data.len() < CRC_SPLIT_MIN as usize {
+        return Ok(crc32fast::hash(data));
     }
-    if end - start < CRC_SPLIT_MIN {
-        return part(f, start, end).map(crc32fast::Hasher::finalize);
-    }
-    let mid = start + (end - start) / 2 / 4096 * 4096;
-    let (a, b) = std::thread::scope(|s| {
-        let second = s.spawn(|| part(f, mid, end));
-        let first = part(f, start, mid);
-        (
-            first,
-            second
-                .join()
-                .unwrap_or_else(|_| Err(io::Error::other("checksum thread panicked"))),
-        )
+    let mid = data.len() / 2 / 4096 * 4096;
+    let (first, second) = data.split_at(mid);
+    let (mut a, b) = std::thread::scope(|s| {
+        let b = s.spawn(|| {
+            let mut h = crc32fast::Hasher::new();
+            h.update(second);
+            h
+        });
+        let mut a = crc32fast::Hasher::new();
+        a.update(first);
+        (a, b.join())
     });
-    let mut a = a?;
-    a.combine(&b?);
+    a.combine(&b.map_err(|_| io::Error::other("checksum thread panicked"))?);
     Ok(a.finalize())
 }
 
