@@ -763,13 +763,16 @@ impl Drop for TempDir {
 
 /// Dumps the calling process; see [`crate::native::checkpoint`].
 pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
-    for attempt in 0..3 {
-        match checkpoint_once(opts) {
-            Err(DumpError::Changed { .. }) if attempt < 2 => continue,
-            other => return other,
+    // A process that maps files or starts threads while being stopped gets
+    // two more tries, with buffers sized anew.
+    let mut result = checkpoint_once(opts);
+    for _ in 0..2 {
+        if !matches!(result, Err(DumpError::Changed { .. })) {
+            break;
         }
+        result = checkpoint_once(opts);
     }
-    unreachable!("the loop returns on its last attempt")
+    result
 }
 
 fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
