@@ -30,7 +30,14 @@
 //! before any image thread is created) and protect it (images with at least
 //! `BYTE_PROGRESS_MIN` bytes of pages report the bytes loaded every
 //! `BYTE_PROGRESS_STEP`, from either loading thread: a status record is
-//! written atomically); `PR_SET_MM_MAP`; create the other threads with their TIDs;
+//! written atomically). Private anonymous areas of images with at least
+//! `UFFD_MIN` bytes of pages are filled with `UFFDIO_COPY` (each page
+//! allocated and copied in, not zeroed first, no fault per page) from a
+//! read-only view of `pages.crac` mapped where the kernel finds room once
+//! every image area is mapped (the page file may be larger than the zone);
+//! the areas are unregistered, the userfaultfd closed and the view unmapped
+//! before the areas get their protection. Any userfaultfd failure falls
+//! back to reading the rest of that range. Then `PR_SET_MM_MAP`; create the other threads with their TIDs;
 //! restore the calling thread's kernel state; fill the image's restore-info
 //! block; report success and jump into the program at its resume entry. Any
 //! failure writes one error record and exits with status 127.
@@ -44,7 +51,9 @@ mod mem;
 mod sys;
 
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+
+use crac_sys::raw::{uffd, Errno};
 
 use crac_image::status::{
     Stage, Status, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
@@ -84,6 +93,9 @@ const POPULATE_MIN: u64 = 64 * 1024;
 /// Page runs are populated and read in pieces of this size, so the copy
 /// finds the freshly zeroed pages still in the cache.
 const LOAD_CHUNK: u64 = 1 << 20;
+/// Images with at least this many bytes of page data fill their private
+/// anonymous areas with `UFFDIO_COPY` (no zeroing, no fault per page).
+const UFFD_MIN: u64 = 1 << 20;
 
 // ---------------------------------------------------------------------------
 // Entry, stack, status reporting.
@@ -678,22 +690,47 @@ impl Runs {
 }
 
 /// Loads `[addr, addr + len)` from the page file at `off`, in pieces of
-/// [`LOAD_CHUNK`]: each piece of an anonymous area is populated first (one
-/// call instead of a fault per page) and read while the zeroed lines are
-/// still in the cache.
-fn load_pages(addr: u64, len: u64, off: u64, anon: bool) -> R<()> {
+/// [`LOAD_CHUNK`]. In an area registered with the userfaultfd each piece is
+/// filled with `UFFDIO_COPY` from the page file view; otherwise (or after
+/// any userfaultfd error, for the rest of the range) each piece of an
+/// anonymous area is populated first (one call instead of a fault per page)
+/// and read while the zeroed lines are still in the cache.
+fn load_pages(addr: u64, len: u64, off: u64, area: &Area) -> R<()> {
+    let fd = UFFD_FD.load(Ordering::Relaxed);
+    let view = VIEW.load(Ordering::Relaxed);
+    let mut copying = area.uffd && fd >= 0 && view != 0;
+    let end = addr + len;
     let (mut a, mut left, mut o) = (addr, len, off);
     while left > 0 {
         let chunk = left.min(LOAD_CHUNK);
-        if anon && chunk >= POPULATE_MIN {
-            // Failure (old kernel) only costs speed: the read faults instead.
-            let _ = madvise(a, chunk, MADV_POPULATE_WRITE);
-        }
         let piece_end = a + chunk;
+        if copying {
+            let (done, ok) = copy_pages(fd, a, view + o, chunk);
+            a += done;
+            o += done;
+            left -= done;
+            if !ok {
+                copying = false;
+                // A missing page of a registered range would wait for a
+                // handler forever: the read path needs the range plain.
+                uffd::unregister(fd, a, end - a).map_err(|Errno(e)| {
+                    fail!(
+                        e,
+                        a,
+                        "unregistering {a:#x}-{end:#x} from the userfaultfd failed"
+                    )
+                })?;
+            }
+        }
+        if a < piece_end && area.anon && piece_end - a >= POPULATE_MIN {
+            // Failure (old kernel) only costs speed: the read faults instead.
+            let _ = madvise(a, piece_end - a, MADV_POPULATE_WRITE);
+        }
         while a < piece_end {
             let want = piece_end - a;
             // SAFETY: `[a, a + want)` lies in an area mapped writable
-            // before; no Rust reference points into image memory.
+            // before and not registered with the userfaultfd; no Rust
+            // reference points into image memory.
             match unsafe { pread_raw(PAGES_FD, a, want, o) } {
                 Ok(0) => return Err(fail!(0, a, "the page file ends before offset {o:#x}")),
                 Ok(n) => {
@@ -716,11 +753,107 @@ fn load_pages(addr: u64, len: u64, off: u64, anon: bool) -> R<()> {
     Ok(())
 }
 
+// Filling anonymous memory through a userfaultfd.
+
+/// The userfaultfd the private anonymous areas are registered with while
+/// their pages load, or -1.
+static UFFD_FD: AtomicI32 = AtomicI32::new(-1);
+/// Where the page file is mapped (read-only) while pages load, or 0.
+static VIEW: AtomicU64 = AtomicU64::new(0);
+static VIEW_LEN: AtomicU64 = AtomicU64::new(0);
+
+/// Fills `[dst, dst + len)` (registered) with a copy of `[src, src + len)`
+/// of the page file view; returns the bytes filled and whether all were.
+fn copy_pages(fd: i32, dst: u64, src: u64, len: u64) -> (u64, bool) {
+    // Failure only costs speed: the copy faults the view in instead.
+    let _ = madvise(src, len, MADV_POPULATE_READ);
+    let mut done = 0;
+    let mut stalls = 0;
+    while done < len {
+        // SAFETY: the destination lies in an area registered with `fd`
+        // that nothing refers to; the source lies in the page file view,
+        // mapped readable until both loading threads are done.
+        match unsafe { uffd::copy(fd, dst + done, src + done, len - done) } {
+            Ok(0) => return (done, false),
+            Ok(n) => done += n,
+            Err((e, n)) => {
+                done += n;
+                // EAGAIN: the address space changed under the copy; retry.
+                if e == Errno::EAGAIN && (n > 0 || stalls < 8) {
+                    stalls += 1;
+                    continue;
+                }
+                return (done, false);
+            }
+        }
+    }
+    (done, true)
+}
+
+/// Maps the page file and registers every area to be filled with
+/// `UFFDIO_COPY` with a new userfaultfd. Anything that fails leaves the
+/// read path in place (for everything, or for areas not registered).
+fn uffd_setup(img: &Image) -> R<()> {
+    let Ok(size) = file_size(PAGES_FD) else {
+        return Ok(());
+    };
+    let len = page_up(size);
+    // SAFETY: a fresh read-only mapping where the kernel finds room; every
+    // image area is mapped already, so it cannot take an image address.
+    let Ok(view) = (unsafe { mmap(0, len, PROT_READ, MAP_PRIVATE, PAGES_FD, 0) }) else {
+        return Ok(());
+    };
+    // User mode only where the kernel has it (5.11): a kernel access to a
+    // missing page fails instead of waiting for a handler.
+    let flags = uffd::O_CLOEXEC | uffd::O_NONBLOCK;
+    let fd = uffd::open(flags | uffd::USER_MODE_ONLY).or_else(|_| uffd::open(flags));
+    let Ok(fd) = fd else {
+        // SAFETY: the view is ours and unused.
+        let _ = unsafe { munmap(view, len) };
+        return Ok(());
+    };
+    if uffd::api(fd).is_err() {
+        let _ = close(fd);
+        // SAFETY: the view is ours and unused.
+        let _ = unsafe { munmap(view, len) };
+        return Ok(());
+    }
+    walk_areas(
+        img,
+        false,
+        |v, area| {
+            if area.uffd {
+                // SAFETY: nothing touches the area before its pages are
+                // copied in (or it is unregistered for the read path).
+                let _ = unsafe { uffd::register(fd, v.start, v.len()) };
+            }
+            Ok(())
+        },
+        |_, _, _, _| Ok(()),
+    )?;
+    VIEW.store(view, Ordering::Relaxed);
+    VIEW_LEN.store(len, Ordering::Relaxed);
+    UFFD_FD.store(fd, Ordering::Relaxed);
+    Ok(())
+}
+
+/// Unmaps the page file view (the loading threads are done with it).
+fn uffd_unmap_view() {
+    let view = VIEW.swap(0, Ordering::Relaxed);
+    if view != 0 {
+        // SAFETY: only the loading threads used the view, and both are done.
+        let _ = unsafe { munmap(view, VIEW_LEN.load(Ordering::Relaxed)) };
+    }
+}
+
 /// How the restorer treats one memory area of the image.
 #[derive(Clone, Copy)]
 struct Area {
     /// Anonymous memory (populated before it is read).
     anon: bool,
+    /// Private anonymous memory (not a deleted file's) with pages: filled
+    /// with `UFFDIO_COPY` when the userfaultfd is set up.
+    uffd: bool,
     /// The area's own protection.
     prot: u64,
     /// The protection it is mapped with while its pages are loaded
@@ -775,6 +908,7 @@ fn walk_areas(
         let prot = (v.prot & 7) as u64;
         let area = Area {
             anon: !file_backed,
+            uffd: v.flags & VMA_FILE == 0 && !shared && load,
             prot,
             map_prot: if load { prot | PROT_WRITE } else { prot },
         };
@@ -853,7 +987,7 @@ fn load_share(img: &Image, lo: u64, hi: u64) -> R<()> {
             let (s, e) = (pos.max(lo), (pos + l).min(hi));
             if s < e {
                 let d = s - pos;
-                load_pages(a + d, e - s, o + d, area.anon)?;
+                load_pages(a + d, e - s, o + d, area)?;
             }
             pos += l;
             Ok(())
@@ -1023,6 +1157,9 @@ fn map_memory(img: &Image) -> R<bool> {
         PROGRESS_TOTAL.store(total, Ordering::Relaxed);
         report(&Status::bytes(0, total));
     }
+    if total >= UFFD_MIN {
+        uffd_setup(img)?;
+    }
     let mut main_hi = total;
     let mut helper = None;
     let job;
@@ -1044,6 +1181,7 @@ fn map_memory(img: &Image) -> R<bool> {
         join_helper(tid)?;
     }
     mine?;
+    uffd_unmap_view();
     if total >= BYTE_PROGRESS_MIN {
         report(&Status::bytes(total, total));
     }
@@ -1051,10 +1189,16 @@ fn map_memory(img: &Image) -> R<bool> {
     quiet(Stage::Protect);
     let info = img.process.restore_info_addr;
     let mut info_ok = false;
-    walk_areas(
+    let fd = UFFD_FD.load(Ordering::Relaxed);
+    let protected = walk_areas(
         img,
         false,
         |v, area| {
+            if fd >= 0 && area.uffd {
+                // Plain anonymous memory again (closing the fd below would
+                // do the same for anything left registered).
+                let _ = uffd::unregister(fd, v.start, v.len());
+            }
             if area.map_prot != area.prot {
                 // SAFETY: the area is ours; it gets the protection it had.
                 unsafe { mprotect(v.start, v.len(), area.prot) }.map_err(|e| {
@@ -1067,7 +1211,12 @@ fn map_memory(img: &Image) -> R<bool> {
             Ok(())
         },
         |_, _, _, _| Ok(()),
-    )?;
+    );
+    if fd >= 0 {
+        UFFD_FD.store(-1, Ordering::Relaxed);
+        let _ = close(fd);
+    }
+    protected?;
     Ok(info_ok)
 }
 

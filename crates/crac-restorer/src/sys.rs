@@ -36,6 +36,7 @@ pub const MAP_GROWSDOWN: u64 = 0x100;
 pub const MAP_NORESERVE: u64 = 0x4000;
 pub const MREMAP_MAYMOVE: u64 = 1;
 pub const MREMAP_FIXED: u64 = 2;
+pub const MADV_POPULATE_READ: u64 = 22;
 pub const MADV_POPULATE_WRITE: u64 = 23;
 pub const O_RDONLY: u64 = 0;
 pub const O_RDWR: u64 = 2;

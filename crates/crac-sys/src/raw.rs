@@ -490,3 +490,187 @@ pub fn sigmask(how: i32, set: u64) -> Result<u64, Errno> {
     })?;
     Ok(old)
 }
+
+// ---------------------------------------------------------------------------
+// userfaultfd (the restorer fills anonymous memory with `UFFDIO_COPY`).
+
+/// `userfaultfd(2)` and its ioctls (`linux/userfaultfd.h`, x86-64).
+pub mod uffd {
+    use super::{check, syscall6, Errno};
+
+    /// `userfaultfd` system call number.
+    pub const NR_USERFAULTFD: usize = 323;
+    /// `ioctl` system call number.
+    pub const NR_IOCTL: usize = 16;
+    /// `UFFD_API`.
+    pub const API: u64 = 0xAA;
+    /// `_IOWR(0xAA, 0x3F, struct uffdio_api)`.
+    pub const UFFDIO_API: usize = 0xC018_AA3F;
+    /// `_IOWR(0xAA, 0x00, struct uffdio_register)`.
+    pub const UFFDIO_REGISTER: usize = 0xC020_AA00;
+    /// `_IOR(0xAA, 0x01, struct uffdio_range)`.
+    pub const UFFDIO_UNREGISTER: usize = 0x8010_AA01;
+    /// `_IOWR(0xAA, 0x03, struct uffdio_copy)`.
+    pub const UFFDIO_COPY: usize = 0xC028_AA03;
+    /// `UFFDIO_REGISTER_MODE_MISSING`.
+    pub const REGISTER_MODE_MISSING: u64 = 1;
+    /// `O_CLOEXEC`, `O_NONBLOCK` for the `userfaultfd` flags.
+    pub const O_CLOEXEC: usize = 0o2_000_000;
+    /// `O_NONBLOCK`.
+    pub const O_NONBLOCK: usize = 0o4000;
+    /// `UFFD_USER_MODE_ONLY`: faults from kernel mode fail instead of
+    /// waiting (and unprivileged callers may open one).
+    pub const USER_MODE_ONLY: usize = 1;
+
+    /// `struct uffdio_api`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct UffdioApi {
+        /// `UFFD_API` in, the same out.
+        pub api: u64,
+        /// Requested features in, supported features out.
+        pub features: u64,
+        /// Supported ioctls out.
+        pub ioctls: u64,
+    }
+
+    /// `struct uffdio_register`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct UffdioRegister {
+        /// Range start.
+        pub start: u64,
+        /// Range length.
+        pub len: u64,
+        /// `UFFDIO_REGISTER_MODE_*`.
+        pub mode: u64,
+        /// Ioctls usable on the range (out).
+        pub ioctls: u64,
+    }
+
+    /// `struct uffdio_copy`.
+    #[repr(C)]
+    #[derive(Debug, Default, Clone, Copy)]
+    pub struct UffdioCopy {
+        /// Destination (registered range).
+        pub dst: u64,
+        /// Source (any readable memory).
+        pub src: u64,
+        /// Bytes to copy.
+        pub len: u64,
+        /// `UFFDIO_COPY_MODE_*`.
+        pub mode: u64,
+        /// Bytes copied, or a negative errno (out).
+        pub copy: i64,
+    }
+
+    /// `userfaultfd(flags)`: a new userfaultfd.
+    pub fn open(flags: usize) -> Result<i32, Errno> {
+        // SAFETY: no pointers involved.
+        check(unsafe { syscall6(NR_USERFAULTFD, flags, 0, 0, 0, 0, 0) }).map(|f| f as i32)
+    }
+
+    /// `ioctl(fd, UFFDIO_API)` with no extra features.
+    pub fn api(fd: i32) -> Result<UffdioApi, Errno> {
+        let mut a = UffdioApi {
+            api: API,
+            ..Default::default()
+        };
+        // SAFETY: `a` is a live `struct uffdio_api` the kernel reads and writes.
+        check(unsafe {
+            syscall6(
+                NR_IOCTL,
+                fd as usize,
+                UFFDIO_API,
+                &mut a as *mut UffdioApi as usize,
+                0,
+                0,
+                0,
+            )
+        })?;
+        Ok(a)
+    }
+
+    /// `ioctl(fd, UFFDIO_REGISTER)` of `[start, start + len)` for missing
+    /// pages.
+    ///
+    /// # Safety
+    /// Until the range is unregistered, any access to a missing page in it
+    /// waits for someone to resolve it through `fd`.
+    pub unsafe fn register(fd: i32, start: u64, len: u64) -> Result<(), Errno> {
+        let mut r = UffdioRegister {
+            start,
+            len,
+            mode: REGISTER_MODE_MISSING,
+            ioctls: 0,
+        };
+        // SAFETY: `r` is a live `struct uffdio_register`; the effect on the
+        // range is the caller's contract.
+        check(unsafe {
+            syscall6(
+                NR_IOCTL,
+                fd as usize,
+                UFFDIO_REGISTER,
+                &mut r as *mut UffdioRegister as usize,
+                0,
+                0,
+                0,
+            )
+        })
+        .map(drop)
+    }
+
+    /// `ioctl(fd, UFFDIO_UNREGISTER)` of `[start, start + len)`.
+    pub fn unregister(fd: i32, start: u64, len: u64) -> Result<(), Errno> {
+        let r = [start, len];
+        // SAFETY: `r` is a live `struct uffdio_range` the kernel only reads.
+        check(unsafe {
+            syscall6(
+                NR_IOCTL,
+                fd as usize,
+                UFFDIO_UNREGISTER,
+                r.as_ptr() as usize,
+                0,
+                0,
+                0,
+            )
+        })
+        .map(drop)
+    }
+
+    /// `ioctl(fd, UFFDIO_COPY)`: fills the missing pages of
+    /// `[dst, dst + len)` with a copy of `[src, src + len)`. Returns the
+    /// bytes copied, which may be fewer than `len` only on error: then
+    /// `Err((errno, copied))`.
+    ///
+    /// # Safety
+    /// `[dst, dst + len)` must be registered with `fd` and not referenced;
+    /// `[src, src + len)` must be readable.
+    pub unsafe fn copy(fd: i32, dst: u64, src: u64, len: u64) -> Result<u64, (Errno, u64)> {
+        let mut c = UffdioCopy {
+            dst,
+            src,
+            len,
+            mode: 0,
+            copy: 0,
+        };
+        // SAFETY: `c` is a live `struct uffdio_copy`; the ranges are the
+        // caller's contract.
+        let r = unsafe {
+            syscall6(
+                NR_IOCTL,
+                fd as usize,
+                UFFDIO_COPY,
+                &mut c as *mut UffdioCopy as usize,
+                0,
+                0,
+                0,
+            )
+        };
+        let done = if c.copy > 0 { c.copy as u64 } else { 0 };
+        match check(r) {
+            Ok(_) => Ok(done),
+            Err(e) => Err((e, done)),
+        }
+    }
+}
