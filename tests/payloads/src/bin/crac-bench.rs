@@ -7,7 +7,9 @@
 //! For images of 16 MiB and 1 GiB (override with `CRAC_BENCH_SIZES=16,1024`)
 //! it reports dump time and throughput, image size against RSS, and the
 //! median of 10 restores measured from the start of `crac restore` to the
-//! first line the restored program prints; then cold start against restore
+//! first line the restored program prints (and, as `in-crac ms`, from the
+//! start of the restore inside `crac` to the restorer resuming the process);
+//! then cold start against restore
 //! for a program that warms up for 3 s. Timings vary on this VM: compare
 //! only numbers from the same run.
 use std::path::{Path, PathBuf};
@@ -101,8 +103,9 @@ fn rss_of(text: &str) -> u64 {
 }
 
 /// Restores once; returns ms from the start of `crac restore` to the
-/// restored program's first line.
-fn restore_once(d: &Dump) -> f64 {
+/// restored program's first line, and ms from the start of the restore
+/// inside `crac` to the moment the restorer resumed the process.
+fn restore_once(d: &Dump) -> (f64, f64) {
     let start = now_ns();
     let out = Command::new(sibling("crac"))
         .arg("restore")
@@ -117,7 +120,10 @@ fn restore_once(d: &Dump) -> f64 {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_gone(d.pid);
-    (field(&text, "restored ") - start) as f64 / 1e6
+    (
+        (field(&text, "restored ") - start) as f64 / 1e6,
+        field(&text, "resume_span ") as f64 / 1e6,
+    )
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -133,16 +139,25 @@ fn main() {
         .collect();
     let dir = tempfile_dir();
     println!(
-        "{:>9} {:>10} {:>10} {:>9} {:>10} {:>12} {:>12} {:>10}",
-        "size", "rss", "image", "img/rss", "dump ms", "dump GB/s", "restore ms", "rest GB/s"
+        "{:>9} {:>10} {:>10} {:>9} {:>10} {:>12} {:>12} {:>10} {:>12}",
+        "size",
+        "rss",
+        "image",
+        "img/rss",
+        "dump ms",
+        "dump GB/s",
+        "restore ms",
+        "rest GB/s",
+        "in-crac ms"
     );
     for &mib in &sizes {
         let d = dump(&dir, mib, 0);
-        let times: Vec<f64> = (0..10).map(|_| restore_once(&d)).collect();
-        let m = median(times);
+        let times: Vec<(f64, f64)> = (0..10).map(|_| restore_once(&d)).collect();
+        let m = median(times.iter().map(|t| t.0).collect());
+        let inner = median(times.iter().map(|t| t.1).collect());
         let gb = d.image_bytes as f64 / 1e9;
         println!(
-            "{:>6}MiB {:>9}M {:>9}M {:>9.3} {:>10.1} {:>12.2} {:>12.2} {:>10.2}",
+            "{:>6}MiB {:>9}M {:>9}M {:>9.3} {:>10.1} {:>12.2} {:>12.2} {:>10.2} {:>12.2}",
             mib,
             d.rss >> 20,
             d.image_bytes >> 20,
@@ -151,12 +166,13 @@ fn main() {
             gb / (d.ready_to_exit_ms / 1e3),
             m,
             gb / (m / 1e3),
+            inner,
         );
         let _ = std::fs::remove_dir_all(&d.image);
     }
     // Cold start vs restore of a program that warms up for 3 s.
     let d = dump(&dir, 64, 3000);
-    let m = median((0..10).map(|_| restore_once(&d)).collect());
+    let m = median((0..10).map(|_| restore_once(&d).0).collect());
     println!(
         "cold start to ready: {:.0} ms; restore to running: {:.1} ms (median of 10); {:.0}x faster",
         d.cold_ms,

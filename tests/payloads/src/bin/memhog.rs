@@ -55,6 +55,16 @@ fn main() {
         println!("error: {e}");
         std::process::exit(1);
     }
+    // From the start of the restore (after `crac restore` parsed its
+    // arguments) to the moment the restorer resumed this process.
+    let info = crac::restore_info();
+    if let (Some(started), Some(resumed)) = (info.restore_started, info.restore_time) {
+        let ns = resumed
+            .duration_since(started)
+            .unwrap_or_default()
+            .as_nanos();
+        println!("resume_span {ns}");
+    }
     let ok = data.iter().fold(0u64, |a, b| a.wrapping_add(*b)) == sum;
     println!("data ok: {ok}");
     std::process::exit(if ok { 0 } else { 1 });
