@@ -11,6 +11,13 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The restorer is its own workspace (no_std, panic=abort, its own linker
+# settings in crates/crac-restorer/.cargo): check it from its directory.
+echo "== restorer: fmt and clippy"
+cargo fmt --manifest-path crates/crac-restorer/Cargo.toml -- --check
+(cd crates/crac-restorer &&
+  CARGO_TARGET_DIR="$PWD/../../target/restorer-clippy" \
+    cargo clippy --release --locked --offline -- -D warnings)
 echo "== cargo build (payloads and binaries the tests run)"
 cargo build --workspace --all-targets --locked
 echo "== cargo test"
