@@ -250,10 +250,9 @@ extern "C" fn early() {
             "the restorer is linked at {start:#x}-{end:#x}, outside its zone"
         ));
     }
+    // The bss, page-aligned by the linker script, is anonymous already.
     // SAFETY: copies the file-backed part of the program's segments to
-    // anonymous memory at the same addresses (the bss, page-aligned by the
-    // linker script, is anonymous already). Nothing here writes .data, so
-    // the copy is exact.
+    // anonymous memory at the same addresses; nothing writes .data meanwhile.
     unsafe {
         if let Err(s) = anonymize(start, text_end, PROT_READ | 4) {
             die(&s);

@@ -488,11 +488,10 @@ pub fn rseq_area(fs_base: u64) -> (u64, u32, u32) {
 /// # Panics
 /// Never; the caller guarantees readability (see safety below).
 pub fn copy_from_memory(addr: u64, dst: &mut [u8]) {
-    // SAFETY: callers pass ranges of mappings that /proc/self/maps reported
-    // as readable while every other thread is stopped, so the source is mapped
-    // and nothing unmaps it during the copy. The source may overlap `dst`
-    // itself (the buffer is part of the memory being dumped), hence `copy`
-    // (memmove semantics) rather than `copy_nonoverlapping`.
+    // The source may overlap `dst` (the buffer is memory being dumped too),
+    // hence `copy` (memmove) rather than `copy_nonoverlapping`.
+    // SAFETY: callers pass readable ranges (per /proc/self/maps) while every
+    // other thread is stopped, so nothing unmaps the source during the copy.
     unsafe { std::ptr::copy(addr as *const u8, dst.as_mut_ptr(), dst.len()) }
 }
 
@@ -534,10 +533,10 @@ pub fn set_sigaction(sig: i32, act: &sys::KernelSigaction) {
 
 /// Feeds `len` bytes of this process's memory at `addr` into `crc`.
 pub fn crc_memory(crc: &mut crc32fast::Hasher, addr: u64, len: u64) {
-    // SAFETY: callers pass page runs of mappings that /proc/self/maps
-    // reported readable, while every other thread is stopped and outside the
-    // ranges the dumping thread itself modifies (its stack, the bounce
-    // buffer); the slice is only read for the duration of this call.
+    // Callers exclude what the dumping thread itself modifies (its stack, the
+    // bounce buffer, rseq areas), so the bytes stay still while read.
+    // SAFETY: readable page runs (per /proc/self/maps), other threads stopped;
+    // the slice is only read for the duration of this call.
     let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) };
     crc.update(bytes);
 }
