@@ -171,6 +171,33 @@ fn main() {
         libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
     }
     std::env::set_current_dir("/tmp").unwrap();
+    // A file mapped shared and read-only (the descriptor is closed again):
+    // the restorer maps it again from the file.
+    let data_path = std::env::temp_dir().join(format!("crac-state-{}.dat", std::process::id()));
+    let pattern: Vec<u8> = (0..65536u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&data_path, &pattern).unwrap();
+    let shared_file = {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&data_path).unwrap();
+        // SAFETY: maps 64 KiB of a 64 KiB file read-only; only read below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                65536,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        p as usize
+    };
+    let shared_bytes = || {
+        // SAFETY: the mapping above is 64 KiB, readable, and never unmapped.
+        unsafe { std::slice::from_raw_parts(shared_file as *const u8, 65536) }.to_vec()
+    };
+    assert_eq!(shared_bytes(), pattern);
     std::thread::sleep(Duration::from_millis(100));
     let usr1 = handler_of(libc::SIGUSR1);
     println!("pre-checkpoint PID: {}", std::process::id());
@@ -178,6 +205,11 @@ fn main() {
         fail(&format!("checkpoint: {e}"));
     }
     println!("post-restore PID: {}", std::process::id());
+    let shared_ok = shared_bytes() == pattern;
+    let _ = std::fs::remove_file(&data_path);
+    if !shared_ok {
+        fail("the shared file mapping differs after restore");
+    }
     let (t0, a0) = (
         TIMER_TICKS.load(Ordering::SeqCst),
         ALARM_TICKS.load(Ordering::SeqCst),
