@@ -334,7 +334,9 @@ impl Snapshot<'_> {
                         0 => false,
                         1 => swapped || (present && !(zero != 0 && pfn == zero)),
                         2 => swapped || (present && !file_page),
-                        _ => present || swapped,
+                        // A deleted file cannot be mapped again: keep every
+                        // page, resident or not.
+                        _ => true,
                     };
                     let addr = (page + j as u64) * PAGE_SIZE;
                     if !keep {
@@ -367,10 +369,13 @@ impl Snapshot<'_> {
         Ok(())
     }
 
+    /// Whether the dump may read `addr` directly. Not for deleted files:
+    /// pages past the end of such a file would raise SIGBUS in the dumping
+    /// thread, so those go through /proc/self/mem, which reports an error.
     fn readable(&self, addr: u64) -> bool {
-        self.vmas
-            .iter()
-            .any(|v| v.start <= addr && addr < v.end && v.prot & PROT_READ != 0)
+        self.vmas.iter().any(|v| {
+            v.start <= addr && addr < v.end && v.prot & PROT_READ != 0 && v.flags & VMA_DELETED == 0
+        })
     }
 
     /// The 4096-aligned part of the bounce buffer (O_DIRECT needs aligned
@@ -413,9 +418,17 @@ impl Snapshot<'_> {
                 let mut got = 0;
                 while got < n {
                     match sys::pread(mem_fd, &mut b[got..n], at + got as u64) {
-                        Ok(0) => return Err(SnapFailure::Sys("read /proc/self/mem", Errno(5))),
-                        Ok(k) => got += k,
+                        Ok(k) if k > 0 => got += k,
                         Err(Errno::EINTR) => {}
+                        // A page that cannot be read (past the end of a deleted
+                        // file: the program could not read it either) is
+                        // stored as zeros.
+                        Ok(_) | Err(Errno(5)) | Err(Errno(14)) => {
+                            let next = (got / PAGE_SIZE as usize + 1) * PAGE_SIZE as usize;
+                            let next = next.min(n);
+                            b[got..next].fill(0);
+                            got = next;
+                        }
                         Err(e) => return Err(SnapFailure::Sys("read /proc/self/mem", e)),
                     }
                 }

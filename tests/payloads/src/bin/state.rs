@@ -198,6 +198,38 @@ fn main() {
         unsafe { std::slice::from_raw_parts(shared_file as *const u8, 65536) }.to_vec()
     };
     assert_eq!(shared_bytes(), pattern);
+    // A private mapping of a file deleted afterwards, only partly read, and
+    // two pages longer than the file: the image must keep every file page.
+    let gone_path = std::env::temp_dir().join(format!("crac-gone-{}.dat", std::process::id()));
+    // 1 MiB: well beyond the kernel's 64 KiB fault-around window.
+    let big: Vec<u8> = (0..(1u32 << 20)).map(|i| (i * 13 % 251) as u8).collect();
+    std::fs::write(&gone_path, &big).unwrap();
+    let gone = {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&gone_path).unwrap();
+        // SAFETY: maps 1 MiB + 2 pages of a 1 MiB file privately, read-only;
+        // only the first 1 MiB is ever read.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                (1 << 20) + 8192,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        p as usize
+    };
+    std::fs::remove_file(&gone_path).unwrap();
+    // SAFETY: reads the first byte of the mapping made above.
+    let first = unsafe { *(gone as *const u8) };
+    assert_eq!(first, big[0]);
+    let gone_bytes = || {
+        // SAFETY: the first 1 MiB of the mapping lies within the file.
+        unsafe { std::slice::from_raw_parts(gone as *const u8, 1 << 20) }.to_vec()
+    };
     std::thread::sleep(Duration::from_millis(100));
     let usr1 = handler_of(libc::SIGUSR1);
     println!("pre-checkpoint PID: {}", std::process::id());
@@ -209,6 +241,9 @@ fn main() {
     let _ = std::fs::remove_file(&data_path);
     if !shared_ok {
         fail("the shared file mapping differs after restore");
+    }
+    if gone_bytes() != big {
+        fail("the mapping of a deleted file differs after restore");
     }
     let (t0, a0) = (
         TIMER_TICKS.load(Ordering::SeqCst),
