@@ -93,6 +93,8 @@ pub struct Facts {
     pub personality: u32,
     pub exe: Vec<u8>,
     pub cwd: Vec<u8>,
+    /// `cwd` with a trailing NUL, for `chdir` without allocating.
+    pub cwd_c: Vec<u8>,
     pub comm: Vec<u8>,
     pub kernel_release: Vec<u8>,
     pub boot_id: Vec<u8>,
@@ -171,6 +173,7 @@ pub fn gather() -> std::io::Result<Facts> {
         .as_bytes()
         .to_vec();
     f.cwd = std::env::current_dir()?.as_os_str().as_bytes().to_vec();
+    f.cwd_c = [f.cwd.as_slice(), &[0]].concat();
     f.comm = trim_nl(read_bytes("/proc/self/comm"));
     f.kernel_release = trim_nl(read_bytes("/proc/sys/kernel/osrelease"));
     f.boot_id = trim_nl(read_bytes("/proc/sys/kernel/random/boot_id"));

@@ -22,7 +22,7 @@ pub(crate) mod stop;
 use std::ffi::OsString;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use crac_image::{
@@ -517,7 +517,7 @@ fn encode_body(
         monotonic_ns: sys::clock_ns(1),
         boottime_ns: sys::clock_ns(7),
         resume_entry: crac_sys::ctx::resume_entry(),
-        restore_info_addr: RESTORE_INFO.as_ptr() as u64,
+        restore_info_addr: RESTORE_INFO.0.as_ptr() as u64,
         exe: &f.exe,
         cwd: &f.cwd,
         comm: &f.comm,
@@ -646,17 +646,21 @@ fn encode_body(
     }
 }
 
-/// The temporary image directory and its files.
+/// The temporary image directory: created (name, modes, refusal to replace
+/// a non-image directory, clean-up on failure) by crac-image's
+/// [`crac_image::prepare_temp_dir`]; committed here without allocating,
+/// because the other threads may still be stopped.
 struct TempDir {
-    tmp: PathBuf,
-    fds: Option<[OwnedFd; 4]>,
+    /// Owns the temporary directory and its two files until committed.
+    inner: Option<crac_image::TempImageDir>,
+    /// The temporary directory and its parent, for fsync.
+    fds: Option<[OwnedFd; 2]>,
     meta_fd: i32,
     pages_fd: i32,
     tmp_c: Vec<u8>,
     final_c: Vec<u8>,
     tmp_meta_c: Vec<u8>,
     tmp_pages_c: Vec<u8>,
-    committed: bool,
 }
 
 fn cpath(p: &Path) -> Vec<u8> {
@@ -667,79 +671,37 @@ fn cpath(p: &Path) -> Vec<u8> {
 
 impl TempDir {
     fn create(final_dir: &Path) -> std::io::Result<TempDir> {
-        use std::fs::{DirBuilder, OpenOptions};
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let final_dir = if final_dir.is_absolute() {
-            final_dir.to_path_buf()
-        } else {
-            std::env::current_dir()?.join(final_dir)
-        };
-        let parent = final_dir.parent().unwrap_or(Path::new("/")).to_path_buf();
-        let name = final_dir
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_else(|| OsString::from("image"));
-        let mut tmp_name = OsString::from(".");
-        tmp_name.push(&name);
-        tmp_name.push(format!(".tmp-{}", std::process::id()));
-        let tmp = parent.join(tmp_name);
-        // Only ever replace an image (or an empty directory): a mistyped path
-        // must not swap a user's directory away.
-        if let Ok(mut entries) = std::fs::read_dir(&final_dir) {
-            let is_image = final_dir.join(crac_image::META_FILE).exists();
-            if !is_image && entries.next().is_some() {
-                return Err(std::io::Error::other(format!(
-                    "{} exists and is not an image directory",
-                    final_dir.display()
-                )));
-            }
-        } else if final_dir.exists() {
-            return Err(std::io::Error::other(format!(
-                "{} exists and is not a directory",
-                final_dir.display()
-            )));
-        }
-        if tmp.exists() {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        DirBuilder::new().mode(0o700).create(&tmp)?;
-        let open = |n: &str| {
-            OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(0o2000000)
-                .open(tmp.join(n))
-        };
-        let meta = OwnedFd::from(open(crac_image::META_FILE)?);
-        let pages = OwnedFd::from(open(crac_image::PAGES_FILE)?);
+        let final_dir = std::path::absolute(final_dir)?;
+        let inner = crac_image::prepare_temp_dir(&final_dir)?;
+        let tmp = inner.path().to_path_buf();
+        let parent = final_dir.parent().unwrap_or(Path::new("/"));
+        let (meta_fd, pages_fd) = (inner.meta_fd().as_raw_fd(), inner.pages_fd().as_raw_fd());
         // Page data bypasses the page cache where the file system allows:
         // copying gigabytes into fresh page-cache pages is the slowest part of
         // a dump, and the writes are page-aligned anyway.
         const O_DIRECT: usize = 0o40000;
-        if let Ok(fl) = sys::fcntl(pages.as_raw_fd(), 3 /* F_GETFL */, 0) {
-            let _ = sys::fcntl(pages.as_raw_fd(), 4 /* F_SETFL */, fl | O_DIRECT);
+        if let Ok(fl) = sys::fcntl(pages_fd, 3 /* F_GETFL */, 0) {
+            let _ = sys::fcntl(pages_fd, 4 /* F_SETFL */, fl | O_DIRECT);
         }
         let dir = OwnedFd::from(std::fs::File::open(&tmp)?);
-        let parent_fd = OwnedFd::from(std::fs::File::open(&parent)?);
+        let parent_fd = OwnedFd::from(std::fs::File::open(parent)?);
         Ok(TempDir {
             tmp_c: cpath(&tmp),
             final_c: cpath(&final_dir),
             tmp_meta_c: cpath(&tmp.join(crac_image::META_FILE)),
             tmp_pages_c: cpath(&tmp.join(crac_image::PAGES_FILE)),
-            tmp,
-            meta_fd: meta.as_raw_fd(),
-            pages_fd: pages.as_raw_fd(),
-            fds: Some([meta, pages, dir, parent_fd]),
-            committed: false,
+            inner: Some(inner),
+            meta_fd,
+            pages_fd,
+            fds: Some([dir, parent_fd]),
         })
     }
 
     /// Syncs and renames into place. Allocation-free (threads may be stopped).
     fn commit(&mut self) -> Result<(), (&'static str, Errno)> {
-        let [meta, pages, dir, parent] = self.fds.as_ref().ok_or(("sync the image", Errno(9)))?;
-        sys::fsync(pages.as_raw_fd()).map_err(|e| ("sync the page file", e))?;
-        sys::fsync(meta.as_raw_fd()).map_err(|e| ("sync the metadata file", e))?;
+        let [dir, parent] = self.fds.as_ref().ok_or(("sync the image", Errno(9)))?;
+        sys::fsync(self.pages_fd).map_err(|e| ("sync the page file", e))?;
+        sys::fsync(self.meta_fd).map_err(|e| ("sync the metadata file", e))?;
         sys::fsync(dir.as_raw_fd()).map_err(|e| ("sync the image directory", e))?;
         match sys::rename(&self.tmp_c, &self.final_c, 2 /* RENAME_EXCHANGE */) {
             Ok(()) => {
@@ -753,24 +715,17 @@ impl TempDir {
             Err(e) => return Err(("rename the image into place", e)),
         }
         sys::fsync(parent.as_raw_fd()).map_err(|e| ("sync the parent directory", e))?;
-        self.committed = true;
+        // Nothing is left at the temporary name, so the clean-up on drop
+        // finds nothing to remove.
         Ok(())
     }
-}
 
-impl TempDir {
-    /// In a restored process: the descriptors are not open here; leak their
-    /// numbers instead of closing whatever now has them.
-    fn forget_fds(&mut self) {
+    /// In a restored process: the descriptors are not open here and the
+    /// temporary directory is long gone; leak them instead of closing
+    /// whatever now has those numbers.
+    fn forget(&mut self) {
         std::mem::forget(self.fds.take());
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_dir_all(&self.tmp);
-        }
+        std::mem::forget(self.inner.take());
     }
 }
 
@@ -844,7 +799,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         + facts.thread_count * 2048
         + facts.files.len() * 4200;
     snap.meta = vec![0u8; meta_cap].into_boxed_slice();
-    for w in &RESTORE_INFO {
+    for w in &RESTORE_INFO.0 {
         w.store(0, Ordering::SeqCst);
     }
 
@@ -981,8 +936,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
             // process (their numbers may even belong to something else now):
             // forget them instead of closing them. The temporary directory was
             // renamed into the image long ago.
-            tmp.committed = true;
-            tmp.forget_fds();
+            tmp.forget();
 
             // Carried descriptors must exist before the threads that use
             // them run again.
@@ -1042,6 +996,29 @@ fn after_restore(
         let _ = sys::prlimit(r as u32, Some((l.cur, l.max)));
     }
     sys::umask(facts.umask);
+    let _ = sys::chdir(&facts.cwd_c);
+    for (i, (interval, value)) in facts.itimers.iter().enumerate() {
+        if *value != 0 {
+            let _ = sys::setitimer(i as i32, *interval, *value);
+        }
+    }
+    if altstack.2 & 2 == 0 && altstack.1 != 0 {
+        let _ = sys::sigaltstack(Some((altstack.0, altstack.1, 0)));
+    }
+    // No allocation until the threads are released: one of them may hold
+    // the allocator's lock.
+    let words: [u64; 7] = std::array::from_fn(|i| RESTORE_INFO.0[i].load(Ordering::SeqCst));
+    let info = RestoreInfo {
+        magic: words[0],
+        zone_start: words[1],
+        zone_len: words[2],
+        restore_started_ns: words[3],
+        resumed_ns: words[4],
+        env_addr: words[5],
+        env_len: words[6],
+    };
+    round.release();
+    // Allocation is fine from here on (a failed timer is logged).
     for t in &facts.timers {
         if let Err(e) = sys::timer_recreate(
             t.id,
@@ -1061,31 +1038,6 @@ fn after_restore(
             );
         }
     }
-    let mut cwd = facts.cwd.clone();
-    cwd.push(0);
-    let _ = sys::chdir(&cwd);
-    for (i, (interval, value)) in facts.itimers.iter().enumerate() {
-        if *value != 0 {
-            let _ = sys::setitimer(i as i32, *interval, *value);
-        }
-    }
-    if altstack.2 & 2 == 0 && altstack.1 != 0 {
-        let _ = sys::sigaltstack(Some((altstack.0, altstack.1, 0)));
-    }
-    let words: Vec<u64> = RESTORE_INFO
-        .iter()
-        .map(|w| w.load(Ordering::SeqCst))
-        .collect();
-    let info = RestoreInfo {
-        magic: words[0],
-        zone_start: words[1],
-        zone_len: words[2],
-        restore_started_ns: words[3],
-        resumed_ns: words[4],
-        env_addr: words[5],
-        env_len: words[6],
-    };
-    round.release();
     let env = if info.magic == crac_image::RESTORE_INFO_MAGIC {
         stop::take_env_and_unmap_zone(&info)
     } else {

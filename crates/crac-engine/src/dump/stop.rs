@@ -460,9 +460,16 @@ pub fn call_saving_context<F: FnMut() -> u64>(
 #[derive(Debug, Clone, Copy)]
 pub struct Resumed;
 
-/// Where the restorer writes the restore facts (see `crac_image::RestoreInfo`).
-pub static RESTORE_INFO: [std::sync::atomic::AtomicU64; 7] =
-    [const { std::sync::atomic::AtomicU64::new(0) }; 7];
+/// The block the restorer fills (see `crac_image::RestoreInfo`). Aligned to
+/// 64 bytes so its 56 bytes never straddle a page, and so never two mappings
+/// (the restorer checks that one writable mapping holds it).
+#[repr(align(64))]
+#[derive(Debug)]
+pub struct RestoreInfoBlock(pub [std::sync::atomic::AtomicU64; 7]);
+
+/// Where the restorer writes the restore facts.
+pub static RESTORE_INFO: RestoreInfoBlock =
+    RestoreInfoBlock([const { std::sync::atomic::AtomicU64::new(0) }; 7]);
 
 extern "C" {
     static __rseq_offset: isize;
