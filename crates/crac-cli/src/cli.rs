@@ -137,9 +137,15 @@ pub struct RestoreArgs {
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
     /// Leave the restored process running on its own (in a new session)
-    /// and exit at once.
+    /// and exit at once (its memory is loaded before it resumes).
     #[arg(long)]
     pub detach: bool,
+    /// Load all memory before the process resumes. Without it the process
+    /// resumes once its memory is mapped and `crac restore` loads private
+    /// anonymous memory as it is touched and in the background; until it
+    /// ends, the process is tied to `crac restore` (killed if it is killed).
+    #[arg(long)]
+    pub eager: bool,
     /// Set an environment variable in the restored process before its
     /// `after_restore` hooks run (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]

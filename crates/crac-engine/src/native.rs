@@ -111,6 +111,12 @@ pub enum DumpError {
         /// Bytes needed.
         needed: usize,
     },
+    /// The memory of the last (lazy) restore was still loading.
+    #[error("the memory of the last restore is still being loaded by crac restore after {secs} s")]
+    StillLoading {
+        /// How long the dump waited.
+        secs: u64,
+    },
     /// A system call failed while writing the image.
     #[error("cannot {what}: {errno}")]
     Io {

@@ -24,13 +24,14 @@
 //! and 32 KiB per-thread stacks from +112 MiB (at most 4608 threads). The
 //! restored program unmaps the zone once every thread has resumed.
 
+mod pager;
 mod preflight;
 #[cfg(test)]
 mod testimg;
 
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
@@ -42,6 +43,7 @@ pub use crac_image::status::Stage;
 use crac_image::status::{Status, StatusKind, STATUS_LEN};
 use crac_sys::raw::{Errno, ExecChild};
 
+pub use pager::{LoadError, Loaded, Pager};
 pub use preflight::{preflight, Plan, Problem, ProblemKind};
 
 /// The restorer program, built by `build.rs` from `crates/crac-restorer`.
@@ -66,10 +68,16 @@ pub struct RestoreOptions {
     /// Environment values handed to the restored program (it applies them
     /// itself after resuming).
     pub env: Vec<(OsString, OsString)>,
+    /// Load all memory before the process resumes. By default (and never
+    /// with `detach`) the private anonymous memory of a restore is loaded
+    /// lazily: the process resumes as soon as its areas are mapped and the
+    /// caller's pager thread serves its page faults and loads the rest in
+    /// the background (see [`Restored::finish`]).
+    pub eager: bool,
 }
 
 /// A process restored and running.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Restored {
     /// Its PID (the image's).
     pub pid: u32,
@@ -77,6 +85,23 @@ pub struct Restored {
     pub threads: u32,
     /// Time from the start of [`restore`] until the process resumed.
     pub elapsed: Duration,
+    /// Bytes of page data left to load after the resume (0: eager).
+    pub lazy_bytes: u64,
+    pager: Option<Pager>,
+}
+
+impl Restored {
+    /// Waits until the lazily loaded memory of the process (and of any child
+    /// it forked meanwhile) is complete, or the process is gone. Returns at
+    /// once after an eager restore. Dropping a `Restored` waits the same way:
+    /// the process is tied to the caller (it is killed if the caller dies)
+    /// until its memory is complete.
+    pub fn finish(&mut self) -> Result<Loaded, LoadError> {
+        match &mut self.pager {
+            Some(p) => p.finish(),
+            None => Ok(Loaded::default()),
+        }
+    }
 }
 
 /// Why a restore failed. After any of these no restored process is left
@@ -211,9 +236,13 @@ fn memfd(name: &std::ffi::CStr, exec: bool) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
-/// The restore arguments (fd 6): start time, environment length, then
-/// `KEY=VALUE\0` entries.
-fn restore_args(started_ns: u64, env: &[(OsString, OsString)]) -> Vec<u8> {
+/// Restore argument flag: load private anonymous memory lazily.
+const ARG_LAZY: u64 = 1;
+
+/// The restore arguments (fd 6): start time, flags ([`ARG_LAZY`]), the
+/// caller's PID, environment length (`u64` each), then `KEY=VALUE\0`
+/// entries.
+fn restore_args(started_ns: u64, flags: u64, env: &[(OsString, OsString)]) -> Vec<u8> {
     let mut block = Vec::new();
     for (k, v) in env {
         block.extend_from_slice(k.as_bytes());
@@ -221,8 +250,10 @@ fn restore_args(started_ns: u64, env: &[(OsString, OsString)]) -> Vec<u8> {
         block.extend_from_slice(v.as_bytes());
         block.push(0);
     }
-    let mut out = Vec::with_capacity(16 + block.len());
+    let mut out = Vec::with_capacity(32 + block.len());
     out.extend_from_slice(&started_ns.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&u64::from(std::process::id()).to_le_bytes());
     out.extend_from_slice(&(block.len() as u64).to_le_bytes());
     out.extend_from_slice(&block);
     out
@@ -267,15 +298,27 @@ pub fn restore_with_progress(
     let mut exe = memfd(c"crac-restorer", true).map_err(setup("restorer memfd"))?;
     exe.write_all(RESTORER).map_err(setup("restorer memfd"))?;
     let mut args = memfd(c"crac-restore-args", false).map_err(setup("arguments memfd"))?;
-    args.write_all(&restore_args(started_ns, &opts.env))
+    let lazy = !opts.eager && !opts.detach && !plan.lazy.is_empty();
+    let flags = if lazy { ARG_LAZY } else { 0 };
+    args.write_all(&restore_args(started_ns, flags, &opts.env))
         .map_err(setup("arguments memfd"))?;
-    let (status_r, status_w): (OwnedFd, OwnedFd) =
-        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| {
-            RestoreError::Setup {
-                what: "status pipe",
-                source: e.into(),
-            }
-        })?;
+    // A socket, not a pipe: the restorer of a lazy restore sends its
+    // userfaultfd along with a record.
+    let (status_r, status_w): (OwnedFd, OwnedFd) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .map_err(|e| RestoreError::Setup {
+        what: "status socket",
+        source: e.into(),
+    })?;
+    let lazy_pages = if lazy {
+        Some(open(crac_image::PAGES_FILE)?)
+    } else {
+        None
+    };
 
     let fail_record = Status::error(Stage::Start, 0, 0)
         .with_detail(b"executing the restorer failed (step: object)")
@@ -318,11 +361,14 @@ pub fn restore_with_progress(
 
     let mut stage = Stage::Start;
     let mut loaded = 0u64;
-    let mut pipe = File::from(status_r);
+    let mut lazy_pages = lazy_pages;
+    let mut pager: Option<Pager> = None;
+    let mut lazy_bytes = 0;
     let deadline = t0 + RESTORER_TIMEOUT;
     loop {
         let mut rec = [0u8; STATUS_LEN];
-        match read_record(&mut pipe, &mut rec, deadline) {
+        let mut passed = None;
+        match read_record(&status_r, &mut rec, &mut passed, deadline) {
             Ok(true) => {}
             Ok(false) => {
                 let how = reap(pid).map_or_else(|e| format!("ended ({e})"), describe_end);
@@ -366,11 +412,39 @@ pub fn restore_with_progress(
                     progress(stage, 0, 0);
                 }
             }
+            StatusKind::Lazy => {
+                let (Some(fd), Some(pages), None) = (passed, lazy_pages.take(), &pager) else {
+                    kill_and_reap(pid);
+                    return Err(RestoreError::Status {
+                        stage,
+                        source: io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "an unexpected lazy-loading record",
+                        ),
+                    });
+                };
+                lazy_bytes = st.object;
+                match Pager::start(fd, pid, pages, &plan.lazy) {
+                    Ok(p) => pager = Some(p),
+                    Err(source) => {
+                        kill_and_reap(pid);
+                        return Err(RestoreError::Setup {
+                            what: "pager thread",
+                            source,
+                        });
+                    }
+                }
+            }
             StatusKind::Ok => {
+                if let Some(p) = &pager {
+                    p.resumed();
+                }
                 return Ok(Restored {
                     pid,
                     threads: st.aux as u32,
                     elapsed: t0.elapsed(),
+                    lazy_bytes,
+                    pager,
                 });
             }
             StatusKind::Error => {
@@ -386,11 +460,17 @@ pub fn restore_with_progress(
     }
 }
 
-/// Reads one whole record; `Ok(false)` at end of file (or a partial record).
-fn read_record(pipe: &mut File, rec: &mut [u8], deadline: Instant) -> io::Result<bool> {
+/// Reads one whole record (one message) and the fd passed with it, if
+/// any; `Ok(false)` at end of file (or a short record).
+fn read_record(
+    sock: &OwnedFd,
+    rec: &mut [u8],
+    passed: &mut Option<OwnedFd>,
+    deadline: Instant,
+) -> io::Result<bool> {
     use rustix::event::{poll, PollFd, PollFlags, Timespec};
-    let mut got = 0;
-    while got < rec.len() {
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags};
+    loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
             return Err(io::ErrorKind::TimedOut.into());
@@ -399,21 +479,35 @@ fn read_record(pipe: &mut File, rec: &mut [u8], deadline: Instant) -> io::Result
             tv_sec: left.as_secs() as i64,
             tv_nsec: i64::from(left.subsec_nanos()),
         };
-        let mut fds = [PollFd::new(&*pipe, PollFlags::IN)];
+        let mut fds = [PollFd::new(sock, PollFlags::IN)];
         match poll(&mut fds, Some(&ts)) {
             Ok(0) => continue,
             Ok(_) => {}
             Err(rustix::io::Errno::INTR) => continue,
             Err(e) => return Err(e.into()),
         }
-        match pipe.read(&mut rec[got..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+        let r = recvmsg(
+            sock,
+            &mut [io::IoSliceMut::new(rec)],
+            &mut cmsg,
+            RecvFlags::CMSG_CLOEXEC,
+        );
+        let msg = match r {
+            Ok(m) => m,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for m in cmsg.drain() {
+            if let RecvAncillaryMessage::ScmRights(fds) = m {
+                for fd in fds {
+                    passed.get_or_insert(fd);
+                }
+            }
         }
+        return Ok(msg.bytes == rec.len() && !msg.flags.contains(ReturnFlags::TRUNC));
     }
-    Ok(true)
 }
 
 fn reap(pid: u32) -> io::Result<ExitStatus> {
@@ -586,10 +680,16 @@ mod tests {
 
     #[test]
     fn restore_args_layout() {
-        let a = restore_args(7, &[("A".into(), "1".into()), ("B".into(), "".into())]);
+        let a = restore_args(
+            7,
+            ARG_LAZY,
+            &[("A".into(), "1".into()), ("B".into(), "".into())],
+        );
         assert_eq!(&a[0..8], &7u64.to_le_bytes());
-        assert_eq!(&a[8..16], &7u64.to_le_bytes());
-        assert_eq!(&a[16..], b"A=1\0B=\0");
+        assert_eq!(&a[8..16], &ARG_LAZY.to_le_bytes());
+        assert_eq!(&a[16..24], &u64::from(std::process::id()).to_le_bytes());
+        assert_eq!(&a[24..32], &7u64.to_le_bytes());
+        assert_eq!(&a[32..], b"A=1\0B=\0");
     }
 
     #[test]
@@ -742,6 +842,16 @@ mod tests {
     /// (it never holds an image TID) when the program runs.
     #[test]
     fn big_image_loads_every_page_on_two_threads() {
+        big_image_loads_every_page(true);
+    }
+
+    /// A lazy restore: once the pager is done, every page is there.
+    #[test]
+    fn big_image_loads_every_page_lazily() {
+        big_image_loads_every_page(false);
+    }
+
+    fn big_image_loads_every_page(eager: bool) {
         let d = tmpdir();
         let pages = 4099; // not an even split
         let (pid, tid) = testimg::free_ids();
@@ -751,8 +861,18 @@ mod tests {
             ..Default::default()
         };
         testimg::write(d.path(), pid, tid, &tweaks);
-        let r = restore(d.path(), RestoreOptions::default()).unwrap();
+        let opts = RestoreOptions {
+            eager,
+            ..Default::default()
+        };
+        let mut r = restore(d.path(), opts).unwrap();
         assert_eq!((r.pid, r.threads), (pid, 2));
+        assert_eq!(r.lazy_bytes == 0, eager, "{r:?}");
+        // Other processes cannot read memory that is still loading (EIO).
+        let loaded = r.finish().unwrap();
+        if !eager {
+            assert!(loaded.bytes >= pages * 4096, "{loaded:?}");
+        }
         let tasks: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
@@ -788,7 +908,11 @@ mod tests {
         testimg::write(d.path(), pid, tid, &tweaks);
         let mut seen = Vec::new();
         let mut record = |stage, done, total| seen.push((stage, done, total));
-        restore_with_progress(d.path(), RestoreOptions::default(), &mut record).unwrap();
+        let eager = RestoreOptions {
+            eager: true,
+            ..Default::default()
+        };
+        restore_with_progress(d.path(), eager, &mut record).unwrap();
         let _ = reap(pid);
         assert_eq!(seen.first(), Some(&(Stage::Start, 0, 0)));
         let bytes: Vec<(u64, u64)> = seen

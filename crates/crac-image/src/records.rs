@@ -901,14 +901,23 @@ pub struct RestoreInfo {
     pub env_addr: u64,
     /// Length of the environment block.
     pub env_len: u64,
+    /// [`RESTORE_LAZY`] if private anonymous memory is still being loaded
+    /// by `crac restore` through a userfaultfd when the threads resume.
+    pub flags: u64,
 }
+
+/// [`RestoreInfo::flags`]: memory is loaded lazily after the resume.
+pub const RESTORE_LAZY: u64 = 1;
+
+/// Bytes of the [`RestoreInfo`] block in memory.
+pub const RESTORE_INFO_LEN: u64 = 64;
 
 /// Value of [`RestoreInfo::magic`] once the restorer filled the block.
 pub const RESTORE_INFO_MAGIC: u64 = 0x6372_6163_5245_5354; // "cracREST"
 
 impl RestoreInfo {
     /// The fields in memory order.
-    pub fn to_words(&self) -> [u64; 7] {
+    pub fn to_words(&self) -> [u64; 8] {
         [
             self.magic,
             self.zone_start,
@@ -917,6 +926,7 @@ impl RestoreInfo {
             self.resumed_ns,
             self.env_addr,
             self.env_len,
+            self.flags,
         ]
     }
 }

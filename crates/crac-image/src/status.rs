@@ -1,13 +1,15 @@
 //! The restorer's status protocol.
 //!
 //! The restorer (a `no_std` program running inside the process being
-//! restored) reports to the orchestrator (`crac restore`) over a pipe with
+//! restored) reports to the orchestrator (`crac restore`) over a
+//! `SOCK_SEQPACKET` socket (one record per message) with
 //! fixed-size [`Status`] records of [`STATUS_LEN`] bytes: a
 //! [`StatusKind::Progress`] record when it enters a [`Stage`], then exactly
 //! one [`StatusKind::Ok`] record just before the process resumes, or exactly
-//! one [`StatusKind::Error`] record before it exits with status 127. A record
-//! is smaller than `PIPE_BUF`, so each write is atomic (the restorer's page
-//! loading threads may both write).
+//! one [`StatusKind::Error`] record before it exits with status 127. In a
+//! lazy restore one [`StatusKind::Lazy`] record, with the userfaultfd
+//! attached, comes before the `Ok` record. Each record is one message, so
+//! writes are atomic (the restorer's page loading threads may both write).
 //!
 //! Byte progress: while it loads the pages of an image with at least
 //! [`BYTE_PROGRESS_MIN`] bytes of page data, the restorer also sends
@@ -54,6 +56,10 @@ pub enum StatusKind {
     Ok = 2,
     /// Restore failed in [`Status::stage`]; the restorer exits.
     Error = 3,
+    /// The record carries (`SCM_RIGHTS`) the userfaultfd of the areas left
+    /// to load lazily; `object` = their bytes of page data. Sent at most
+    /// once, before [`StatusKind::Ok`].
+    Lazy = 4,
 }
 
 impl StatusKind {
@@ -63,6 +69,7 @@ impl StatusKind {
             1 => StatusKind::Progress,
             2 => StatusKind::Ok,
             3 => StatusKind::Error,
+            4 => StatusKind::Lazy,
             _ => return None,
         })
     }

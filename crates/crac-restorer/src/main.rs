@@ -56,13 +56,13 @@ use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
 use crac_sys::raw::{uffd, Errno};
 
 use crac_image::status::{
-    Stage, Status, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
+    Stage, Status, StatusKind, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
 };
 use crac_image::{
     DecodeError, FileRecord, Header, MmRecord, PageRun, ProcessRecord, Reader, RestoreInfo, Tag,
     ThreadRecord, VdsoRecord, VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN, PAGE_SIZE,
-    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_MAGIC, VMA_DELETED, VMA_FILE,
-    VMA_GROWSDOWN, VMA_SHARED, VMA_VDSO, VMA_VSYSCALL,
+    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_LEN, RESTORE_INFO_MAGIC, RESTORE_LAZY,
+    VMA_DELETED, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED, VMA_VDSO, VMA_VSYSCALL,
 };
 use sys::*;
 
@@ -70,6 +70,12 @@ const META_FD: i32 = 3;
 const PAGES_FD: i32 = 4;
 const STATUS_FD: i32 = 5;
 const ARGS_FD: i32 = 6;
+/// Restore arguments header: start time, flags, parent PID, environment
+/// length (`u64` each).
+const ARGS_HEADER: u64 = 32;
+/// Restore argument flag: load private anonymous memory lazily.
+const ARG_LAZY: u64 = 1;
+const SIGKILL: u64 = 9;
 
 const ZONE: u64 = RESTORER_ZONE_BASE;
 const ZONE_END: u64 = RESTORER_ZONE_BASE + RESTORER_ZONE_LEN;
@@ -836,6 +842,69 @@ fn uffd_setup(img: &Image) -> R<()> {
     Ok(())
 }
 
+// Lazy loading: `crac restore` serves the private anonymous areas.
+
+/// Set from the restore arguments: load private anonymous memory lazily.
+static LAZY_REQUESTED: AtomicU32 = AtomicU32::new(0);
+/// The userfaultfd of the lazily loaded areas until it is handed over, or -1.
+static LAZY_FD: AtomicI32 = AtomicI32::new(-1);
+
+/// Registers every private anonymous area with pages with a new
+/// userfaultfd that reports forks, remaps, removals and unmaps (so the
+/// handler never fills memory the program discarded or moved). Returns
+/// `false`, with nothing registered, where the kernel cannot do that (the
+/// restore then loads everything itself).
+fn lazy_setup(img: &Image) -> R<bool> {
+    // Faults from kernel mode (a read() into a missing page) must wait for
+    // the handler too, so no UFFD_USER_MODE_ONLY here.
+    let Ok(fd) = uffd::open(uffd::O_CLOEXEC | uffd::O_NONBLOCK) else {
+        return Ok(false);
+    };
+    let features = uffd::FEATURE_EVENT_FORK
+        | uffd::FEATURE_EVENT_REMAP
+        | uffd::FEATURE_EVENT_REMOVE
+        | uffd::FEATURE_EVENT_UNMAP
+        | uffd::FEATURE_THREAD_ID;
+    if uffd::api_with(fd, features).is_err() {
+        let _ = close(fd);
+        return Ok(false);
+    }
+    let mut ok = true;
+    walk_areas(
+        img,
+        false,
+        |v, area| {
+            if area.uffd && ok {
+                // SAFETY: nothing touches the area before the handler has
+                // the fd (see hand_over_lazy); the restorer only loads
+                // areas that are not registered.
+                ok = unsafe { uffd::register(fd, v.start, v.len()) }.is_ok();
+            }
+            Ok(())
+        },
+        |_, _, _, _| Ok(()),
+    )?;
+    if !ok {
+        // Closing unregisters whatever was registered.
+        let _ = close(fd);
+        return Ok(false);
+    }
+    LAZY_FD.store(fd, Ordering::Relaxed);
+    Ok(true)
+}
+
+/// Hands the userfaultfd to `crac restore` (the handler) and closes ours,
+/// so the restored process holds no trace of it.
+fn hand_over_lazy(bytes: u64) -> R<()> {
+    let fd = LAZY_FD.swap(-1, Ordering::Relaxed);
+    let mut rec = Status::new(StatusKind::Lazy, Stage::LoadPages);
+    rec.object = bytes;
+    let sent = crac_sys::raw::send_with_fd(STATUS_FD, &rec.encode(), fd);
+    let _ = close(fd);
+    sent.map_err(|Errno(e)| fail!(e, 0, "handing the userfaultfd to crac restore failed"))?;
+    Ok(())
+}
+
 /// Unmaps the page file view (the loading threads are done with it).
 fn uffd_unmap_view() {
     let view = VIEW.swap(0, Ordering::Relaxed);
@@ -978,11 +1047,16 @@ fn map_area(img: &Image, v: &VmaRecord<'static>, area: &Area, files: &mut FileCa
 /// the order the page runs come in.
 fn load_share(img: &Image, lo: u64, hi: u64) -> R<()> {
     let mut pos = 0u64;
+    let lazy = LAZY_FD.load(Ordering::Relaxed) >= 0;
     walk_areas(
         img,
         false,
         |_, _| Ok(()),
         |area, a, l, o| {
+            if lazy && area.uffd {
+                // Loaded by `crac restore` through the userfaultfd.
+                return Ok(());
+            }
             let (s, e) = (pos.max(lo), (pos + l).min(hi));
             if s < e {
                 let d = s - pos;
@@ -1131,20 +1205,25 @@ fn join_helper(tid: i32) -> R<()> {
 
 /// Maps every area of the image and loads its pages (on two threads for
 /// large images), then gives the areas their protection. Returns whether the
-/// restore-info block lies in writable memory.
-fn map_memory(img: &Image) -> R<bool> {
+/// restore-info block lies in writable memory and whether private anonymous
+/// memory is left to `crac restore` to load lazily.
+fn map_memory(img: &Image) -> R<(bool, bool)> {
     let mut files = FileCache {
         id: NO_FILE,
         rw: false,
         fd: -1,
     };
     let mut total = 0u64;
+    let mut lazy_bytes = 0u64;
     let mapped = walk_areas(
         img,
         true,
         |v, area| map_area(img, v, area, &mut files),
-        |_, _, l, _| {
+        |area, _, l, _| {
             total += l;
+            if area.uffd {
+                lazy_bytes += l;
+            }
             Ok(())
         },
     );
@@ -1152,11 +1231,15 @@ fn map_memory(img: &Image) -> R<bool> {
     mapped?;
 
     quiet(Stage::LoadPages);
+    let lazy = LAZY_REQUESTED.load(Ordering::Relaxed) != 0 && lazy_bytes > 0 && lazy_setup(img)?;
+    if lazy {
+        total -= lazy_bytes;
+    }
     if total >= BYTE_PROGRESS_MIN {
         PROGRESS_TOTAL.store(total, Ordering::Relaxed);
         report(&Status::bytes(0, total));
     }
-    if total >= UFFD_MIN {
+    if !lazy && total >= UFFD_MIN {
         uffd_setup(img)?;
     }
     let mut main_hi = total;
@@ -1184,6 +1267,9 @@ fn map_memory(img: &Image) -> R<bool> {
     if total >= BYTE_PROGRESS_MIN {
         report(&Status::bytes(total, total));
     }
+    if lazy {
+        hand_over_lazy(lazy_bytes)?;
+    }
 
     quiet(Stage::Protect);
     let info = img.process.restore_info_addr;
@@ -1204,7 +1290,7 @@ fn map_memory(img: &Image) -> R<bool> {
                     fail!(e, v.start, "protecting {:#x}-{:#x} failed", v.start, v.end)
                 })?;
             }
-            if area.prot & PROT_WRITE != 0 && info >= v.start && info + 56 <= v.end {
+            if area.prot & PROT_WRITE != 0 && info >= v.start && info + RESTORE_INFO_LEN <= v.end {
                 info_ok = true;
             }
             Ok(())
@@ -1216,7 +1302,7 @@ fn map_memory(img: &Image) -> R<bool> {
         let _ = close(fd);
     }
     protected?;
-    Ok(info_ok)
+    Ok((info_ok, lazy))
 }
 
 /// `struct prctl_mm_map`.
@@ -1515,33 +1601,41 @@ enum Never {}
 
 fn run() -> R<Never> {
     enter(Stage::Args);
-    let mut hdr = [0u8; 16];
+    let mut hdr = [0u8; ARGS_HEADER as usize];
     match pread(ARGS_FD, &mut hdr, 0) {
-        Ok(16) => {}
+        Ok(n) if n == hdr.len() => {}
         Ok(n) => {
             return Err(fail!(
                 0,
                 n as u64,
-                "the restore arguments are {n} bytes, fewer than 16"
+                "the restore arguments are {n} bytes, fewer than {ARGS_HEADER}"
             ))
         }
         Err(e) => return Err(fail!(e, 0, "reading the restore arguments failed")),
     }
-    let started_ns = u64::from_le_bytes(hdr[0..8].try_into().unwrap_or_default());
-    let env_len = u64::from_le_bytes(hdr[8..16].try_into().unwrap_or_default());
-    if env_len > ARGS_MAX - 16 {
+    let word = |i: usize| u64::from_le_bytes(hdr[i * 8..i * 8 + 8].try_into().unwrap_or_default());
+    let (started_ns, flags, parent, env_len) = (word(0), word(1), word(2), word(3));
+    // If `crac restore` dies, so does this process: never half restored,
+    // and never running with memory nobody will load.
+    // SAFETY: PR_SET_PDEATHSIG takes no pointers.
+    let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
+    if u64::from(getppid()) != parent {
+        return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
+    }
+    LAZY_REQUESTED.store((flags & ARG_LAZY != 0) as u32, Ordering::Relaxed);
+    if env_len > ARGS_MAX - ARGS_HEADER {
         return Err(fail!(
             0,
             env_len,
             "the environment block has {env_len} bytes (at most {} fit)",
-            ARGS_MAX - 16
+            ARGS_MAX - ARGS_HEADER
         ));
     }
     // SAFETY: the arguments area of the zone is reserved for this mapping.
     unsafe {
         mmap(
             ARGS_AREA,
-            page_up(16 + env_len),
+            page_up(ARGS_HEADER + env_len),
             PROT_READ,
             MAP_PRIVATE | MAP_FIXED,
             ARGS_FD,
@@ -1569,7 +1663,7 @@ fn run() -> R<Never> {
     move_vdso(&img.vdso, &mut block)?;
 
     enter(Stage::MapMemory);
-    let info_ok = map_memory(&img)?;
+    let (info_ok, lazy) = map_memory(&img)?;
     let info_addr = img.process.restore_info_addr;
     if !info_ok || info_addr % 8 != 0 {
         return Err(fail!(
@@ -1602,14 +1696,20 @@ fn run() -> R<Never> {
     })?;
 
     enter(Stage::Resume);
+    if !lazy {
+        // Nothing depends on `crac restore` any more.
+        // SAFETY: PR_SET_PDEATHSIG takes no pointers.
+        let _ = unsafe { prctl(PR_SET_PDEATHSIG, 0, 0, 0) };
+    }
     let info = RestoreInfo {
         magic: RESTORE_INFO_MAGIC,
         zone_start: ZONE,
         zone_len: RESTORER_ZONE_LEN,
         restore_started_ns: started_ns,
         resumed_ns: realtime_ns(),
-        env_addr: ARGS_AREA + 16,
+        env_addr: ARGS_AREA + ARGS_HEADER,
         env_len,
+        flags: if lazy { RESTORE_LAZY } else { 0 },
     };
     for (i, w) in info.to_words().into_iter().enumerate() {
         // SAFETY: checked above: 8-aligned, inside a writable image area.

@@ -43,6 +43,7 @@ pub const O_RDWR: u64 = 2;
 pub const O_CLOEXEC: u64 = 0o2_000_000;
 pub const SEEK_END: u64 = 2;
 pub const PR_SET_NAME: u64 = 15;
+pub const PR_SET_PDEATHSIG: u64 = 1;
 pub const PR_SET_MM: u64 = 35;
 pub const PR_SET_MM_MAP: u64 = 14;
 pub const ARCH_SET_GS: u64 = 0x1001;
@@ -175,6 +176,10 @@ pub fn file_size(fd: i32) -> Res<u64> {
 
 pub fn getpid() -> u32 {
     sc(nr::GETPID, [0; 6]).unwrap_or(0) as u32
+}
+
+pub fn getppid() -> u32 {
+    sc(110, [0; 6]).unwrap_or(0) as u32
 }
 
 pub fn gettid() -> u32 {

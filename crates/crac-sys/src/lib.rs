@@ -4,6 +4,8 @@
 //! * [`ctx`]: the resume context, the routine that saves it around a call
 //!   and the routine that resumes it (used by the dump and by the restorer).
 //! * [`clone`]: `clone3` for threads that start on a fresh stack.
+//! * [`handler`]: the handler side of another process's userfaultfd (lazy
+//!   restore).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
@@ -13,6 +15,8 @@
 
 pub mod clone;
 pub mod ctx;
+#[cfg(feature = "std")]
+pub mod handler;
 pub mod map;
 pub mod probe;
 pub mod raw;

@@ -15,11 +15,6 @@ use crate::raw::{check, nr, syscall6, Errno};
 pub const PR_SET_MM: usize = 35;
 /// `PR_SET_MM_MAP_SIZE` (`PR_SET_MM` sub-option).
 pub const PR_SET_MM_MAP_SIZE: usize = 15;
-/// `userfaultfd(2)` system call number (x86-64).
-pub const NR_USERFAULTFD: usize = 323;
-/// `UFFD_USER_MODE_ONLY`: only faults from user space, allowed without
-/// `CAP_SYS_PTRACE` even when `vm.unprivileged_userfaultfd` is 0.
-pub const UFFD_USER_MODE_ONLY: usize = 1;
 const O_CLOEXEC: usize = 0o2000000;
 
 /// `prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE, &size)`: the size of
@@ -50,28 +45,26 @@ pub fn prctl_mm_map_size() -> Result<u32, Errno> {
     Ok(size)
 }
 
-/// `userfaultfd(O_CLOEXEC | UFFD_USER_MODE_ONLY)`, closed again at once:
-/// whether this process may create a userfaultfd.
+/// `userfaultfd(O_CLOEXEC)` (faults from kernel mode too) with the
+/// fork, remap, remove and unmap events and thread ids, closed again at
+/// once: whether a restore by this process can be lazy.
 ///
 /// # References
 /// * <https://man7.org/linux/man-pages/man2/userfaultfd.2.html>
+/// * <https://man7.org/linux/man-pages/man2/ioctl_userfaultfd.2.html>
 #[must_use = "the probe's result is its whole point"]
 pub fn userfaultfd() -> Result<(), Errno> {
-    // SAFETY: userfaultfd takes only flags and creates a descriptor; no
-    // memory is passed.
-    let r = unsafe {
-        syscall6(
-            NR_USERFAULTFD,
-            O_CLOEXEC | UFFD_USER_MODE_ONLY,
-            0,
-            0,
-            0,
-            0,
-            0,
-        )
-    };
-    let fd = check(r)?;
+    use crate::raw::uffd;
+    let fd = uffd::open(O_CLOEXEC)?;
+    let api = uffd::api_with(
+        fd,
+        uffd::FEATURE_EVENT_FORK
+            | uffd::FEATURE_EVENT_REMAP
+            | uffd::FEATURE_EVENT_REMOVE
+            | uffd::FEATURE_EVENT_UNMAP
+            | uffd::FEATURE_THREAD_ID,
+    );
     // The descriptor was created just above and is owned by nothing else.
-    let _ = crate::sys::close(i32::try_from(fd).unwrap_or(-1));
-    Ok(())
+    let _ = crate::sys::close(fd);
+    api.map(drop)
 }

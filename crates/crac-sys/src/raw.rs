@@ -29,6 +29,8 @@ impl Errno {
     pub const EINVAL: Errno = Errno(22);
     /// Operation not permitted.
     pub const EPERM: Errno = Errno(1);
+    /// No such process.
+    pub const ESRCH: Errno = Errno(3);
     /// Timed out.
     pub const ETIMEDOUT: Errno = Errno(110);
 
@@ -570,10 +572,30 @@ pub mod uffd {
         check(unsafe { syscall6(NR_USERFAULTFD, flags, 0, 0, 0, 0, 0) }).map(|f| f as i32)
     }
 
+    /// `UFFD_FEATURE_EVENT_FORK`: a fork hands the handler a userfaultfd
+    /// for the child.
+    pub const FEATURE_EVENT_FORK: u64 = 1 << 1;
+    /// `UFFD_FEATURE_EVENT_REMAP`: `mremap` of a registered range is reported.
+    pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
+    /// `UFFD_FEATURE_EVENT_REMOVE`: `MADV_DONTNEED`/`MADV_REMOVE`/`MADV_FREE`
+    /// of a registered range is reported.
+    pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
+    /// `UFFD_FEATURE_EVENT_UNMAP`: `munmap` of a registered range is reported.
+    pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
+    /// `UFFD_FEATURE_THREAD_ID`: page faults carry the faulting thread's TID.
+    pub const FEATURE_THREAD_ID: u64 = 1 << 8;
+
     /// `ioctl(fd, UFFDIO_API)` with no extra features.
     pub fn api(fd: i32) -> Result<UffdioApi, Errno> {
+        api_with(fd, 0)
+    }
+
+    /// `ioctl(fd, UFFDIO_API)` asking for `features` (fails with `EINVAL`
+    /// if the kernel lacks one, `EPERM` if the caller may not have one).
+    pub fn api_with(fd: i32, features: u64) -> Result<UffdioApi, Errno> {
         let mut a = UffdioApi {
             api: API,
+            features,
             ..Default::default()
         };
         // SAFETY: `a` is a live `struct uffdio_api` the kernel reads and writes.
@@ -673,4 +695,62 @@ pub mod uffd {
             Err(e) => Err((e, done)),
         }
     }
+}
+
+/// Sends `bytes` on the connected socket `sock` with one file descriptor
+/// (`SCM_RIGHTS`) attached: `sendmsg(sock, {bytes, [fd]}, 0)`.
+pub fn send_with_fd(sock: i32, bytes: &[u8], fd: i32) -> Result<usize, Errno> {
+    const SOL_SOCKET: i32 = 1;
+    const SCM_RIGHTS: i32 = 1;
+    const NR_SENDMSG: usize = 46;
+    /// `struct cmsghdr` followed by one `int`, padded to `CMSG_SPACE(4)`.
+    #[repr(C)]
+    struct Cmsg {
+        len: usize,
+        level: i32,
+        kind: i32,
+        fd: i32,
+        _pad: i32,
+    }
+    /// `struct msghdr`.
+    #[repr(C)]
+    struct MsgHdr {
+        name: usize,
+        namelen: u32,
+        iov: *const [usize; 2],
+        iovlen: usize,
+        control: *const Cmsg,
+        controllen: usize,
+        flags: i32,
+    }
+    let cmsg = Cmsg {
+        len: 16 + 4, // CMSG_LEN(sizeof(int))
+        level: SOL_SOCKET,
+        kind: SCM_RIGHTS,
+        fd,
+        _pad: 0,
+    };
+    let iov = [bytes.as_ptr() as usize, bytes.len()];
+    let msg = MsgHdr {
+        name: 0,
+        namelen: 0,
+        iov: &iov,
+        iovlen: 1,
+        control: &cmsg,
+        controllen: core::mem::size_of::<Cmsg>(),
+        flags: 0,
+    };
+    // SAFETY: `msg`, `iov`, `cmsg` and `bytes` are live for the call and the
+    // kernel only reads them; sending an fd has no memory effects.
+    check(unsafe {
+        syscall6(
+            NR_SENDMSG,
+            sock as usize,
+            &msg as *const MsgHdr as usize,
+            0,
+            0,
+            0,
+            0,
+        )
+    })
 }

@@ -141,11 +141,18 @@ fn restore_instead(dir: &std::path::Path) -> ! {
             Err(e) => exit_with_chain(&e),
         }
     }
-    let opts = crac_engine::restore::RestoreOptions { detach: false, env };
+    let opts = crac_engine::restore::RestoreOptions {
+        env,
+        ..Default::default()
+    };
     match crac_engine::restore::restore(dir, opts) {
-        Ok(restored) => match crac_engine::restore::wait_and_forward(restored.pid) {
+        Ok(mut restored) => match crac_engine::restore::wait_and_forward(restored.pid) {
             Ok(status) => {
                 use std::os::unix::process::ExitStatusExt;
+                // Children it forked may still be loading their memory.
+                if let Err(e) = restored.finish() {
+                    eprintln!("error: {e}");
+                }
                 if let Some(sig) = status.signal() {
                     // Die of the same signal, as the restored process did.
                     crac_engine::die_of_signal(sig);

@@ -200,7 +200,7 @@ fn probe_userfaultfd() -> Result<String, String> {
     let device = Path::new("/dev/userfaultfd").exists();
     match crac_sys::probe::userfaultfd() {
         Ok(()) => Ok(format!(
-            "userfaultfd(2) works{}",
+            "userfaultfd(2) with fork, remap, remove and unmap events works{}",
             if device {
                 "; /dev/userfaultfd exists"
             } else {
@@ -287,7 +287,7 @@ fn probes() -> Vec<Probe> {
         Probe {
             name: "userfaultfd",
             required: false,
-            affects: "not used yet (lazy page loading on restore)",
+            affects: "restore: lazy loading of memory (restores are eager without it)",
             result: probe_userfaultfd(),
         },
         Probe {

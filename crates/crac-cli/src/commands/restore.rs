@@ -79,6 +79,7 @@ pub fn restore(args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreErro
     let options = RestoreOptions {
         detach: args.detach,
         env: args.env,
+        eager: args.eager,
     };
     // The bar leaves room for the bytes: while pages load the stage is
     // not named.
@@ -92,16 +93,24 @@ pub fn restore(args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreErro
     };
     let result = restore::restore_with_progress(&dir, options, &mut progress);
     drop(spinner);
-    let restored = result.map_err(|source| RestoreError::Restore {
+    let mut restored = result.map_err(|source| RestoreError::Restore {
         dir: dir.clone(),
         source,
     })?;
     let pid = restored.pid;
     out.status(format!(
-        "restored process {pid} ({} thread{}) in {}",
+        "restored process {pid} ({} thread{}) in {}{}",
         restored.threads,
         if restored.threads == 1 { "" } else { "s" },
-        output::duration(restored.elapsed)
+        output::duration(restored.elapsed),
+        if restored.lazy_bytes > 0 {
+            format!(
+                "; loading {} of memory while it runs",
+                output::bytes(restored.lazy_bytes)
+            )
+        } else {
+            String::new()
+        }
     ));
     if args.detach {
         out.status(format!("process {pid} runs on its own"));
@@ -109,6 +118,19 @@ pub fn restore(args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreErro
     }
     let status =
         restore::wait_and_forward(pid).map_err(|source| RestoreError::Wait { pid, source })?;
+    // The process has ended; children it forked may still be loading.
+    match restored.finish() {
+        Ok(l) if l.spaces > 0 => tracing::debug!(
+            "loaded {} lazily ({} faults served, {} address space{}) in {}",
+            output::bytes(l.bytes),
+            l.faults,
+            l.spaces,
+            if l.spaces == 1 { "" } else { "s" },
+            output::duration(l.elapsed)
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::error!("{e}"),
+    }
     if let Some(sig) = status.signal() {
         tracing::info!("process {pid} was ended by {}", restore::signal_name(sig));
         // Like CRaC's restore wrapper: end by the same signal.

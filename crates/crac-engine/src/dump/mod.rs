@@ -743,7 +743,41 @@ pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     result
 }
 
+/// Set in a process restored lazily until a dump saw its memory complete.
+static LAZY_LOADING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// How long a dump waits for the memory of a lazy restore to be loaded.
+const LAZY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waits until no area of this process is registered with a userfaultfd
+/// any more (`crac restore` closes it once every page of the last lazy
+/// restore is in): a page still missing would look like a zero page to the
+/// dump.
+fn wait_lazy_loaded() -> Result<(), DumpError> {
+    if !LAZY_LOADING.load(Ordering::SeqCst) {
+        return Ok(());
+    }
+    let t = std::time::Instant::now();
+    loop {
+        let smaps =
+            std::fs::read("/proc/self/smaps").map_err(|e| DumpError::Gather { source: e })?;
+        let registered = smaps
+            .split(|&b| b == b'\n')
+            .any(|l| l.starts_with(b"VmFlags:") && l.split(|&b| b == b' ').any(|f| f == b"um"));
+        if !registered {
+            LAZY_LOADING.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
+        if t.elapsed() > LAZY_WAIT {
+            return Err(DumpError::StillLoading {
+                secs: LAZY_WAIT.as_secs(),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
+    wait_lazy_loaded()?;
     let dir = &opts.dir;
     if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         if !parent.is_dir() {
@@ -1007,7 +1041,7 @@ fn after_restore(
     }
     // No allocation until the threads are released: one of them may hold
     // the allocator's lock.
-    let words: [u64; 7] = std::array::from_fn(|i| RESTORE_INFO.0[i].load(Ordering::SeqCst));
+    let words: [u64; 8] = std::array::from_fn(|i| RESTORE_INFO.0[i].load(Ordering::SeqCst));
     let info = RestoreInfo {
         magic: words[0],
         zone_start: words[1],
@@ -1016,7 +1050,12 @@ fn after_restore(
         resumed_ns: words[4],
         env_addr: words[5],
         env_len: words[6],
+        flags: words[7],
     };
+    LAZY_LOADING.store(
+        info.magic == crac_image::RESTORE_INFO_MAGIC && info.flags & crac_image::RESTORE_LAZY != 0,
+        Ordering::SeqCst,
+    );
     round.release();
     // Allocation is fine from here on (a failed timer is logged).
     for t in &facts.timers {

@@ -461,15 +461,15 @@ pub fn call_saving_context<F: FnMut() -> u64>(
 pub struct Resumed;
 
 /// The block the restorer fills (see `crac_image::RestoreInfo`). Aligned to
-/// 64 bytes so its 56 bytes never straddle a page, and so never two mappings
+/// 64 bytes so its 64 bytes never straddle a page, and so never two mappings
 /// (the restorer checks that one writable mapping holds it).
 #[repr(align(64))]
 #[derive(Debug)]
-pub struct RestoreInfoBlock(pub [std::sync::atomic::AtomicU64; 7]);
+pub struct RestoreInfoBlock(pub [std::sync::atomic::AtomicU64; 8]);
 
 /// Where the restorer writes the restore facts.
 pub static RESTORE_INFO: RestoreInfoBlock =
-    RestoreInfoBlock([const { std::sync::atomic::AtomicU64::new(0) }; 7]);
+    RestoreInfoBlock([const { std::sync::atomic::AtomicU64::new(0) }; 8]);
 
 extern "C" {
     static __rseq_offset: isize;

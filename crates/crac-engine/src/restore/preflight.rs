@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use crac_image::{
     decode_pages_header, decode_rlimits, decode_runs, CpuRecord, FileRecord, Header, MmRecord,
-    ProcessRecord, Reader, RlimitRecord, Tag, ThreadRecord, VdsoRecord, VmaRecord,
+    PageRun, ProcessRecord, Reader, RlimitRecord, Tag, ThreadRecord, VdsoRecord, VmaRecord,
     CPU_FEATURE_WORDS, HEADER_LEN, META_FILE, PAGES_FILE, PAGES_HEADER_LEN, RESTORER_ZONE_BASE,
-    RESTORER_ZONE_LEN, RLIMIT_NAMES,
+    RESTORER_ZONE_LEN, RLIMIT_NAMES, VMA_FILE, VMA_SHARED, VMA_VDSO, VMA_VSYSCALL,
 };
 
 use super::RestoreError;
@@ -54,6 +54,31 @@ pub struct Plan {
     pub pages: u64,
     /// The files the image maps.
     pub files: Vec<PathBuf>,
+    /// The stored pages a lazy restore leaves to `crac restore`: those of
+    /// private anonymous areas, as `(address, length, page file offset)`.
+    pub lazy: Vec<(u64, u64, u64)>,
+}
+
+/// The parts of page runs that lie in private anonymous areas (the areas
+/// the restorer registers with its userfaultfd in a lazy restore: not file
+/// mappings, not shared, not the kernel's vDSO block).
+fn lazy_extents(vmas: &[(u64, u64, u32)], runs: &[PageRun]) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    for r in runs {
+        let (mut a, end) = (r.addr, r.addr.saturating_add(r.len()));
+        for &(vs, ve, flags) in vmas {
+            if ve <= a || vs >= end {
+                continue;
+            }
+            let lazy = flags & (VMA_FILE | VMA_SHARED | VMA_VDSO | VMA_VSYSCALL) == 0;
+            let (s, e) = (a.max(vs), end.min(ve));
+            if lazy && s < e {
+                out.push((s, e - s, r.offset + (s - r.addr)));
+            }
+            a = e;
+        }
+    }
+    out
 }
 
 /// What kind of obstacle a [`Problem`] is.
@@ -636,6 +661,8 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     let mut files = Vec::new();
     let mut threads = Vec::new();
     let mut areas = 0;
+    let mut vmas = Vec::new();
+    let mut runs = Vec::new();
     let mut damaged = None;
     let mut r = Reader::new(body);
     loop {
@@ -658,6 +685,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
                 .map(|t| threads.push((t.tid, String::from_utf8_lossy(t.name).into_owned()))),
             Some(Tag::Vma) => VmaRecord::decode(&mut s).map(|v| {
                 areas += 1;
+                vmas.push((v.start, v.end, v.flags));
                 let zone_end = RESTORER_ZONE_BASE + RESTORER_ZONE_LEN;
                 if v.start < zone_end && RESTORER_ZONE_BASE < v.end {
                     p.add(
@@ -675,7 +703,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
                     );
                 }
             }),
-            Some(Tag::Runs) => decode_runs(s).try_for_each(|r| r.map(drop)),
+            Some(Tag::Runs) => decode_runs(s).try_for_each(|r| r.map(|r| runs.push(r))),
             _ => Ok(()),
         };
         if let Err(e) = res {
@@ -757,6 +785,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         exe,
         areas,
         pages: page_count,
+        lazy: lazy_extents(&vmas, &runs),
         files: files
             .iter()
             .map(|f| path_of(f.path).to_path_buf())

@@ -5,13 +5,19 @@
 //! ```
 //!
 //! For images of 16 MiB and 1 GiB (override with `CRAC_BENCH_SIZES=16,1024`)
-//! it reports dump time and throughput, image size against RSS, and the
-//! median of 10 restores measured from the start of `crac restore` to the
-//! first line the restored program prints (and, as `in-crac ms`, from the
-//! start of the restore inside `crac` to the restorer resuming the process);
-//! then cold start against restore
-//! for a program that warms up for 3 s. Timings vary on this VM: compare
-//! only numbers from the same run.
+//! it reports dump time and throughput, image size against RSS, and medians
+//! of 10 restores, alternating lazy (the default) and `--eager`:
+//!
+//! * `lazy ms`: from the start of `crac restore` to the first line the
+//!   restored program prints; `in-crac`: from the start of the restore
+//!   inside `crac` to the restorer resuming the process;
+//! * `lazy all ms`: to the moment the program has read every byte of its
+//!   data (so all of it was loaded);
+//! * `eager ms`: to the first line with `crac restore --eager` (everything
+//!   loaded before the resume), and the page data rate that makes.
+//!
+//! Then cold start against restore for a program that warms up for 3 s.
+//! Timings vary on this VM: compare only numbers from the same run.
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -102,17 +108,25 @@ fn rss_of(text: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Restores once; returns ms from the start of `crac restore` to the
-/// restored program's first line, and ms from the start of the restore
-/// inside `crac` to the moment the restorer resumed the process.
-fn restore_once(d: &Dump) -> (f64, f64) {
+/// One restore's timings (ms).
+struct Times {
+    /// `crac restore` start → the restored program's first line.
+    first_line: f64,
+    /// Restore start inside `crac` → the restorer resumed the process.
+    in_crac: f64,
+    /// `crac restore` start → the program has read all its data.
+    all_read: f64,
+}
+
+/// Restores once (`--eager` if `eager`).
+fn restore_once(d: &Dump, eager: bool) -> Times {
     let start = now_ns();
-    let out = Command::new(sibling("crac"))
-        .arg("restore")
-        .arg(&d.image)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(sibling("crac"));
+    cmd.arg("restore");
+    if eager {
+        cmd.arg("--eager");
+    }
+    let out = cmd.arg(&d.image).stdin(Stdio::null()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success() && text.contains("data ok: true"),
@@ -120,10 +134,11 @@ fn restore_once(d: &Dump) -> (f64, f64) {
         String::from_utf8_lossy(&out.stderr)
     );
     wait_gone(d.pid);
-    (
-        (field(&text, "restored ") - start) as f64 / 1e6,
-        field(&text, "resume_span ") as f64 / 1e6,
-    )
+    Times {
+        first_line: (field(&text, "restored ") - start) as f64 / 1e6,
+        in_crac: field(&text, "resume_span ") as f64 / 1e6,
+        all_read: (field(&text, "checked ") - start) as f64 / 1e6,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -139,40 +154,52 @@ fn main() {
         .collect();
     let dir = tempfile_dir();
     println!(
-        "{:>9} {:>10} {:>10} {:>9} {:>10} {:>12} {:>12} {:>10} {:>12}",
+        "{:>9} {:>7} {:>7} {:>7} {:>8} {:>9} {:>8} {:>8} {:>11} {:>9} {:>10}",
         "size",
         "rss",
         "image",
         "img/rss",
         "dump ms",
         "dump GB/s",
-        "restore ms",
-        "rest GB/s",
-        "in-crac ms"
+        "lazy ms",
+        "in-crac",
+        "lazy all ms",
+        "eager ms",
+        "eager GB/s",
     );
     for &mib in &sizes {
         let d = dump(&dir, mib, 0);
-        let times: Vec<(f64, f64)> = (0..10).map(|_| restore_once(&d)).collect();
-        let m = median(times.iter().map(|t| t.0).collect());
-        let inner = median(times.iter().map(|t| t.1).collect());
+        let mut lazy = Vec::new();
+        let mut eager = Vec::new();
+        for _ in 0..10 {
+            lazy.push(restore_once(&d, false));
+            eager.push(restore_once(&d, true));
+        }
         let _ = std::fs::remove_dir_all(&d.image);
         let gb = d.image_bytes as f64 / 1e9;
+        let eager_ms = median(eager.iter().map(|t| t.first_line).collect());
         println!(
-            "{:>6}MiB {:>9}M {:>9}M {:>9.3} {:>10.1} {:>12.2} {:>12.2} {:>10.2} {:>12.2}",
+            "{:>6}MiB {:>6}M {:>6}M {:>7.3} {:>8.1} {:>9.2} {:>8.2} {:>8.2} {:>11.2} {:>9.2} {:>10.2}",
             mib,
             d.rss >> 20,
             d.image_bytes >> 20,
             d.image_bytes as f64 / d.rss.max(1) as f64,
             d.ready_to_exit_ms,
             gb / (d.ready_to_exit_ms / 1e3),
-            m,
-            gb / (m / 1e3),
-            inner,
+            median(lazy.iter().map(|t| t.first_line).collect()),
+            median(lazy.iter().map(|t| t.in_crac).collect()),
+            median(lazy.iter().map(|t| t.all_read).collect()),
+            eager_ms,
+            gb / (eager_ms / 1e3),
         );
     }
     // Cold start vs restore of a program that warms up for 3 s.
     let d = dump(&dir, 64, 3000);
-    let m = median((0..10).map(|_| restore_once(&d).0).collect());
+    let m = median(
+        (0..10)
+            .map(|_| restore_once(&d, false).first_line)
+            .collect(),
+    );
     // Clean up before printing: a closed stdout must not leave images behind.
     let _ = std::fs::remove_dir_all(&dir);
     println!(

@@ -1,0 +1,533 @@
+//! Lazy restore: loading private anonymous memory after the process resumed.
+//!
+//! In a lazy restore the restorer maps every area but leaves the stored
+//! pages of private anonymous areas unloaded: it registers those areas with
+//! a userfaultfd (reporting forks, `mremap`, `MADV_DONTNEED`-like removals
+//! and `munmap`), hands the fd to `crac restore` and resumes the program at
+//! once. The pager thread started here then
+//!
+//! * serves page faults first: the faulting page's piece of the image (up to
+//!   [`CHUNK`] bytes) is copied in with `UFFDIO_COPY`, which wakes the
+//!   thread; a fault on a page the image does not hold (or one the program
+//!   discarded since) gets zeros;
+//! * loads everything else in the background, in address order;
+//! * follows the program's own changes: a removed or unmapped range is
+//!   never filled afterwards (it must read as zeros or be gone), a moved
+//!   range is filled at its new address, and a forked child gets a
+//!   userfaultfd of its own with a copy of the parent's pending set, served
+//!   the same way (the child's memory is the parent's at the fork);
+//! * closes each userfaultfd once nothing is pending for it: the kernel
+//!   then unregisters the areas and the process is plain again.
+//!
+//! Nothing can run with memory missing: the restorer set the restored
+//! process's parent-death signal to SIGKILL (if `crac restore` dies, the
+//! process dies with it), and if a page cannot be loaded the pager kills
+//! the process rather than let it see zeros.
+//!
+//! # Safety
+//! The one `unsafe` block wraps the userfaultfd as a [`Handler`]: the fd
+//! must belong to another address space. [`Pager::start`] is only called by
+//! `restore` with the fd the restorer created inside the restored process
+//! and sent over the status socket.
+#![allow(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crac_sys::handler::{Handler, Msg};
+use crac_sys::raw::Errno;
+
+/// Bytes copied in one step: a fault's piece, and one background step
+/// between two looks at the messages.
+const CHUNK: u64 = 64 * 1024;
+const PAGE: u64 = 4096;
+/// How often a copy failing with `ENOMEM` is retried (1 ms apart) before
+/// the process is given up.
+const NOMEM_TRIES: u32 = 2000;
+
+/// What a lazy load did.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// Bytes of image pages copied in (faults and background).
+    pub bytes: u64,
+    /// Faults served.
+    pub faults: u64,
+    /// Address spaces served (the process and the children it forked while
+    /// loading).
+    pub spaces: u32,
+    /// From the start of the pager until the last space was complete.
+    pub elapsed: Duration,
+}
+
+/// Why the lazy load of a restored process failed. The process (or the
+/// child concerned) was killed: it never runs with memory missing.
+#[derive(Debug, thiserror::Error)]
+#[error("loading the memory of process {pid} at {addr:#x} failed ({what}); the process was killed")]
+pub struct LoadError {
+    /// The process (or the forked child's thread) concerned; 0 if unknown.
+    pub pid: u32,
+    /// The address being loaded.
+    pub addr: u64,
+    /// What failed, with its errno.
+    pub what: String,
+}
+
+/// The running pager of one lazy restore.
+#[derive(Debug)]
+pub struct Pager {
+    thread: Option<JoinHandle<Result<Loaded, LoadError>>>,
+    resumed: Arc<AtomicBool>,
+}
+
+impl Pager {
+    /// Starts serving `uffd` (the restorer's, created in process `pid`)
+    /// with the image pages `extents` (`(address, length, page file
+    /// offset)`) read from `pages`.
+    pub(crate) fn start(
+        uffd: OwnedFd,
+        pid: u32,
+        pages: File,
+        extents: &[(u64, u64, u64)],
+    ) -> io::Result<Pager> {
+        let mut pending = Pending::default();
+        for &(a, l, o) in extents {
+            pending.0.insert(a, (l, o));
+        }
+        // SAFETY: the restorer created this userfaultfd in process `pid`
+        // (see the module's safety note); nothing of ours is registered.
+        let uffd = unsafe { Handler::from_foreign(uffd) };
+        let pidfd = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
+        let space = Space {
+            uffd,
+            pending,
+            pid,
+            pidfd,
+            nomem: 0,
+        };
+        let resumed = Arc::new(AtomicBool::new(false));
+        let flag = resumed.clone();
+        let thread = std::thread::Builder::new()
+            .name("crac-pager".into())
+            .spawn(move || run(space, pages, &flag))?;
+        Ok(Pager {
+            thread: Some(thread),
+            resumed,
+        })
+    }
+
+    /// The process resumed (or the restore ended): from now on the pager
+    /// also loads in the background. Until then it only serves the
+    /// restorer's faults, leaving the CPU to the restorer.
+    pub(crate) fn resumed(&self) {
+        self.resumed.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every address space is loaded (or gone).
+    pub fn finish(&mut self) -> Result<Loaded, LoadError> {
+        self.resumed();
+        match self.thread.take() {
+            Some(t) => t.join().unwrap_or_else(|_| {
+                Err(LoadError {
+                    pid: 0,
+                    addr: 0,
+                    what: "the pager thread panicked".into(),
+                })
+            }),
+            None => Ok(Loaded::default()),
+        }
+    }
+}
+
+impl Drop for Pager {
+    fn drop(&mut self) {
+        // A process must not outlive the pager with memory missing.
+        if let Err(e) = self.finish() {
+            tracing::error!("{e}");
+        }
+    }
+}
+
+/// Image pages still to copy into one address space: start → (length,
+/// page file offset), non-overlapping.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Pending(BTreeMap<u64, (u64, u64)>);
+
+impl Pending {
+    /// The extent holding `addr`.
+    fn find(&self, addr: u64) -> Option<(u64, u64, u64)> {
+        let (&s, &(l, o)) = self.0.range(..=addr).next_back()?;
+        (addr < s + l).then_some((s, l, o))
+    }
+
+    /// The extents within `[s, e)`, clipped.
+    fn within(&self, s: u64, e: u64) -> Vec<(u64, u64, u64)> {
+        let first = self
+            .0
+            .range(..s)
+            .next_back()
+            .filter(|(&k, &(l, _))| k + l > s)
+            .map(|(&k, &v)| (k, v));
+        let mut out = Vec::new();
+        for (k, (l, o)) in first
+            .into_iter()
+            .chain(self.0.range(s..e).map(|(&k, &v)| (k, v)))
+        {
+            let (a, b) = (k.max(s), (k + l).min(e));
+            if a < b {
+                out.push((a, b - a, o + (a - k)));
+            }
+        }
+        out
+    }
+
+    /// Drops `[s, e)`.
+    fn remove(&mut self, s: u64, e: u64) {
+        for (a, l, _) in self.within(s, e) {
+            let Some((&k, &(kl, ko))) = self.0.range(..=a).next_back() else {
+                continue;
+            };
+            self.0.remove(&k);
+            if k < a {
+                self.0.insert(k, (a - k, ko));
+            }
+            if k + kl > a + l {
+                self.0.insert(a + l, (k + kl - a - l, ko + (a + l - k)));
+            }
+        }
+    }
+
+    /// `[from, from + len)` moved to `to` (what was at `to` is gone).
+    fn remap(&mut self, from: u64, to: u64, len: u64) {
+        let moved = self.within(from, from + len);
+        self.remove(from, from + len);
+        self.remove(to, to + len);
+        for (a, l, o) in moved {
+            self.0.insert(a - from + to, (l, o));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn first(&self) -> Option<(u64, u64, u64)> {
+        self.0.iter().next().map(|(&s, &(l, o))| (s, l, o))
+    }
+}
+
+/// One address space being loaded.
+struct Space {
+    uffd: Handler,
+    pending: Pending,
+    /// The process (or a thread of it, for a forked child) to kill if its
+    /// memory cannot be loaded; 0 while unknown.
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+    nomem: u32,
+}
+
+/// What one copy step came to.
+enum Step {
+    Done,
+    /// The address space is changing: read the events, then retry.
+    Retry,
+    /// The process is gone (exited or exec'd).
+    Gone,
+}
+
+impl Space {
+    fn find(&self, addr: u64) -> Option<(u64, u64, u64)> {
+        self.pending.find(addr)
+    }
+
+    fn remove(&mut self, s: u64, e: u64) {
+        self.pending.remove(s, e);
+    }
+
+    fn remap(&mut self, from: u64, to: u64, len: u64) {
+        self.pending.remap(from, to, len);
+    }
+
+    fn handle(&mut self, m: Msg, faults: &mut Vec<u64>, born: &mut Vec<Space>) {
+        match m {
+            Msg::PageFault { addr, tid, .. } => {
+                if self.pid == 0 {
+                    self.pid = tid;
+                }
+                faults.push(addr & !(PAGE - 1));
+            }
+            Msg::Fork { child } => born.push(Space {
+                uffd: child,
+                pending: self.pending.clone(),
+                pid: 0,
+                pidfd: None,
+                nomem: 0,
+            }),
+            Msg::Remap { from, to, len } => self.remap(from, to, len),
+            Msg::Remove { start, end } | Msg::Unmap { start, end } => self.remove(start, end),
+            Msg::Other(_) => {}
+        }
+    }
+
+    /// Copies the pending piece `[a, a + len)` (file offset `off`) in.
+    fn copy(
+        &mut self,
+        pages: &File,
+        buf: &mut [u8],
+        a: u64,
+        len: u64,
+        off: u64,
+        stats: &mut Loaded,
+    ) -> Result<Step, LoadError> {
+        let data = &mut buf[..len as usize];
+        pages.read_exact_at(data, off).map_err(|e| LoadError {
+            pid: self.pid,
+            addr: a,
+            what: format!("reading {len} bytes of the page file at offset {off:#x}: {e}"),
+        })?;
+        let r = self.uffd.copy(a, data);
+        let (errno, done) = match r {
+            Ok(n) => (None, n),
+            Err((e, n)) => (Some(e), n),
+        };
+        self.remove(a, a + done);
+        stats.bytes += done;
+        let Some(e) = errno else {
+            self.nomem = 0;
+            return Ok(Step::Done);
+        };
+        let at = a + done;
+        match e {
+            // Present already (a fault raced this copy): nothing to load.
+            Errno::EEXIST => {
+                self.remove(at, at + PAGE);
+                let _ = self.uffd.wake(at, PAGE);
+                Ok(Step::Done)
+            }
+            Errno::EAGAIN => Ok(Step::Retry),
+            Errno::ESRCH => Ok(Step::Gone),
+            // No registered area there any more.
+            Errno::ENOENT => {
+                self.remove(at, a + len);
+                Ok(Step::Done)
+            }
+            Errno::ENOMEM if self.nomem < NOMEM_TRIES => {
+                self.nomem += 1;
+                std::thread::sleep(Duration::from_millis(1));
+                Ok(Step::Retry)
+            }
+            e => Err(LoadError {
+                pid: self.pid,
+                addr: at,
+                what: format!("UFFDIO_COPY: {e}"),
+            }),
+        }
+    }
+
+    /// Serves a fault at page `p`.
+    fn serve(
+        &mut self,
+        pages: &File,
+        buf: &mut [u8],
+        p: u64,
+        stats: &mut Loaded,
+    ) -> Result<Step, LoadError> {
+        stats.faults += 1;
+        if let Some((s, l, o)) = self.find(p) {
+            // The fault's aligned piece, clipped to its extent.
+            let a = (p & !(CHUNK - 1)).max(s);
+            let e = (a + CHUNK).min(s + l).max(p + PAGE);
+            return self.copy(pages, buf, a, e - a, o + (a - s), stats);
+        }
+        // Not in the image, or discarded by the program since: zeros.
+        match self.uffd.zeropage(p, PAGE) {
+            Ok(_) => Ok(Step::Done),
+            Err((Errno::EAGAIN, _)) => Ok(Step::Retry),
+            Err((Errno::ESRCH, _)) => Ok(Step::Gone),
+            Err((Errno::EEXIST | Errno::ENOENT, _)) => {
+                let _ = self.uffd.wake(p, PAGE);
+                Ok(Step::Done)
+            }
+            Err((e, _)) => Err(LoadError {
+                pid: self.pid,
+                addr: p,
+                what: format!("UFFDIO_ZEROPAGE: {e}"),
+            }),
+        }
+    }
+
+    /// Loads the next background piece.
+    fn background(
+        &mut self,
+        pages: &File,
+        buf: &mut [u8],
+        stats: &mut Loaded,
+    ) -> Result<Step, LoadError> {
+        let Some((s, l, o)) = self.pending.first() else {
+            return Ok(Step::Done);
+        };
+        self.copy(pages, buf, s, l.min(CHUNK), o, stats)
+    }
+
+    /// Kills the process this space belongs to.
+    fn kill(&self) {
+        if let Some(fd) = &self.pidfd {
+            let _ = rustix::process::pidfd_send_signal(fd.as_fd(), rustix::process::Signal::KILL);
+        } else if let Some(p) = rustix::process::Pid::from_raw(self.pid as i32) {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadError> {
+    let t0 = Instant::now();
+    let mut stats = Loaded {
+        spaces: 1,
+        ..Loaded::default()
+    };
+    let mut spaces = vec![first];
+    let mut buf = vec![0u8; CHUNK as usize];
+    let mut msgs = Vec::new();
+    let mut faults = Vec::new();
+    let mut born = Vec::new();
+    let mut failure = None;
+    let mut turn = 0usize;
+    while !spaces.is_empty() {
+        let mut gone = vec![false; spaces.len()];
+        let mut retry = false;
+        for (i, sp) in spaces.iter_mut().enumerate() {
+            if let Err(e) = sp.uffd.read(&mut msgs) {
+                failure.get_or_insert(LoadError {
+                    pid: sp.pid,
+                    addr: 0,
+                    what: format!("reading the userfaultfd: {e}"),
+                });
+                sp.kill();
+                gone[i] = true;
+                continue;
+            }
+            faults.clear();
+            for m in msgs.drain(..) {
+                sp.handle(m, &mut faults, &mut born);
+            }
+            for &p in &faults {
+                match sp.serve(&pages, &mut buf, p, &mut stats) {
+                    Ok(Step::Done) => {}
+                    Ok(Step::Retry) => retry = true,
+                    Ok(Step::Gone) => gone[i] = true,
+                    Err(e) => {
+                        sp.kill();
+                        failure.get_or_insert(e);
+                        gone[i] = true;
+                    }
+                }
+                if retry || gone[i] {
+                    break;
+                }
+            }
+        }
+        if !retry && !resumed.load(Ordering::SeqCst) {
+            // Faults only, until the process runs: wait for the next.
+            let mut fds: Vec<_> = spaces
+                .iter()
+                .map(|sp| rustix::event::PollFd::new(&sp.uffd, rustix::event::PollFlags::IN))
+                .collect();
+            let ts = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 1_000_000,
+            };
+            let _ = rustix::event::poll(&mut fds, Some(&ts));
+        } else if !retry {
+            // One background step, taking the spaces in turn.
+            let n = spaces.len();
+            for k in 0..n {
+                let i = (turn + k) % n;
+                if gone[i] || spaces[i].pending.is_empty() {
+                    continue;
+                }
+                turn = i + 1;
+                match spaces[i].background(&pages, &mut buf, &mut stats) {
+                    Ok(Step::Done | Step::Retry) => {}
+                    Ok(Step::Gone) => gone[i] = true,
+                    Err(e) => {
+                        spaces[i].kill();
+                        failure.get_or_insert(e);
+                        gone[i] = true;
+                    }
+                }
+                break;
+            }
+        }
+        // Complete or gone: closing the fd unregisters what is left.
+        let mut i = 0;
+        spaces.retain(|sp| {
+            let keep = !gone[i] && !sp.pending.is_empty();
+            i += 1;
+            keep
+        });
+        stats.spaces += born.len() as u32;
+        spaces.append(&mut born);
+    }
+    stats.elapsed = t0.elapsed();
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(stats),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[(u64, u64, u64)]) -> Pending {
+        Pending(v.iter().map(|&(a, l, o)| (a, (l, o))).collect())
+    }
+
+    #[test]
+    fn removing_splits_and_drops_extents() {
+        let mut p = set(&[(0x1000, 0x4000, 0), (0x8000, 0x2000, 0x4000)]);
+        p.remove(0x2000, 0x3000);
+        assert_eq!(
+            p,
+            set(&[
+                (0x1000, 0x1000, 0),
+                (0x3000, 0x2000, 0x2000),
+                (0x8000, 0x2000, 0x4000)
+            ])
+        );
+        p.remove(0x0, 0x9000);
+        assert_eq!(p, set(&[(0x9000, 0x1000, 0x5000)]));
+        p.remove(0x9000, 0xa000);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn finding_and_clipping() {
+        let p = set(&[(0x1000, 0x4000, 0x10000)]);
+        assert_eq!(p.find(0x1000), Some((0x1000, 0x4000, 0x10000)));
+        assert_eq!(p.find(0x4fff), Some((0x1000, 0x4000, 0x10000)));
+        assert_eq!(p.find(0x5000), None);
+        assert_eq!(p.find(0xfff), None);
+        assert_eq!(p.within(0x2000, 0x3000), vec![(0x2000, 0x1000, 0x11000)]);
+    }
+
+    #[test]
+    fn a_moved_range_keeps_its_file_offsets() {
+        let mut p = set(&[(0x1000, 0x4000, 0x10000), (0x20000, 0x1000, 0)]);
+        // Move the second half of the first extent over the second one.
+        p.remap(0x3000, 0x20000, 0x2000);
+        assert_eq!(
+            p,
+            set(&[(0x1000, 0x2000, 0x10000), (0x20000, 0x2000, 0x12000)])
+        );
+    }
+}
