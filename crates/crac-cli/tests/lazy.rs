@@ -42,6 +42,7 @@ fn all_checks_hold(out: &Out) {
         "kernel-read ok: true",
         "kernel-write ok: true",
         "untouched ok: true",
+        "protected ok: true",
     ] {
         out.stdout_has(check);
     }

@@ -7,12 +7,19 @@
 //! 2. [`restore`] creates a process with the image's PID (`clone3` with
 //!    `set_tid`, a fork) that executes the embedded restorer
 //!    (`crates/crac-restorer`) from a memfd with
-//!    fd 3 = `meta.crac`, fd 4 = `pages.crac`, fd 5 = the status pipe and
-//!    fd 6 = the restore arguments (start time, environment block). The
-//!    restorer rebuilds memory, the vDSO position, mm fields and the threads,
-//!    then jumps into the program; it reports its progress and its outcome
-//!    as [`crac_image::status`] records on the pipe.
-//! 3. [`wait_and_forward`] waits for the restored process (a child of the
+//!    fd 3 = `meta.crac`, fd 4 = `pages.crac`, fd 5 = the status socket and
+//!    fd 6 = the restore arguments (start time, flags, caller PID,
+//!    environment block). The restorer rebuilds memory, the vDSO position,
+//!    mm fields and the threads, then jumps into the program; it reports its
+//!    progress and its outcome as [`crac_image::status`] records on the
+//!    socket.
+//! 3. In a lazy restore (the default) the restorer leaves the stored pages
+//!    of private anonymous areas to the caller: it sends a userfaultfd for
+//!    them, and the [`Pager`] thread started here serves the process's page
+//!    faults and loads the rest in the background while it runs
+//!    ([`Restored::finish`] waits for it). The process is killed if the
+//!    thread that called [`restore`] ends before (parent-death signal).
+//! 4. [`wait_and_forward`] waits for the restored process (a child of the
 //!    caller) and forwards the signals the caller receives to it.
 //!
 //! # Restorer zone
@@ -424,6 +431,19 @@ pub fn restore_with_progress(
                     });
                 };
                 lazy_bytes = st.object;
+                let expected: u64 = plan.lazy.iter().map(|e| e.1).sum();
+                if lazy_bytes != expected {
+                    // Pages nobody would load must never read as zeros.
+                    kill_and_reap(pid);
+                    return Err(RestoreError::Restorer {
+                        stage,
+                        errno: None,
+                        object: lazy_bytes,
+                        detail: format!(
+                            "it left {lazy_bytes} bytes of pages to load lazily, the image holds {expected} in those areas"
+                        ),
+                    });
+                }
                 match Pager::start(fd, pid, pages, &plan.lazy) {
                     Ok(p) => pager = Some(p),
                     Err(source) => {

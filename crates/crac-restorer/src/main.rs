@@ -5,9 +5,16 @@
 //! image's PID (`clone3` with `set_tid`) and executes this program in it with:
 //!
 //! * fd 3: `meta.crac` (read-only), fd 4: `pages.crac` (read-only),
-//! * fd 5: the write end of the status pipe ([`crac_image::status`]),
+//! * fd 5: its end of the status socket (`SOCK_SEQPACKET`,
+//!   [`crac_image::status`]),
 //! * fd 6: the restore arguments: `u64` restore start time (ns since the
-//!   epoch), `u64` environment length, then `KEY=VALUE\0...`.
+//!   epoch), `u64` flags (bit 0: lazy), `u64` PID of `crac restore`, `u64`
+//!   environment length, then `KEY=VALUE\0...`.
+//!
+//! It sets its parent-death signal to SIGKILL first: if `crac restore` dies,
+//! the half-restored process dies with it. An eager restore clears it before
+//! the resume; a lazy one keeps it (the process must not run on if nobody
+//! loads its memory).
 //!
 //! Everything the restorer uses lies in the restorer zone
 //! `[RESTORER_ZONE_BASE, +RESTORER_ZONE_LEN)` (crac-image), laid out as:
@@ -37,7 +44,13 @@
 //! every image area is mapped (the page file may be larger than the zone);
 //! the areas are unregistered, the userfaultfd closed and the view unmapped
 //! before the areas get their protection. Any userfaultfd failure falls
-//! back to reading the rest of that range. Then `PR_SET_MM_MAP`; create the other threads with their TIDs;
+//! back to reading the rest of that range. In a lazy restore (flag set and
+//! the kernel has a userfaultfd with fork, remap, remove and unmap events)
+//! the stored pages of private anonymous areas are not loaded: the areas
+//! are registered with a new userfaultfd, which is sent to `crac restore`
+//! with a `StatusKind::Lazy` record (`SCM_RIGHTS`) before anything touches
+//! them and then closed here; `crac restore` serves their faults and fills
+//! them. Then `PR_SET_MM_MAP`; create the other threads with their TIDs;
 //! restore the calling thread's kernel state; fill the image's restore-info
 //! block; report success and jump into the program at its resume entry. Any
 //! failure writes one error record and exits with status 127.

@@ -31,7 +31,7 @@
 //! and sent over the status socket.
 #![allow(unsafe_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -45,9 +45,14 @@ use crac_sys::handler::{Handler, Msg};
 use crac_sys::raw::Errno;
 
 /// Bytes copied in one step: a fault's piece, and one background step
-/// between two looks at the messages.
+/// between two looks at the messages (small, so a fault never waits long;
+/// bigger steps measured slower when the program reads while it loads).
 const CHUNK: u64 = 64 * 1024;
 const PAGE: u64 = 4096;
+/// After the resume the pager serves faults only, until none came for
+/// [`QUIET`] or [`STARTUP`] passed; then it also loads in the background.
+const QUIET: Duration = Duration::from_millis(1);
+const STARTUP: Duration = Duration::from_millis(3);
 /// How often a copy failing with `ENOMEM` is retried (1 ms apart) before
 /// the process is given up.
 const NOMEM_TRIES: u32 = 2000;
@@ -109,6 +114,7 @@ impl Pager {
         let space = Space {
             uffd,
             pending,
+            faults: VecDeque::new(),
             pid,
             pidfd,
             nomem: 0,
@@ -228,6 +234,8 @@ impl Pending {
 struct Space {
     uffd: Handler,
     pending: Pending,
+    /// Faults read and not served yet (page addresses).
+    faults: VecDeque<u64>,
     /// The process (or a thread of it, for a forked child) to kill if its
     /// memory cannot be loaded; 0 while unknown.
     pid: u32,
@@ -257,17 +265,18 @@ impl Space {
         self.pending.remap(from, to, len);
     }
 
-    fn handle(&mut self, m: Msg, faults: &mut Vec<u64>, born: &mut Vec<Space>) {
+    fn handle(&mut self, m: Msg, born: &mut Vec<Space>) {
         match m {
             Msg::PageFault { addr, tid, .. } => {
                 if self.pid == 0 {
                     self.pid = tid;
                 }
-                faults.push(addr & !(PAGE - 1));
+                self.faults.push_back(addr & !(PAGE - 1));
             }
             Msg::Fork { child } => born.push(Space {
                 uffd: child,
                 pending: self.pending.clone(),
+                faults: VecDeque::new(),
                 pid: 0,
                 pidfd: None,
                 nomem: 0,
@@ -397,10 +406,11 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
     let mut spaces = vec![first];
     let mut buf = vec![0u8; CHUNK as usize];
     let mut msgs = Vec::new();
-    let mut faults = Vec::new();
     let mut born = Vec::new();
     let mut failure = None;
     let mut turn = 0usize;
+    let mut resumed_at = None;
+    let mut served_lately = true;
     while !spaces.is_empty() {
         let mut gone = vec![false; spaces.len()];
         let mut retry = false;
@@ -415,13 +425,16 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
                 gone[i] = true;
                 continue;
             }
-            faults.clear();
             for m in msgs.drain(..) {
-                sp.handle(m, &mut faults, &mut born);
+                sp.handle(m, &mut born);
             }
-            for &p in &faults {
+            // A fault read is not delivered again: it stays queued here
+            // until served (after the events that made it retry).
+            while let Some(&p) = sp.faults.front() {
                 match sp.serve(&pages, &mut buf, p, &mut stats) {
-                    Ok(Step::Done) => {}
+                    Ok(Step::Done) => {
+                        sp.faults.pop_front();
+                    }
                     Ok(Step::Retry) => retry = true,
                     Ok(Step::Gone) => gone[i] = true,
                     Err(e) => {
@@ -435,17 +448,27 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
                 }
             }
         }
-        if !retry && !resumed.load(Ordering::SeqCst) {
-            // Faults only, until the process runs: wait for the next.
+        if resumed_at.is_none() && resumed.load(Ordering::SeqCst) {
+            resumed_at = Some(Instant::now());
+        }
+        // Faults only until the process runs, and while it starts up
+        // faulting (its first steps wait for nothing else).
+        let faults_only = match resumed_at {
+            None => true,
+            Some(t) => served_lately && t.elapsed() < STARTUP,
+        };
+        if !retry && faults_only {
             let mut fds: Vec<_> = spaces
                 .iter()
                 .map(|sp| rustix::event::PollFd::new(&sp.uffd, rustix::event::PollFlags::IN))
                 .collect();
             let ts = rustix::event::Timespec {
                 tv_sec: 0,
-                tv_nsec: 1_000_000,
+                tv_nsec: QUIET.as_nanos() as i64,
             };
-            let _ = rustix::event::poll(&mut fds, Some(&ts));
+            let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap_or(1);
+            // A quiet spell after the resume ends the start-up.
+            served_lately = n > 0 || resumed_at.is_none();
         } else if !retry {
             // One background step, taking the spaces in turn.
             let n = spaces.len();

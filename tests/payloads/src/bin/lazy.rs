@@ -11,7 +11,9 @@
 //! * C: moved with `mremap` → the pattern at its new address;
 //! * D, F: a forked child checks them after its parent has exited;
 //! * E: the kernel reads it (`write` to a pipe) and writes into it (`read`
-//!   from `/dev/zero`) → the pattern arrives, then zeros.
+//!   from `/dev/zero`) → the pattern arrives, then zeros;
+//! * G (no access) and H (read-only), protected before the checkpoint: the
+//!   pattern, once G is made readable again.
 //!
 //! With the argument `hold` it only sleeps 30 s after the restore (then
 //! exits with status 3). With the argument `again` the program then checkpoints once more at
@@ -24,7 +26,16 @@
 use std::io::{Read, Write};
 
 const MIB: usize = 1 << 20;
-const SIZES: [usize; 6] = [32 * MIB, 32 * MIB, 32 * MIB, 32 * MIB, 32 * MIB, 128 * MIB];
+const SIZES: [usize; 8] = [
+    32 * MIB,
+    32 * MIB,
+    32 * MIB,
+    32 * MIB,
+    32 * MIB,
+    128 * MIB,
+    2 * MIB,
+    2 * MIB,
+];
 
 fn word(region: usize, i: usize) -> u64 {
     let mut x = (region as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i as u64;
@@ -89,6 +100,12 @@ fn main() {
         }
     }
     let w = |n: usize| SIZES[n] / 8;
+    // G has no access and H is read-only while they load.
+    for (n, prot) in [(6, libc::PROT_NONE), (7, libc::PROT_READ)] {
+        // SAFETY: the whole of a mapping of ours; no reference into it lives.
+        let rc = unsafe { libc::mprotect(r[n].cast(), SIZES[n], prot) };
+        assert_eq!(rc, 0);
+    }
     println!("pre-checkpoint PID: {}", std::process::id());
     std::io::stdout().flush().unwrap();
     if let Err(e) = crac::checkpoint_restore() {
@@ -210,6 +227,14 @@ fn main() {
     report(
         "untouched",
         pattern_ok(3, r[3], 0, w(3)) && pattern_ok(5, r[5], 0, w(5)),
+        &mut all,
+    );
+    // SAFETY: the whole of G, a mapping of ours; no reference into it lives.
+    let rc = unsafe { libc::mprotect(r[6].cast(), SIZES[6], libc::PROT_READ) };
+    assert_eq!(rc, 0);
+    report(
+        "protected",
+        pattern_ok(6, r[6], 0, w(6)) && pattern_ok(7, r[7], 0, w(7)),
         &mut all,
     );
     std::io::stdout().flush().unwrap();
