@@ -43,6 +43,7 @@ fn all_checks_hold(out: &Out) {
         "kernel-write ok: true",
         "untouched ok: true",
         "protected ok: true",
+        "advice ok: true",
     ] {
         out.stdout_has(check);
     }

@@ -466,6 +466,35 @@ pub const VMA_VSYSCALL: u32 = 1 << 6;
 /// [`VmaRecord::flags`]: the file was deleted; its content is in the page
 /// file, and the restorer maps anonymous memory instead.
 pub const VMA_DELETED: u32 = 1 << 7;
+/// [`VmaRecord::flags`]: `MADV_DONTFORK` (a child does not get the area).
+pub const VMA_DONTFORK: u32 = 1 << 8;
+/// [`VmaRecord::flags`]: `MADV_WIPEONFORK` (a child gets it empty).
+pub const VMA_WIPEONFORK: u32 = 1 << 9;
+/// [`VmaRecord::flags`]: `MADV_DONTDUMP` (left out of core dumps).
+pub const VMA_DONTDUMP: u32 = 1 << 10;
+/// [`VmaRecord::flags`]: `MADV_HUGEPAGE`.
+pub const VMA_HUGEPAGE: u32 = 1 << 11;
+/// [`VmaRecord::flags`]: `MADV_NOHUGEPAGE`.
+pub const VMA_NOHUGEPAGE: u32 = 1 << 12;
+/// [`VmaRecord::flags`]: `MADV_MERGEABLE` (KSM).
+pub const VMA_MERGEABLE: u32 = 1 << 13;
+/// [`VmaRecord::flags`]: `MADV_SEQUENTIAL`.
+pub const VMA_SEQUENTIAL: u32 = 1 << 14;
+/// [`VmaRecord::flags`]: `MADV_RANDOM`.
+pub const VMA_RANDOM: u32 = 1 << 15;
+/// The [`VmaRecord::flags`] that record `madvise` advice, each with the
+/// `/proc/PID/smaps` `VmFlags` mnemonic it comes from and the `MADV_*`
+/// value that gives it back.
+pub const VMA_ADVICE: [(u32, &str, u32); 8] = [
+    (VMA_DONTFORK, "dc", 10),
+    (VMA_WIPEONFORK, "wf", 18),
+    (VMA_DONTDUMP, "dd", 16),
+    (VMA_HUGEPAGE, "hg", 14),
+    (VMA_NOHUGEPAGE, "nh", 15),
+    (VMA_MERGEABLE, "mg", 12),
+    (VMA_SEQUENTIAL, "sr", 2),
+    (VMA_RANDOM, "rr", 1),
+];
 
 /// `PROT_READ` in [`VmaRecord::prot`].
 pub const PROT_READ: u32 = 1;

@@ -333,12 +333,14 @@ const VMA_FLAG_NAMES: [(u32, &str); 8] = [
 ];
 
 fn vma_flags(flags: u32) -> Vec<String> {
-    let mut out: Vec<String> = VMA_FLAG_NAMES
-        .iter()
+    let advice = VMA_ADVICE.iter().map(|(bit, name, _)| (*bit, *name));
+    let names = VMA_FLAG_NAMES.iter().copied().chain(advice);
+    let mut out: Vec<String> = names
+        .clone()
         .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, n)| (*n).to_owned())
+        .map(|(_, n)| n.to_owned())
         .collect();
-    let known = VMA_FLAG_NAMES.iter().fold(0, |a, (b, _)| a | b);
+    let known = names.fold(0, |a, (b, _)| a | b);
     if flags & !known != 0 {
         out.push(format!("{:#x}", flags & !known));
     }

@@ -75,7 +75,8 @@ use crac_image::{
     DecodeError, FileRecord, Header, MmRecord, PageRun, ProcessRecord, Reader, RestoreInfo, Tag,
     ThreadRecord, VdsoRecord, VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN, PAGE_SIZE,
     RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_LEN, RESTORE_INFO_MAGIC, RESTORE_LAZY,
-    VMA_DELETED, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED, VMA_VDSO, VMA_VSYSCALL,
+    VMA_ADVICE, VMA_DELETED, VMA_DONTFORK, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED, VMA_VDSO,
+    VMA_VSYSCALL, VMA_WIPEONFORK,
 };
 use sys::*;
 
@@ -1030,7 +1031,7 @@ fn map_area(img: &Image, v: &VmaRecord<'static>, area: &Area, files: &mut FileCa
         // SAFETY: outside the zone; nothing refers to image memory yet.
         unsafe { mmap(v.start, len, area.map_prot, flags | MAP_ANONYMOUS, -1, 0) }
             .map_err(|e| fail!(e, v.start, "mapping {:#x}-{:#x} failed", v.start, v.end))?;
-        return Ok(());
+        return advise(v);
     }
     if v.file == NO_FILE {
         return Err(fail!(
@@ -1053,6 +1054,30 @@ fn map_area(img: &Image, v: &VmaRecord<'static>, area: &Area, files: &mut FileCa
             v.end
         )
     })?;
+    advise(v)
+}
+
+/// Gives an area back the `madvise` advice it had. What changes a fork's
+/// outcome must take; hints (huge pages, KSM, read-ahead, core dumps) are
+/// given where the kernel takes them.
+fn advise(v: &VmaRecord<'static>) -> R<()> {
+    for (bit, name, advice) in VMA_ADVICE {
+        if v.flags & bit == 0 {
+            continue;
+        }
+        let r = madvise(v.start, v.len(), advice as u64);
+        if let Err(e) = r {
+            if bit & (VMA_DONTFORK | VMA_WIPEONFORK) != 0 {
+                return Err(fail!(
+                    e,
+                    v.start,
+                    "giving {:#x}-{:#x} its advice {name} failed",
+                    v.start,
+                    v.end
+                ));
+            }
+        }
+    }
     Ok(())
 }
 

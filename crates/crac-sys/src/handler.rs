@@ -15,7 +15,7 @@
 
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
-use crate::raw::uffd::{UffdioCopy, NR_IOCTL, UFFDIO_COPY};
+use crate::raw::uffd::NR_IOCTL;
 use crate::raw::{check, nr, syscall6, Errno};
 
 /// `_IOWR(0xAA, 0x04, struct uffdio_zeropage)`.
@@ -171,29 +171,17 @@ impl Handler {
     /// space is changing and events wait to be read, `ESRCH`: the process is
     /// gone, `ENOENT`: no registered area there).
     pub fn copy(&self, dst: u64, src: &[u8]) -> Result<u64, (Errno, u64)> {
-        let mut c = UffdioCopy {
-            dst,
-            src: src.as_ptr() as u64,
-            len: src.len() as u64,
-            mode: 0,
-            copy: 0,
-        };
-        // SAFETY: `c` is a live `struct uffdio_copy`; the source is a slice
-        // of ours the kernel only reads; the destination is in another
-        // process (the constructor's contract).
-        let r = unsafe {
-            syscall6(
-                NR_IOCTL,
-                self.fd.as_raw_fd() as usize,
-                UFFDIO_COPY,
-                &mut c as *mut UffdioCopy as usize,
-                0,
-                0,
-                0,
+        // SAFETY: the destination lies in another process (the
+        // constructor's contract), so nothing of ours refers to it; the
+        // source is a borrowed slice, readable for the whole call.
+        unsafe {
+            crate::raw::uffd::copy(
+                self.fd.as_raw_fd(),
+                dst,
+                src.as_ptr() as u64,
+                src.len() as u64,
             )
-        };
-        let done = c.copy.max(0) as u64;
-        check(r).map(|_| done).map_err(|e| (e, done))
+        }
     }
 
     /// `UFFDIO_ZEROPAGE`: maps zeros at the missing pages of

@@ -122,6 +122,9 @@ pub struct Facts {
     pub vma_count: usize,
     /// Number of threads now.
     pub thread_count: usize,
+    /// `(start, end, VMA_* advice bits)` of the mappings with `madvise`
+    /// advice (from `/proc/self/smaps`), in address order.
+    pub advice: Vec<(u64, u64, u32)>,
 }
 
 fn read_bytes(p: &str) -> Vec<u8> {
@@ -224,7 +227,36 @@ pub fn gather() -> std::io::Result<Facts> {
     }
     f.zero_pfn = zero_pfn();
     f.vdso_crc = vdso_crc(&maps);
+    f.advice = advice(&fs::read_to_string("/proc/self/smaps")?);
     Ok(f)
+}
+
+/// The mappings of `smaps` text with advice crac gives back on restore.
+pub fn advice(smaps: &str) -> Vec<(u64, u64, u32)> {
+    let mut out = Vec::new();
+    let mut area = None;
+    for l in smaps.lines() {
+        if let Some(flags) = l.strip_prefix("VmFlags:") {
+            let bits = flags.split_whitespace().fold(0, |b, f| {
+                b | crac_image::VMA_ADVICE
+                    .iter()
+                    .find(|a| a.1 == f)
+                    .map_or(0, |a| a.0)
+            });
+            if let Some((s, e)) = area.take() {
+                if bits != 0 {
+                    out.push((s, e, bits));
+                }
+            }
+        } else if let Some((range, _)) = l.split_once(' ') {
+            if let Some((s, e)) = range.split_once('-') {
+                if let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) {
+                    area = Some((s, e));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn query_sigaction(sig: i32, out: &mut sys::KernelSigaction) -> Result<(), crac_sys::Errno> {

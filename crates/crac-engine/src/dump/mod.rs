@@ -245,6 +245,14 @@ impl Snapshot<'_> {
             store: 0,
             populated: 0,
         };
+        // Advice read before the stop; a mapping split since keeps it.
+        let advice = &self.facts.advice;
+        let i = advice.partition_point(|a| a.1 <= vstart);
+        if let Some(&(s, e, bits)) = advice.get(i) {
+            if s <= vstart && vstart < e {
+                v.flags |= bits;
+            }
+        }
         match name {
             b"[vvar]" | b"[vvar_vclock]" | b"[vdso]" => v.flags |= VMA_VDSO,
             b"[vsyscall]" => v.flags |= VMA_VSYSCALL,
@@ -844,10 +852,14 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     let mut own = Box::new(ThreadSlot::default());
     let mut own_ctx = Box::<crac_sys::ctx::ResumeContext>::default();
     let own_ctx_addr = &*own_ctx as *const _ as u64;
-    let own_mask = sys::sigprocmask(0, None).unwrap_or(0);
+    // No handler may run on this thread while memory is read twice
+    // (checksum, then write): a signal that arrives during the dump stays
+    // pending until the mask is back.
+    let own_mask = sys::sigprocmask(2, Some(!0)).unwrap_or(0);
     // ---- From here until `round.release()`: no allocation. ----
     if let Err(f) = round.stop_all() {
         round.release();
+        let _ = sys::sigprocmask(2, Some(own_mask));
         return Err(match f {
             stop::StopFailure::Timeout { tid } => DumpError::ThreadDidNotStop {
                 tid,
@@ -933,10 +945,12 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     match result {
         Ok(0) => {
             round.release();
+            let _ = sys::sigprocmask(2, Some(own_mask));
             Ok(DumpOutcome::LeftRunning)
         }
         Ok(_) => {
             round.release();
+            let _ = sys::sigprocmask(2, Some(own_mask));
             let maps = &snap.maps[..snap.maps_len];
             let name = |off: u32, len: u32| {
                 String::from_utf8_lossy(maps.get(off as usize..(off + len) as usize).unwrap_or(b""))

@@ -24,6 +24,12 @@
 //! process dies with it), and if a page cannot be loaded the pager kills
 //! the process rather than let it see zeros.
 //!
+//! Known limits: a child forked while memory loads is not tied to `crac
+//! restore` (the parent-death signal is not inherited), so it is loaded
+//! first; and if another thread discards or moves still-loading memory
+//! while one thread forks, the kernel does not tell whether that happened
+//! before the fork or after, and the child is given the parent's view.
+//!
 //! # Safety
 //! The one `unsafe` block wraps the userfaultfd as a [`Handler`]: the fd
 //! must belong to another address space. [`Pager::start`] is only called by
@@ -53,6 +59,9 @@ const PAGE: u64 = 4096;
 /// [`QUIET`] or [`STARTUP`] passed; then it also loads in the background.
 const QUIET: Duration = Duration::from_millis(1);
 const STARTUP: Duration = Duration::from_millis(3);
+/// How often a one-page copy failing with `ENOENT` is retried (after the
+/// events were read, 100 µs apart) before the page counts as unmapped.
+const ENOENT_TRIES: u32 = 100;
 /// How often a copy failing with `ENOMEM` is retried (1 ms apart) before
 /// the process is given up.
 const NOMEM_TRIES: u32 = 2000;
@@ -118,7 +127,17 @@ impl Pager {
             pid,
             pidfd,
             nomem: 0,
+            enoent: 0,
         };
+        // Each child forked while loading brings a userfaultfd of its own.
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        if nofile.current < nofile.maximum {
+            let raised = rustix::process::Rlimit {
+                current: nofile.maximum,
+                ..nofile
+            };
+            let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
+        }
         let resumed = Arc::new(AtomicBool::new(false));
         let flag = resumed.clone();
         let thread = std::thread::Builder::new()
@@ -241,6 +260,7 @@ struct Space {
     pid: u32,
     pidfd: Option<OwnedFd>,
     nomem: u32,
+    enoent: u32,
 }
 
 /// What one copy step came to.
@@ -275,16 +295,35 @@ impl Space {
             }
             Msg::Fork { child } => born.push(Space {
                 uffd: child,
-                pending: self.pending.clone(),
+                pending: self.child_pending(),
                 faults: VecDeque::new(),
                 pid: 0,
                 pidfd: None,
                 nomem: 0,
+                enoent: 0,
             }),
             Msg::Remap { from, to, len } => self.remap(from, to, len),
             Msg::Remove { start, end } | Msg::Unmap { start, end } => self.remove(start, end),
             Msg::Other(_) => {}
         }
+    }
+
+    /// What a child forked now has to load: what this space has, but for
+    /// areas marked `MADV_WIPEONFORK` (the child gets them empty) or
+    /// `MADV_DONTFORK` (it does not get them).
+    fn child_pending(&self) -> Pending {
+        let mut p = self.pending.clone();
+        if self.pid == 0 {
+            return p;
+        }
+        let smaps =
+            std::fs::read_to_string(format!("/proc/{}/smaps", self.pid)).unwrap_or_default();
+        for (s, e, bits) in crate::dump::collect::advice(&smaps) {
+            if bits & (crac_image::VMA_WIPEONFORK | crac_image::VMA_DONTFORK) != 0 {
+                p.remove(s, e);
+            }
+        }
+        p
     }
 
     /// Copies the pending piece `[a, a + len)` (file offset `off`) in.
@@ -312,6 +351,7 @@ impl Space {
         stats.bytes += done;
         let Some(e) = errno else {
             self.nomem = 0;
+            self.enoent = 0;
             return Ok(Step::Done);
         };
         let at = a + done;
@@ -324,9 +364,21 @@ impl Space {
             }
             Errno::EAGAIN => Ok(Step::Retry),
             Errno::ESRCH => Ok(Step::Gone),
-            // No registered area there any more.
+            // The piece spans two areas (split without an event: mprotect,
+            // mlock, MADV_DONTFORK...) or its area is changing: one page.
+            Errno::ENOENT if len > PAGE => self.copy(pages, buf, at, PAGE, off + (at - a), stats),
+            // No registered area holds the page now. An unmap or a move
+            // reports itself: look at the events a few times before
+            // deciding that nothing can fault there any more.
+            Errno::ENOENT if self.enoent < ENOENT_TRIES => {
+                self.enoent += 1;
+                std::thread::sleep(Duration::from_micros(100));
+                Ok(Step::Retry)
+            }
             Errno::ENOENT => {
-                self.remove(at, a + len);
+                self.enoent = 0;
+                self.remove(at, at + PAGE);
+                let _ = self.uffd.wake(at, PAGE);
                 Ok(Step::Done)
             }
             Errno::ENOMEM if self.nomem < NOMEM_TRIES => {
@@ -408,7 +460,6 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
     let mut msgs = Vec::new();
     let mut born = Vec::new();
     let mut failure = None;
-    let mut turn = 0usize;
     let mut resumed_at = None;
     let mut served_lately = true;
     while !spaces.is_empty() {
@@ -416,6 +467,7 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
         let mut retry = false;
         for (i, sp) in spaces.iter_mut().enumerate() {
             if let Err(e) = sp.uffd.read(&mut msgs) {
+                msgs.clear();
                 failure.get_or_insert(LoadError {
                     pid: sp.pid,
                     addr: 0,
@@ -432,8 +484,12 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
             // until served (after the events that made it retry).
             while let Some(&p) = sp.faults.front() {
                 match sp.serve(&pages, &mut buf, p, &mut stats) {
+                    // Served once its page is no longer pending (a copy
+                    // may stop short of it).
                     Ok(Step::Done) => {
-                        sp.faults.pop_front();
+                        if sp.find(p).is_none() {
+                            sp.faults.pop_front();
+                        }
                     }
                     Ok(Step::Retry) => retry = true,
                     Ok(Step::Gone) => gone[i] = true,
@@ -470,14 +526,13 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
             // A quiet spell after the resume ends the start-up.
             served_lately = n > 0 || resumed_at.is_none();
         } else if !retry {
-            // One background step, taking the spaces in turn.
-            let n = spaces.len();
-            for k in 0..n {
-                let i = (turn + k) % n;
+            // One background step, for the newest space first: a child
+            // forked while loading is short of memory only until it is
+            // complete (and it is not tied to crac restore).
+            for i in (0..spaces.len()).rev() {
                 if gone[i] || spaces[i].pending.is_empty() {
                     continue;
                 }
-                turn = i + 1;
                 match spaces[i].background(&pages, &mut buf, &mut stats) {
                     Ok(Step::Done | Step::Retry) => {}
                     Ok(Step::Gone) => gone[i] = true,
@@ -489,6 +544,10 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
                 }
                 break;
             }
+        }
+        if retry {
+            // The events that make the copy wait may not be queued yet.
+            std::thread::yield_now();
         }
         // Complete or gone: closing the fd unregisters what is left.
         let mut i = 0;

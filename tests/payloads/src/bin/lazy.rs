@@ -100,6 +100,13 @@ fn main() {
         }
     }
     let w = |n: usize| SIZES[n] / 8;
+    // Advice the restore gives back: G is not inherited by a child, E
+    // asks for huge pages.
+    for (n, advice) in [(6, libc::MADV_DONTFORK), (4, libc::MADV_HUGEPAGE)] {
+        // SAFETY: the whole of a mapping of ours.
+        let rc = unsafe { libc::madvise(r[n].cast(), SIZES[n], advice) };
+        assert_eq!(rc, 0);
+    }
     // G has no access and H is read-only while they load.
     for (n, prot) in [(6, libc::PROT_NONE), (7, libc::PROT_READ)] {
         // SAFETY: the whole of a mapping of ours; no reference into it lives.
@@ -160,12 +167,27 @@ fn main() {
     };
     assert_eq!(c, dest.cast());
     let c: *mut u64 = c.cast();
-    // D and F: a child checks them after its parent is gone.
+    // D: one page made read-only, which splits its area in three (the
+    // kernel reports no event for that).
+    let split = r[3].wrapping_add(2 * MIB + 3 * 512);
+    // SAFETY: one page inside D; no reference into it lives.
+    let rc = unsafe { libc::mprotect(split.cast(), 4096, libc::PROT_READ) };
+    assert_eq!(rc, 0);
+    // H: a child gets it empty.
+    // SAFETY: the whole of H, a mapping of ours.
+    let rc = unsafe { libc::madvise(r[7].cast(), SIZES[7], libc::MADV_WIPEONFORK) };
+    assert_eq!(rc, 0);
+    // D, F and H: a child checks them after its parent is gone.
     // SAFETY: the child only reads memory, prints and exits.
     let child = unsafe { libc::fork() };
     if child == 0 {
         std::thread::sleep(std::time::Duration::from_millis(50));
-        let ok = pattern_ok(3, r[3], 0, w(3)) && pattern_ok(5, r[5], 0, w(5));
+        let g = format!("{:x}-", r[6] as usize);
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+        let ok = pattern_ok(3, r[3], 0, w(3))
+            && pattern_ok(5, r[5], 0, w(5))
+            && zeros_ok(r[7], 0, w(7))
+            && !maps.lines().any(|l| l.starts_with(&g));
         println!("child ok: {ok}");
         std::io::stdout().flush().unwrap();
         // SAFETY: ends the child without running the parent's exit handlers.
@@ -233,12 +255,29 @@ fn main() {
     let rc = unsafe { libc::mprotect(r[6].cast(), SIZES[6], libc::PROT_READ) };
     assert_eq!(rc, 0);
     report(
+        "advice",
+        flags_of(r[6]).contains(&"dc".to_string()) && flags_of(r[4]).contains(&"hg".to_string()),
+        &mut all,
+    );
+    report(
         "protected",
         pattern_ok(6, r[6], 0, w(6)) && pattern_ok(7, r[7], 0, w(7)),
         &mut all,
     );
     std::io::stdout().flush().unwrap();
     std::process::exit(if all { 0 } else { 1 });
+}
+
+/// The `VmFlags` of the mapping that starts at `p`.
+fn flags_of(p: *mut u64) -> Vec<String> {
+    let head = format!("{:x}-", p as usize);
+    let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    smaps
+        .lines()
+        .skip_while(|l| !l.starts_with(&head))
+        .find_map(|l| l.strip_prefix("VmFlags:"))
+        .map(|f| f.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
 }
 
 /// `len` bytes of the mapping `p` from word `from`, as bytes.
