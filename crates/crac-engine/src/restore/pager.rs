@@ -28,7 +28,9 @@
 //! restore` (the parent-death signal is not inherited), so it is loaded
 //! first; and if another thread discards or moves still-loading memory
 //! while one thread forks, the kernel does not tell whether that happened
-//! before the fork or after, and the child is given the parent's view.
+//! before the fork or after: a discard reported just before the fork is
+//! taken to come after it (the child keeps those pages), which is what the
+//! kernel's ordering makes likely.
 //!
 //! # Safety
 //! The one `unsafe` block wraps the userfaultfd as a [`Handler`]: the fd
@@ -61,7 +63,7 @@ const QUIET: Duration = Duration::from_millis(1);
 const STARTUP: Duration = Duration::from_millis(3);
 /// How often a one-page copy failing with `ENOENT` is retried (after the
 /// events were read, 100 µs apart) before the page counts as unmapped.
-const ENOENT_TRIES: u32 = 100;
+const ENOENT_TRIES: u32 = 5;
 /// How often a copy failing with `ENOMEM` is retried (1 ms apart) before
 /// the process is given up.
 const NOMEM_TRIES: u32 = 2000;
@@ -124,6 +126,7 @@ impl Pager {
             uffd,
             pending,
             faults: VecDeque::new(),
+            recent: Pending::default(),
             pid,
             pidfd,
             nomem: 0,
@@ -255,6 +258,9 @@ struct Space {
     pending: Pending,
     /// Faults read and not served yet (page addresses).
     faults: VecDeque<u64>,
+    /// Pending pieces that events took away since the queue was last seen
+    /// empty (for a fork reported right after them).
+    recent: Pending,
     /// The process (or a thread of it, for a forked child) to kill if its
     /// memory cannot be loaded; 0 while unknown.
     pid: u32,
@@ -297,15 +303,47 @@ impl Space {
                 uffd: child,
                 pending: self.child_pending(),
                 faults: VecDeque::new(),
+                recent: Pending::default(),
                 pid: 0,
                 pidfd: None,
                 nomem: 0,
                 enoent: 0,
             }),
-            Msg::Remap { from, to, len } => self.remap(from, to, len),
-            Msg::Remove { start, end } | Msg::Unmap { start, end } => self.remove(start, end),
+            Msg::Remap { from, to, len } => {
+                for (a, l, o) in self.pending.within(from, from + len) {
+                    self.recent.0.insert(a, (l, o));
+                }
+                self.remap(from, to, len)
+            }
+            Msg::Remove { start, end } | Msg::Unmap { start, end } => {
+                for (a, l, o) in self.pending.within(start, end) {
+                    self.recent.0.insert(a, (l, o));
+                }
+                self.remove(start, end)
+            }
             Msg::Other(_) => {}
         }
+    }
+
+    /// Where the first mapping at or after `addr` starts in this space's
+    /// process (`addr` itself if it is mapped, or if the process is not
+    /// known).
+    fn next_area(&self, addr: u64) -> u64 {
+        if self.pid == 0 {
+            return addr;
+        }
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).unwrap_or_default();
+        maps.lines()
+            .filter_map(|l| {
+                let (s, rest) = l.split_once('-')?;
+                let e = rest.split_once(' ')?.0;
+                Some((
+                    u64::from_str_radix(s, 16).ok()?,
+                    u64::from_str_radix(e, 16).ok()?,
+                ))
+            })
+            .find(|&(_, e)| e > addr)
+            .map_or(u64::MAX, |(s, _)| s.max(addr))
     }
 
     /// What a child forked now has to load: what this space has, but for
@@ -313,6 +351,13 @@ impl Space {
     /// `MADV_DONTFORK` (it does not get them).
     fn child_pending(&self) -> Pending {
         let mut p = self.pending.clone();
+        // A discard or move reported just before the fork most likely
+        // happened after it (the kernel queues the fork event only once
+        // the child's memory is copied): the child keeps those pages.
+        for (&a, &(l, o)) in &self.recent.0 {
+            p.remove(a, a + l);
+            p.0.insert(a, (l, o));
+        }
         if self.pid == 0 {
             return p;
         }
@@ -376,9 +421,11 @@ impl Space {
                 Ok(Step::Retry)
             }
             Errno::ENOENT => {
+                // Nothing is mapped there: skip to the next area.
                 self.enoent = 0;
-                self.remove(at, at + PAGE);
-                let _ = self.uffd.wake(at, PAGE);
+                let next = self.next_area(at).max(at + PAGE);
+                self.remove(at, next);
+                let _ = self.uffd.wake(at, next - at);
                 Ok(Step::Done)
             }
             Errno::ENOMEM if self.nomem < NOMEM_TRIES => {
@@ -476,6 +523,9 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
                 sp.kill();
                 gone[i] = true;
                 continue;
+            }
+            if msgs.is_empty() {
+                sp.recent = Pending::default();
             }
             for m in msgs.drain(..) {
                 sp.handle(m, &mut born);
