@@ -1031,7 +1031,7 @@ fn map_area(img: &Image, v: &VmaRecord<'static>, area: &Area, files: &mut FileCa
         // SAFETY: outside the zone; nothing refers to image memory yet.
         unsafe { mmap(v.start, len, area.map_prot, flags | MAP_ANONYMOUS, -1, 0) }
             .map_err(|e| fail!(e, v.start, "mapping {:#x}-{:#x} failed", v.start, v.end))?;
-        return advise(v);
+        return Ok(());
     }
     if v.file == NO_FILE {
         return Err(fail!(
@@ -1054,12 +1054,13 @@ fn map_area(img: &Image, v: &VmaRecord<'static>, area: &Area, files: &mut FileCa
             v.end
         )
     })?;
-    advise(v)
+    Ok(())
 }
 
-/// Gives an area back the `madvise` advice it had. What changes a fork's
-/// outcome must take; hints (huge pages, KSM, read-ahead, core dumps) are
-/// given where the kernel takes them.
+/// Gives an area back the `madvise` advice it had, once its pages are in
+/// (so huge-page and read-ahead hints do not shape the loading). What
+/// changes a fork's outcome must take; hints (huge pages, KSM, read-ahead,
+/// core dumps) are given where the kernel takes them.
 fn advise(v: &VmaRecord<'static>) -> R<()> {
     for (bit, name, advice) in VMA_ADVICE {
         if v.flags & bit == 0 {
@@ -1322,6 +1323,7 @@ fn map_memory(img: &Image) -> R<(bool, bool)> {
                 // do the same for anything left registered).
                 let _ = uffd::unregister(fd, v.start, v.len());
             }
+            advise(v)?;
             if area.map_prot != area.prot {
                 // SAFETY: the area is ours; it gets the protection it had.
                 unsafe { mprotect(v.start, v.len(), area.prot) }.map_err(|e| {

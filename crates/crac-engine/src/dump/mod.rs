@@ -245,11 +245,12 @@ impl Snapshot<'_> {
             store: 0,
             populated: 0,
         };
-        // Advice read before the stop; a mapping split since keeps it.
+        // Advice read before the stop, for the mapping (or the part of
+        // it, if it was split since) that lies within the same range.
         let advice = &self.facts.advice;
         let i = advice.partition_point(|a| a.1 <= vstart);
         if let Some(&(s, e, bits)) = advice.get(i) {
-            if s <= vstart && vstart < e {
+            if s <= vstart && vend <= e {
                 v.flags |= bits;
             }
         }

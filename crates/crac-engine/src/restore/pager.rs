@@ -57,6 +57,8 @@ use crac_sys::raw::Errno;
 /// bigger steps measured slower when the program reads while it loads).
 const CHUNK: u64 = 64 * 1024;
 const PAGE: u64 = 4096;
+/// End of the user address space (x86-64, 4-level paging).
+const USER_END: u64 = 0x7fff_ffff_f000;
 /// After the resume the pager serves faults only, until none came for
 /// [`QUIET`] or [`STARTUP`] passed; then it also loads in the background.
 const QUIET: Duration = Duration::from_millis(1);
@@ -130,7 +132,7 @@ impl Pager {
             pid,
             pidfd,
             nomem: 0,
-            enoent: 0,
+            enoent: (0, 0),
         };
         // Each child forked while loading brings a userfaultfd of its own.
         let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
@@ -258,15 +260,16 @@ struct Space {
     pending: Pending,
     /// Faults read and not served yet (page addresses).
     faults: VecDeque<u64>,
-    /// Pending pieces that events took away since the queue was last seen
-    /// empty (for a fork reported right after them).
+    /// Pending pieces discarded (`MADV_DONTNEED`...) since the last copy
+    /// that went through: a fork reported after them may predate them.
     recent: Pending,
     /// The process (or a thread of it, for a forked child) to kill if its
     /// memory cannot be loaded; 0 while unknown.
     pid: u32,
     pidfd: Option<OwnedFd>,
     nomem: u32,
-    enoent: u32,
+    /// The page whose copy last failed with `ENOENT`, and how often.
+    enoent: (u64, u32),
 }
 
 /// What one copy step came to.
@@ -295,7 +298,7 @@ impl Space {
         match m {
             Msg::PageFault { addr, tid, .. } => {
                 if self.pid == 0 {
-                    self.pid = tid;
+                    self.learn_pid(tid);
                 }
                 self.faults.push_back(addr & !(PAGE - 1));
             }
@@ -307,15 +310,13 @@ impl Space {
                 pid: 0,
                 pidfd: None,
                 nomem: 0,
-                enoent: 0,
+                enoent: (0, 0),
             }),
-            Msg::Remap { from, to, len } => {
-                for (a, l, o) in self.pending.within(from, from + len) {
-                    self.recent.0.insert(a, (l, o));
-                }
-                self.remap(from, to, len)
-            }
-            Msg::Remove { start, end } | Msg::Unmap { start, end } => {
+            Msg::Remap { from, to, len } => self.remap(from, to, len),
+            // munmap is done before its event is queued; a discard (madvise)
+            // only after the event was read, maybe after a fork's copy.
+            Msg::Unmap { start, end } => self.remove(start, end),
+            Msg::Remove { start, end } => {
                 for (a, l, o) in self.pending.within(start, end) {
                     self.recent.0.insert(a, (l, o));
                 }
@@ -328,12 +329,13 @@ impl Space {
     /// Where the first mapping at or after `addr` starts in this space's
     /// process (`addr` itself if it is mapped, or if the process is not
     /// known).
-    fn next_area(&self, addr: u64) -> u64 {
+    fn next_area(&self, addr: u64) -> Option<u64> {
         if self.pid == 0 {
-            return addr;
+            return None;
         }
-        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).unwrap_or_default();
-        maps.lines()
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).ok()?;
+        let areas: Vec<(u64, u64)> = maps
+            .lines()
             .filter_map(|l| {
                 let (s, rest) = l.split_once('-')?;
                 let e = rest.split_once(' ')?.0;
@@ -342,8 +344,17 @@ impl Space {
                     u64::from_str_radix(e, 16).ok()?,
                 ))
             })
-            .find(|&(_, e)| e > addr)
-            .map_or(u64::MAX, |(s, _)| s.max(addr))
+            .collect();
+        // An empty map (the process is exiting) tells nothing.
+        if areas.is_empty() {
+            return None;
+        }
+        Some(
+            areas
+                .iter()
+                .find(|&&(_, e)| e > addr)
+                .map_or(USER_END, |&(s, _)| s.max(addr)),
+        )
     }
 
     /// What a child forked now has to load: what this space has, but for
@@ -396,7 +407,11 @@ impl Space {
         stats.bytes += done;
         let Some(e) = errno else {
             self.nomem = 0;
-            self.enoent = 0;
+            if done > 0 {
+                // No fork is copying this address space right now (copies
+                // fail while one does): what was removed before is older.
+                self.recent = Pending::default();
+            }
             return Ok(Step::Done);
         };
         let at = a + done;
@@ -415,17 +430,22 @@ impl Space {
             // No registered area holds the page now. An unmap or a move
             // reports itself: look at the events a few times before
             // deciding that nothing can fault there any more.
-            Errno::ENOENT if self.enoent < ENOENT_TRIES => {
-                self.enoent += 1;
+            Errno::ENOENT if self.enoent.0 != at || self.enoent.1 < ENOENT_TRIES => {
+                self.enoent = if self.enoent.0 == at {
+                    (at, self.enoent.1 + 1)
+                } else {
+                    (at, 1)
+                };
                 std::thread::sleep(Duration::from_micros(100));
                 Ok(Step::Retry)
             }
             Errno::ENOENT => {
-                // Nothing is mapped there: skip to the next area.
-                self.enoent = 0;
-                let next = self.next_area(at).max(at + PAGE);
+                // Nothing is mapped there: skip to the next area (or just
+                // this page when the process's map cannot be read).
+                self.enoent = (0, 0);
+                let next = self.next_area(at).unwrap_or(at + PAGE).max(at + PAGE);
                 self.remove(at, next);
-                let _ = self.uffd.wake(at, next - at);
+                let _ = self.uffd.wake(at, PAGE);
                 Ok(Step::Done)
             }
             Errno::ENOMEM if self.nomem < NOMEM_TRIES => {
@@ -458,12 +478,20 @@ impl Space {
         }
         // Not in the image, or discarded by the program since: zeros.
         match self.uffd.zeropage(p, PAGE) {
-            Ok(_) => Ok(Step::Done),
+            Ok(_) => {
+                self.recent = Pending::default();
+                Ok(Step::Done)
+            }
             Err((Errno::EAGAIN, _)) => Ok(Step::Retry),
             Err((Errno::ESRCH, _)) => Ok(Step::Gone),
             Err((Errno::EEXIST | Errno::ENOENT, _)) => {
                 let _ = self.uffd.wake(p, PAGE);
                 Ok(Step::Done)
+            }
+            Err((Errno::ENOMEM, _)) if self.nomem < NOMEM_TRIES => {
+                self.nomem += 1;
+                std::thread::sleep(Duration::from_millis(1));
+                Ok(Step::Retry)
             }
             Err((e, _)) => Err(LoadError {
                 pid: self.pid,
@@ -490,8 +518,25 @@ impl Space {
     fn kill(&self) {
         if let Some(fd) = &self.pidfd {
             let _ = rustix::process::pidfd_send_signal(fd.as_fd(), rustix::process::Signal::KILL);
-        } else if let Some(p) = rustix::process::Pid::from_raw(self.pid as i32) {
-            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+
+    /// A forked child's process, from the thread that faulted first: its
+    /// thread group, held by a pidfd (never a bare number that may be
+    /// reused).
+    fn learn_pid(&mut self, tid: u32) {
+        let status = std::fs::read_to_string(format!("/proc/{tid}/status")).unwrap_or_default();
+        let tgid = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        let Some(tgid) = tgid else { return };
+        let pidfd = rustix::process::Pid::from_raw(tgid as i32).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
+        if pidfd.is_some() {
+            self.pid = tgid;
+            self.pidfd = pidfd;
         }
     }
 }
@@ -511,7 +556,8 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
     let mut served_lately = true;
     while !spaces.is_empty() {
         let mut gone = vec![false; spaces.len()];
-        let mut retry = false;
+        // Spaces whose copies wait for events not read yet.
+        let mut waiting = vec![false; spaces.len()];
         for (i, sp) in spaces.iter_mut().enumerate() {
             if let Err(e) = sp.uffd.read(&mut msgs) {
                 msgs.clear();
@@ -523,9 +569,6 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
                 sp.kill();
                 gone[i] = true;
                 continue;
-            }
-            if msgs.is_empty() {
-                sp.recent = Pending::default();
             }
             for m in msgs.drain(..) {
                 sp.handle(m, &mut born);
@@ -541,7 +584,7 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
                             sp.faults.pop_front();
                         }
                     }
-                    Ok(Step::Retry) => retry = true,
+                    Ok(Step::Retry) => waiting[i] = true,
                     Ok(Step::Gone) => gone[i] = true,
                     Err(e) => {
                         sp.kill();
@@ -549,7 +592,7 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
                         gone[i] = true;
                     }
                 }
-                if retry || gone[i] {
+                if waiting[i] || gone[i] {
                     break;
                 }
             }
@@ -563,7 +606,8 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
             None => true,
             Some(t) => served_lately && t.elapsed() < STARTUP,
         };
-        if !retry && faults_only {
+        let any_waiting = waiting.iter().any(|&w| w);
+        if !any_waiting && faults_only {
             let mut fds: Vec<_> = spaces
                 .iter()
                 .map(|sp| rustix::event::PollFd::new(&sp.uffd, rustix::event::PollFlags::IN))
@@ -575,12 +619,12 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
             let n = rustix::event::poll(&mut fds, Some(&ts)).unwrap_or(1);
             // A quiet spell after the resume ends the start-up.
             served_lately = n > 0 || resumed_at.is_none();
-        } else if !retry {
+        } else if !faults_only {
             // One background step, for the newest space first: a child
             // forked while loading is short of memory only until it is
             // complete (and it is not tied to crac restore).
             for i in (0..spaces.len()).rev() {
-                if gone[i] || spaces[i].pending.is_empty() {
+                if gone[i] || waiting[i] || spaces[i].pending.is_empty() {
                     continue;
                 }
                 match spaces[i].background(&pages, &mut buf, &mut stats) {
@@ -595,7 +639,7 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
                 break;
             }
         }
-        if retry {
+        if any_waiting {
             // The events that make the copy wait may not be queued yet.
             std::thread::yield_now();
         }
