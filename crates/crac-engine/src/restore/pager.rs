@@ -10,7 +10,9 @@
 //!   [`CHUNK`] bytes) is copied in with `UFFDIO_COPY`, which wakes the
 //!   thread; a fault on a page the image does not hold (or one the program
 //!   discarded since) gets zeros;
-//! * loads everything else in the background, in address order;
+//! * loads everything else in the background, going on from the last fault
+//!   (a program reading through its memory finds it loaded) or else from
+//!   the lowest address;
 //! * follows the program's own changes: a removed or unmapped range is
 //!   never filled afterwards (it must read as zeros or be gone), a moved
 //!   range is filled at its new address, and a forked child gets a
@@ -128,6 +130,7 @@ impl Pager {
             uffd,
             pending,
             faults: VecDeque::new(),
+            cursor: 0,
             recent: Pending::default(),
             pid,
             pidfd,
@@ -252,6 +255,15 @@ impl Pending {
     fn first(&self) -> Option<(u64, u64, u64)> {
         self.0.iter().next().map(|(&s, &(l, o))| (s, l, o))
     }
+
+    /// The pending piece that holds `addr` (from `addr` on), or the first
+    /// one after it.
+    fn at_or_after(&self, addr: u64) -> Option<(u64, u64, u64)> {
+        if let Some((s, l, o)) = self.find(addr) {
+            return Some((addr, s + l - addr, o + (addr - s)));
+        }
+        self.0.range(addr..).next().map(|(&s, &(l, o))| (s, l, o))
+    }
 }
 
 /// One address space being loaded.
@@ -260,6 +272,8 @@ struct Space {
     pending: Pending,
     /// Faults read and not served yet (page addresses).
     faults: VecDeque<u64>,
+    /// Where background loading goes on: after the last fault served.
+    cursor: u64,
     /// Pending pieces discarded (`MADV_DONTNEED`...) since the last copy
     /// that went through: a fork reported after them may predate them.
     recent: Pending,
@@ -306,6 +320,7 @@ impl Space {
                 uffd: child,
                 pending: self.child_pending(),
                 faults: VecDeque::new(),
+                cursor: 0,
                 recent: Pending::default(),
                 pid: 0,
                 pidfd: None,
@@ -474,6 +489,7 @@ impl Space {
             // The fault's aligned piece, clipped to its extent.
             let a = (p & !(CHUNK - 1)).max(s);
             let e = (a + CHUNK).min(s + l).max(p + PAGE);
+            self.cursor = e;
             return self.copy(pages, buf, a, e - a, o + (a - s), stats);
         }
         // Not in the image, or discarded by the program since: zeros.
@@ -508,7 +524,13 @@ impl Space {
         buf: &mut [u8],
         stats: &mut Loaded,
     ) -> Result<Step, LoadError> {
-        let Some((s, l, o)) = self.pending.first() else {
+        // Go on from the last fault (a program reading through its memory
+        // then finds it loaded), else from the lowest address.
+        let Some((s, l, o)) = self
+            .pending
+            .at_or_after(self.cursor)
+            .or_else(|| self.pending.first())
+        else {
             return Ok(Step::Done);
         };
         self.copy(pages, buf, s, l.min(CHUNK), o, stats)

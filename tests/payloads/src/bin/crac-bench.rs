@@ -14,7 +14,8 @@
 //! * `lazy all ms`: to the moment the program has read every byte of its
 //!   data (so all of it was loaded);
 //! * `eager ms`: to the first line with `crac restore --eager` (everything
-//!   loaded before the resume), and the page data rate that makes.
+//!   loaded before the resume), and the page data rate that makes;
+//!   `eager all ms`: to the moment the program has read all its data.
 //!
 //! Then cold start against restore for a program that warms up for 3 s.
 //! Timings vary on this VM: compare only numbers from the same run.
@@ -154,7 +155,7 @@ fn main() {
         .collect();
     let dir = tempfile_dir();
     println!(
-        "{:>9} {:>7} {:>7} {:>7} {:>8} {:>9} {:>8} {:>8} {:>11} {:>9} {:>10}",
+        "{:>9} {:>7} {:>7} {:>7} {:>8} {:>9} {:>8} {:>8} {:>11} {:>9} {:>10} {:>12}",
         "size",
         "rss",
         "image",
@@ -166,6 +167,7 @@ fn main() {
         "lazy all ms",
         "eager ms",
         "eager GB/s",
+        "eager all ms",
     );
     for &mib in &sizes {
         let d = dump(&dir, mib, 0);
@@ -179,7 +181,7 @@ fn main() {
         let gb = d.image_bytes as f64 / 1e9;
         let eager_ms = median(eager.iter().map(|t| t.first_line).collect());
         println!(
-            "{:>6}MiB {:>6}M {:>6}M {:>7.3} {:>8.1} {:>9.2} {:>8.2} {:>8.2} {:>11.2} {:>9.2} {:>10.2}",
+            "{:>6}MiB {:>6}M {:>6}M {:>7.3} {:>8.1} {:>9.2} {:>8.2} {:>8.2} {:>11.2} {:>9.2} {:>10.2} {:>12.2}",
             mib,
             d.rss >> 20,
             d.image_bytes >> 20,
@@ -191,6 +193,7 @@ fn main() {
             median(lazy.iter().map(|t| t.all_read).collect()),
             eager_ms,
             gb / (eager_ms / 1e3),
+            median(eager.iter().map(|t| t.all_read).collect()),
         );
     }
     // Cold start vs restore of a program that warms up for 3 s.
