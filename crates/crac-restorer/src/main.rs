@@ -33,8 +33,8 @@
 //! outside the zone but the vDSO block; move the vDSO block to the image's
 //! addresses; map every memory area, load its pages (images with at least
 //! 8 MiB of pages on two threads: a helper thread, on a stack in the bss and
-//! with a TID that is not the image's, loads the second half and has ended
-//! before any image thread is created) and protect it (images with at least
+//! with a TID the kernel picks, loads the second half and is gone before any
+//! image thread is created) and protect it (images with at least
 //! `BYTE_PROGRESS_MIN` bytes of pages report the bytes loaded every
 //! `BYTE_PROGRESS_STEP`, from either loading thread: a status record is
 //! written atomically). Private anonymous areas of images with at least
@@ -1112,9 +1112,6 @@ fn load_share(img: &Image, lo: u64, hi: u64) -> R<()> {
 /// Images with at least this many bytes of page data are loaded by two
 /// threads.
 const SPLIT_MIN: u64 = 8 << 20;
-/// Candidate TIDs tried for the helper (it gets one that is not the
-/// image's, so it cannot hold a TID an image thread needs).
-const HELPER_TID_TRIES: usize = 16;
 const HELPER_STACK: usize = 64 * 1024;
 
 #[repr(C, align(64))]
@@ -1151,72 +1148,39 @@ extern "C" fn helper_entry(arg: u64) -> ! {
     exit_thread()
 }
 
-/// Up to [`HELPER_TID_TRIES`] TIDs after the PID that are not the image's.
-fn helper_tids(img: &Image) -> R<([i32; HELPER_TID_TRIES], usize)> {
-    let pid = img.process.pid;
-    let mut cand = [0u32; HELPER_TID_TRIES * 2];
-    for (i, c) in cand.iter_mut().enumerate() {
-        *c = pid.saturating_add(1 + i as u32);
-    }
-    for s in sections(img.body) {
-        let (tag, mut p) = s?;
-        if tag != Tag::Thread {
-            continue;
-        }
-        let t = ThreadRecord::decode(&mut p).map_err(meta_err)?;
-        for c in cand.iter_mut().filter(|c| **c == t.tid) {
-            *c = 0;
-        }
-    }
-    let mut out = [0i32; HELPER_TID_TRIES];
-    let mut n = 0;
-    for &c in cand.iter().filter(|&&c| c != 0 && c <= i32::MAX as u32) {
-        if n == out.len() {
-            break;
-        }
-        out[n] = c as i32;
-        n += 1;
-    }
-    Ok((out, n))
-}
-
 /// Starts the helper on `job`; returns its TID, or `None` if no thread could
-/// be created (the caller then loads everything itself).
-fn start_helper(img: &Image, job: &HelperJob) -> R<Option<i32>> {
-    let (tids, n) = helper_tids(img)?;
-    for &tid in &tids[..n] {
-        HELPER_RUNNING.store(1, Ordering::Relaxed);
-        let stack = core::ptr::addr_of_mut!(CRAC_HELPER_STACK) as u64;
-        let ca = crac_sys::clone::CloneArgs {
-            flags: crac_sys::clone::CLONE_VM
-                | crac_sys::clone::CLONE_FS
-                | crac_sys::clone::CLONE_FILES
-                | crac_sys::clone::CLONE_SIGHAND
-                | crac_sys::clone::CLONE_THREAD
-                | crac_sys::clone::CLONE_SYSVSEM
-                | crac_sys::clone::CLONE_CHILD_CLEARTID,
-            child_tid: HELPER_RUNNING.as_ptr() as u64,
-            stack,
-            stack_size: HELPER_STACK as u64,
-            set_tid: &tid as *const i32 as u64,
-            set_tid_size: 1,
-            ..Default::default()
-        };
-        // SAFETY: the helper runs on its own stack in the zone's bss and
-        // only reads the zone and the job, and writes the areas of its
-        // share, which the main thread does not touch until it ended.
-        let r = unsafe {
-            crac_sys::clone::clone3_thread(&ca, helper_entry, job as *const HelperJob as u64)
-        };
-        match r {
-            r if r > 0 => return Ok(Some(r as i32)),
-            // EEXIST: taken by someone else; EINVAL: above pid_max.
-            -17 | -22 => continue,
-            _ => break,
-        }
+/// be created (the caller then loads everything itself). The kernel picks
+/// the TID: even if it is one an image thread needs, the helper is gone
+/// (see [`join_helper`]) before any image thread is created. (Picking TIDs
+/// next to the image's own would take ones that the images of processes
+/// started alongside it need.)
+fn start_helper(job: &HelperJob) -> Option<i32> {
+    HELPER_RUNNING.store(1, Ordering::Relaxed);
+    let stack = core::ptr::addr_of_mut!(CRAC_HELPER_STACK) as u64;
+    let ca = crac_sys::clone::CloneArgs {
+        flags: crac_sys::clone::CLONE_VM
+            | crac_sys::clone::CLONE_FS
+            | crac_sys::clone::CLONE_FILES
+            | crac_sys::clone::CLONE_SIGHAND
+            | crac_sys::clone::CLONE_THREAD
+            | crac_sys::clone::CLONE_SYSVSEM
+            | crac_sys::clone::CLONE_CHILD_CLEARTID,
+        child_tid: HELPER_RUNNING.as_ptr() as u64,
+        stack,
+        stack_size: HELPER_STACK as u64,
+        ..Default::default()
+    };
+    // SAFETY: the helper runs on its own stack in the zone's bss and only
+    // reads the zone and the job, and writes the areas of its share, which
+    // the main thread does not touch until it ended.
+    let r = unsafe {
+        crac_sys::clone::clone3_thread(&ca, helper_entry, job as *const HelperJob as u64)
+    };
+    if r > 0 {
+        return Some(r as i32);
     }
     HELPER_RUNNING.store(0, Ordering::Relaxed);
-    Ok(None)
+    None
 }
 
 /// Waits until the helper has ended and is gone from the thread group.
@@ -1291,7 +1255,7 @@ fn map_memory(img: &Image) -> R<(bool, bool)> {
             lo: mid,
             hi: total,
         };
-        helper = start_helper(img, &job)?;
+        helper = start_helper(&job);
         if helper.is_some() {
             main_hi = mid;
         }

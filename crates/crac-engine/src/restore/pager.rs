@@ -126,17 +126,8 @@ impl Pager {
         let pidfd = rustix::process::Pid::from_raw(pid as i32).and_then(|p| {
             rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
         });
-        let space = Space {
-            uffd,
-            pending,
-            faults: VecDeque::new(),
-            cursor: 0,
-            recent: Pending::default(),
-            pid,
-            pidfd,
-            nomem: 0,
-            enoent: (0, 0),
-        };
+        let mut space = Space::new(uffd, pending);
+        (space.pid, space.pidfd) = (pid, pidfd);
         // Each child forked while loading brings a userfaultfd of its own.
         let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile);
         if nofile.current < nofile.maximum {
@@ -296,6 +287,21 @@ enum Step {
 }
 
 impl Space {
+    /// A space whose process is not known yet (see [`Space::learn_pid`]).
+    fn new(uffd: Handler, pending: Pending) -> Space {
+        Space {
+            uffd,
+            pending,
+            faults: VecDeque::new(),
+            cursor: 0,
+            recent: Pending::default(),
+            pid: 0,
+            pidfd: None,
+            nomem: 0,
+            enoent: (0, 0),
+        }
+    }
+
     fn find(&self, addr: u64) -> Option<(u64, u64, u64)> {
         self.pending.find(addr)
     }
@@ -316,17 +322,7 @@ impl Space {
                 }
                 self.faults.push_back(addr & !(PAGE - 1));
             }
-            Msg::Fork { child } => born.push(Space {
-                uffd: child,
-                pending: self.child_pending(),
-                faults: VecDeque::new(),
-                cursor: 0,
-                recent: Pending::default(),
-                pid: 0,
-                pidfd: None,
-                nomem: 0,
-                enoent: (0, 0),
-            }),
+            Msg::Fork { child } => born.push(Space::new(child, self.child_pending())),
             Msg::Remap { from, to, len } => self.remap(from, to, len),
             // munmap is done before its event is queued; a discard (madvise)
             // only after the event was read, maybe after a fork's copy.
