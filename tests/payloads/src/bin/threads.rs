@@ -1,7 +1,8 @@
 //! The multi-threaded payload: at least 8 threads in different states
 //! (spinning with live AVX registers, blocked on a condvar, sleeping, blocked
-//! reading a pipe fed by another thread, a pool of workers) and N MiB of
-//! random data (`threads [MIB]`, default 256). After restore it checks the
+//! reading a pipe fed by another thread, blocked in poll(2) on another, a
+//! pool of workers) and N MiB of random data (`threads [MIB]`, default
+//! 256). After restore it checks the
 //! memory checksum, the registers, the thread set and TIDs, and keeps
 //! working for a few seconds. Prints "THREADS OK" and exits 0 on success.
 #![allow(unsafe_code)]
@@ -217,11 +218,47 @@ fn main() {
             }
         })
         .unwrap();
+    // A thread blocked in poll(2), which a signal ends with EINTR (it is
+    // not restarted): across the checkpoint it must see EINTR or data.
+    let (prx, mut ptx) = std::io::pipe().unwrap();
+    let polled = Arc::new(AtomicU64::new(0));
+    let p2 = polled.clone();
+    let _poller = std::thread::Builder::new()
+        .name("poller".into())
+        .spawn(move || {
+            let mut prx = prx;
+            let mut buf = [0u8; 64];
+            loop {
+                let mut pfd = libc::pollfd {
+                    fd: std::os::fd::AsRawFd::as_raw_fd(&prx),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one live pollfd for the duration of the call.
+                if unsafe { libc::poll(&mut pfd, 1, -1) } < 0 {
+                    let e = std::io::Error::last_os_error();
+                    if e.kind() == std::io::ErrorKind::Interrupted {
+                        continue;
+                    }
+                    fail(&format!("poll: {e}"));
+                }
+                match prx.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(k) => {
+                        p2.fetch_add(k as u64, Ordering::SeqCst);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => fail(&format!("read after poll: {e}")),
+                }
+            }
+        })
+        .unwrap();
     let _writer = std::thread::Builder::new()
         .name("pipe-write".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_millis(100));
             tx.write_all(b"ping").unwrap();
+            ptx.write_all(b"pong").unwrap();
         })
         .unwrap();
 
@@ -268,10 +305,11 @@ fn main() {
     if after != before {
         fail(&format!("threads differ: {before:?} vs {after:?}"));
     }
-    let (naps0, got0, spins0) = (
+    let (naps0, got0, spins0, polled0) = (
         naps.load(Ordering::SeqCst),
         got.load(Ordering::SeqCst),
         SPINS.load(Ordering::SeqCst),
+        polled.load(Ordering::SeqCst),
     );
     for v in 0..30 {
         job_tx.send(v).unwrap();
@@ -295,6 +333,9 @@ fn main() {
     }
     if got.load(Ordering::SeqCst) <= got0 + 40 {
         fail("the pipe reader stopped");
+    }
+    if polled.load(Ordering::SeqCst) <= polled0 + 40 {
+        fail("the polling thread stopped");
     }
     if SPINS.load(Ordering::SeqCst) <= spins0 {
         fail("the spinning thread stopped");
