@@ -45,7 +45,6 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -137,11 +136,12 @@ impl Pager {
             };
             let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
         }
+        let source = Source::new(&pages)?;
         let resumed = Arc::new(AtomicBool::new(false));
         let flag = resumed.clone();
         let thread = std::thread::Builder::new()
             .name("crac-pager".into())
-            .spawn(move || run(space, pages, &flag))?;
+            .spawn(move || run(space, source, &flag))?;
         Ok(Pager {
             thread: Some(thread),
             resumed,
@@ -396,18 +396,16 @@ impl Space {
     /// Copies the pending piece `[a, a + len)` (file offset `off`) in.
     fn copy(
         &mut self,
-        pages: &File,
-        buf: &mut [u8],
+        pages: &Source,
         a: u64,
         len: u64,
         off: u64,
         stats: &mut Loaded,
     ) -> Result<Step, LoadError> {
-        let data = &mut buf[..len as usize];
-        pages.read_exact_at(data, off).map_err(|e| LoadError {
+        let data = pages.piece(off, len).ok_or_else(|| LoadError {
             pid: self.pid,
             addr: a,
-            what: format!("reading {len} bytes of the page file at offset {off:#x}: {e}"),
+            what: format!("the page file has no {len} bytes at offset {off:#x}"),
         })?;
         let r = self.uffd.copy(a, data);
         let (errno, done) = match r {
@@ -437,7 +435,7 @@ impl Space {
             Errno::ESRCH => Ok(Step::Gone),
             // The piece spans two areas (split without an event: mprotect,
             // mlock, MADV_DONTFORK...) or its area is changing: one page.
-            Errno::ENOENT if len > PAGE => self.copy(pages, buf, at, PAGE, off + (at - a), stats),
+            Errno::ENOENT if len > PAGE => self.copy(pages, at, PAGE, off + (at - a), stats),
             // No registered area holds the page now. An unmap or a move
             // reports itself: look at the events a few times before
             // deciding that nothing can fault there any more.
@@ -473,20 +471,14 @@ impl Space {
     }
 
     /// Serves a fault at page `p`.
-    fn serve(
-        &mut self,
-        pages: &File,
-        buf: &mut [u8],
-        p: u64,
-        stats: &mut Loaded,
-    ) -> Result<Step, LoadError> {
+    fn serve(&mut self, pages: &Source, p: u64, stats: &mut Loaded) -> Result<Step, LoadError> {
         stats.faults += 1;
         if let Some((s, l, o)) = self.find(p) {
             // The fault's aligned piece, clipped to its extent.
             let a = (p & !(CHUNK - 1)).max(s);
             let e = (a + CHUNK).min(s + l).max(p + PAGE);
             self.cursor = e;
-            return self.copy(pages, buf, a, e - a, o + (a - s), stats);
+            return self.copy(pages, a, e - a, o + (a - s), stats);
         }
         // Not in the image, or discarded by the program since: zeros.
         match self.uffd.zeropage(p, PAGE) {
@@ -514,12 +506,7 @@ impl Space {
     }
 
     /// Loads the next background piece.
-    fn background(
-        &mut self,
-        pages: &File,
-        buf: &mut [u8],
-        stats: &mut Loaded,
-    ) -> Result<Step, LoadError> {
+    fn background(&mut self, pages: &Source, stats: &mut Loaded) -> Result<Step, LoadError> {
         // Go on from the last fault (a program reading through its memory
         // then finds it loaded), else from the lowest address.
         let Some((s, l, o)) = self
@@ -529,7 +516,7 @@ impl Space {
         else {
             return Ok(Step::Done);
         };
-        self.copy(pages, buf, s, l.min(CHUNK), o, stats)
+        self.copy(pages, s, l.min(CHUNK), o, stats)
     }
 
     /// Kills the process this space belongs to.
@@ -559,14 +546,41 @@ impl Space {
     }
 }
 
-fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadError> {
+/// The page file, mapped read-only: copies go straight from the page cache
+/// into the process. Only the kernel reads the mapping (`UFFDIO_COPY`); a
+/// file shortened meanwhile makes a copy fail with `EFAULT` (the process is
+/// then killed), it cannot make this process fault.
+struct Source {
+    view: Option<crac_sys::map::FileView>,
+}
+
+impl Source {
+    fn new(pages: &File) -> io::Result<Source> {
+        let len = pages.metadata()?.len() as usize;
+        let view = if len == 0 {
+            None
+        } else {
+            Some(
+                crac_sys::map::FileView::map(std::os::fd::AsRawFd::as_raw_fd(pages), len)
+                    .map_err(|e| io::Error::from_raw_os_error(e.0))?,
+            )
+        };
+        Ok(Source { view })
+    }
+
+    fn piece(&self, off: u64, len: u64) -> Option<&[u8]> {
+        let end = off.checked_add(len)?;
+        self.view.as_ref()?.bytes().get(off as usize..end as usize)
+    }
+}
+
+fn run(first: Space, pages: Source, resumed: &AtomicBool) -> Result<Loaded, LoadError> {
     let t0 = Instant::now();
     let mut stats = Loaded {
         spaces: 1,
         ..Loaded::default()
     };
     let mut spaces = vec![first];
-    let mut buf = vec![0u8; CHUNK as usize];
     let mut msgs = Vec::new();
     let mut born = Vec::new();
     let mut failure = None;
@@ -594,7 +608,7 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
             // A fault read is not delivered again: it stays queued here
             // until served (after the events that made it retry).
             while let Some(&p) = sp.faults.front() {
-                match sp.serve(&pages, &mut buf, p, &mut stats) {
+                match sp.serve(&pages, p, &mut stats) {
                     // Served once its page is no longer pending (a copy
                     // may stop short of it).
                     Ok(Step::Done) => {
@@ -645,7 +659,7 @@ fn run(first: Space, pages: File, resumed: &AtomicBool) -> Result<Loaded, LoadEr
                 if gone[i] || waiting[i] || spaces[i].pending.is_empty() {
                     continue;
                 }
-                match spaces[i].background(&pages, &mut buf, &mut stats) {
+                match spaces[i].background(&pages, &mut stats) {
                     Ok(Step::Done | Step::Retry) => {}
                     Ok(Step::Gone) => gone[i] = true,
                     Err(e) => {
