@@ -281,7 +281,7 @@ fn probes() -> Vec<Probe> {
         Probe {
             name: "CAP_SYS_PTRACE",
             required: false,
-            affects: "not needed: the native engine dumps from inside the process",
+            affects: "restore: lazy loading (a userfaultfd that also takes the kernel's own accesses and reports forks; unless vm.unprivileged_userfaultfd is 1)",
             result: probe_cap(caps, CAP_SYS_PTRACE, "CAP_SYS_PTRACE"),
         },
         Probe {
