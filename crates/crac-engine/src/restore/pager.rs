@@ -338,8 +338,8 @@ impl Space {
     }
 
     /// Where the first mapping at or after `addr` starts in this space's
-    /// process (`addr` itself if it is mapped, or if the process is not
-    /// known).
+    /// process (`addr` itself if it is mapped); `None` if the process or
+    /// its map is not known.
     fn next_area(&self, addr: u64) -> Option<u64> {
         if self.pid == 0 {
             return None;
@@ -373,9 +373,10 @@ impl Space {
     /// `MADV_DONTFORK` (it does not get them).
     fn child_pending(&self) -> Pending {
         let mut p = self.pending.clone();
-        // A discard or move reported just before the fork most likely
-        // happened after it (the kernel queues the fork event only once
-        // the child's memory is copied): the child keeps those pages.
+        // A discard reported just before the fork most likely happened
+        // after it (the kernel queues the fork event only once the child's
+        // memory is copied; a discard is done only once its event is
+        // read): the child keeps those pages.
         for (&a, &(l, o)) in &self.recent.0 {
             p.remove(a, a + l);
             p.0.insert(a, (l, o));
