@@ -874,12 +874,7 @@ fn lazy_setup(img: &Image) -> R<bool> {
     let Ok(fd) = uffd::open(uffd::O_CLOEXEC | uffd::O_NONBLOCK) else {
         return Ok(false);
     };
-    let features = uffd::FEATURE_EVENT_FORK
-        | uffd::FEATURE_EVENT_REMAP
-        | uffd::FEATURE_EVENT_REMOVE
-        | uffd::FEATURE_EVENT_UNMAP
-        | uffd::FEATURE_THREAD_ID;
-    if uffd::api_with(fd, features).is_err() {
+    if uffd::api_with(fd, uffd::LAZY_FEATURES).is_err() {
         let _ = close(fd);
         return Ok(false);
     }
@@ -1158,13 +1153,7 @@ fn start_helper(job: &HelperJob) -> Option<i32> {
     HELPER_RUNNING.store(1, Ordering::Relaxed);
     let stack = core::ptr::addr_of_mut!(CRAC_HELPER_STACK) as u64;
     let ca = crac_sys::clone::CloneArgs {
-        flags: crac_sys::clone::CLONE_VM
-            | crac_sys::clone::CLONE_FS
-            | crac_sys::clone::CLONE_FILES
-            | crac_sys::clone::CLONE_SIGHAND
-            | crac_sys::clone::CLONE_THREAD
-            | crac_sys::clone::CLONE_SYSVSEM
-            | crac_sys::clone::CLONE_CHILD_CLEARTID,
+        flags: crac_sys::clone::THREAD_FLAGS | crac_sys::clone::CLONE_CHILD_CLEARTID,
         child_tid: HELPER_RUNNING.as_ptr() as u64,
         stack,
         stack_size: HELPER_STACK as u64,
@@ -1540,12 +1529,7 @@ fn create_threads(img: &Image) -> R<ThreadRecord<'static>> {
         unsafe { args.write(ThreadArgs::new(&t, img.process.resume_entry)) };
         let tid = t.tid as i32;
         let ca = crac_sys::clone::CloneArgs {
-            flags: crac_sys::clone::CLONE_VM
-                | crac_sys::clone::CLONE_FS
-                | crac_sys::clone::CLONE_FILES
-                | crac_sys::clone::CLONE_SIGHAND
-                | crac_sys::clone::CLONE_THREAD
-                | crac_sys::clone::CLONE_SYSVSEM
+            flags: crac_sys::clone::THREAD_FLAGS
                 | crac_sys::clone::CLONE_SETTLS
                 | crac_sys::clone::CLONE_CHILD_CLEARTID,
             child_tid: t.clear_tid,

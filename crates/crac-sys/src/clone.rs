@@ -47,6 +47,11 @@ pub const CLONE_THREAD: u64 = 0x10000;
 pub const CLONE_SYSVSEM: u64 = 0x40000;
 /// `CLONE_SETTLS`.
 pub const CLONE_SETTLS: u64 = 0x80000;
+/// A thread of the caller's process: shares memory, fs info, fd table,
+/// signal handlers and SysV semaphore undo state (what `pthread_create`
+/// asks for, without TLS or TID words).
+pub const THREAD_FLAGS: u64 =
+    CLONE_VM | CLONE_FS | CLONE_FILES | CLONE_SIGHAND | CLONE_THREAD | CLONE_SYSVSEM;
 /// `CLONE_CHILD_CLEARTID`.
 pub const CLONE_CHILD_CLEARTID: u64 = 0x200000;
 

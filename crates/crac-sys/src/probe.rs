@@ -56,14 +56,8 @@ pub fn prctl_mm_map_size() -> Result<u32, Errno> {
 pub fn userfaultfd() -> Result<(), Errno> {
     use crate::raw::uffd;
     let fd = uffd::open(O_CLOEXEC)?;
-    let api = uffd::api_with(
-        fd,
-        uffd::FEATURE_EVENT_FORK
-            | uffd::FEATURE_EVENT_REMAP
-            | uffd::FEATURE_EVENT_REMOVE
-            | uffd::FEATURE_EVENT_UNMAP
-            | uffd::FEATURE_THREAD_ID,
-    );
+    // Exactly what a lazy restore asks for.
+    let api = uffd::api_with(fd, uffd::LAZY_FEATURES);
     // The descriptor was created just above and is owned by nothing else.
     let _ = crate::sys::close(fd);
     api.map(drop)

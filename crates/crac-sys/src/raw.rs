@@ -585,6 +585,14 @@ pub mod uffd {
     /// `UFFD_FEATURE_THREAD_ID`: page faults carry the faulting thread's TID.
     pub const FEATURE_THREAD_ID: u64 = 1 << 8;
 
+    /// What a lazy restore needs: every change of the address space that
+    /// affects pending pages is reported, and faults carry the thread.
+    pub const LAZY_FEATURES: u64 = FEATURE_EVENT_FORK
+        | FEATURE_EVENT_REMAP
+        | FEATURE_EVENT_REMOVE
+        | FEATURE_EVENT_UNMAP
+        | FEATURE_THREAD_ID;
+
     /// `ioctl(fd, UFFDIO_API)` with no extra features.
     pub fn api(fd: i32) -> Result<UffdioApi, Errno> {
         api_with(fd, 0)
