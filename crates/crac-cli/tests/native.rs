@@ -78,7 +78,7 @@ fn wait_gone(pid: u32) {
 
 /// Runs `name` until it checkpoints itself, restores the image once and
 /// checks that the restored process prints `ok_line` with the same PID.
-fn checkpoint_then_restore(name: &str, args: &[&str], ok_line: &str) {
+pub(crate) fn checkpoint_then_restore(name: &str, args: &[&str], ok_line: &str) {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("image");
     let out = run_payload(name, args, &image);

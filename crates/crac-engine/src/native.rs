@@ -3,6 +3,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+pub use crate::dump::fds::FdPolicy;
+
 /// What the native engine is asked to do.
 #[derive(Clone, Default)]
 pub struct DumpOptions {
@@ -15,6 +17,9 @@ pub struct DumpOptions {
     /// threads may still be stopped, possibly holding the allocator's lock:
     /// the callback must not allocate (a `write` to a socket is fine).
     pub on_durable: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
+    /// Resource policies for single descriptors (CRaC's `close`, `ignore`,
+    /// `reopen`), overriding the engine's default for those numbers.
+    pub fd_policies: Vec<(i32, FdPolicy)>,
 }
 
 impl std::fmt::Debug for DumpOptions {
@@ -23,6 +28,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("dir", &self.dir)
             .field("leave_running", &self.leave_running)
             .field("on_durable", &self.on_durable.is_some())
+            .field("fd_policies", &self.fd_policies)
             .finish()
     }
 }
@@ -136,9 +142,9 @@ pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     crate::dump::checkpoint(opts)
 }
 
-/// Whether the native engine carries descriptor `fd` across a checkpoint:
-/// today, an anonymous pipe whose both ends are open in this process. The
-/// open-descriptor check lets such descriptors pass.
+/// Whether the native engine carries descriptor `fd` across a checkpoint by
+/// default (see `dump::fds` for the kinds). The open-descriptor check lets
+/// such descriptors pass.
 pub fn carries_fd(fd: i32) -> bool {
     crate::dump::fds::carries(fd)
 }

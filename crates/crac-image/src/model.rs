@@ -361,6 +361,51 @@ impl From<&ThreadRecord<'_>> for Thread {
     }
 }
 
+/// One carried file descriptor, owned ([`FdRecord`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Fd {
+    pub fd: u32,
+    /// `FD_*` kind.
+    pub kind: u32,
+    pub flags: u32,
+    pub id: u64,
+    pub buffered: u64,
+    pub values: [u64; 4],
+    pub name: Vec<u8>,
+    pub extra: Vec<u8>,
+}
+
+impl From<&FdRecord<'_>> for Fd {
+    fn from(r: &FdRecord<'_>) -> Self {
+        Fd {
+            fd: r.fd,
+            kind: r.kind,
+            flags: r.flags,
+            id: r.id,
+            buffered: r.buffered,
+            values: r.values,
+            name: r.name.to_vec(),
+            extra: r.extra.to_vec(),
+        }
+    }
+}
+
+impl Fd {
+    /// The borrowed record, for encoding.
+    pub fn as_record(&self) -> FdRecord<'_> {
+        FdRecord {
+            fd: self.fd,
+            kind: self.kind,
+            flags: self.flags,
+            id: self.id,
+            buffered: self.buffered,
+            values: self.values,
+            name: &self.name,
+            extra: &self.extra,
+        }
+    }
+}
+
 impl Thread {
     /// The borrowed record, for encoding.
     pub fn as_record(&self) -> ThreadRecord<'_> {
@@ -429,7 +474,7 @@ pub struct Image {
     /// Interval timers and pending signals.
     pub timers: TimersRecord,
     /// File descriptors the engine carries across (besides stdio).
-    pub fds: Vec<FdRecord>,
+    pub fds: Vec<Fd>,
     /// Sections skipped because their tag is unknown (newer minor).
     pub unknown_sections: Vec<UnknownSection>,
 }
@@ -800,7 +845,7 @@ impl Image {
                 continue;
             };
             match t {
-                Tag::Fd => fds.push(FdRecord::decode(&mut s).map_err(bad)?),
+                Tag::Fd => fds.push(Fd::from(&FdRecord::decode(&mut s).map_err(bad)?)),
                 Tag::Process => {
                     let p = ProcessRecord::decode(&mut s).map_err(bad)?;
                     set_once(&mut once.process, Process::from(&p), t, offset)?;
@@ -909,7 +954,7 @@ impl Image {
         encode_rlimits(w, &self.rlimits);
         self.timers.encode(w);
         for f in &self.fds {
-            f.encode(w);
+            f.as_record().encode(w);
         }
     }
 

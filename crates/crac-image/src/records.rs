@@ -861,14 +861,78 @@ impl TimersRecord {
 }
 
 /// [`FdRecord::kind`]: one end of an anonymous pipe whose both ends are in
-/// the process.
+/// the process. `id` = pipe inode, `buffered` = bytes in the pipe.
 pub const FD_PIPE: u32 = 1;
+/// [`FdRecord::kind`]: an `eventfd`. `values` = [counter, 1 if
+/// `EFD_SEMAPHORE`].
+pub const FD_EVENTFD: u32 = 2;
+/// [`FdRecord::kind`]: a `timerfd`. `values` = [clock id, interval ns,
+/// remaining ns until the next expiry (0 = disarmed), expirations not yet
+/// read].
+pub const FD_TIMERFD: u32 = 3;
+/// [`FdRecord::kind`]: a `signalfd`. `values` = [signal mask].
+pub const FD_SIGNALFD: u32 = 4;
+/// [`FdRecord::kind`]: an `epoll` instance. `extra` = its interest list,
+/// 16 bytes an entry: target fd (u32), events (u32), data word (u64).
+pub const FD_EPOLL: u32 = 5;
+/// [`FdRecord::kind`]: a `memfd`. `values` = [size, seals]; `name` = the
+/// name given to `memfd_create`; the contents travel in process memory.
+pub const FD_MEMFD: u32 = 6;
+/// [`FdRecord::kind`]: a regular file. `values` = [offset, size, mtime ns,
+/// inode]; `name` = path.
+pub const FD_FILE: u32 = 7;
+/// [`FdRecord::kind`]: one end of a Unix socket pair whose both ends are in
+/// the process. `id` = socket inode, `values` = [peer inode, socket type];
+/// `buffered` = bytes queued for this end.
+pub const FD_SOCKETPAIR: u32 = 8;
+/// [`FdRecord::kind`]: a listening TCP or Unix stream socket, or a bound UDP
+/// or Unix datagram socket. `values` = [family, socket type, backlog,
+/// option bits `SOCKOPT_*`]; `name` = address (`127.0.0.1:8080`, `[::1]:80`,
+/// a path, or `@name` for an abstract Unix address).
+pub const FD_LISTEN: u32 = 9;
+/// [`FdRecord::kind`]: a socket a resource policy asked to close; it comes
+/// back as a closed connection (reads give EOF, epoll reports HUP). `name` =
+/// what it was.
+pub const FD_CLOSED: u32 = 10;
+/// [`FdRecord::kind`]: a descriptor inherited at process start; `crac
+/// restore` passes its own descriptor of the same number (else /dev/null).
+pub const FD_INHERITED: u32 = 11;
+/// [`FdRecord::kind`]: a descriptor a resource policy said to ignore; it
+/// comes back as /dev/null with the same access mode. `name` = what it was.
+pub const FD_IGNORED: u32 = 12;
+
+/// [`FD_LISTEN`] option bit: `SO_REUSEADDR`.
+pub const SOCKOPT_REUSEADDR: u64 = 1;
+/// [`FD_LISTEN`] option bit: `SO_REUSEPORT`.
+pub const SOCKOPT_REUSEPORT: u64 = 2;
+/// [`FD_LISTEN`] option bit: `IPV6_V6ONLY`.
+pub const SOCKOPT_V6ONLY: u64 = 4;
+
+/// A short name of an `FD_*` kind, for tools.
+pub fn fd_kind_name(kind: u32) -> Option<&'static str> {
+    Some(match kind {
+        FD_PIPE => "pipe",
+        FD_EVENTFD => "eventfd",
+        FD_TIMERFD => "timerfd",
+        FD_SIGNALFD => "signalfd",
+        FD_EPOLL => "epoll",
+        FD_MEMFD => "memfd",
+        FD_FILE => "file",
+        FD_SOCKETPAIR => "socketpair",
+        FD_LISTEN => "listening socket",
+        FD_CLOSED => "closed by policy",
+        FD_INHERITED => "inherited",
+        FD_IGNORED => "ignored by policy",
+        _ => return None,
+    })
+}
 
 /// A file descriptor the engine carries across. The library recreates it in
 /// the restored process from its own memory; the record describes it for
-/// tools.
+/// tools and for the checks `crac restore` makes before anything runs
+/// (files unchanged, addresses free, inherited descriptors present).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct FdRecord {
+pub struct FdRecord<'a> {
     /// Descriptor number.
     pub fd: u32,
     /// `FD_*` kind.
@@ -876,13 +940,19 @@ pub struct FdRecord {
     /// Open flags as `/proc/self/fdinfo` shows them (access mode, O_NONBLOCK,
     /// O_CLOEXEC).
     pub flags: u32,
-    /// Kind-specific identity: the pipe's inode.
+    /// Kind-specific identity (an inode).
     pub id: u64,
-    /// Bytes buffered in the pipe at dump time (stored with the pipe).
+    /// Bytes buffered at dump time (pipes, sockets).
     pub buffered: u64,
+    /// Kind-specific numbers, see each `FD_*` kind (minor 1).
+    pub values: [u64; 4],
+    /// Kind-specific text: a path, an address, a name (minor 1).
+    pub name: &'a [u8],
+    /// Kind-specific bytes: an epoll interest list (minor 1).
+    pub extra: &'a [u8],
 }
 
-impl FdRecord {
+impl<'a> FdRecord<'a> {
     /// Encodes as a [`Tag::Fd`] section.
     pub fn encode(&self, w: &mut Writer<'_>) {
         w.section(Tag::Fd as u32, |w| {
@@ -892,20 +962,50 @@ impl FdRecord {
             w.u32(0);
             w.u64(self.id);
             w.u64(self.buffered);
+            for v in self.values {
+                w.u64(v);
+            }
+            w.str(self.name);
+            w.str(self.extra);
         });
     }
-    /// Decodes a [`Tag::Fd`] payload.
-    pub fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    /// Decodes a [`Tag::Fd`] payload (a minor-0 record has no values, name
+    /// or extra bytes).
+    pub fn decode(r: &mut Reader<'a>) -> Result<Self, DecodeError> {
         let fd = r.u32()?;
         let kind = r.u32()?;
         let flags = r.u32()?;
         let _pad = r.u32()?;
+        let id = r.u64()?;
+        let buffered = r.u64()?;
+        let mut values = [0u64; 4];
+        let (mut name, mut extra): (&[u8], &[u8]) = (&[], &[]);
+        if r.remaining() > 0 {
+            for v in &mut values {
+                *v = r.u64()?;
+            }
+            name = r.str()?;
+            extra = r.str()?;
+        }
         Ok(FdRecord {
             fd,
             kind,
             flags,
-            id: r.u64()?,
-            buffered: r.u64()?,
+            id,
+            buffered,
+            values,
+            name,
+            extra,
+        })
+    }
+
+    /// The epoll interest list in `extra`: (target fd, events, data word).
+    pub fn epoll_entries(&self) -> impl Iterator<Item = (u32, u32, u64)> + 'a {
+        self.extra.chunks_exact(16).map(|c| {
+            let u32_at = |i: usize| u32::from_le_bytes([c[i], c[i + 1], c[i + 2], c[i + 3]]);
+            let mut d = [0u8; 8];
+            d.copy_from_slice(&c[8..16]);
+            (u32_at(0), u32_at(4), u64::from_le_bytes(d))
         })
     }
 }

@@ -202,7 +202,10 @@ pub struct FileView {
 pub struct FdView {
     /// Descriptor number.
     pub fd: u32,
-    /// `"pipe"`, or `"unknown-N"` for a kind this build does not know.
+    /// `"pipe"`, `"eventfd"`, `"timerfd"`, `"signalfd"`, `"epoll"`,
+    /// `"memfd"`, `"file"`, `"socketpair"`, `"listening socket"`, `"closed
+    /// by policy"`, `"inherited"`, `"ignored by policy"`, or `"unknown-N"`
+    /// for a kind this build does not know.
     pub kind: String,
     /// Open flags, octal as `/proc/pid/fdinfo` shows them.
     pub flags: String,
@@ -210,6 +213,13 @@ pub struct FdView {
     pub id: u64,
     /// Bytes buffered at dump.
     pub buffered: u64,
+    /// Kind-specific numbers (see the image format document).
+    pub values: [u64; 4],
+    /// Kind-specific text: a path, an address, a name.
+    pub name: String,
+    /// Kind-specific state in words, e.g. `counter 3, semaphore` or an
+    /// epoll interest list.
+    pub state: String,
 }
 
 /// `vdso` in [`ImageSummary`].
@@ -500,13 +510,14 @@ impl Image {
                 .iter()
                 .map(|f| FdView {
                     fd: f.fd,
-                    kind: match f.kind {
-                        FD_PIPE => "pipe".to_owned(),
-                        k => format!("unknown-{k}"),
-                    },
+                    kind: fd_kind_name(f.kind)
+                        .map_or_else(|| format!("unknown-{}", f.kind), str::to_owned),
                     flags: format!("{:o}", f.flags),
                     id: f.id,
                     buffered: f.buffered,
+                    values: f.values,
+                    name: String::from_utf8_lossy(&f.name).into_owned(),
+                    state: fd_state(f),
                 })
                 .collect(),
             vdso: VdsoView {
@@ -546,5 +557,40 @@ impl ImageSummary {
     /// Pretty-printed JSON, as `crac inspect --json` prints it.
     pub fn to_json_pretty(&self) -> serde_json::Result<String> {
         serde_json::to_string_pretty(self)
+    }
+}
+
+/// A carried descriptor's state in words, for `crac inspect`.
+fn fd_state(f: &crate::model::Fd) -> String {
+    let v = f.values;
+    let ms = |ns: u64| format!("{:.3} ms", ns as f64 / 1e6);
+    match f.kind {
+        FD_PIPE | FD_SOCKETPAIR => format!("{} bytes buffered", f.buffered),
+        FD_EVENTFD => format!(
+            "counter {}{}",
+            v[0],
+            if v[1] != 0 { ", semaphore" } else { "" }
+        ),
+        FD_TIMERFD if v[2] == 0 => format!("clock {}, disarmed, {} expirations unread", v[0], v[3]),
+        FD_TIMERFD => format!(
+            "clock {}, next in {}, interval {}, {} expirations unread",
+            v[0],
+            ms(v[2]),
+            ms(v[1]),
+            v[3]
+        ),
+        FD_SIGNALFD => format!("mask {:#x}", v[0]),
+        FD_EPOLL => {
+            let r = f.as_record();
+            let list: Vec<String> = r
+                .epoll_entries()
+                .map(|(fd, ev, data)| format!("fd {fd} events {ev:#x} data {data:#x}"))
+                .collect();
+            format!("{} targets: {}", list.len(), list.join("; "))
+        }
+        FD_MEMFD => format!("{} bytes, seals {:#x}", v[0], v[1]),
+        FD_FILE => format!("offset {}, size {}", v[0], v[1]),
+        FD_LISTEN => format!("backlog {}, options {:#x}", v[2], v[3]),
+        _ => String::new(),
     }
 }

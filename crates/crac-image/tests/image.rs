@@ -415,7 +415,7 @@ fn sanity_check_catches_each_inconsistency() {
     );
     assert_eq!(
         sanity(|i| {
-            let f = i.fds[0];
+            let f = i.fds[0].clone();
             i.fds.push(f);
         }),
         SanityError::DuplicateFd { fd: 5 }
@@ -517,7 +517,7 @@ fn json_summary_has_the_documented_shape() {
             "vmas"
         ]
     );
-    assert_eq!(v["format_version"], "1.0");
+    assert_eq!(v["format_version"], "1.1");
     assert_eq!(v["arch"], "x86_64");
     assert_eq!(
         v["memory"],

@@ -661,3 +661,11 @@ pub fn timer_recreate(
     check(unsafe { syscall6(nr::TIMER_SETTIME, id as usize, 0, p(spec.as_ptr()), 0, 0, 0) })
         .map(drop)
 }
+
+/// `eventfd2(initval, flags)`: a new eventfd. The counter is a `u64` but
+/// the call takes an `unsigned int`; larger counters are written after.
+pub fn eventfd2(initval: u32, flags: i32) -> Result<i32, Errno> {
+    // SAFETY: integer arguments only.
+    check(unsafe { syscall6(290, initval as usize, flags as usize, 0, 0, 0, 0) })
+        .map(|fd| fd as i32)
+}

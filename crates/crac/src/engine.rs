@@ -67,9 +67,9 @@ impl Engine for Native {
         EngineKind::Native
     }
 
-    /// The native engine recreates pipes whose both ends are in the process.
+    /// The native engine says which descriptors it carries.
     fn carries(&self, fd: &FdInfo) -> bool {
-        matches!(fd.kind(), crate::fds::FdKind::Pipe { .. }) && native::carries_fd(fd.fd())
+        native::carries_fd(fd.fd())
     }
 
     fn checkpoint(&self, config: &Config, request: &Request) -> Result<Outcome, BoxError> {
@@ -77,6 +77,7 @@ impl Engine for Native {
             dir: config.checkpoint_to().to_owned(),
             leave_running: config.keep_running() || request.leave_running,
             on_durable: request.on_durable.clone(),
+            fd_policies: Vec::new(),
         };
         match native::checkpoint(&options)? {
             DumpOutcome::Restored(facts) => Ok(Outcome::Restored(facts)),

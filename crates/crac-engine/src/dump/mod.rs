@@ -98,8 +98,7 @@ struct Snapshot<'a> {
     failure: Option<SnapFailure>,
     pages_len: u64,
     pages_crc: u32,
-    carried: Vec<fds::CarriedFd>,
-    pipes: Vec<fds::PipeState>,
+    fds: fds::FdSet,
 }
 
 fn parse_hex(s: &[u8]) -> Option<u64> {
@@ -132,7 +131,7 @@ impl Snapshot<'_> {
 
     /// The whole stopped phase. Returns 0 on success.
     fn run(&mut self) -> u64 {
-        if let Err((what, e)) = fds::capture(&mut self.pipes) {
+        if let Err((what, e)) = self.fds.capture() {
             return self.fail(SnapFailure::Sys(what, e));
         }
         if let Err(f) = self.read_maps() {
@@ -638,21 +637,7 @@ fn encode_body(
         shared_pending: own.shared_pending,
     }
     .encode(w);
-    for c in &s.carried {
-        let buffered = s
-            .pipes
-            .iter()
-            .find(|p| p.inode == c.inode)
-            .map_or(0, |p| p.len as u64);
-        crac_image::FdRecord {
-            fd: c.fd as u32,
-            kind: crac_image::FD_PIPE,
-            flags: c.flags,
-            id: c.inode,
-            buffered,
-        }
-        .encode(w);
-    }
+    s.fds.encode(w);
 }
 
 /// The temporary image directory: created (name, modes, refusal to replace
@@ -797,8 +782,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     stop::malloc_trim();
     let facts = collect::gather().map_err(|e| DumpError::Gather { source: e })?;
     // Before the engine opens descriptors of its own.
-    let carried = fds::carried();
-    let pipes = fds::pipes(&carried);
+    let fds = fds::FdSet::plan(&opts.fd_policies);
     let mut tmp = TempDir::create(dir).map_err(|e| DumpError::CreateImage {
         dir: dir.clone(),
         source: e,
@@ -833,8 +817,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         failure: None,
         pages_len: 0,
         pages_crc: 0,
-        carried,
-        pipes,
+        fds,
     };
     let meta_cap = 256 * 1024
         + vma_cap * 512
@@ -992,7 +975,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
             // Wait first: until every thread is back, the restorer may still
             // hold its input descriptors at low numbers.
             round.wait_resumed();
-            let fd_result = fds::recreate(&snap.carried, &snap.pipes);
+            let fd_result = snap.fds.recreate();
             let own_pending = (own.tid, own.pending, own.shared_pending);
             let restored = after_restore(own_pending, &mut round, &facts, own_mask, own.altstack);
             if let Err((what, errno)) = fd_result {

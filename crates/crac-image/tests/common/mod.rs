@@ -3,11 +3,11 @@
 
 use std::path::Path;
 
-use crac_image::model::{Argv, Cpu, FileRef, Image, Mm, Process, Thread, Vma};
+use crac_image::model::{Argv, Cpu, Fd, FileRef, Image, Mm, Process, Thread, Vma};
 use crac_image::{
-    FdRecord, Header, PageRun, RlimitRecord, SigactionRecord, TimersRecord, VdsoRecord,
-    ARCH_X86_64, FD_PIPE, FORMAT_VERSION, META_FILE, NO_FILE, PAGES_FILE, PAGE_SIZE, PROT_READ,
-    PROT_WRITE, THREAD_DUMPER, VMA_FILE, VMA_HEAP,
+    Header, PageRun, RlimitRecord, SigactionRecord, TimersRecord, VdsoRecord, ARCH_X86_64, FD_PIPE,
+    FORMAT_VERSION, META_FILE, NO_FILE, PAGES_FILE, PAGE_SIZE, PROT_READ, PROT_WRITE,
+    THREAD_DUMPER, VMA_FILE, VMA_HEAP,
 };
 use proptest::prelude::*;
 
@@ -120,12 +120,13 @@ pub fn sample() -> (Image, Vec<u8>) {
             max: u64::MAX,
         }; 16],
         timers: TimersRecord::default(),
-        fds: vec![FdRecord {
+        fds: vec![Fd {
             fd: 5,
             kind: FD_PIPE,
             flags: 0o2000,
             id: 4242,
             buffered: 3,
+            ..Default::default()
         }],
         unknown_sections: Vec::new(),
     };
@@ -299,7 +300,7 @@ prop_compose! {
             timers: TimersRecord { itimers: timers.0, posix_timers: timers.1, shared_pending: timers.2 },
             fds: fds
                 .into_iter()
-                .map(|(fd, (kind, flags, id, buffered))| FdRecord { fd, kind, flags, id, buffered })
+                .map(|(fd, (kind, flags, id, buffered))| Fd { fd, kind, flags, id, buffered, ..Default::default() })
                 .collect(),
             unknown_sections: Vec::new(),
         };
