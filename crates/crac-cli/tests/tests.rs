@@ -7,6 +7,7 @@
 mod fds;
 mod lazy;
 mod native;
+mod tokio_svc;
 mod util;
 
 use std::fs;

@@ -1,0 +1,256 @@
+//! Async Rust services checkpointed unchanged: the `axum_service` payload
+//! (a `#[tokio::main]` axum server with tokio's signal and time drivers,
+//! `crac::init()` its only crac line) is checkpointed while it serves,
+//! restored on the same port with its warm table and counters, checkpointed
+//! again, and shut down gracefully with SIGINT through `crac restore`.
+//!
+//! The client is a plain `std::net::TcpStream` speaking HTTP/1.1 with
+//! `Connection: close`, so no connection is left open when the process is
+//! checkpointed.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::util::{crac, crac_exe, payload, wait_gone, Dir, Service};
+
+const LONG: Duration = Duration::from_secs(60);
+const SHORT: Duration = Duration::from_secs(10);
+const NAME: &str = "axum_service";
+
+/// `GET path` on 127.0.0.1:`port`; the body of a 200 answer, or why not.
+fn get(port: u16, path: &str) -> Result<String, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    s.set_read_timeout(Some(SHORT)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(SHORT))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| format!("send GET {path}: {e}"))?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)
+        .map_err(|e| format!("read the answer to GET {path}: {e}"))?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("GET {path}: no HTTP header in {answer:?}"))?;
+    if !head.starts_with("HTTP/1.1 200 ") {
+        return Err(format!("GET {path}: {head}"));
+    }
+    Ok(body.to_owned())
+}
+
+/// `GET path`, which must succeed.
+fn get_ok(service: &Service, port: u16, path: &str) -> String {
+    get(port, path).unwrap_or_else(|e| panic!("{e}\n{}", service.dump()))
+}
+
+/// Waits until the service answers on `port`; returns how long that took
+/// from `since`.
+fn wait_serving(service: &mut Service, port: u16, since: Instant) -> Duration {
+    loop {
+        if get(port, "/pid").is_ok() {
+            return since.elapsed();
+        }
+        assert!(
+            service.is_running() && since.elapsed() < LONG,
+            "nothing answers on port {port}\n{}",
+            service.dump()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The number after `prefix` in the service's output.
+fn number_after(service: &Service, prefix: &str) -> String {
+    let line = service.wait_for(prefix, LONG);
+    let rest = &line[line.find(prefix).unwrap() + prefix.len()..];
+    rest.split(|c: char| !c.is_ascii_alphanumeric())
+        .next()
+        .unwrap()
+        .to_owned()
+}
+
+/// A freshly started service: (service, PID, port, checksum of the warm
+/// table as printed, start to serving).
+fn start(image: &Path) -> (Service, u32, u16, String, Duration) {
+    let t = Instant::now();
+    let mut service = Service::crac_run(image, None, NAME, &[]);
+    let port: u16 = number_after(&service, "listening on port ")
+        .parse()
+        .unwrap();
+    let checksum = number_after(&service, "(checksum ");
+    let took = wait_serving(&mut service, port, t);
+    let pid = service.pid();
+    assert_eq!(get_ok(&service, port, "/pid"), pid.to_string());
+    (service, pid, port, checksum, took)
+}
+
+/// `crac restore IMAGE [--env K=V...]` of the service with `pid`, serving
+/// again on `port`; returns it and how long from `crac restore` to serving.
+fn restore(image: &Path, pid: u32, port: u16, env: &[String]) -> (Service, Duration) {
+    let mut cmd = Command::new(crac_exe());
+    cmd.arg("restore").arg(image);
+    for e in env {
+        cmd.arg("--env").arg(e);
+    }
+    let t = Instant::now();
+    let mut restored = Service::start(cmd);
+    restored.also_end(pid, &payload(NAME));
+    let took = wait_serving(&mut restored, port, t);
+    assert_eq!(get_ok(&restored, port, "/pid"), pid.to_string());
+    (restored, took)
+}
+
+/// The restored copy answers `/count` (continuing from `next`) while the
+/// tokio interval keeps ticking; returns the next count.
+fn serves_while_ticking(service: &Service, port: u16, mut next: u64) -> u64 {
+    let t = Instant::now();
+    let first: u64 = get_ok(service, port, "/ticks").parse().unwrap();
+    for _ in 0..10 {
+        assert_eq!(get_ok(service, port, "/count"), next.to_string());
+        next += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ticks: u64 = get_ok(service, port, "/ticks").parse().unwrap();
+    // The interval ticks every 50 ms; allow for a slow, shared machine.
+    let expected = (t.elapsed().as_millis() / 50 / 4) as u64;
+    assert!(
+        ticks >= first + expected.max(2),
+        "the interval ticked {} times in {:?} (from {first} to {ticks})\n{}",
+        ticks - first,
+        t.elapsed(),
+        service.dump()
+    );
+    next
+}
+
+/// SIGINT to `crac restore`, forwarded to the restored service: it shuts
+/// down gracefully having answered `count` requests and exits 0, and so
+/// does `crac restore`.
+fn interrupt(mut service: Service, pid: u32, count: u64) {
+    let n = service.stdout_lines().len();
+    service.signal(Signal::INT);
+    let status = service.wait_exit(SHORT);
+    service.wait_for_after(
+        &format!("shut down gracefully after {count} requests"),
+        n,
+        SHORT,
+    );
+    assert_eq!(status.code(), Some(0), "{}", service.dump());
+    wait_gone(pid, SHORT);
+}
+
+/// Waits until a service that checkpointed itself has exited after its
+/// image was written; fails at once if the checkpoint failed.
+fn wait_self_checkpointed(service: &mut Service) {
+    let t = Instant::now();
+    while service.is_running() {
+        assert!(
+            !service
+                .stdout_lines()
+                .iter()
+                .any(|l| l.contains("self-checkpoint failed")),
+            "{}",
+            service.dump()
+        );
+        assert!(t.elapsed() < LONG, "{}", service.dump());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(service.wait_exit(SHORT).success(), "{}", service.dump());
+}
+
+#[test]
+fn axum_service_checkpointed_from_outside_restores_twice_warm_on_its_port() {
+    let d = Dir::new();
+    let (image, image2) = (d.join("image"), d.join("image2"));
+    let (mut service, pid, port, checksum, warm) = start(&image);
+    for n in 1..=3 {
+        assert_eq!(get_ok(&service, port, "/count"), n.to_string());
+    }
+    assert_eq!(get_ok(&service, port, "/state"), checksum);
+    let ticks: u64 = get_ok(&service, port, "/ticks").parse().unwrap();
+
+    crac(["checkpoint", &pid.to_string()])
+        .show_dir(&d)
+        .ok()
+        .stdout_has("the process exited");
+    assert!(service.wait_exit(SHORT).success(), "{}", service.dump());
+    wait_gone(pid, SHORT);
+
+    // First restore: warm, same port, counters go on, SIGINT still works.
+    let (restored, took) = restore(&image, pid, port, &[]);
+    eprintln!("start to serving {warm:?} (warm-up); crac restore to serving {took:?}");
+    assert_eq!(get_ok(&restored, port, "/state"), checksum);
+    let now: u64 = get_ok(&restored, port, "/ticks").parse().unwrap();
+    assert!(now >= ticks, "ticks went back from {ticks} to {now}");
+    let next = serves_while_ticking(&restored, port, 4);
+    interrupt(restored, pid, next - 1);
+
+    // Second restore of the same image: the same state as the first, and
+    // it checkpoints again (into a second image, named by the restore).
+    let env = [format!("CRAC_CHECKPOINT_TO={}", image2.display())];
+    let (mut restored, took) = restore(&image, pid, port, &env);
+    eprintln!("second restore to serving {took:?}");
+    assert_eq!(get_ok(&restored, port, "/count"), "4");
+    assert_eq!(get_ok(&restored, port, "/state"), checksum);
+    crac(["checkpoint", &pid.to_string()])
+        .show_dir(&d)
+        .ok()
+        .stdout_has(&format!(
+            "checkpointed process {pid} into {}",
+            image2.display()
+        ));
+    assert!(restored.wait_exit(SHORT).success(), "{}", restored.dump());
+    wait_gone(pid, SHORT);
+
+    // The restored process's own image: it goes on from there.
+    let (restored, _) = restore(&image2, pid, port, &[]);
+    assert_eq!(get_ok(&restored, port, "/state"), checksum);
+    let next = serves_while_ticking(&restored, port, 5);
+    interrupt(restored, pid, next - 1);
+}
+
+#[test]
+fn axum_service_checkpoints_itself_from_spawn_blocking() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let (mut service, pid, port, checksum, _) = start(&image);
+    for n in 1..=2 {
+        assert_eq!(get_ok(&service, port, "/count"), n.to_string());
+    }
+    assert_eq!(
+        get_ok(&service, port, "/checkpoint"),
+        "checkpoint scheduled"
+    );
+    wait_self_checkpointed(&mut service);
+    wait_gone(pid, SHORT);
+
+    for _ in 0..2 {
+        let (restored, _) = restore(&image, pid, port, &[]);
+        restored.wait_for("self-checkpoint: restored", SHORT);
+        assert_eq!(get_ok(&restored, port, "/state"), checksum);
+        let next = serves_while_ticking(&restored, port, 3);
+        interrupt(restored, pid, next - 1);
+    }
+}
+
+#[test]
+fn sigint_shuts_the_axum_service_down_gracefully_before_any_checkpoint() {
+    // The same check as on a restored copy, on the original process, so a
+    // failure after restore is the engine's and not the payload's.
+    let d = Dir::new();
+    let (mut service, _, port, _, _) = start(&d.join("image"));
+    assert_eq!(get_ok(&service, port, "/count"), "1");
+    service.signal(Signal::INT);
+    let status = service.wait_exit(SHORT);
+    service.wait_for("shut down gracefully after 1 requests", SHORT);
+    assert_eq!(status.code(), Some(0), "{}", service.dump());
+}
