@@ -49,7 +49,61 @@ fn get(port: u16, path: &str) -> Result<String, String> {
 
 /// `GET path`, which must succeed.
 fn get_ok(service: &Service, port: u16, path: &str) -> String {
-    get(port, path).unwrap_or_else(|e| panic!("{e}\n{}", service.dump()))
+    get(port, path).unwrap_or_else(|e| panic!("{e}\n{}\n{}", service.dump(), fd_report(port)))
+}
+
+/// The descriptors of the running payload (on `port`), with the interest
+/// lists of its epoll instances: tells an engine problem (a
+/// descriptor missing or not the same after restore) from a payload one.
+fn fd_report(port: u16) -> String {
+    let Some(pid) = pid_of_payload(port) else {
+        return format!("no axum_service process listens on port {port}");
+    };
+    let mut out = format!("descriptors of process {pid}:\n");
+    let dir = format!("/proc/{pid}/fd");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return format!("{dir} cannot be read");
+    };
+    let mut fds: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    fds.sort_unstable();
+    for fd in fds {
+        let link = std::fs::read_link(format!("{dir}/{fd}")).unwrap_or_default();
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        out.push_str(&format!("  {fd} -> {}\n", link.display()));
+        for l in info
+            .lines()
+            .filter(|l| l.starts_with("tfd:") || l.starts_with("flags:"))
+        {
+            out.push_str(&format!("       {l}\n"));
+        }
+    }
+    out
+}
+
+/// The PID of the `axum_service` process that holds the socket listening
+/// on `port` (found through `/proc/net/tcp`).
+fn pid_of_payload(port: u16) -> Option<String> {
+    let tcp = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    let local = format!(":{port:04X}");
+    let inode = tcp.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.len() > 9 && f[1].ends_with(&local) && f[3] == "0A").then(|| f[9].to_owned())
+    })?;
+    let socket = std::path::PathBuf::from(format!("socket:[{inode}]"));
+    let exe = payload(NAME);
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let name = e.file_name().to_str()?.to_owned();
+        name.parse::<u32>().ok()?;
+        if std::fs::read_link(e.path().join("exe")).ok()? != exe {
+            return None;
+        }
+        let mut fds = std::fs::read_dir(e.path().join("fd")).ok()?.flatten();
+        fds.any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l == socket))
+            .then_some(name)
+    })
 }
 
 /// Waits until the service answers on `port`; returns how long that took
@@ -61,8 +115,9 @@ fn wait_serving(service: &mut Service, port: u16, since: Instant) -> Duration {
         }
         assert!(
             service.is_running() && since.elapsed() < LONG,
-            "nothing answers on port {port}\n{}",
-            service.dump()
+            "nothing answers on port {port}\n{}\n{}",
+            service.dump(),
+            fd_report(port)
         );
         std::thread::sleep(Duration::from_millis(5));
     }
