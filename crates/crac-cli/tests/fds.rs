@@ -68,3 +68,24 @@ fn timerfd_counts_the_rest_and_keeps_interval_ticks_and_deadlines() {
     assert!(state(53).contains("1 expirations unread"), "{json:#}");
     assert!(state(54).contains("absolute"), "{json:#}");
 }
+
+/// An epoll entry whose descriptor number was closed (the file lives on
+/// through a dup) cannot be rebuilt: the checkpoint is refused, naming the
+/// epoll, and the process goes on with its epoll intact.
+#[test]
+fn epoll_with_a_stale_entry_refuses_the_checkpoint() {
+    use crate::util::{payload, Dir};
+
+    let d = Dir::new();
+    let image = d.join("image");
+    crate::util::TestCommand::new(payload("fds"))
+        .arg("epoll-stale")
+        .env("CRAC_CHECKPOINT_TO", &image)
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .show_dir(&d)
+        .ok()
+        .stdout_has("refused: checkpoint failed: file descriptor 92 is open: epoll")
+        .stdout_has("EPOLL-STALE OK");
+    assert!(!image.exists(), "{}", d.listing());
+}

@@ -116,6 +116,7 @@ fn main() {
         Some("signalfd") => signalfd(),
         Some("epoll") => epoll(),
         Some("memfd") => memfd(),
+        Some("epoll-stale") => epoll_stale(),
         other => fail(&format!("unknown kind {other:?}")),
     }
 }
@@ -473,6 +474,34 @@ fn epoll() {
     check(ep_ready(inner) == [11], "inner epoll data word");
     check(fdinfo(ep).matches("tfd:").count() == 5, &fdinfo(ep));
     println!("EPOLL OK");
+}
+
+/// An epoll whose entry outlives its descriptor number (the eventfd was
+/// added as 90, then reached only through its dup 91): the entry cannot be
+/// rebuilt, so the checkpoint is refused and the process goes on.
+fn epoll_stale() {
+    let efd = new_eventfd(90);
+    // SAFETY: duplicating onto a number reserved for the test.
+    check(
+        unsafe { libc::dup3(efd, 91, libc::O_CLOEXEC) } == 91,
+        "dup3",
+    );
+    // SAFETY: plain epoll creation.
+    let ep = move_to(
+        unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
+        92,
+        true,
+    );
+    ep_add(ep, efd, libc::EPOLLIN as u32, 5);
+    // SAFETY: closing a number owned here; the entry stays (91 holds the file).
+    unsafe { libc::close(efd) };
+    match crac::checkpoint_restore() {
+        Ok(()) => fail("checkpoint of an epoll with a stale entry succeeded"),
+        Err(e) => println!("refused: {e}"),
+    }
+    bump(91);
+    check(ep_ready(ep) == [5], "the epoll after the refusal");
+    println!("EPOLL-STALE OK");
 }
 
 const MEMFD_SIZE: usize = 3 << 20;
