@@ -8,3 +8,84 @@ use crate::native::checkpoint_then_restore;
 fn eventfd_keeps_its_counter_mode_and_flags() {
     checkpoint_then_restore("fds", &["eventfd"], "EVENTFD OK");
 }
+
+#[test]
+fn signalfd_keeps_its_mask_and_reads_signals_sent_after_restore() {
+    checkpoint_then_restore("fds", &["signalfd"], "SIGNALFD OK");
+}
+
+#[test]
+fn epoll_keeps_its_interest_list_modes_and_data_words() {
+    checkpoint_then_restore("fds", &["epoll"], "EPOLL OK");
+}
+
+#[test]
+fn memfd_keeps_name_contents_size_seals_offset_and_sharing() {
+    checkpoint_then_restore("fds", &["memfd"], "MEMFD OK");
+}
+
+/// The image rests 3 s between checkpoint and restore: the payload's
+/// one-shot timer (1.5 s) must fire at once after restore.
+#[test]
+fn timerfd_counts_the_rest_and_keeps_interval_ticks_and_deadlines() {
+    use std::time::Duration;
+
+    use crate::util::{crac, payload, Dir};
+
+    let d = Dir::new();
+    let image = d.join("image");
+    let out = crate::util::TestCommand::new(payload("fds"))
+        .arg("timerfd")
+        .env("CRAC_CHECKPOINT_TO", &image)
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .show_dir(&d)
+        .ok();
+    out.stdout_has("pre-checkpoint PID: ");
+    let pid: u32 = out
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("pre-checkpoint PID: ")?.trim().parse().ok())
+        .expect("PID line");
+    crate::util::wait_gone(pid, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(3));
+    let out = crac(["restore"]).arg(&image).ok();
+    out.stdout_has("TIMERFD OK")
+        .stdout_has(&format!("post-restore PID: {pid}"));
+    // The image describes the timers.
+    let json: serde_json::Value =
+        serde_json::from_str(&crac(["inspect", "--json"]).arg(&image).ok().stdout()).unwrap();
+    let fds = json["fds"].as_array().expect("fds");
+    let state = |fd: u64| {
+        fds.iter()
+            .find(|f| f["fd"] == fd)
+            .and_then(|f| f["state"].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(state(50).contains("interval 50.000 ms"), "{json:#}");
+    assert!(state(52).contains("disarmed"), "{json:#}");
+    assert!(state(53).contains("1 expirations unread"), "{json:#}");
+    assert!(state(54).contains("absolute"), "{json:#}");
+}
+
+/// An epoll entry whose descriptor number was closed (the file lives on
+/// through a dup) cannot be rebuilt: the checkpoint is refused, naming the
+/// epoll, and the process goes on with its epoll intact.
+#[test]
+fn epoll_with_a_stale_entry_refuses_the_checkpoint() {
+    use crate::util::{payload, Dir};
+
+    let d = Dir::new();
+    let image = d.join("image");
+    crate::util::TestCommand::new(payload("fds"))
+        .arg("epoll-stale")
+        .env("CRAC_CHECKPOINT_TO", &image)
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .show_dir(&d)
+        .ok()
+        .stdout_has("refused: checkpoint failed: file descriptor 92 is open: epoll")
+        .stdout_has("EPOLL-STALE OK");
+    assert!(!image.exists(), "{}", d.listing());
+}

@@ -4,6 +4,8 @@
 //! * [`ctx`]: the resume context, the routine that saves it around a call
 //!   and the routine that resumes it (used by the dump and by the restorer).
 //! * [`clone`]: `clone3` for threads that start on a fresh stack.
+//! * [`fdobj`]: timerfd, signalfd, epoll, memfd and `kcmp` for carried
+//!   descriptors.
 //! * [`handler`]: the handler side of another process's userfaultfd (lazy
 //!   restore).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
@@ -15,6 +17,7 @@
 
 pub mod clone;
 pub mod ctx;
+pub mod fdobj;
 #[cfg(feature = "std")]
 pub mod handler;
 pub mod map;

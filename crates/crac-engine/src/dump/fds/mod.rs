@@ -20,8 +20,12 @@
 //! [`crac_image::FdRecord`] per descriptor for tools and for the checks
 //! `crac restore` makes before anything runs.
 
+mod epoll;
 mod eventfd;
+mod memfd;
 mod pipe;
+mod signalfd;
+mod timerfd;
 
 use std::fs;
 
@@ -31,6 +35,11 @@ use crac_sys::{sys, Errno};
 /// What a step of a descriptor's journey failed at: a static description and
 /// the errno (plain data: the steps run where nothing may allocate).
 pub type FdFailure = (&'static str, Errno);
+
+/// The errno of an [`FdFailure`] that means the descriptor changed since
+/// the plan beyond its buffers: the dump tries again with buffers sized
+/// anew.
+pub const CHANGED: Errno = Errno(0);
 
 const O_ACCMODE: u32 = 3;
 const O_NONBLOCK: u32 = 0o4000;
@@ -75,13 +84,24 @@ pub enum State {
     },
     /// An eventfd.
     EventFd(eventfd::EventFd),
+    /// A timerfd.
+    TimerFd(timerfd::TimerFd),
+    /// A signalfd.
+    SignalFd(signalfd::SignalFd),
+    /// An epoll.
+    Epoll(epoll::Epoll),
+    /// A memfd.
+    MemFd(memfd::MemFd),
 }
 
 impl State {
-    /// Whether other descriptors must exist before this one is rebuilt
-    /// (epoll refers to its targets by number).
-    fn refers_to_others(&self) -> bool {
-        false
+    /// When this one is rebuilt: after every descriptor of a lower rank
+    /// (epoll refers to its targets by number, an epoll may watch another).
+    fn rank(&self) -> u32 {
+        match self {
+            State::Epoll(e) => 1 + e.depth,
+            _ => 0,
+        }
     }
 }
 
@@ -113,6 +133,9 @@ impl FdSet {
             }
         }
         pipe::keep_complete(&mut fds);
+        memfd::link_shared(&mut fds);
+        // Last: drops epolls whose targets were dropped.
+        epoll::keep_complete(&mut fds);
         let pipes = pipe::plan(&fds);
         FdSet {
             fds,
@@ -127,10 +150,14 @@ impl FdSet {
         pipe::capture(&mut self.pipes)?;
         for c in &mut self.fds {
             match &mut c.state {
-                State::Pipe { .. } => {}
+                State::Pipe { .. } | State::Epoll(_) => {}
                 State::EventFd(e) => e.capture(c.fd, &mut self.info)?,
+                State::TimerFd(t) => t.capture(c.fd, &mut self.info)?,
+                State::SignalFd(s) => s.capture(c.fd, &mut self.info)?,
+                State::MemFd(m) => m.capture(c.fd)?,
             }
         }
+        epoll::capture_all(&mut self.fds)?;
         Ok(())
     }
 
@@ -145,6 +172,13 @@ impl FdSet {
             match &c.state {
                 State::Pipe { inode } => pipe::record(*inode, &self.pipes, &mut r),
                 State::EventFd(e) => e.record(&mut r),
+                State::TimerFd(t) => t.record(&mut r),
+                State::SignalFd(s) => s.record(&mut r),
+                State::Epoll(e) => e.record(&mut r),
+                State::MemFd(m) => {
+                    m.record(&mut r);
+                    r.name = m.name();
+                }
             }
             r.encode(w);
         }
@@ -163,15 +197,16 @@ impl FdSet {
             }
         };
         note(pipe::recreate(&self.fds, &self.pipes, above));
-        for late in [false, true] {
-            for c in self
-                .fds
-                .iter()
-                .filter(|c| c.state.refers_to_others() == late)
-            {
+        let last = self.fds.iter().map(|c| c.state.rank()).max().unwrap_or(0);
+        for rank in 0..=last {
+            for c in self.fds.iter().filter(|c| c.state.rank() == rank) {
                 let r = match &c.state {
                     State::Pipe { .. } => Ok(()),
                     State::EventFd(e) => e.recreate().and_then(|fd| place(fd, c, above)),
+                    State::TimerFd(t) => t.recreate().and_then(|fd| place(fd, c, above)),
+                    State::SignalFd(s) => s.recreate().and_then(|fd| place(fd, c, above)),
+                    State::Epoll(e) => e.recreate().and_then(|fd| place(fd, c, above)),
+                    State::MemFd(m) => m.recreate(c).and_then(|fd| place(fd, c, above)),
                 };
                 note(r);
             }
@@ -197,6 +232,10 @@ fn classify(fd: i32, link: &str) -> Option<State> {
     }
     match link {
         "anon_inode:[eventfd]" => eventfd::plan(fd).map(State::EventFd),
+        "anon_inode:[timerfd]" => timerfd::plan(fd).map(State::TimerFd),
+        "anon_inode:[signalfd]" => signalfd::plan(fd).map(State::SignalFd),
+        "anon_inode:[eventpoll]" => epoll::plan(fd).map(State::Epoll),
+        _ if link.starts_with("/memfd:") => memfd::plan(fd, link).map(State::MemFd),
         _ => None,
     }
 }
