@@ -21,7 +21,10 @@
 //! `crac restore` makes before anything runs.
 
 mod eventfd;
+pub(crate) mod listen;
 mod pipe;
+pub(crate) mod socket;
+mod socketpair;
 
 use std::fs;
 
@@ -75,6 +78,12 @@ pub enum State {
     },
     /// An eventfd.
     EventFd(eventfd::EventFd),
+    /// One end of a Unix socket pair with both ends in the process.
+    SocketPair(socketpair::End),
+    /// A listening or bound socket, recreated at its address.
+    Listen(listen::Listener),
+    /// A socket a resource policy closes.
+    Closed(socket::Closed),
 }
 
 impl State {
@@ -102,17 +111,19 @@ impl FdSet {
     /// Descriptors it cannot carry are left out (the library's open-fd
     /// check refuses them before the engine runs).
     pub fn plan(policies: &[(i32, FdPolicy)]) -> FdSet {
-        let _ = policies;
         let mut fds = Vec::new();
         for fd in all_fds() {
             let (Some(link), Some(flags)) = (fd_link(fd), fd_flags(fd)) else {
                 continue;
             };
-            if let Some(state) = classify(fd, &link) {
+            let state = socket::plan(fd, &link, policies).or_else(|| classify(fd, &link));
+            if let Some(state) = state {
                 fds.push(Carried { fd, flags, state });
             }
         }
         pipe::keep_complete(&mut fds);
+        socketpair::keep_complete(&mut fds);
+        listen::mark_duplicates(&mut fds);
         let pipes = pipe::plan(&fds);
         FdSet {
             fds,
@@ -129,6 +140,8 @@ impl FdSet {
             match &mut c.state {
                 State::Pipe { .. } => {}
                 State::EventFd(e) => e.capture(c.fd, &mut self.info)?,
+                State::SocketPair(e) => e.capture(c.fd)?,
+                State::Listen(_) | State::Closed(_) => {}
             }
         }
         Ok(())
@@ -145,6 +158,9 @@ impl FdSet {
             match &c.state {
                 State::Pipe { inode } => pipe::record(*inode, &self.pipes, &mut r),
                 State::EventFd(e) => e.record(&mut r),
+                State::SocketPair(e) => socketpair::record(e, &self.fds, &mut r),
+                State::Listen(l) => l.record(&mut r),
+                State::Closed(x) => x.record(&mut r),
             }
             r.encode(w);
         }
@@ -163,6 +179,7 @@ impl FdSet {
             }
         };
         note(pipe::recreate(&self.fds, &self.pipes, above));
+        note(socketpair::recreate(&self.fds, above));
         for late in [false, true] {
             for c in self
                 .fds
@@ -170,8 +187,10 @@ impl FdSet {
                 .filter(|c| c.state.refers_to_others() == late)
             {
                 let r = match &c.state {
-                    State::Pipe { .. } => Ok(()),
+                    State::Pipe { .. } | State::SocketPair(_) => Ok(()),
                     State::EventFd(e) => e.recreate().and_then(|fd| place(fd, c, above)),
+                    State::Listen(l) => l.recreate().and_then(|fd| place(fd, c, above)),
+                    State::Closed(x) => x.recreate().and_then(|fd| place(fd, c, above)),
                 };
                 note(r);
             }
