@@ -5,6 +5,7 @@
 //! end-to-end tests in `native`.
 
 mod fds;
+mod fds_sock;
 mod lazy;
 mod native;
 mod tokio_svc;

@@ -33,6 +33,7 @@
 
 mod pager;
 mod preflight;
+mod preflight_sock;
 #[cfg(test)]
 mod testimg;
 

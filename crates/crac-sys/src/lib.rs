@@ -9,6 +9,7 @@
 //! * [`handler`]: the handler side of another process's userfaultfd (lazy
 //!   restore).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
+//! * [`sock`]: sockets for carried socket descriptors.
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
 //! documented wrapper and every `unsafe` block names its invariants.
@@ -23,6 +24,7 @@ pub mod handler;
 pub mod map;
 pub mod probe;
 pub mod raw;
+pub mod sock;
 pub mod sys;
 
 pub use raw::Errno;

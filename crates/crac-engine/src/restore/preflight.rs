@@ -9,10 +9,11 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crac_image::{
-    decode_pages_header, decode_rlimits, decode_runs, CpuRecord, FileRecord, Header, MmRecord,
-    PageRun, ProcessRecord, Reader, RlimitRecord, Tag, ThreadRecord, VdsoRecord, VmaRecord,
-    CPU_FEATURE_WORDS, HEADER_LEN, META_FILE, PAGES_FILE, PAGES_HEADER_LEN, RESTORER_ZONE_BASE,
-    RESTORER_ZONE_LEN, RLIMIT_NAMES, VMA_FILE, VMA_SHARED, VMA_VDSO, VMA_VSYSCALL,
+    decode_pages_header, decode_rlimits, decode_runs, CpuRecord, FdRecord, FileRecord, Header,
+    MmRecord, PageRun, ProcessRecord, Reader, RlimitRecord, Tag, ThreadRecord, VdsoRecord,
+    VmaRecord, CPU_FEATURE_WORDS, HEADER_LEN, META_FILE, PAGES_FILE, PAGES_HEADER_LEN,
+    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RLIMIT_NAMES, VMA_FILE, VMA_SHARED, VMA_VDSO,
+    VMA_VSYSCALL,
 };
 
 use super::RestoreError;
@@ -101,6 +102,8 @@ pub enum ProblemKind {
     ZoneCollision,
     /// A resource limit of the image exceeds what can be set here.
     Rlimit,
+    /// A listening socket's address is in use or cannot be bound here.
+    Address,
 }
 
 /// One reason an image cannot be restored here, as a sentence with the facts.
@@ -659,6 +662,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     let mut vdso = None;
     let mut rlimits = None;
     let mut files = Vec::new();
+    let mut fd_records = Vec::new();
     let mut threads = Vec::new();
     let mut areas = 0;
     let mut vmas = Vec::new();
@@ -681,6 +685,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
             Some(Tag::Vdso) => VdsoRecord::decode(&mut s).map(|x| vdso = Some(x)),
             Some(Tag::Rlimits) => decode_rlimits(&mut s).map(|x| rlimits = Some(x)),
             Some(Tag::File) => FileRecord::decode(&mut s).map(|x| files.push(x)),
+            Some(Tag::Fd) => FdRecord::decode(&mut s).map(|x| fd_records.push(x)),
             Some(Tag::Thread) => ThreadRecord::decode(&mut s)
                 .map(|t| threads.push((t.tid, String::from_utf8_lossy(t.name).into_owned()))),
             Some(Tag::Vma) => VmaRecord::decode(&mut s).map(|v| {
@@ -775,6 +780,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     if let Some(l) = rlimits {
         check_rlimits(&l, &mut p);
     }
+    p.0.extend(super::preflight_sock::check(&fd_records));
     if !p.0.is_empty() {
         return Err(fail(p));
     }

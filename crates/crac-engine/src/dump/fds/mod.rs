@@ -22,9 +22,12 @@
 
 mod epoll;
 mod eventfd;
+pub(crate) mod listen;
 mod memfd;
 mod pipe;
 mod signalfd;
+pub(crate) mod socket;
+mod socketpair;
 mod timerfd;
 
 use std::fs;
@@ -92,6 +95,12 @@ pub enum State {
     Epoll(epoll::Epoll),
     /// A memfd.
     MemFd(memfd::MemFd),
+    /// One end of a Unix socket pair with both ends in the process.
+    SocketPair(socketpair::End),
+    /// A listening or bound socket, recreated at its address.
+    Listen(listen::Listener),
+    /// A socket a resource policy closes.
+    Closed(socket::Closed),
 }
 
 impl State {
@@ -122,17 +131,19 @@ impl FdSet {
     /// Descriptors it cannot carry are left out (the library's open-fd
     /// check refuses them before the engine runs).
     pub fn plan(policies: &[(i32, FdPolicy)]) -> FdSet {
-        let _ = policies;
         let mut fds = Vec::new();
         for fd in all_fds() {
             let (Some(link), Some(flags)) = (fd_link(fd), fd_flags(fd)) else {
                 continue;
             };
-            if let Some(state) = classify(fd, &link) {
+            let state = socket::plan(fd, &link, policies).or_else(|| classify(fd, &link));
+            if let Some(state) = state {
                 fds.push(Carried { fd, flags, state });
             }
         }
         pipe::keep_complete(&mut fds);
+        socketpair::keep_complete(&mut fds);
+        listen::mark_duplicates(&mut fds);
         memfd::link_shared(&mut fds);
         // Last: drops epolls whose targets were dropped.
         epoll::keep_complete(&mut fds);
@@ -155,6 +166,8 @@ impl FdSet {
                 State::TimerFd(t) => t.capture(c.fd, &mut self.info)?,
                 State::SignalFd(s) => s.capture(c.fd, &mut self.info)?,
                 State::MemFd(m) => m.capture(c.fd)?,
+                State::SocketPair(e) => e.capture(c.fd)?,
+                State::Listen(_) | State::Closed(_) => {}
             }
         }
         epoll::capture_all(&mut self.fds)?;
@@ -179,6 +192,9 @@ impl FdSet {
                     m.record(&mut r);
                     r.name = m.name();
                 }
+                State::SocketPair(e) => socketpair::record(e, &self.fds, &mut r),
+                State::Listen(l) => l.record(&mut r),
+                State::Closed(x) => x.record(&mut r),
             }
             r.encode(w);
         }
@@ -197,16 +213,19 @@ impl FdSet {
             }
         };
         note(pipe::recreate(&self.fds, &self.pipes, above));
+        note(socketpair::recreate(&self.fds, above));
         let last = self.fds.iter().map(|c| c.state.rank()).max().unwrap_or(0);
         for rank in 0..=last {
             for c in self.fds.iter().filter(|c| c.state.rank() == rank) {
                 let r = match &c.state {
-                    State::Pipe { .. } => Ok(()),
+                    State::Pipe { .. } | State::SocketPair(_) => Ok(()),
                     State::EventFd(e) => e.recreate().and_then(|fd| place(fd, c, above)),
                     State::TimerFd(t) => t.recreate().and_then(|fd| place(fd, c, above)),
                     State::SignalFd(s) => s.recreate().and_then(|fd| place(fd, c, above)),
                     State::Epoll(e) => e.recreate().and_then(|fd| place(fd, c, above)),
                     State::MemFd(m) => m.recreate(c).and_then(|fd| place(fd, c, above)),
+                    State::Listen(l) => l.recreate().and_then(|fd| place(fd, c, above)),
+                    State::Closed(x) => x.recreate().and_then(|fd| place(fd, c, above)),
                 };
                 note(r);
             }
