@@ -20,6 +20,7 @@
 //! [`crac_image::FdRecord`] per descriptor for tools and for the checks
 //! `crac restore` makes before anything runs.
 
+mod dup;
 mod epoll;
 mod eventfd;
 mod memfd;
@@ -92,6 +93,13 @@ pub enum State {
     Epoll(epoll::Epoll),
     /// A memfd.
     MemFd(memfd::MemFd),
+    /// Shares its open file description with lower descriptor `of`.
+    Dup {
+        /// The descriptor it duplicates.
+        of: i32,
+        /// `of`'s rank.
+        rank: u32,
+    },
 }
 
 impl State {
@@ -100,6 +108,7 @@ impl State {
     fn rank(&self) -> u32 {
         match self {
             State::Epoll(e) => 1 + e.depth,
+            State::Dup { rank, .. } => *rank,
             _ => 0,
         }
     }
@@ -134,8 +143,10 @@ impl FdSet {
         }
         pipe::keep_complete(&mut fds);
         memfd::link_shared(&mut fds);
+        dup::link(&mut fds);
         // Last: drops epolls whose targets were dropped.
         epoll::keep_complete(&mut fds);
+        dup::set_ranks(&mut fds);
         let pipes = pipe::plan(&fds);
         FdSet {
             fds,
@@ -150,7 +161,7 @@ impl FdSet {
         pipe::capture(&mut self.pipes)?;
         for c in &mut self.fds {
             match &mut c.state {
-                State::Pipe { .. } | State::Epoll(_) => {}
+                State::Pipe { .. } | State::Epoll(_) | State::Dup { .. } => {}
                 State::EventFd(e) => e.capture(c.fd, &mut self.info)?,
                 State::TimerFd(t) => t.capture(c.fd, &mut self.info)?,
                 State::SignalFd(s) => s.capture(c.fd, &mut self.info)?,
@@ -169,7 +180,13 @@ impl FdSet {
                 flags: c.flags,
                 ..FdRecord::default()
             };
-            match &c.state {
+            // A duplicate has its original's record, with its own number.
+            let src = match c.state {
+                State::Dup { of, .. } => self.fds.iter().find(|o| o.fd == of).unwrap_or(c),
+                _ => c,
+            };
+            match &src.state {
+                State::Dup { .. } => {}
                 State::Pipe { inode } => pipe::record(*inode, &self.pipes, &mut r),
                 State::EventFd(e) => e.record(&mut r),
                 State::TimerFd(t) => t.record(&mut r),
@@ -207,6 +224,7 @@ impl FdSet {
                     State::SignalFd(s) => s.recreate().and_then(|fd| place(fd, c, above)),
                     State::Epoll(e) => e.recreate().and_then(|fd| place(fd, c, above)),
                     State::MemFd(m) => m.recreate(c).and_then(|fd| place(fd, c, above)),
+                    State::Dup { of, .. } => dup::recreate(*of).and_then(|fd| place(fd, c, above)),
                 };
                 note(r);
             }
