@@ -209,6 +209,8 @@ fn timerfd() {
     settime(disarmed, 0, 0, 0);
     let unread = timer(libc::CLOCK_BOOTTIME, nb, 53);
     settime(unread, 0, 0, MS);
+    // SAFETY: duplicating onto a number reserved for the test.
+    check(unsafe { libc::dup3(unread, 55, 0) } == 55, "dup3");
     let abs = timer(libc::CLOCK_REALTIME, nb, 54);
     let deadline = now_ns(libc::CLOCK_REALTIME) + 60_000 * MS;
     settime(abs, libc::TFD_TIMER_ABSTIME, 0, deadline);
@@ -255,10 +257,11 @@ fn timerfd() {
 
     // The expiration not read before the checkpoint.
     check(fdinfo(unread).contains("clockid: 7"), "boottime clock");
-    check(read_u64(unread) == Ok(1), "unread expiration lost");
+    // Read through its duplicate: one timer, one count.
+    check(read_u64(55) == Ok(1), "unread expiration lost");
     check(
         read_u64(unread) == Err(libc::EAGAIN),
-        "unread expiration doubled",
+        "unread expiration doubled (the duplicate became a second timer)",
     );
 
     // The absolute deadline stays.
@@ -427,6 +430,12 @@ fn epoll() {
     ep_add(inner, inner_target, inn, 11);
     ep_add(ep, inner, inn, 12);
     ep_add(ep, fired, inn | one, 13);
+    // Duplicates: the outer epoll at 78, the inner one at 79 (also watched).
+    // SAFETY: duplicating onto numbers reserved for the test.
+    check(unsafe { libc::dup3(ep, 78, libc::O_CLOEXEC) } == 78, "dup3");
+    // SAFETY: as above.
+    check(unsafe { libc::dup3(inner, 79, 0) } == 79, "dup3");
+    ep_add(ep, 79, inn, 14);
     bump(fired);
     check(ep_ready(ep) == [13], "one-shot before the checkpoint");
     check(
@@ -445,8 +454,11 @@ fn epoll() {
         &format!("ready after restore: {:x?}", ep_ready(ep)),
     );
     bump(edge);
-    check(ep_ready(ep) == [ET], "edge-triggered eventfd data word");
-    check(ep_ready(ep).is_empty(), "edge-triggered reported twice");
+    check(ep_ready(78) == [ET], "edge-triggered eventfd data word");
+    check(
+        ep_ready(ep).is_empty(),
+        "edge-triggered reported twice (or the duplicate is a second epoll)",
+    );
     let b = [1u8];
     // SAFETY: writes one byte.
     check(
@@ -470,9 +482,9 @@ fn epoll() {
     bump(once);
     check(ep_ready(ep).is_empty(), "one-shot reported twice");
     bump(inner_target);
-    check(ep_ready(ep) == [12], "nested epoll data word");
+    check(ep_ready(ep) == [12, 14], "nested epoll data words");
     check(ep_ready(inner) == [11], "inner epoll data word");
-    check(fdinfo(ep).matches("tfd:").count() == 5, &fdinfo(ep));
+    check(fdinfo(ep).matches("tfd:").count() == 6, &fdinfo(ep));
     println!("EPOLL OK");
 }
 

@@ -72,6 +72,7 @@ pub fn keep_complete(fds: &mut Vec<Carried>) {
             State::Epoll(e) => e
                 .targets()
                 .all(|t| t <= 2 || carried.binary_search(&t).is_ok()),
+            State::Dup { of, .. } => carried.binary_search(of).is_ok(),
             _ => true,
         });
         if fds.len() == before {
@@ -105,24 +106,27 @@ pub fn keep_complete(fds: &mut Vec<Carried>) {
     }
 }
 
-/// The nesting depth of carried descriptor `fd` if it is an epoll.
+/// The nesting depth of carried descriptor `fd` if it is an epoll (or a
+/// duplicate of one).
 fn depth_of(fds: &[Carried], fd: i32) -> Option<u32> {
     fds.iter()
         .find(|c| c.fd == fd)
         .and_then(|c| match &c.state {
             State::Epoll(e) => Some(e.depth),
+            State::Dup { of, .. } => depth_of(fds, *of),
             _ => None,
         })
 }
 
 /// While threads are stopped: reads every epoll's interest list again.
-/// A target that is not carried, or an epoll target nested deeper than
-/// planned, is a failure (the latter makes the dump try again).
-/// Allocation-free.
+/// A target that is not carried, or one not rebuilt before the epoll (an
+/// epoll nested during the dump), is a failure (the latter makes the dump
+/// try again). Allocation-free.
 pub fn capture_all(fds: &mut [Carried]) -> Result<(), FdFailure> {
     for i in 0..fds.len() {
         let (before, rest) = fds.split_at_mut(i);
         let (c, after) = rest.split_first_mut().expect("i < len");
+        let rank = c.state.rank();
         let State::Epoll(e) = &mut c.state else {
             continue;
         };
@@ -132,9 +136,9 @@ pub fn capture_all(fds: &mut [Carried]) -> Result<(), FdFailure> {
                 continue;
             }
             let target = before.iter().chain(after.iter()).find(|o| o.fd == t);
-            match target.map(|o| &o.state) {
+            match target {
                 None => return Err(("carry an epoll watching a descriptor not carried", Errno(9))),
-                Some(State::Epoll(inner)) if inner.depth >= e.depth => {
+                Some(o) if o.state.rank() >= rank => {
                     return Err(("order epolls nested during the dump", CHANGED));
                 }
                 Some(_) => {}

@@ -75,25 +75,42 @@ pub fn plan(fd: i32, link: &str) -> Option<MemFd> {
 }
 
 /// Links descriptors of one memfd: the lowest owns the contents, the others
-/// duplicate or reopen it. Drops a descriptor whose link cannot be told.
-pub fn link_shared(fds: &mut [Carried]) {
+/// duplicate a lower one sharing their open file description or open the
+/// file again. A descriptor whose sharing cannot be told (no `kcmp`) is
+/// dropped: the open-fd check then refuses it.
+pub fn link_shared(fds: &mut Vec<Carried>) {
+    let mut unknown = Vec::new();
     for i in 0..fds.len() {
         let (before, rest) = fds.split_at_mut(i);
         let c = &mut rest[0];
         let State::MemFd(m) = &mut c.state else {
             continue;
         };
-        let owner = before.iter().find(|o| match &o.state {
-            State::MemFd(om) => om.origin == Origin::Own && (om.dev, om.ino) == (m.dev, m.ino),
+        let same_file = |o: &&Carried| match &o.state {
+            State::MemFd(om) => (om.dev, om.ino) == (m.dev, m.ino),
             _ => false,
-        });
-        let Some(owner) = owner else { continue };
-        m.origin = match fdobj::same_file(owner.fd, c.fd) {
-            Ok(true) => Origin::Dup(owner.fd),
-            _ => Origin::Reopen(owner.fd),
         };
+        let Some(owner) = before.iter().find(same_file) else {
+            continue;
+        };
+        let mut origin = Origin::Reopen(owner.fd);
+        for o in before.iter().filter(same_file) {
+            match fdobj::same_file(o.fd, c.fd) {
+                Ok(true) => {
+                    origin = Origin::Dup(o.fd);
+                    break;
+                }
+                Ok(false) => {}
+                Err(_) => {
+                    unknown.push(c.fd);
+                    break;
+                }
+            }
+        }
+        m.origin = origin;
         m.data = Box::new([]);
     }
+    fds.retain(|c| !unknown.contains(&c.fd));
 }
 
 impl MemFd {

@@ -20,6 +20,7 @@
 //! [`crac_image::FdRecord`] per descriptor for tools and for the checks
 //! `crac restore` makes before anything runs.
 
+mod dup;
 mod epoll;
 mod eventfd;
 pub(crate) mod listen;
@@ -101,6 +102,13 @@ pub enum State {
     Listen(listen::Listener),
     /// A socket a resource policy closes.
     Closed(socket::Closed),
+    /// Shares its open file description with lower descriptor `of`.
+    Dup {
+        /// The descriptor it duplicates.
+        of: i32,
+        /// `of`'s rank.
+        rank: u32,
+    },
 }
 
 impl State {
@@ -109,6 +117,7 @@ impl State {
     fn rank(&self) -> u32 {
         match self {
             State::Epoll(e) => 1 + e.depth,
+            State::Dup { rank, .. } => *rank,
             _ => 0,
         }
     }
@@ -145,8 +154,10 @@ impl FdSet {
         socketpair::keep_complete(&mut fds);
         listen::mark_duplicates(&mut fds);
         memfd::link_shared(&mut fds);
+        dup::link(&mut fds);
         // Last: drops epolls whose targets were dropped.
         epoll::keep_complete(&mut fds);
+        dup::set_ranks(&mut fds);
         let pipes = pipe::plan(&fds);
         FdSet {
             fds,
@@ -161,7 +172,7 @@ impl FdSet {
         pipe::capture(&mut self.pipes)?;
         for c in &mut self.fds {
             match &mut c.state {
-                State::Pipe { .. } | State::Epoll(_) => {}
+                State::Pipe { .. } | State::Epoll(_) | State::Dup { .. } => {}
                 State::EventFd(e) => e.capture(c.fd, &mut self.info)?,
                 State::TimerFd(t) => t.capture(c.fd, &mut self.info)?,
                 State::SignalFd(s) => s.capture(c.fd, &mut self.info)?,
@@ -182,7 +193,13 @@ impl FdSet {
                 flags: c.flags,
                 ..FdRecord::default()
             };
-            match &c.state {
+            // A duplicate has its original's record, with its own number.
+            let src = match c.state {
+                State::Dup { of, .. } => self.fds.iter().find(|o| o.fd == of).unwrap_or(c),
+                _ => c,
+            };
+            match &src.state {
+                State::Dup { .. } => {}
                 State::Pipe { inode } => pipe::record(*inode, &self.pipes, &mut r),
                 State::EventFd(e) => e.record(&mut r),
                 State::TimerFd(t) => t.record(&mut r),
@@ -226,6 +243,7 @@ impl FdSet {
                     State::MemFd(m) => m.recreate(c).and_then(|fd| place(fd, c, above)),
                     State::Listen(l) => l.recreate().and_then(|fd| place(fd, c, above)),
                     State::Closed(x) => x.recreate().and_then(|fd| place(fd, c, above)),
+                    State::Dup { of, .. } => dup::recreate(*of).and_then(|fd| place(fd, c, above)),
                 };
                 note(r);
             }

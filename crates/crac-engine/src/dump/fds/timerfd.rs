@@ -36,11 +36,31 @@ pub struct TimerFd {
 }
 
 /// Plans a timerfd (its fdinfo must show the fields this build reads).
+/// Not carried where the kernel cannot set a timerfd's unread
+/// expirations (`TFD_IOC_SET_TICKS` needs `CONFIG_CHECKPOINT_RESTORE`):
+/// the open-fd check then refuses it.
 pub fn plan(fd: i32) -> Option<TimerFd> {
+    if !set_ticks_works() {
+        return None;
+    }
     let mut buf = [0u8; 1024];
     let mut t = TimerFd::default();
     t.capture(fd, &mut buf).ok()?;
     Some(t)
+}
+
+/// Whether `TFD_IOC_SET_TICKS` works here (probed once on a timerfd of
+/// its own).
+fn set_ticks_works() -> bool {
+    static WORKS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *WORKS.get_or_init(|| {
+        let Ok(fd) = fdobj::timerfd_create(1, TFD_CLOEXEC) else {
+            return false;
+        };
+        let ok = fdobj::timerfd_set_ticks(fd, 1).is_ok();
+        let _ = sys::close(fd);
+        ok
+    })
 }
 
 impl TimerFd {
