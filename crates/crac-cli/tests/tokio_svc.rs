@@ -288,13 +288,139 @@ fn axum_service_checkpoints_itself_from_spawn_blocking() {
     wait_self_checkpointed(&mut service);
     wait_gone(pid, SHORT);
 
-    for _ in 0..2 {
-        let (restored, _) = restore(&image, pid, port, &[]);
-        restored.wait_for("self-checkpoint: restored", SHORT);
-        assert_eq!(get_ok(&restored, port, "/state"), checksum);
-        let next = serves_while_ticking(&restored, port, 3);
-        interrupt(restored, pid, next - 1);
+    // Twice from the same image; the second copy checkpoints itself again
+    // (into a second image, named by the restore), and that image restores.
+    let (restored, _) = restore(&image, pid, port, &[]);
+    restored.wait_for("self-checkpoint: restored", SHORT);
+    assert_eq!(get_ok(&restored, port, "/state"), checksum);
+    let next = serves_while_ticking(&restored, port, 3);
+    interrupt(restored, pid, next - 1);
+
+    let image2 = d.join("image2");
+    let env = [format!("CRAC_CHECKPOINT_TO={}", image2.display())];
+    let (mut restored, _) = restore(&image, pid, port, &env);
+    restored.wait_for("self-checkpoint: restored", SHORT);
+    let next = serves_while_ticking(&restored, port, 3);
+    assert_eq!(
+        get_ok(&restored, port, "/checkpoint"),
+        "checkpoint scheduled"
+    );
+    wait_self_checkpointed(&mut restored);
+    wait_gone(pid, SHORT);
+
+    let (restored, _) = restore(&image2, pid, port, &[]);
+    restored.wait_for("self-checkpoint: restored", SHORT);
+    assert_eq!(get_ok(&restored, port, "/state"), checksum);
+    let next = serves_while_ticking(&restored, port, next);
+    interrupt(restored, pid, next - 1);
+}
+
+#[test]
+fn axum_service_left_running_by_a_checkpoint_serves_on_and_its_image_restores() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let (mut service, pid, port, checksum, _) = start(&image);
+    assert_eq!(get_ok(&service, port, "/count"), "1");
+    crac(["checkpoint", &pid.to_string(), "--leave-running"])
+        .show_dir(&d)
+        .ok()
+        .stdout_has("the process keeps running");
+    // Capturing the descriptors changed nothing: the original serves on,
+    // its timer ticks, and SIGINT still reaches its signal driver.
+    assert_eq!(get_ok(&service, port, "/state"), checksum);
+    let next = serves_while_ticking(&service, port, 2);
+    let n = service.stdout_lines().len();
+    service.signal(Signal::INT);
+    let status = service.wait_exit(SHORT);
+    service.wait_for_after(
+        &format!("shut down gracefully after {} requests", next - 1),
+        n,
+        SHORT,
+    );
+    assert_eq!(status.code(), Some(0), "{}", service.dump());
+    wait_gone(pid, SHORT);
+
+    let (restored, _) = restore(&image, pid, port, &[]);
+    let next = serves_while_ticking(&restored, port, 2);
+    interrupt(restored, pid, next - 1);
+}
+
+/// An HTTP/1.1 client that keeps its connection open between requests.
+struct KeepAlive {
+    stream: TcpStream,
+}
+
+impl KeepAlive {
+    fn connect(port: u16) -> KeepAlive {
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream.set_read_timeout(Some(SHORT)).unwrap();
+        KeepAlive { stream }
     }
+
+    /// `GET path` on the open connection; the body (status 200 required).
+    fn get(&mut self, path: &str) -> String {
+        write!(
+            self.stream,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            self.stream.read_exact(&mut byte).expect("read the header");
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap();
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .unwrap_or_else(|| panic!("no content-length in {head}"));
+        let mut body = vec![0u8; len];
+        self.stream.read_exact(&mut body).expect("read the body");
+        String::from_utf8(body).unwrap()
+    }
+}
+
+#[test]
+fn an_open_client_connection_refuses_the_checkpoint_and_the_service_goes_on() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let (mut service, pid, port, _, _) = start(&image);
+    let mut client = KeepAlive::connect(port);
+    assert_eq!(client.get("/count"), "1");
+    let client_port = client.stream.local_addr().unwrap().port();
+    // The server's end of the idle keep-alive connection is an established
+    // TCP socket, which the engine does not carry by default.
+    crac(["checkpoint", &pid.to_string()])
+        .show_dir(&d)
+        .fails_with(1)
+        .stderr_has(&format!(
+            "process {pid} was not checkpointed and goes on running"
+        ))
+        .stderr_has(&format!(
+            "TCP socket 127.0.0.1:{port} -> 127.0.0.1:{client_port} (established)"
+        ));
+    assert!(!image.exists(), "{}", d.listing());
+    // Both the open connection and new ones are served on.
+    assert_eq!(client.get("/count"), "2");
+    assert_eq!(get_ok(&service, port, "/count"), "3");
+    // Closed, it no longer stands in the way.
+    drop(client);
+    std::thread::sleep(Duration::from_millis(300));
+    crac(["checkpoint", &pid.to_string()])
+        .show_dir(&d)
+        .ok()
+        .stdout_has("the process exited");
+    assert!(service.wait_exit(SHORT).success(), "{}", service.dump());
+    wait_gone(pid, SHORT);
+    let (restored, _) = restore(&image, pid, port, &[]);
+    assert_eq!(get_ok(&restored, port, "/count"), "4");
+    interrupt(restored, pid, 4);
 }
 
 #[test]
