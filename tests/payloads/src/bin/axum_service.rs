@@ -4,8 +4,9 @@
 //!
 //! `axum_service [--entries N]`
 //!
-//! * builds a warm table of N entries (default 2^21, about 1 s in a debug build) with a deliberately
-//!   slow hash and prints `warm after X ms (checksum C)`;
+//! * builds a warm table of N entries (default 2^21: about 1 s in a debug
+//!   build) with a deliberately slow hash and prints `warm after X ms
+//!   (checksum C)`;
 //! * listens on 127.0.0.1 port 0 and prints `listening on port P`, then
 //!   `serving`;
 //! * a `tokio::time::interval` task ticks every 50 ms;
