@@ -436,6 +436,33 @@ fn epoll() {
     // SAFETY: as above.
     check(unsafe { libc::dup3(inner, 79, 0) } == 79, "dup3");
     ep_add(ep, 79, inn, 14);
+    // A thread waits in epoll_wait across the checkpoint, as an async
+    // runtime's reactor does.
+    // SAFETY: plain epoll creation.
+    let reactor = move_to(
+        unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) },
+        85,
+        true,
+    );
+    let wake = new_eventfd(86);
+    ep_add(reactor, wake, inn | et, 42);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || loop {
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
+        // SAFETY: room for one event.
+        match unsafe { libc::epoll_wait(reactor, ev.as_mut_ptr(), 1, -1) } {
+            1 => {
+                let _ = tx.send(ev[0].u64);
+                return;
+            }
+            _ if errno() == libc::EINTR => {}
+            _ => {
+                let _ = tx.send(0);
+                return;
+            }
+        }
+    });
+    std::thread::sleep(std::time::Duration::from_millis(50));
     bump(fired);
     check(ep_ready(ep) == [13], "one-shot before the checkpoint");
     check(
@@ -485,6 +512,9 @@ fn epoll() {
     check(ep_ready(ep) == [12, 14], "nested epoll data words");
     check(ep_ready(inner) == [11], "inner epoll data word");
     check(fdinfo(ep).matches("tfd:").count() == 6, &fdinfo(ep));
+    bump(wake);
+    let got = rx.recv_timeout(std::time::Duration::from_secs(5));
+    check(got == Ok(42), &format!("waiting thread got {got:?}"));
     println!("EPOLL OK");
 }
 
