@@ -239,11 +239,13 @@ fn timerfd() {
     );
     check(gettime(periodic).0 == 50 * MS, "periodic interval");
     let _ = read_u64(periodic);
+    let t = std::time::Instant::now();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let n = read_u64(periodic).unwrap_or(0);
+    let periods = (t.elapsed().as_millis() / 50) as u64;
     check(
-        (6..=14).contains(&n),
-        &format!("periodic timer fired {n} times in 500 ms"),
+        n + 2 >= periods && n <= periods + 2,
+        &format!("periodic timer fired {n} times in {periods} periods of 50 ms"),
     );
 
     // Disarmed stays disarmed; flags kept.

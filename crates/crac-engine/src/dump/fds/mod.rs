@@ -222,7 +222,7 @@ impl FdSet {
                     State::EventFd(e) => e.recreate().and_then(|fd| place(fd, c, above)),
                     State::TimerFd(t) => t.recreate().and_then(|fd| place(fd, c, above)),
                     State::SignalFd(s) => s.recreate().and_then(|fd| place(fd, c, above)),
-                    State::Epoll(e) => e.recreate().and_then(|fd| place(fd, c, above)),
+                    State::Epoll(e) => e.recreate(c, above),
                     State::MemFd(m) => m.recreate(c).and_then(|fd| place(fd, c, above)),
                     State::Dup { of, .. } => dup::recreate(*of).and_then(|fd| place(fd, c, above)),
                 };
