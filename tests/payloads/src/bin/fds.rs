@@ -315,7 +315,7 @@ fn read_signal(fd: RawFd) -> Result<u32, i32> {
 
 /// A non-blocking signalfd for SIGUSR1 and a blocking one for SIGUSR2
 /// (signals blocked since start): after restore each reads its signal sent
-/// to the process.
+/// to the process, and the SIGUSR2 pending at the checkpoint.
 fn signalfd() {
     let set = sigset(&[libc::SIGUSR1]);
     // SAFETY: a new signalfd for `set`.
@@ -325,7 +325,18 @@ fn signalfd() {
     // SAFETY: as above.
     let usr2 = unsafe { libc::signalfd(-1, &set, 0) };
     let usr2 = move_to(usr2, 61, false);
+    let pid = std::process::id() as libc::pid_t;
+    // SAFETY: sends SIGUSR2 to this process (blocked: it stays pending).
+    unsafe { libc::kill(pid, libc::SIGUSR2) };
     checkpoint();
+    check(
+        readable(usr2, 0),
+        "SIGUSR2 pending at the checkpoint is gone",
+    );
+    check(
+        read_signal(usr2) == Ok(libc::SIGUSR2 as u32),
+        "SIGUSR2 pending at the checkpoint",
+    );
     let (fl, cloexec) = flags(usr1);
     check(
         fl & libc::O_NONBLOCK != 0 && cloexec,
@@ -344,8 +355,7 @@ fn signalfd() {
         read_signal(usr1) == Err(libc::EAGAIN),
         "signal before any was sent",
     );
-    let pid = std::process::id() as libc::pid_t;
-    // SAFETY: sends SIGUSR2 to this process (blocked: it stays pending).
+    // SAFETY: as above, after restore.
     unsafe { libc::kill(pid, libc::SIGUSR2) };
     // SAFETY: as above, SIGUSR1.
     unsafe { libc::kill(pid, libc::SIGUSR1) };
