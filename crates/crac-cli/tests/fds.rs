@@ -89,3 +89,40 @@ fn epoll_with_a_stale_entry_refuses_the_checkpoint() {
         .stdout_has("EPOLL-STALE OK");
     assert!(!image.exists(), "{}", d.listing());
 }
+
+/// With `keep_running`, the dump must leave every object as it was: the
+/// original passes the same checks as the restored process (epoll readiness
+/// and modes, memfd contents and offsets, signalfd masks), then the image
+/// restores as well.
+#[test]
+fn left_running_originals_keep_their_objects_unchanged() {
+    use crate::util::{crac, payload, Dir};
+
+    for (kind, ok) in [
+        ("epoll", "EPOLL OK"),
+        ("memfd", "MEMFD OK"),
+        ("signalfd", "SIGNALFD OK"),
+    ] {
+        let d = Dir::new();
+        let image = d.join("image");
+        let out = crate::util::TestCommand::new(payload("fds"))
+            .arg(kind)
+            .env("CRAC_CHECKPOINT_TO", &image)
+            .env("CRAC_ENGINE_OPTIONS", "keep_running=true")
+            .env_remove("CRAC_ENGINE")
+            .show_dir(&d)
+            .ok();
+        out.stdout_has(ok);
+        let pid: u32 = out
+            .stdout()
+            .lines()
+            .find_map(|l| l.strip_prefix("pre-checkpoint PID: ")?.trim().parse().ok())
+            .expect("PID line");
+        crate::util::wait_gone(pid, std::time::Duration::from_secs(10));
+        crac(["restore"])
+            .arg(&image)
+            .ok()
+            .stdout_has(ok)
+            .stdout_has(&format!("post-restore PID: {pid}"));
+    }
+}

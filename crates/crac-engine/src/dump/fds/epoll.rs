@@ -10,9 +10,9 @@
 //! after a `dup` cannot be rebuilt, and such an epoll is not carried.
 
 use crac_image::{FdRecord, FD_EPOLL};
-use crac_sys::{fdobj, sys, Errno};
+use crac_sys::{fdobj, Errno};
 
-use super::{read_fdinfo, Carried, FdFailure, State, CHANGED};
+use super::{place, read_fdinfo, Carried, FdFailure, State, CHANGED};
 
 const EPOLL_CLOEXEC: i32 = 0o2000000;
 
@@ -199,17 +199,20 @@ impl Epoll {
         r.extra = &self.extra[..self.len * 16];
     }
 
-    /// A new epoll with the interest list; its targets are in place (the
-    /// caller places the epoll).
-    pub fn recreate(&self) -> Result<i32, FdFailure> {
+    /// Rebuilds the epoll of `c` at its number with the interest list; its
+    /// targets are in place. An entry that cannot be added (its target
+    /// failed to come back) is left out and reported; the others stay.
+    pub fn recreate(&self, c: &Carried, above: i32) -> Result<(), FdFailure> {
         let ep = fdobj::epoll_create1(EPOLL_CLOEXEC).map_err(|e| ("create an epoll", e))?;
+        let mut first = Ok(());
         for x in &self.entries[..self.len] {
             if let Err(e) = fdobj::epoll_add(ep, x.fd, x.events, x.data) {
-                let _ = sys::close(ep);
-                return Err(("add a target to an epoll", e));
+                if first.is_ok() {
+                    first = Err(("add a target to an epoll", e));
+                }
             }
         }
-        Ok(ep)
+        place(ep, c, above).and(first)
     }
 }
 

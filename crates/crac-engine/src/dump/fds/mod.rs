@@ -239,7 +239,7 @@ impl FdSet {
                     State::EventFd(e) => e.recreate().and_then(|fd| place(fd, c, above)),
                     State::TimerFd(t) => t.recreate().and_then(|fd| place(fd, c, above)),
                     State::SignalFd(s) => s.recreate().and_then(|fd| place(fd, c, above)),
-                    State::Epoll(e) => e.recreate().and_then(|fd| place(fd, c, above)),
+                    State::Epoll(e) => e.recreate(c, above),
                     State::MemFd(m) => m.recreate(c).and_then(|fd| place(fd, c, above)),
                     State::Listen(l) => l.recreate().and_then(|fd| place(fd, c, above)),
                     State::Closed(x) => x.recreate().and_then(|fd| place(fd, c, above)),
