@@ -148,14 +148,16 @@ fn start(image: &Path) -> (Service, u32, u16, String, Duration) {
     (service, pid, port, checksum, took)
 }
 
-/// `crac restore IMAGE [--env K=V...]` of the service with `pid`, serving
-/// again on `port`; returns it and how long from `crac restore` to serving.
-fn restore(image: &Path, pid: u32, port: u16, env: &[String]) -> (Service, Duration) {
+/// `crac restore IMAGE ARGS...` of the service with `pid`, serving again
+/// on `port`; returns it and how long from `crac restore` to serving.
+fn restore(image: &Path, pid: u32, port: u16, args: &[String]) -> (Service, Duration) {
     let mut cmd = Command::new(crac_exe());
-    cmd.arg("restore").arg(image);
-    for e in env {
-        cmd.arg("--env").arg(e);
-    }
+    cmd.arg("restore").arg(image).args(args);
+    restored_by(cmd, pid, port)
+}
+
+/// Starts `cmd`, which restores the service with `pid`: see [`restore`].
+fn restored_by(cmd: Command, pid: u32, port: u16) -> (Service, Duration) {
     let t = Instant::now();
     let mut restored = Service::start(cmd);
     restored.also_end(pid, &payload(NAME));
@@ -251,7 +253,10 @@ fn axum_service_checkpointed_from_outside_restores_twice_warm_on_its_port() {
 
     // Second restore of the same image: the same state as the first, and
     // it checkpoints again (into a second image, named by the restore).
-    let env = [format!("CRAC_CHECKPOINT_TO={}", image2.display())];
+    let env = [
+        "--env".into(),
+        format!("CRAC_CHECKPOINT_TO={}", image2.display()),
+    ];
     let (mut restored, took) = restore(&image, pid, port, &env);
     eprintln!("second restore to serving {took:?}");
     assert_eq!(get_ok(&restored, port, "/count"), "4");
@@ -297,7 +302,10 @@ fn axum_service_checkpoints_itself_from_spawn_blocking() {
     interrupt(restored, pid, next - 1);
 
     let image2 = d.join("image2");
-    let env = [format!("CRAC_CHECKPOINT_TO={}", image2.display())];
+    let env = [
+        "--env".into(),
+        format!("CRAC_CHECKPOINT_TO={}", image2.display()),
+    ];
     let (mut restored, _) = restore(&image, pid, port, &env);
     restored.wait_for("self-checkpoint: restored", SHORT);
     let next = serves_while_ticking(&restored, port, 3);
@@ -340,7 +348,21 @@ fn axum_service_left_running_by_a_checkpoint_serves_on_and_its_image_restores() 
     assert_eq!(status.code(), Some(0), "{}", service.dump());
     wait_gone(pid, SHORT);
 
-    let (restored, _) = restore(&image, pid, port, &[]);
+    // Eagerly this time: every page in before it runs.
+    let (restored, _) = restore(&image, pid, port, &["--eager".into()]);
+    let next = serves_while_ticking(&restored, port, 2);
+    interrupt(restored, pid, next - 1);
+
+    // CRaC's -XX:CRaCRestoreFrom: the program itself, started with
+    // CRAC_RESTORE_FROM, restores the image from its `crac::init()` and
+    // forwards SIGINT to the restored copy.
+    let mut cmd = Command::new(payload(NAME));
+    cmd.env("CRAC_RESTORE_FROM", &image)
+        .env_remove("CRAC_CHECKPOINT_TO")
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS");
+    let (restored, _) = restored_by(cmd, pid, port);
+    assert_eq!(get_ok(&restored, port, "/state"), checksum);
     let next = serves_while_ticking(&restored, port, 2);
     interrupt(restored, pid, next - 1);
 }
