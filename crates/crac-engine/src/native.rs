@@ -95,6 +95,13 @@ pub enum DumpError {
         /// The stop signal.
         signal: i32,
     },
+    /// An epoll the open-descriptor check let pass watched a descriptor the
+    /// engine does not carry, opened since the check, three times in a row.
+    #[error("descriptor {fd} (epoll) cannot be carried: it watches a descriptor opened during the checkpoint that the engine does not carry (e.g. a new connection)")]
+    EpollTargetNotCarried {
+        /// The epoll's descriptor.
+        fd: i32,
+    },
     /// The process changed while it was being dumped, three times in a row.
     #[error("the process kept changing during the dump: {what}")]
     Changed {

@@ -731,7 +731,10 @@ pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     // two more tries, with buffers sized anew.
     let mut result = checkpoint_once(opts);
     for _ in 0..2 {
-        if !matches!(result, Err(DumpError::Changed { .. })) {
+        if !matches!(
+            result,
+            Err(DumpError::Changed { .. } | DumpError::EpollTargetNotCarried { .. })
+        ) {
             break;
         }
         result = checkpoint_once(opts);
@@ -785,6 +788,9 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     let facts = collect::gather().map_err(|e| DumpError::Gather { source: e })?;
     // Before the engine opens descriptors of its own.
     let fds = fds::FdSet::plan(&opts.fd_policies);
+    if let Some(&fd) = fds.left_out.first() {
+        return Err(DumpError::EpollTargetNotCarried { fd });
+    }
     let mut tmp = TempDir::create(dir).map_err(|e| DumpError::CreateImage {
         dir: dir.clone(),
         source: e,

@@ -137,7 +137,8 @@ pub fn capture_all(fds: &mut [Carried]) -> Result<(), FdFailure> {
             }
             let target = before.iter().chain(after.iter()).find(|o| o.fd == t);
             match target {
-                None => return Err(("carry an epoll watching a descriptor not carried", Errno(9))),
+                // Opened and registered since the plan: try again.
+                None => return Err(("carry an epoll watching a descriptor not carried", CHANGED)),
                 Some(o) if o.state.rank() >= rank => {
                     return Err(("order epolls nested during the dump", CHANGED));
                 }

@@ -132,6 +132,11 @@ pub struct FdSet {
     pub pipes: Vec<pipe::PipeState>,
     /// Scratch for `/proc/self/fdinfo` text while threads are stopped.
     info: Box<[u8]>,
+    /// Epolls (not inherited) left out because a target is not carried.
+    /// The open-fd check let them pass, so a target was opened since (an
+    /// async runtime registering a connection it just accepted): the dump
+    /// must not go on without them.
+    pub left_out: Vec<i32>,
 }
 
 impl FdSet {
@@ -156,13 +161,21 @@ impl FdSet {
         memfd::link_shared(&mut fds);
         dup::link(&mut fds);
         // Last: drops epolls whose targets were dropped.
+        let epolls = fds.iter().filter(|c| matches!(c.state, State::Epoll(_)));
+        let epolls: Vec<i32> = epolls.map(|c| c.fd).collect();
         epoll::keep_complete(&mut fds);
+        let inherited = crate::startup::initial_fds();
+        let left_out = epolls
+            .into_iter()
+            .filter(|fd| !inherited.contains(fd) && !fds.iter().any(|c| c.fd == *fd))
+            .collect();
         dup::set_ranks(&mut fds);
         let pipes = pipe::plan(&fds);
         FdSet {
             fds,
             pipes,
             info: vec![0u8; 64 * 1024].into_boxed_slice(),
+            left_out,
         }
     }
 
