@@ -457,3 +457,67 @@ fn sigint_shuts_the_axum_service_down_gracefully_before_any_checkpoint() {
     service.wait_for("shut down gracefully after 1 requests", SHORT);
     assert_eq!(status.code(), Some(0), "{}", service.dump());
 }
+
+#[test]
+fn checkpoints_left_running_under_load_never_disturb_the_clients() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let (mut service, pid, port, _, _) = start(&image);
+    // A client asks for /count back to back: every answer must come, one
+    // more than the last.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let client = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut last = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && last < 10_000 {
+                match get(port, "/count").map(|b| b.parse::<u64>()) {
+                    Ok(Ok(n)) if n == last + 1 => last = n,
+                    other => return Err(format!("after {last}: {other:?}")),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Ok(last)
+        })
+    };
+    // A connection open at the check refuses a checkpoint (the process
+    // goes on); the others go through.
+    let (mut made, mut refused) = (0, 0);
+    let t = Instant::now();
+    while made < 3 && t.elapsed() < LONG {
+        let out = crac(["checkpoint", &pid.to_string(), "--leave-running"]).output();
+        if out.output.status.success() {
+            out.stdout_has("the process keeps running");
+            made += 1;
+        } else if !out.stderr().contains("is busy with another checkpoint") {
+            // (Busy: the last one is still finishing in the process.)
+            out.stderr_has(&format!(
+                "process {pid} was not checkpointed and goes on running"
+            ));
+            refused += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let count = client
+        .join()
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", service.dump()));
+    eprintln!("{made} checkpoints made, {refused} refused, {count} requests served");
+    assert_eq!(made, 3, "{}", service.dump());
+    assert!(count > 0);
+    let n = service.stdout_lines().len();
+    service.signal(Signal::INT);
+    assert_eq!(service.wait_exit(SHORT).code(), Some(0));
+    service.wait_for_after(
+        &format!("shut down gracefully after {count} requests"),
+        n,
+        SHORT,
+    );
+    wait_gone(pid, SHORT);
+
+    // The last image restores, its count between the start and the end.
+    let (restored, _) = restore(&image, pid, port, &[]);
+    let got: u64 = get_ok(&restored, port, "/count").parse().unwrap();
+    assert!((1..=count + 1).contains(&got), "{got} after {count}");
+    interrupt(restored, pid, got);
+}
