@@ -26,7 +26,7 @@ fn crac() -> Command {
     c
 }
 
-fn show(o: &Output) -> String {
+pub(crate) fn show(o: &Output) -> String {
     format!(
         "status: {:?}\nstdout:\n{}\nstderr:\n{}",
         o.status,
@@ -36,7 +36,7 @@ fn show(o: &Output) -> String {
 }
 
 /// Runs a payload configured to checkpoint into `image` and returns its output.
-fn run_payload(name: &str, args: &[&str], image: &Path) -> Output {
+pub(crate) fn run_payload(name: &str, args: &[&str], image: &Path) -> Output {
     Command::new(payload(name))
         .args(args)
         .env("CRAC_CHECKPOINT_TO", image)
@@ -55,7 +55,7 @@ fn restore(image: &Path) -> Output {
         .expect("run crac restore")
 }
 
-fn pid_in(out: &Output, prefix: &str) -> u32 {
+pub(crate) fn pid_in(out: &Output, prefix: &str) -> u32 {
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
@@ -65,7 +65,7 @@ fn pid_in(out: &Output, prefix: &str) -> u32 {
 }
 
 /// Waits until `pid` is gone (an orphan may linger until init reaps it).
-fn wait_gone(pid: u32) {
+pub(crate) fn wait_gone(pid: u32) {
     let t = Instant::now();
     while Path::new(&format!("/proc/{pid}")).exists() {
         assert!(
