@@ -283,7 +283,7 @@ fn corrupt_truncated_and_foreign_images_are_refused_and_nothing_runs() {
             Box::new(|d: &Path| {
                 rewrite_header(d, |h| h[8..10].copy_from_slice(&9u16.to_le_bytes()))
             }),
-            "format version 9.0 is not supported",
+            "format version 9.1 is not supported",
         ),
         (
             "not an image",
