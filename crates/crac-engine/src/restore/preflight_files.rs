@@ -122,3 +122,113 @@ fn check_one(f: &FdRecord<'_>, out: &mut Vec<Problem>) {
 fn ns_text(ns: u64) -> String {
     format!("{}.{:09}", ns / 1_000_000_000, ns % 1_000_000_000)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crac_image::{Writer, FD_PIPE};
+    use std::fs;
+
+    /// The problems `check` finds in a body of the given records.
+    fn problems(records: &[FdRecord<'_>]) -> Vec<String> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut w = Writer::new(&mut buf);
+        for r in records {
+            r.encode(&mut w);
+        }
+        let body = w.finish().unwrap().to_vec();
+        check(&body).into_iter().map(|p| p.message).collect()
+    }
+
+    fn file_record<'a>(path: &'a [u8], fd: u32, flags: u32, opts: &'a [u8; 8]) -> FdRecord<'a> {
+        let md = fs::metadata(Path::new(OsStr::from_bytes(path))).unwrap();
+        FdRecord {
+            fd,
+            kind: FD_FILE,
+            flags,
+            id: md.dev(),
+            values: [
+                7,
+                md.size(),
+                md.mtime() as u64 * 1_000_000_000 + md.mtime_nsec() as u64,
+                md.ino(),
+            ],
+            name: path,
+            extra: opts,
+            ..FdRecord::default()
+        }
+    }
+
+    #[test]
+    fn changed_files_are_named_unless_appended_or_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        for n in ["same", "grown", "log", "reopen"] {
+            fs::write(p(n), b"contents").unwrap();
+        }
+        let names: Vec<Vec<u8>> = ["same", "grown", "log", "reopen"]
+            .iter()
+            .map(|n| p(n).as_os_str().as_bytes().to_vec())
+            .collect();
+        let none = 0u64.to_le_bytes();
+        let reopen = FILE_REOPEN.to_le_bytes();
+        let recs = [
+            file_record(&names[0], 10, 0, &none),
+            file_record(&names[1], 11, 2, &none),
+            file_record(&names[2], 12, 1 | O_APPEND, &none),
+            file_record(&names[3], 13, 0, &reopen),
+            FdRecord {
+                fd: 14,
+                kind: FD_PIPE,
+                ..FdRecord::default()
+            },
+        ];
+        assert_eq!(problems(&recs), Vec::<String>::new());
+        for n in ["grown", "log", "reopen"] {
+            fs::write(p(n), b"longer contents").unwrap();
+        }
+        let got = problems(&recs);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "{} (open as file descriptor 11) changed since the checkpoint: size 8 → 15",
+                p("grown").display()
+            )),
+            "{got:?}"
+        );
+        // Gone, or a FIFO in its place (checked without blocking).
+        fs::remove_file(p("same")).unwrap();
+        fs::remove_file(p("reopen")).unwrap();
+        assert!(std::process::Command::new("mkfifo")
+            .arg(p("reopen"))
+            .status()
+            .unwrap()
+            .success());
+        let got = problems(&recs);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(
+            got[0].starts_with(&format!(
+                "{} (open as file descriptor 10) cannot be found: ",
+                p("same").display()
+            )),
+            "{got:?}"
+        );
+        assert_eq!(
+            got[2],
+            format!(
+                "{} (open as file descriptor 13) is no longer a regular file",
+                p("reopen").display()
+            )
+        );
+        let bad = FdRecord {
+            fd: 20,
+            kind: FD_FILE,
+            name: b"relative",
+            ..FdRecord::default()
+        };
+        assert_eq!(
+            problems(&[bad]),
+            ["file descriptor 20 of the image has an unusable path"]
+        );
+    }
+}
