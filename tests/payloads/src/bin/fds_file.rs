@@ -5,7 +5,8 @@
 //! exits 1). The test changes the files between checkpoint and restore
 //! where a mode needs it.
 //!
-//! * `read`: a read-only file at offset 1000 reads the right bytes.
+//! * `read`: a read-only file at offset 1000 reads the right bytes; a
+//!   duplicate of it shares its offset.
 //! * `write`: a read-write file written after restore changes the right bytes.
 //! * `append`: an `O_APPEND` log another writer grew appends at its new end.
 //! * `changed`: two files the test changes; the restore must refuse to run.
@@ -131,6 +132,9 @@ fn read_mode(dir: &Path) {
     fs::write(&path, &data).unwrap();
     let fd = open_at(&path, libc::O_RDONLY, 50, true);
     check(read(fd, 1000) == Ok(data[..1000].to_vec()), "first read");
+    // A duplicate shares the open file (one offset), without close-on-exec.
+    // SAFETY: dup of a descriptor this program owns.
+    let dup = move_to(unsafe { libc::dup(fd) }, 56, false);
     checkpoint_or_fail();
     let (fl, cloexec) = flags(fd);
     check(fl & libc::O_ACCMODE == libc::O_RDONLY && cloexec, "flags");
@@ -144,6 +148,14 @@ fn read_mode(dir: &Path) {
         "bytes at 1000",
     );
     check(write(fd, b"x") == Err(libc::EBADF), "read-only");
+    let (_, cloexec) = flags(dup);
+    check(!cloexec, "duplicate's close-on-exec");
+    check(offset(dup) == 1016, "the duplicate shares the offset");
+    check(
+        read(dup, 4) == Ok(data[1016..1020].to_vec()),
+        "duplicate read",
+    );
+    check(offset(fd) == 1020, "the original moved along");
     println!("READ OK");
 }
 

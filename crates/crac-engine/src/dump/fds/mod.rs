@@ -123,6 +123,7 @@ impl FdSet {
             }
         }
         pipe::keep_complete(&mut fds);
+        file::share(&mut fds);
         let pipes = pipe::plan(&fds);
         FdSet {
             fds,
