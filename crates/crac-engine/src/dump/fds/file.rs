@@ -104,6 +104,9 @@ pub fn plan(fd: i32, link: &str, reopen: bool) -> Option<FileFd> {
 pub fn share(fds: &mut [Carried]) {
     for i in 0..fds.len() {
         let fd = fds[i].fd;
+        if !matches!(fds[i].state, State::File(_)) {
+            continue;
+        }
         let earlier = fds[..i].iter().find(|e| {
             matches!(&e.state, State::File(o) if o.dup_of.is_none())
                 && same_open_file(e.fd, fd) == Ok(true)
