@@ -140,7 +140,8 @@ fn an_open_file_refuses_the_checkpoint_and_the_program_goes_on() {
     let out = run_payload("writer", &[file.to_str().unwrap(), "--leave-open"], &image);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    let want = format!("is open: {} (regular file)", file.display());
+    // Deleted: an open file still at its path would be carried.
+    let want = format!("is open: {} (regular file, deleted)", file.display());
     assert!(text.contains(&want), "{}", show(&out));
     assert!(text.contains("still running: PID"), "{}", show(&out));
     assert!(!image.exists(), "a refused checkpoint must leave no image");

@@ -33,6 +33,7 @@
 
 mod pager;
 mod preflight;
+mod preflight_files;
 #[cfg(test)]
 mod testimg;
 

@@ -6,6 +6,8 @@
 //! * [`clone`]: `clone3` for threads that start on a fresh stack.
 //! * [`handler`]: the handler side of another process's userfaultfd (lazy
 //!   restore).
+//! * [`file`]: offsets and identities of open regular files (carried
+//!   descriptors).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
@@ -15,6 +17,7 @@
 
 pub mod clone;
 pub mod ctx;
+pub mod file;
 #[cfg(feature = "std")]
 pub mod handler;
 pub mod map;

@@ -9,7 +9,8 @@
 //!    listening socket and the connection that asked for the checkpoint,
 //!    as long as they still refer to the same socket;
 //! 4. descriptors the active engine says it carries across a checkpoint
-//!    (today no engine carries anything beyond stdio).
+//!    (the native engine: pipes, eventfds, regular files still at their
+//!    path, ...; `simulate` and `pause` carry nothing beyond stdio).
 //!
 //! Every other descriptor is one
 //! [`CheckpointProblem::OpenFd`](crate::CheckpointProblem):

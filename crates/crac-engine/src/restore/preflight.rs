@@ -745,6 +745,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     for f in &files {
         check_file(f, &mut p);
     }
+    p.0.extend(super::preflight_files::check(body));
     let exe = path_of(process.exe).to_path_buf();
     if !files.iter().any(|f| f.path == process.exe) {
         match fs::metadata(&exe) {

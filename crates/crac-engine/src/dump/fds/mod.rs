@@ -21,7 +21,9 @@
 //! `crac restore` makes before anything runs.
 
 mod eventfd;
+mod file;
 mod pipe;
+mod policy;
 
 use std::fs;
 
@@ -35,6 +37,7 @@ pub type FdFailure = (&'static str, Errno);
 const O_ACCMODE: u32 = 3;
 const O_NONBLOCK: u32 = 0o4000;
 const O_CLOEXEC: u32 = 0o2000000;
+const F_GETFL: i32 = 3;
 const F_SETFL: i32 = 4;
 const F_DUPFD_CLOEXEC: i32 = 1030;
 
@@ -75,6 +78,12 @@ pub enum State {
     },
     /// An eventfd.
     EventFd(eventfd::EventFd),
+    /// A regular file opened by path.
+    File(file::FileFd),
+    /// Any descriptor a resource policy said to ignore (/dev/null).
+    Ignored(policy::Stand),
+    /// A non-socket descriptor a resource policy said to close.
+    Closed(policy::Stand),
 }
 
 impl State {
@@ -102,17 +111,19 @@ impl FdSet {
     /// Descriptors it cannot carry are left out (the library's open-fd
     /// check refuses them before the engine runs).
     pub fn plan(policies: &[(i32, FdPolicy)]) -> FdSet {
-        let _ = policies;
         let mut fds = Vec::new();
         for fd in all_fds() {
             let (Some(link), Some(flags)) = (fd_link(fd), fd_flags(fd)) else {
                 continue;
             };
-            if let Some(state) = classify(fd, &link) {
+            let policy = policies.iter().rev().find(|p| p.0 == fd).map(|p| p.1);
+            let by_policy = policy.and_then(|p| policy::plan(fd, &link, p));
+            if let Some(state) = by_policy.or_else(|| classify(fd, &link)) {
                 fds.push(Carried { fd, flags, state });
             }
         }
         pipe::keep_complete(&mut fds);
+        file::share(&mut fds);
         let pipes = pipe::plan(&fds);
         FdSet {
             fds,
@@ -129,6 +140,8 @@ impl FdSet {
             match &mut c.state {
                 State::Pipe { .. } => {}
                 State::EventFd(e) => e.capture(c.fd, &mut self.info)?,
+                State::File(f) => f.capture(c.fd)?,
+                State::Ignored(_) | State::Closed(_) => {}
             }
         }
         Ok(())
@@ -145,6 +158,9 @@ impl FdSet {
             match &c.state {
                 State::Pipe { inode } => pipe::record(*inode, &self.pipes, &mut r),
                 State::EventFd(e) => e.record(&mut r),
+                State::File(f) => f.record(&mut r),
+                State::Ignored(s) => s.record(false, &mut r),
+                State::Closed(s) => s.record(true, &mut r),
             }
             r.encode(w);
         }
@@ -172,6 +188,13 @@ impl FdSet {
                 let r = match &c.state {
                     State::Pipe { .. } => Ok(()),
                     State::EventFd(e) => e.recreate().and_then(|fd| place(fd, c, above)),
+                    State::File(f) => f.recreate().and_then(|fd| place(fd, c, above)),
+                    State::Ignored(_) => {
+                        policy::recreate_ignored(c.flags).and_then(|fd| place(fd, c, above))
+                    }
+                    State::Closed(_) => {
+                        policy::recreate_closed(c.flags).and_then(|fd| place(fd, c, above))
+                    }
                 };
                 note(r);
             }
@@ -197,6 +220,7 @@ fn classify(fd: i32, link: &str) -> Option<State> {
     }
     match link {
         "anon_inode:[eventfd]" => eventfd::plan(fd).map(State::EventFd),
+        _ if link.starts_with('/') => file::plan(fd, link, false).map(State::File),
         _ => None,
     }
 }
@@ -227,8 +251,14 @@ fn dup_to(src: i32, fd: i32, flags: u32) -> Result<(), FdFailure> {
         0
     };
     sys::dup3(src, fd, cloexec).map_err(|e| ("place a recreated descriptor", e))?;
-    // O_NONBLOCK lives in the open file description, shared with `src`.
-    let _ = sys::fcntl(fd, F_SETFL, (flags & O_NONBLOCK) as usize);
+    // O_NONBLOCK lives in the open file description, shared with `src`; the
+    // other status flags (O_APPEND, O_DIRECT, O_NOATIME) were set at open.
+    if let Ok(cur) = sys::fcntl(fd, F_GETFL, 0) {
+        let want = (cur as u32 & !O_NONBLOCK) | (flags & O_NONBLOCK);
+        if want != cur as u32 {
+            let _ = sys::fcntl(fd, F_SETFL, want as usize);
+        }
+    }
     Ok(())
 }
 
