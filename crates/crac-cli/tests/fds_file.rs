@@ -230,11 +230,11 @@ fn policies_reopen_ignore_and_close() {
         &[],
         |d| {
             let out = util::crac(["inspect"]).arg(d.join("image")).ok();
-            out.stdout_has("60 (file)")
-                .stdout_has("61 (ignored by policy)")
-                .stdout_has("63 (ignored by policy)")
-                .stdout_has("64 (closed by policy)")
-                .stdout_has("66 (closed by policy)");
+            out.stdout_has("  60  file")
+                .stdout_has("  61  ignored by policy")
+                .stdout_has("  63  ignored by policy")
+                .stdout_has("  64  closed by policy")
+                .stdout_has("  66  closed by policy");
             let json: serde_json::Value = serde_json::from_str(
                 &util::crac(["inspect", "--json"])
                     .arg(d.join("image"))
