@@ -5,6 +5,7 @@
 //! end-to-end tests in `native`.
 
 mod fds;
+mod inherit;
 mod lazy;
 mod native;
 mod util;

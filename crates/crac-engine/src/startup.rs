@@ -6,9 +6,21 @@
 //! `/proc/self/fd` and stores the result.
 #![allow(unsafe_code)]
 
+use std::os::unix::fs::MetadataExt;
 use std::sync::OnceLock;
 
-static INITIAL_FDS: OnceLock<Vec<i32>> = OnceLock::new();
+/// Device and inode of what a descriptor refers to: a number closed and
+/// reused later for something else no longer counts as inherited.
+type Identity = (u64, u64);
+
+/// The descriptors open at start, sorted, and what each referred to.
+#[derive(Debug)]
+struct Initial {
+    fds: Vec<i32>,
+    ids: Vec<Identity>,
+}
+
+static INITIAL: OnceLock<Initial> = OnceLock::new();
 
 fn open_fds() -> Vec<i32> {
     let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
@@ -21,14 +33,19 @@ fn open_fds() -> Vec<i32> {
     fds
 }
 
+fn identity(fd: i32) -> Option<Identity> {
+    let m = std::fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
 extern "C" fn record_at_start() {
     // The directory fd that read_dir itself opens is closed again by the
     // time the listing is returned; drop any fd that is no longer open.
-    let fds = open_fds()
+    let (fds, ids) = open_fds()
         .into_iter()
-        .filter(|fd| std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok())
-        .collect();
-    let _ = INITIAL_FDS.set(fds);
+        .filter_map(|fd| Some((fd, identity(fd)?)))
+        .unzip();
+    let _ = INITIAL.set(Initial { fds, ids });
 }
 
 // SAFETY: `record_at_start` is an `extern "C" fn()` that neither unwinds nor
@@ -41,7 +58,19 @@ static RECORD_AT_START: extern "C" fn() = record_at_start;
 /// File descriptors that were open when the process started (inherited from
 /// its parent, as CRaC allows), sorted. Empty only if recording failed.
 pub fn initial_fds() -> &'static [i32] {
-    INITIAL_FDS.get().map_or(&[], Vec::as_slice)
+    INITIAL.get().map_or(&[], |i| i.fds.as_slice())
+}
+
+/// Whether `fd` was open when the process started and still refers to the
+/// same file (device and inode) now.
+pub fn still_inherited(fd: i32) -> bool {
+    let Some(init) = INITIAL.get() else {
+        return false;
+    };
+    match init.fds.binary_search(&fd) {
+        Ok(i) => identity(fd) == Some(init.ids[i]),
+        Err(_) => false,
+    }
 }
 
 #[cfg(test)]
@@ -53,5 +82,13 @@ mod tests {
             fds.contains(&0) && fds.contains(&1) && fds.contains(&2),
             "{fds:?}"
         );
+        assert!(super::still_inherited(0));
+    }
+
+    #[test]
+    fn a_descriptor_opened_later_is_not_inherited() {
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        assert!(!super::still_inherited(fd));
     }
 }

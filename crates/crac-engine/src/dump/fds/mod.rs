@@ -21,6 +21,7 @@
 //! `crac restore` makes before anything runs.
 
 mod eventfd;
+pub(crate) mod inherited;
 mod pipe;
 
 use std::fs;
@@ -75,6 +76,8 @@ pub enum State {
     },
     /// An eventfd.
     EventFd(eventfd::EventFd),
+    /// Inherited at start: passed through by `crac restore`, not carried.
+    Inherited(inherited::Inherited),
 }
 
 impl State {
@@ -102,13 +105,14 @@ impl FdSet {
     /// Descriptors it cannot carry are left out (the library's open-fd
     /// check refuses them before the engine runs).
     pub fn plan(policies: &[(i32, FdPolicy)]) -> FdSet {
-        let _ = policies;
         let mut fds = Vec::new();
         for fd in all_fds() {
             let (Some(link), Some(flags)) = (fd_link(fd), fd_flags(fd)) else {
                 continue;
             };
-            if let Some(state) = classify(fd, &link) {
+            // Inherited wins over carrying by kind.
+            let state = inherited::plan(fd, policies).map(State::Inherited);
+            if let Some(state) = state.or_else(|| classify(fd, &link)) {
                 fds.push(Carried { fd, flags, state });
             }
         }
@@ -127,7 +131,7 @@ impl FdSet {
         pipe::capture(&mut self.pipes)?;
         for c in &mut self.fds {
             match &mut c.state {
-                State::Pipe { .. } => {}
+                State::Pipe { .. } | State::Inherited(_) => {}
                 State::EventFd(e) => e.capture(c.fd, &mut self.info)?,
             }
         }
@@ -145,6 +149,7 @@ impl FdSet {
             match &c.state {
                 State::Pipe { inode } => pipe::record(*inode, &self.pipes, &mut r),
                 State::EventFd(e) => e.record(&mut r),
+                State::Inherited(i) => i.record(&mut r),
             }
             r.encode(w);
         }
@@ -162,6 +167,9 @@ impl FdSet {
                 first = r;
             }
         };
+        // First: the numbers `crac restore` handed them over at must be
+        // free again before anything else is rebuilt.
+        note(inherited::recreate(&self.fds));
         note(pipe::recreate(&self.fds, &self.pipes, above));
         for late in [false, true] {
             for c in self
@@ -170,7 +178,7 @@ impl FdSet {
                 .filter(|c| c.state.refers_to_others() == late)
             {
                 let r = match &c.state {
-                    State::Pipe { .. } => Ok(()),
+                    State::Pipe { .. } | State::Inherited(_) => Ok(()),
                     State::EventFd(e) => e.recreate().and_then(|fd| place(fd, c, above)),
                 };
                 note(r);
