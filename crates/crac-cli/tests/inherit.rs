@@ -82,12 +82,24 @@ fn checkpoint_with(d: &Dir, fds: &[u32]) -> (PathBuf, u32) {
     (image, pid)
 }
 
-/// `crac restore IMAGE` with `fds` open (each to a file `B<fd>`); checks
-/// that the restored payload passed its own checks with the same PID.
-fn restore_with(d: &Dir, image: &Path, pid: u32, fds: &[u32]) -> Output {
-    let files: Vec<(u32, PathBuf)> = fds.iter().map(|&n| (n, d.join(&format!("B{n}")))).collect();
+/// `crac restore IMAGE EXTRA` with `fds` open (each to a file
+/// `<letter><fd>`); checks that the restored payload passed its own checks
+/// with the same PID.
+fn restore_with(
+    d: &Dir,
+    image: &Path,
+    pid: u32,
+    fds: &[u32],
+    letter: &str,
+    extra: &[&str],
+) -> Output {
+    let files: Vec<(u32, PathBuf)> = fds
+        .iter()
+        .map(|&n| (n, d.join(&format!("{letter}{n}"))))
+        .collect();
     let pairs: Vec<(u32, &Path)> = files.iter().map(|(n, p)| (*n, p.as_path())).collect();
-    let args = [OsStr::new("restore"), image.as_os_str()];
+    let mut args = vec![OsStr::new("restore"), image.as_os_str()];
+    args.extend(extra.iter().map(OsStr::new));
     let out = with_fds(&crac_exe(), &args, &pairs).output().unwrap();
     wait_gone(pid, GONE);
     assert!(out.status.success(), "{}", show(&out));
@@ -119,26 +131,36 @@ fn an_inherited_descriptor_writes_to_what_crac_restore_was_given() {
         show(&inspect)
     );
 
-    // `crac restore IMAGE 7>>B`: the restored process writes to B.
-    let out = restore_with(&d, &image, pid, &[7]);
+    // `crac restore IMAGE 7>>B`: the restored process writes to B. It then
+    // checkpoints again, with B as its inherited descriptor 7.
+    let image2 = d.join("image2");
+    let again = format!("CRAC_CHECKPOINT_TO={}", image2.display());
+    let extra = ["--env", &again, "--env", "INHERIT_AGAIN=1"];
+    let out = restore_with(&d, &image, pid, &[7], "B", &extra);
     assert!(
         stdout(&out).contains(&format!("fd 7 -> {} append=1", b.display())),
         "{}",
         show(&out)
     );
     assert!(!stderr(&out).contains("warning"), "{}", show(&out));
-    assert_eq!(read(&b), "after 7\n");
+    assert_eq!(read(&b), "after 7\nagain 7\n", "{}", show(&out));
     assert_eq!(read(&a), "before 7\n");
 
+    // The second image passes 7 through the same way.
+    let once = ["--env", "INHERIT_AGAIN=0"];
+    let out = restore_with(&d, &image2, pid, &[7], "C", &once);
+    assert_eq!(read(&d.join("C7")), "after 7\n", "{}", show(&out));
+    assert_eq!(read(&b), "after 7\nagain 7\n");
+
     // Without a descriptor 7: /dev/null, a warning, and the write succeeds.
-    let out = restore_with(&d, &image, pid, &[]);
+    let out = restore_with(&d, &image, pid, &[], "B", &[]);
     assert!(stderr(&out).contains(&missing_warning(7)), "{}", show(&out));
     assert!(
         stdout(&out).contains("fd 7 -> /dev/null append=0"),
         "{}",
         show(&out)
     );
-    assert_eq!(read(&b), "after 7\n");
+    assert_eq!(read(&b), "after 7\nagain 7\n");
     assert_eq!(read(&a), "before 7\n");
 }
 
@@ -148,7 +170,7 @@ fn an_inherited_descriptor_writes_to_what_crac_restore_was_given() {
 fn inherited_descriptors_at_the_restorers_own_numbers_pass_through() {
     let d = Dir::new();
     let (image, pid) = checkpoint_with(&d, &[3, 4, 5, 6, 9]);
-    let out = restore_with(&d, &image, pid, &[3, 5, 8, 9]);
+    let out = restore_with(&d, &image, pid, &[3, 5, 8, 9], "B", &[]);
     let (text, warnings) = (stdout(&out), stderr(&out));
     for n in [3, 5, 9] {
         let b = d.join(&format!("B{n}"));

@@ -9,7 +9,8 @@
 //!    (`crates/crac-restorer`) from a memfd with
 //!    fd 3 = `meta.crac`, fd 4 = `pages.crac`, fd 5 = the status socket and
 //!    fd 6 = the restore arguments (start time, flags, caller PID,
-//!    environment block). The restorer rebuilds memory, the vDSO position,
+//!    environment block), and the descriptors the program inherited at
+//!    start above those (see `inherit`). The restorer rebuilds memory, the vDSO position,
 //!    mm fields and the threads, then jumps into the program; it reports its
 //!    progress and its outcome as [`crac_image::status`] records on the
 //!    socket.

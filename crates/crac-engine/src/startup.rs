@@ -6,18 +6,18 @@
 //! `/proc/self/fd` and stores the result.
 #![allow(unsafe_code)]
 
-use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-/// Device and inode of what a descriptor refers to: a number closed and
-/// reused later for something else no longer counts as inherited.
-type Identity = (u64, u64);
-
-/// The descriptors open at start, sorted, and what each referred to.
+/// The descriptors open at start, sorted, and the device and inode of what
+/// each refers to: a number closed and reused later for something else no
+/// longer counts as inherited. A restored process takes over new
+/// descriptors at those numbers and records what they refer to instead
+/// ([`refresh`]), where nothing may allocate: hence atomics.
 #[derive(Debug)]
 struct Initial {
     fds: Vec<i32>,
-    ids: Vec<Identity>,
+    ids: Vec<[AtomicU64; 2]>,
 }
 
 static INITIAL: OnceLock<Initial> = OnceLock::new();
@@ -33,9 +33,8 @@ fn open_fds() -> Vec<i32> {
     fds
 }
 
-fn identity(fd: i32) -> Option<Identity> {
-    let m = std::fs::metadata(format!("/proc/self/fd/{fd}")).ok()?;
-    Some((m.dev(), m.ino()))
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    crac_sys::inherit::identity(fd).ok()
 }
 
 extern "C" fn record_at_start() {
@@ -43,7 +42,10 @@ extern "C" fn record_at_start() {
     // time the listing is returned; drop any fd that is no longer open.
     let (fds, ids) = open_fds()
         .into_iter()
-        .filter_map(|fd| Some((fd, identity(fd)?)))
+        .filter_map(|fd| {
+            let (dev, ino) = identity(fd)?;
+            Some((fd, [AtomicU64::new(dev), AtomicU64::new(ino)]))
+        })
         .unzip();
     let _ = INITIAL.set(Initial { fds, ids });
 }
@@ -68,8 +70,25 @@ pub fn still_inherited(fd: i32) -> bool {
         return false;
     };
     match init.fds.binary_search(&fd) {
-        Ok(i) => identity(fd) == Some(init.ids[i]),
+        Ok(i) => {
+            let [dev, ino] = &init.ids[i];
+            identity(fd) == Some((dev.load(Ordering::Relaxed), ino.load(Ordering::Relaxed)))
+        }
         Err(_) => false,
+    }
+}
+
+/// In a restored process, after `fd`, inherited at start, was taken over
+/// from `crac restore`: what it refers to now is what counts as inherited
+/// (for the next checkpoint). Allocation-free.
+pub fn refresh(fd: i32) {
+    let Some(init) = INITIAL.get() else {
+        return;
+    };
+    if let (Ok(i), Some((d, n))) = (init.fds.binary_search(&fd), identity(fd)) {
+        let [dev, ino] = &init.ids[i];
+        dev.store(d, Ordering::Relaxed);
+        ino.store(n, Ordering::Relaxed);
     }
 }
 

@@ -7,6 +7,7 @@
 //! * [`handler`]: the handler side of another process's userfaultfd (lazy
 //!   restore).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
+//! * [`inherit`]: what an inherited descriptor refers to.
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
 //! documented wrapper and every `unsafe` block names its invariants.
@@ -17,6 +18,7 @@ pub mod clone;
 pub mod ctx;
 #[cfg(feature = "std")]
 pub mod handler;
+pub mod inherit;
 pub mod map;
 pub mod probe;
 pub mod raw;

@@ -4,7 +4,9 @@
 //! non-blocking, checkpoints itself and, after restore, writes "after FD\n"
 //! to each, prints "fd FD -> TARGET append=0|1" for each, checks that it
 //! has exactly the descriptors it had (nothing of `crac restore`'s came
-//! along) and prints "INHERIT OK" (or "FAILED: ..." and exits 1).
+//! along) and prints "INHERIT OK" (or "FAILED: ..." and exits 1). With
+//! `INHERIT_AGAIN=1` set after a restore it writes "again FD\n" to each and
+//! checkpoints once more, with the descriptors it got as inherited ones.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
@@ -110,21 +112,35 @@ fn main() {
     unsafe {
         libc::fcntl(first, libc::F_SETFL, fl | libc::O_NONBLOCK);
     }
-    let before = program_fds();
-
-    println!("pre-checkpoint PID: {}", std::process::id());
-    if let Err(e) = crac::checkpoint_restore() {
-        fail(&format!("checkpoint: {e}"));
+    loop {
+        let before = program_fds();
+        println!("pre-checkpoint PID: {}", std::process::id());
+        if let Err(e) = crac::checkpoint_restore() {
+            fail(&format!("checkpoint: {e}"));
+        }
+        println!("post-restore PID: {}", std::process::id());
+        after_restore(&inherited, &before);
+        println!("INHERIT OK");
+        if std::env::var("INHERIT_AGAIN").as_deref() != Ok("1") {
+            break;
+        }
+        // Once more, with what `crac restore` handed over as inherited.
+        for &fd in &inherited {
+            write_line(fd, &format!("again {fd}\n"));
+        }
     }
-    println!("post-restore PID: {}", std::process::id());
+}
 
+/// The checks after a restore; `before` = the descriptors at the checkpoint.
+fn after_restore(inherited: &[RawFd], before: &BTreeMap<RawFd, String>) {
+    let first = inherited[0];
     let (fl, cloexec) = flags(first);
     check(cloexec, "the first descriptor lost close-on-exec");
     check(
         fl & libc::O_NONBLOCK != 0,
         "the first descriptor lost O_NONBLOCK",
     );
-    for &fd in &inherited {
+    for &fd in inherited {
         let (fl, cloexec) = flags(fd);
         check(
             fd == first || !cloexec,
@@ -140,12 +156,12 @@ fn main() {
     let after = program_fds();
     let numbers = |m: &BTreeMap<RawFd, String>| m.keys().copied().collect::<Vec<_>>();
     check(
-        numbers(&before) == numbers(&after),
+        numbers(before) == numbers(&after),
         &format!("descriptors before the checkpoint: {before:?}, after restore: {after:?}"),
     );
     // Stdio and the inherited ones come from `crac restore`; the rest must
     // be what it was.
-    for (fd, l) in &before {
+    for (fd, l) in before {
         check(
             *fd <= 2 || inherited.contains(fd) || after.get(fd) == Some(l),
             &format!(
@@ -154,5 +170,4 @@ fn main() {
             ),
         );
     }
-    println!("INHERIT OK");
 }

@@ -72,6 +72,10 @@ pub fn recreate(fds: &[Carried]) -> Result<(), FdFailure> {
         let at = (base + rank) as i32;
         let r = take_over(at, c);
         let _ = sys::close(at);
+        if r.is_ok() {
+            // Inherited by this incarnation: passes the next checkpoint.
+            crate::startup::refresh(c.fd);
+        }
         if first.is_ok() {
             first = r;
         }
