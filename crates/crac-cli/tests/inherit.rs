@@ -195,3 +195,44 @@ fn inherited_descriptors_at_the_restorers_own_numbers_pass_through() {
         assert_eq!(read(&d.join(&format!("A{n}"))), format!("before {n}\n"));
     }
 }
+
+/// Both ends of a pipe inherited: the engine would carry such a pipe had the
+/// program made it; inherited, it is passed through instead.
+#[test]
+fn an_inherited_pipe_is_passed_through_not_carried() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let out = Command::new(payload("inherit"))
+        .arg("pipe")
+        .env("CRAC_CHECKPOINT_TO", &image)
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let pid = pid_in(&out, "pre-checkpoint PID: ");
+    wait_gone(pid, GONE);
+    let inspect = Command::new(crac_exe())
+        .arg("inspect")
+        .arg(&image)
+        .output()
+        .unwrap();
+    let text = stdout(&inspect);
+    assert!(
+        text.contains("7 (inherited)")
+            && text.contains("8 (inherited)")
+            && !text.contains("(pipe)"),
+        "{}",
+        show(&inspect)
+    );
+    let out = restore_with(&d, &image, pid, &[7], "B", &[]);
+    assert_eq!(read(&d.join("B7")), "after 7\n", "{}", show(&out));
+    assert!(stderr(&out).contains(&missing_warning(8)), "{}", show(&out));
+    assert_eq!(
+        stderr(&out).matches("warning:").count(),
+        1,
+        "{}",
+        show(&out)
+    );
+}

@@ -7,10 +7,13 @@
 //! along) and prints "INHERIT OK" (or "FAILED: ..." and exits 1). With
 //! `INHERIT_AGAIN=1` set after a restore it writes "again FD\n" to each and
 //! checkpoints once more, with the descriptors it got as inherited ones.
+//! Lines go only to the descriptors open for writing at start. `inherit
+//! pipe` runs `inherit 7 8` with both ends of one pipe inherited.
 #![allow(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::os::fd::RawFd;
+use std::os::unix::process::CommandExt;
 
 fn fail(msg: &str) -> ! {
     println!("FAILED: {msg}");
@@ -91,15 +94,43 @@ fn program_fds() -> BTreeMap<RawFd, String> {
     fds
 }
 
+/// `inherit pipe`: starts itself again as `inherit 7 8` with a pipe's
+/// write end at 7 and read end at 8, both inherited (a pipe the engine
+/// would carry had the program made it itself).
+fn exec_with_pipe() -> ! {
+    let mut ends = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `ends`; no close-on-exec.
+    check(unsafe { libc::pipe2(ends.as_mut_ptr(), 0) } == 0, "pipe2");
+    for (end, at) in [(ends[1], 7), (ends[0], 8)] {
+        // SAFETY: descriptor numbers this program owns; the copy has no
+        // close-on-exec.
+        check(unsafe { libc::dup2(end, at) } == at, "dup2");
+        // SAFETY: the original number, owned here.
+        unsafe { libc::close(end) };
+    }
+    let e = std::process::Command::new("/proc/self/exe")
+        .args(["7", "8"])
+        .exec();
+    fail(&format!("exec: {e}"))
+}
+
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("pipe") {
+        exec_with_pipe();
+    }
     crac::init();
     let inherited: Vec<RawFd> = std::env::args()
         .skip(1)
         .map(|a| a.parse().unwrap_or_else(|_| fail(&format!("bad fd {a}"))))
         .collect();
     check(!inherited.is_empty(), "usage: inherit FD...");
-    for &fd in &inherited {
-        flags(fd);
+    // Lines go to the descriptors open for writing at start.
+    let writable: Vec<RawFd> = inherited
+        .iter()
+        .copied()
+        .filter(|&fd| flags(fd).0 & libc::O_ACCMODE != libc::O_RDONLY)
+        .collect();
+    for &fd in &writable {
         write_line(fd, &format!("before {fd}\n"));
     }
     let first = inherited[0];
@@ -119,20 +150,20 @@ fn main() {
             fail(&format!("checkpoint: {e}"));
         }
         println!("post-restore PID: {}", std::process::id());
-        after_restore(&inherited, &before);
+        after_restore(&inherited, &writable, &before);
         println!("INHERIT OK");
         if std::env::var("INHERIT_AGAIN").as_deref() != Ok("1") {
             break;
         }
         // Once more, with what `crac restore` handed over as inherited.
-        for &fd in &inherited {
+        for &fd in &writable {
             write_line(fd, &format!("again {fd}\n"));
         }
     }
 }
 
 /// The checks after a restore; `before` = the descriptors at the checkpoint.
-fn after_restore(inherited: &[RawFd], before: &BTreeMap<RawFd, String>) {
+fn after_restore(inherited: &[RawFd], writable: &[RawFd], before: &BTreeMap<RawFd, String>) {
     let first = inherited[0];
     let (fl, cloexec) = flags(first);
     check(cloexec, "the first descriptor lost close-on-exec");
@@ -146,7 +177,9 @@ fn after_restore(inherited: &[RawFd], before: &BTreeMap<RawFd, String>) {
             fd == first || !cloexec,
             &format!("descriptor {fd} became close-on-exec"),
         );
-        write_line(fd, &format!("after {fd}\n"));
+        if writable.contains(&fd) {
+            write_line(fd, &format!("after {fd}\n"));
+        }
         println!(
             "fd {fd} -> {} append={}",
             link(fd),
