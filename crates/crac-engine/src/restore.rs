@@ -10,10 +10,10 @@
 //!    fd 3 = `meta.crac`, fd 4 = `pages.crac`, fd 5 = the status socket and
 //!    fd 6 = the restore arguments (start time, flags, caller PID,
 //!    environment block), and the descriptors the program inherited at
-//!    start above those (see `inherit`). The restorer rebuilds memory, the vDSO position,
-//!    mm fields and the threads, then jumps into the program; it reports its
-//!    progress and its outcome as [`crac_image::status`] records on the
-//!    socket.
+//!    start above those (see `inherit`). The restorer rebuilds memory, the
+//!    vDSO position, mm fields and the threads, then jumps into the
+//!    program; it reports its progress and its outcome as
+//!    [`crac_image::status`] records on the socket.
 //! 3. In a lazy restore (the default) the restorer leaves the stored pages
 //!    of private anonymous areas to the caller: it sends a userfaultfd for
 //!    them, and the [`Pager`] thread started here serves the process's page
