@@ -6,6 +6,7 @@
 
 mod fds;
 mod fds_file;
+mod inherit;
 mod lazy;
 mod native;
 mod util;

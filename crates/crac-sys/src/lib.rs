@@ -9,6 +9,7 @@
 //! * [`file`]: offsets and identities of open regular files (carried
 //!   descriptors).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
+//! * [`inherit`]: what an inherited descriptor refers to.
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
 //! documented wrapper and every `unsafe` block names its invariants.
@@ -20,6 +21,7 @@ pub mod ctx;
 pub mod file;
 #[cfg(feature = "std")]
 pub mod handler;
+pub mod inherit;
 pub mod map;
 pub mod probe;
 pub mod raw;

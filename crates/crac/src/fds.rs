@@ -4,7 +4,9 @@
 //!
 //! 1. stdin, stdout and stderr (0, 1, 2);
 //! 2. descriptors inherited from the parent: those open when the library
-//!    initialised (see below), as long as they still refer to the same file;
+//!    initialised (see below), as long as they still refer to the same file
+//!    (the native engine passes them through a restore: the restored
+//!    process gets `crac restore`'s own descriptors of those numbers);
 //! 3. the library's own descriptors: the [control channel](crate::control)'s
 //!    listening socket and the connection that asked for the checkpoint,
 //!    as long as they still refer to the same socket;

@@ -9,10 +9,11 @@ use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crac_image::{
-    decode_pages_header, decode_rlimits, decode_runs, CpuRecord, FileRecord, Header, MmRecord,
-    PageRun, ProcessRecord, Reader, RlimitRecord, Tag, ThreadRecord, VdsoRecord, VmaRecord,
-    CPU_FEATURE_WORDS, HEADER_LEN, META_FILE, PAGES_FILE, PAGES_HEADER_LEN, RESTORER_ZONE_BASE,
-    RESTORER_ZONE_LEN, RLIMIT_NAMES, VMA_FILE, VMA_SHARED, VMA_VDSO, VMA_VSYSCALL,
+    decode_pages_header, decode_rlimits, decode_runs, CpuRecord, FdRecord, FileRecord, Header,
+    MmRecord, PageRun, ProcessRecord, Reader, RlimitRecord, Tag, ThreadRecord, VdsoRecord,
+    VmaRecord, CPU_FEATURE_WORDS, HEADER_LEN, META_FILE, PAGES_FILE, PAGES_HEADER_LEN,
+    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RLIMIT_NAMES, VMA_FILE, VMA_SHARED, VMA_VDSO,
+    VMA_VSYSCALL,
 };
 
 use super::RestoreError;
@@ -54,6 +55,8 @@ pub struct Plan {
     pub pages: u64,
     /// The files the image maps.
     pub files: Vec<PathBuf>,
+    /// The descriptors the image records.
+    pub fds: Vec<crac_image::model::Fd>,
     /// The stored pages a lazy restore leaves to `crac restore`: those of
     /// private anonymous areas, as `(address, length, page file offset)`.
     pub lazy: Vec<(u64, u64, u64)>,
@@ -659,6 +662,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     let mut vdso = None;
     let mut rlimits = None;
     let mut files = Vec::new();
+    let mut fds = Vec::new();
     let mut threads = Vec::new();
     let mut areas = 0;
     let mut vmas = Vec::new();
@@ -703,6 +707,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
                     );
                 }
             }),
+            Some(Tag::Fd) => FdRecord::decode(&mut s).map(|f| fds.push((&f).into())),
             Some(Tag::Runs) => decode_runs(s).try_for_each(|r| r.map(|r| runs.push(r))),
             _ => Ok(()),
         };
@@ -776,6 +781,9 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     if let Some(l) = rlimits {
         check_rlimits(&l, &mut p);
     }
+    for (kind, message) in super::inherit::problems(&fds) {
+        p.add(kind, message);
+    }
     if !p.0.is_empty() {
         return Err(fail(p));
     }
@@ -787,6 +795,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         areas,
         pages: page_count,
         lazy: lazy_extents(&vmas, &runs),
+        fds,
         files: files
             .iter()
             .map(|f| path_of(f.path).to_path_buf())

@@ -22,6 +22,7 @@
 
 mod eventfd;
 mod file;
+pub(crate) mod inherited;
 mod pipe;
 mod policy;
 
@@ -84,6 +85,8 @@ pub enum State {
     Ignored(policy::Stand),
     /// A non-socket descriptor a resource policy said to close.
     Closed(policy::Stand),
+    /// Inherited at start: passed through by `crac restore`, not carried.
+    Inherited(inherited::Inherited),
 }
 
 impl State {
@@ -118,7 +121,11 @@ impl FdSet {
             };
             let policy = policies.iter().rev().find(|p| p.0 == fd).map(|p| p.1);
             let by_policy = policy.and_then(|p| policy::plan(fd, &link, p));
-            if let Some(state) = by_policy.or_else(|| classify(fd, &link)) {
+            // Inherited wins over carrying by kind (not over a policy).
+            let state = by_policy
+                .or_else(|| inherited::plan(fd, policies).map(State::Inherited))
+                .or_else(|| classify(fd, &link));
+            if let Some(state) = state {
                 fds.push(Carried { fd, flags, state });
             }
         }
@@ -138,7 +145,7 @@ impl FdSet {
         pipe::capture(&mut self.pipes)?;
         for c in &mut self.fds {
             match &mut c.state {
-                State::Pipe { .. } => {}
+                State::Pipe { .. } | State::Inherited(_) => {}
                 State::EventFd(e) => e.capture(c.fd, &mut self.info)?,
                 State::File(f) => f.capture(c.fd)?,
                 State::Ignored(_) | State::Closed(_) => {}
@@ -161,6 +168,7 @@ impl FdSet {
                 State::File(f) => f.record(&mut r),
                 State::Ignored(s) => s.record(false, &mut r),
                 State::Closed(s) => s.record(true, &mut r),
+                State::Inherited(i) => i.record(&mut r),
             }
             r.encode(w);
         }
@@ -178,6 +186,9 @@ impl FdSet {
                 first = r;
             }
         };
+        // First: the numbers `crac restore` handed them over at must be
+        // free again before anything else is rebuilt.
+        note(inherited::recreate(&self.fds));
         note(pipe::recreate(&self.fds, &self.pipes, above));
         for late in [false, true] {
             for c in self
@@ -186,7 +197,7 @@ impl FdSet {
                 .filter(|c| c.state.refers_to_others() == late)
             {
                 let r = match &c.state {
-                    State::Pipe { .. } => Ok(()),
+                    State::Pipe { .. } | State::Inherited(_) => Ok(()),
                     State::EventFd(e) => e.recreate().and_then(|fd| place(fd, c, above)),
                     State::File(f) => f.recreate().and_then(|fd| place(fd, c, above)),
                     State::Ignored(_) => {
