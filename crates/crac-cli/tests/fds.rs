@@ -19,7 +19,7 @@ fn inspect_lists_carried_descriptors_with_their_state() {
     wait_gone(pid_in(&out, "pre-checkpoint PID: "));
     let text = crac(["inspect"]).arg(&image).ok().stdout();
     assert!(
-        text.contains("descriptors 2 carried")
+        text.contains("\ndescriptors ")
             && text.contains("40  eventfd  counter 5, semaphore")
             && text.contains("41  eventfd  counter 1099511627776"),
         "{text}"

@@ -126,7 +126,7 @@ fn an_inherited_descriptor_writes_to_what_crac_restore_was_given() {
         .output()
         .unwrap();
     assert!(
-        stdout(&inspect).contains("7 (inherited)"),
+        stdout(&inspect).contains("     7  inherited"),
         "{}",
         show(&inspect)
     );
@@ -220,8 +220,8 @@ fn an_inherited_pipe_is_passed_through_not_carried() {
         .unwrap();
     let text = stdout(&inspect);
     assert!(
-        text.contains("7 (inherited)")
-            && text.contains("8 (inherited)")
+        text.contains("     7  inherited")
+            && text.contains("     8  inherited")
             && !text.contains("(pipe)"),
         "{}",
         show(&inspect)

@@ -305,7 +305,7 @@ fn human(r: &InspectReport<'_>) -> String {
         }
     }
     if !s.fds.is_empty() {
-        let _ = writeln!(o, "descriptors {} carried", s.fds.len());
+        let _ = writeln!(o, "descriptors {}", s.fds.len());
         for f in &s.fds {
             let mut line = format!("  {:>4}  {}", f.fd, f.kind);
             for part in [&f.name, &f.state] {
