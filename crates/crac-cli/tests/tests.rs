@@ -7,6 +7,7 @@
 mod fds;
 mod lazy;
 mod native;
+mod uniqueness;
 mod util;
 
 use std::fs;
