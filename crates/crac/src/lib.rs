@@ -67,7 +67,18 @@
 //! * A restore applies the environment handed over by the restoring side
 //!   (`std::env::set_var`) before `after_restore` runs.
 //!
-//! Configuration comes from the environment: see [`config`].
+//! Configuration comes from the environment: see [`config`]. What a
+//! checkpoint does with descriptors the program leaves open can be set per
+//! descriptor with [resource policies](policy) (`CRAC_RESOURCE_POLICIES`).
+//!
+//! # Uniqueness
+//!
+//! Every restored copy of an image starts from the same memory, so state
+//! meant to be unique (random generators, `HashMap` keys, UUID generators,
+//! tokens) is the same in each. [`restore_generation`] changes with every
+//! restore; with the feature `rand`, `crac::rand::rng()` is a thread
+//! random number generator reseeded after every restore. See
+//! `docs/uniqueness.md`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -102,6 +113,17 @@ pub use runtime::{restore_generation, restore_info, RestoreInfo};
 
 use engine::{Engine, Outcome, Request};
 use policy::Policies;
+
+/// The README's Rust snippets, compiled (and run, unless `no_run`) as
+/// doctests so that they work as printed.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+/// The snippets of `docs/uniqueness.md` (one needs `crac::rand`).
+#[cfg(all(doctest, feature = "rand"))]
+#[doc = include_str!("../../../docs/uniqueness.md")]
+struct UniquenessDoctests;
 
 static GLOBAL: Context = Context::empty();
 

@@ -14,7 +14,7 @@
 //! # let _ = token;
 //! ```
 //!
-//! Everything else of [`rand`](::rand) is re-exported here (traits,
+//! Everything else of the `rand` crate is re-exported here (traits,
 //! distributions, `rngs`), so `crac::rand::RngExt` and friends match the
 //! generator's version. Code that calls `rand::rng()` itself, or keeps a
 //! `ThreadRng` across a checkpoint, gets no reseeding: see
