@@ -7,6 +7,7 @@
 mod fds;
 mod lazy;
 mod native;
+mod policies;
 mod uniqueness;
 mod util;
 
