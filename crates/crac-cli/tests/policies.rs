@@ -136,3 +136,49 @@ fn error_policy_refuses_a_descriptor_the_engine_carries() {
     }
     assert!(!d.join("image").exists(), "{}", d.listing());
 }
+
+#[test]
+fn a_restore_applies_the_policies_file_its_environment_names() {
+    let d = Dir::new();
+    let out = run(&d, "reread", None);
+    assert!(out.output.status.success(), "{}", out.dump());
+    let pid = pid(&out);
+    let fds = numbers(&out, "pipe fds ");
+    wait_gone(pid, Duration::from_secs(10));
+
+    // Another file: its rule refuses the pipe at the next checkpoint.
+    let refuse = d.join("refuse.yaml");
+    std::fs::write(&refuse, "type: pipe\naction: error\n").unwrap();
+    let restored = crate::util::crac(["restore", "--env"])
+        .arg(format!("CRAC_RESOURCE_POLICIES={}", refuse.display()))
+        .arg(d.join("image"))
+        .ok();
+    restored.stdout_has("REREAD OK").stdout_has(&format!(
+        "second checkpoint: checkpoint failed with 2 problems: file descriptor {} is open: \
+         pipe:[",
+        fds[0]
+    ));
+    restored.stdout_has(&format!(
+        "refuses it (action: error); file descriptor {} is open: pipe:[",
+        fds[1]
+    ));
+    wait_gone(pid, Duration::from_secs(10));
+
+    // An invalid one is reported right after the restore, and fails the
+    // next checkpoint.
+    let invalid = d.join("invalid.yaml");
+    std::fs::write(&invalid, "type: pipe\n").unwrap();
+    let restored = crate::util::crac(["restore", "--env"])
+        .arg(format!("CRAC_RESOURCE_POLICIES={}", invalid.display()))
+        .arg(d.join("image"))
+        .ok();
+    let problem = format!(
+        "invalid rule in policies file {} on line 1: no 'action'",
+        invalid.display()
+    );
+    restored
+        .stderr_has(&format!(
+            "crac: warning: {problem}; the next checkpoint will fail"
+        ))
+        .stdout_has(&format!("second checkpoint: checkpoint failed: {problem}"));
+}

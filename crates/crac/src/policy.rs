@@ -252,6 +252,8 @@ pub enum PolicyRefusal {
     ActionError,
     /// The rule says `reopen` for a socket that is not listening.
     ReopenNotListening,
+    /// The rule says `reopen` for a file that was deleted.
+    ReopenDeleted,
 }
 
 impl fmt::Display for PolicyRefusal {
@@ -260,6 +262,9 @@ impl fmt::Display for PolicyRefusal {
             PolicyRefusal::ActionError => "refuses it (action: error)",
             PolicyRefusal::ReopenNotListening => {
                 "says reopen, which only listening sockets can do (use action: close)"
+            }
+            PolicyRefusal::ReopenDeleted => {
+                "says reopen, but the file was deleted (use action: close or ignore)"
             }
         })
     }
@@ -335,6 +340,9 @@ impl Policies {
             Action::Error => Decision::Refuse(PolicyRefusal::ActionError, rule.at.clone()),
             Action::Reopen if matches!(info.kind(), FdKind::Socket(_)) && !listening => {
                 Decision::Refuse(PolicyRefusal::ReopenNotListening, rule.at.clone())
+            }
+            Action::Reopen if matches!(info.kind(), FdKind::RegularFile { deleted: true, .. }) => {
+                Decision::Refuse(PolicyRefusal::ReopenDeleted, rule.at.clone())
             }
             Action::Close => Decision::Apply(FdPolicy::Close, "closed"),
             Action::Ignore => Decision::Apply(FdPolicy::Ignore, "replaced by /dev/null"),

@@ -288,6 +288,18 @@ fn decisions() {
         panic!("an established socket cannot be reopened")
     };
     assert_eq!(at.lines(), (1, 3));
+    let reopen = parse("type: file\naction: reopen\n");
+    let gone = FdInfo::new(
+        4,
+        FdKind::RegularFile {
+            path: "/x".into(),
+            deleted: true,
+        },
+    );
+    assert!(matches!(
+        reopen.decide(&gone),
+        Decision::Refuse(PolicyRefusal::ReopenDeleted, _)
+    ));
     let Decision::Refuse(PolicyRefusal::ActionError, at) = p.decide(&file(4, "/x")) else {
         panic!("action error refuses")
     };

@@ -12,6 +12,9 @@
 //!   policy `ignore`: after restore 50 is `/dev/null`.
 //! * `error`: a pipe the engine would carry, with a policy `error`: the
 //!   checkpoint must fail; prints `error: MESSAGE`.
+//! * `reread`: a pipe, checkpointed without policies; after restore a
+//!   second checkpoint under the policies file the restore's environment
+//!   names; prints `second checkpoint: OUTCOME`.
 #![allow(unsafe_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -142,6 +145,29 @@ fn error() {
     println!("ERROR OK");
 }
 
+/// A pipe the engine carries, no policies at the checkpoint; after restore
+/// checkpoints again under whatever policies file `crac restore --env` named
+/// and prints that outcome.
+fn reread() {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into `fds`.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        fail("pipe2");
+    }
+    println!("pipe fds {} {}", fds[0], fds[1]);
+    if let Some(e) = checkpoint() {
+        fail(&format!("checkpoint: {e}"));
+    }
+    // Keep running if this one succeeds, so the test sees the outcome.
+    std::env::set_var("CRAC_ENGINE_OPTIONS", "keep_running=true");
+    std::env::set_var("CRAC_CHECKPOINT_TO", "/nonexistent/second-image");
+    match crac::checkpoint_restore() {
+        Ok(()) => println!("second checkpoint: made"),
+        Err(e) => println!("second checkpoint: {e}"),
+    }
+    println!("REREAD OK");
+}
+
 fn main() {
     crac::init();
     match std::env::args().nth(1).as_deref() {
@@ -149,6 +175,7 @@ fn main() {
         Some("close") => close(),
         Some("ignore") => ignore(),
         Some("error") => error(),
+        Some("reread") => reread(),
         other => fail(&format!("unknown mode {other:?}")),
     }
 }
