@@ -140,10 +140,19 @@ fn error_policy_refuses_a_descriptor_the_engine_carries() {
 #[test]
 fn a_restore_applies_the_policies_file_its_environment_names() {
     let d = Dir::new();
-    let out = run(&d, "reread", None);
+    // At the checkpoint: a rule that closes the pipe, and says so.
+    let out = run(&d, "reread", Some("type: pipe\naction: close\n"));
     assert!(out.output.status.success(), "{}", out.dump());
     let pid = pid(&out);
     let fds = numbers(&out, "pipe fds ");
+    for fd in &fds {
+        out.stderr_has(&format!("crac: warning: file descriptor {fd} (pipe:["))
+            .stderr_has(&format!(
+                "(pipe)) is closed in the restored process (resource policy on lines 1-2 of \
+                 {}, action: close; add 'warn: false' to silence)",
+                d.join("policies.yaml").display()
+            ));
+    }
     wait_gone(pid, Duration::from_secs(10));
 
     // Another file: its rule refuses the pipe at the next checkpoint.

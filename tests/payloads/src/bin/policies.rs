@@ -12,7 +12,7 @@
 //!   policy `ignore`: after restore 50 is `/dev/null`.
 //! * `error`: a pipe the engine would carry, with a policy `error`: the
 //!   checkpoint must fail; prints `error: MESSAGE`.
-//! * `reread`: a pipe, checkpointed without policies; after restore a
+//! * `reread`: a pipe, checkpointed under the test's policies; after restore a
 //!   second checkpoint under the policies file the restore's environment
 //!   names; prints `second checkpoint: OUTCOME`.
 #![allow(unsafe_code)]
@@ -145,7 +145,7 @@ fn error() {
     println!("ERROR OK");
 }
 
-/// A pipe the engine carries, no policies at the checkpoint; after restore
+/// A pipe, checkpointed under the test's policies; after restore
 /// checkpoints again under whatever policies file `crac restore --env` named
 /// and prints that outcome.
 fn reread() {
