@@ -9,6 +9,8 @@ mod fds_file;
 mod inherit;
 mod lazy;
 mod native;
+mod policies;
+mod uniqueness;
 mod util;
 
 use std::fs;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crac_engine::native::{self, DumpOptions, DumpOutcome, RestoreFacts};
+use crac_engine::native::{self, DumpOptions, DumpOutcome, FdPolicy, RestoreFacts};
 
 use crate::config::{Config, EngineKind};
 use crate::fds::FdInfo;
@@ -47,8 +47,14 @@ pub(crate) trait Engine: Sync {
     }
 
     /// Makes the checkpoint. Called after the hooks and the open-descriptor
-    /// check passed, with the checkpoint lock held.
-    fn checkpoint(&self, config: &Config, request: &Request) -> Result<Outcome, BoxError>;
+    /// check passed, with the checkpoint lock held. `fd_policies` are the
+    /// resource policies the check applied (descriptor, action).
+    fn checkpoint(
+        &self,
+        config: &Config,
+        request: &Request,
+        fd_policies: &[(i32, FdPolicy)],
+    ) -> Result<Outcome, BoxError>;
 }
 
 /// The engine for `kind`.
@@ -72,12 +78,17 @@ impl Engine for Native {
         native::carries_fd(fd.fd())
     }
 
-    fn checkpoint(&self, config: &Config, request: &Request) -> Result<Outcome, BoxError> {
+    fn checkpoint(
+        &self,
+        config: &Config,
+        request: &Request,
+        fd_policies: &[(i32, FdPolicy)],
+    ) -> Result<Outcome, BoxError> {
         let options = DumpOptions {
             dir: config.checkpoint_to().to_owned(),
             leave_running: config.keep_running() || request.leave_running,
             on_durable: request.on_durable.clone(),
-            fd_policies: Vec::new(),
+            fd_policies: fd_policies.to_vec(),
         };
         match native::checkpoint(&options)? {
             DumpOutcome::Restored(facts) => Ok(Outcome::Restored(facts)),
@@ -93,7 +104,13 @@ impl Engine for Simulate {
         EngineKind::Simulate
     }
 
-    fn checkpoint(&self, _config: &Config, _request: &Request) -> Result<Outcome, BoxError> {
+    /// Policies do nothing here: the process keeps its descriptors.
+    fn checkpoint(
+        &self,
+        _config: &Config,
+        _request: &Request,
+        _fd_policies: &[(i32, FdPolicy)],
+    ) -> Result<Outcome, BoxError> {
         let now = unix_ns_now();
         Ok(Outcome::Restored(RestoreFacts {
             restore_started_unix_ns: now,
@@ -110,7 +127,13 @@ impl Engine for Pause {
         EngineKind::Pause
     }
 
-    fn checkpoint(&self, config: &Config, _request: &Request) -> Result<Outcome, BoxError> {
+    /// Policies do nothing here: the process keeps its descriptors.
+    fn checkpoint(
+        &self,
+        config: &Config,
+        _request: &Request,
+        _fd_policies: &[(i32, FdPolicy)],
+    ) -> Result<Outcome, BoxError> {
         Ok(Outcome::Restored(crac_engine::pause::pause(
             config.checkpoint_to(),
         )?))
