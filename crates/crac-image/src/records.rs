@@ -866,17 +866,20 @@ pub const FD_PIPE: u32 = 1;
 /// [`FdRecord::kind`]: an `eventfd`. `values` = [counter, 1 if
 /// `EFD_SEMAPHORE`].
 pub const FD_EVENTFD: u32 = 2;
-/// [`FdRecord::kind`]: a `timerfd`. `values` = [clock id, interval ns,
-/// remaining ns until the next expiry (0 = disarmed), expirations not yet
-/// read].
+/// [`FdRecord::kind`]: a `timerfd`. `values` = [clock id, with the
+/// `timerfd_settime` flags (`TFD_TIMER_ABSTIME` 1, `TFD_TIMER_CANCEL_ON_SET`
+/// 2) in the high 32 bits; interval ns; remaining ns until the next expiry
+/// (0 = disarmed); expirations not yet read].
 pub const FD_TIMERFD: u32 = 3;
 /// [`FdRecord::kind`]: a `signalfd`. `values` = [signal mask].
 pub const FD_SIGNALFD: u32 = 4;
-/// [`FdRecord::kind`]: an `epoll` instance. `extra` = its interest list,
-/// 16 bytes an entry: target fd (u32), events (u32), data word (u64).
+/// [`FdRecord::kind`]: an `epoll` instance. `values` = [entries, nesting
+/// depth (0 = no target is an epoll)]; `extra` = its interest list, 16
+/// bytes an entry: target fd (u32), events (u32), data word (u64).
 pub const FD_EPOLL: u32 = 5;
-/// [`FdRecord::kind`]: a `memfd`. `values` = [size, seals]; `name` = the
-/// name given to `memfd_create`; the contents travel in process memory.
+/// [`FdRecord::kind`]: a `memfd`. `values` = [size, seals, file offset];
+/// `id` = inode; `name` = the name given to `memfd_create`; the contents
+/// travel in process memory.
 pub const FD_MEMFD: u32 = 6;
 /// [`FdRecord::kind`]: a regular file. `id` = device, `values` = [offset,
 /// size, mtime ns, inode]; `name` = path; `extra` = option bits

@@ -571,10 +571,18 @@ fn fd_state(f: &crate::model::Fd) -> String {
             v[0],
             if v[1] != 0 { ", semaphore" } else { "" }
         ),
-        FD_TIMERFD if v[2] == 0 => format!("clock {}, disarmed, {} expirations unread", v[0], v[3]),
+        FD_TIMERFD if v[2] == 0 => format!(
+            "clock {}, disarmed, {} expirations unread",
+            v[0] as u32, v[3]
+        ),
         FD_TIMERFD => format!(
-            "clock {}, next in {}, interval {}, {} expirations unread",
-            v[0],
+            "clock {}{}, next in {}, interval {}, {} expirations unread",
+            v[0] as u32,
+            if (v[0] >> 32) & 1 != 0 {
+                ", absolute"
+            } else {
+                ""
+            },
             ms(v[2]),
             ms(v[1]),
             v[3]
@@ -588,7 +596,7 @@ fn fd_state(f: &crate::model::Fd) -> String {
                 .collect();
             format!("{} targets: {}", list.len(), list.join("; "))
         }
-        FD_MEMFD => format!("{} bytes, seals {:#x}", v[0], v[1]),
+        FD_MEMFD => format!("{} bytes, seals {:#x}, offset {}", v[0], v[1], v[2]),
         FD_FILE => format!(
             "offset {}, size {}{}",
             v[0],

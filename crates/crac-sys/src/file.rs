@@ -79,12 +79,3 @@ pub fn fstat(fd: i32) -> Result<Stat, Errno> {
         mtime_ns: st[11].wrapping_mul(1_000_000_000).wrapping_add(st[12]),
     })
 }
-
-/// Whether descriptors `a` and `b` of this process share one open file
-/// description (`kcmp(KCMP_FILE)`: a `dup` or an inherited copy, sharing
-/// the offset and status flags).
-pub fn same_open_file(a: i32, b: i32) -> Result<bool, Errno> {
-    let pid = crate::sys::getpid() as usize;
-    // SAFETY: integer arguments only; KCMP_FILE (0) compares two fds.
-    check(unsafe { syscall6(312, pid, pid, 0, a as usize, b as usize, 0) }).map(|r| r == 0)
-}

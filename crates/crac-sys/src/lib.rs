@@ -4,6 +4,8 @@
 //! * [`ctx`]: the resume context, the routine that saves it around a call
 //!   and the routine that resumes it (used by the dump and by the restorer).
 //! * [`clone`]: `clone3` for threads that start on a fresh stack.
+//! * [`fdobj`]: timerfd, signalfd, epoll, memfd and `kcmp` for carried
+//!   descriptors.
 //! * [`handler`]: the handler side of another process's userfaultfd (lazy
 //!   restore).
 //! * [`file`]: offsets and identities of open regular files (carried
@@ -18,6 +20,7 @@
 
 pub mod clone;
 pub mod ctx;
+pub mod fdobj;
 pub mod file;
 #[cfg(feature = "std")]
 pub mod handler;

@@ -62,3 +62,40 @@ impl Drop for FileView {
         unsafe { syscall6(nr::MUNMAP, self.addr, self.len, 0, 0, 0, 0) };
     }
 }
+
+/// The page frame number of the kernel's shared zero page: a fresh private
+/// anonymous page that was only read maps it. (A page of the allocator may
+/// have been written before, so it cannot serve as the probe.) Needs the
+/// PFNs in `/proc/self/pagemap` (CAP_SYS_ADMIN); `Ok(0)` without them.
+pub fn zero_page_pfn() -> Result<u64, Errno> {
+    const PROT_READ: usize = 1;
+    const MAP_PRIVATE_ANONYMOUS: usize = 0x22;
+    // SAFETY: a fresh mapping chosen by the kernel (addr 0) touches no
+    // existing memory.
+    let r = unsafe {
+        syscall6(
+            nr::MMAP,
+            0,
+            4096,
+            PROT_READ,
+            MAP_PRIVATE_ANONYMOUS,
+            usize::MAX,
+            0,
+        )
+    };
+    let addr = check(r)?;
+    // SAFETY: `addr` is the readable page just mapped; a read faults in
+    // the zero page.
+    let _ = unsafe { core::ptr::read_volatile(addr as *const u8) };
+    let entry = crate::sys::open(b"/proc/self/pagemap\0", 0o2000000, 0).and_then(|fd| {
+        let mut e = [0u8; 8];
+        let r = crate::sys::pread(fd, &mut e, (addr / 4096 * 8) as u64);
+        let _ = crate::sys::close(fd);
+        r.map(|_| u64::from_le_bytes(e))
+    });
+    // SAFETY: the page belongs to this function and no reference to it
+    // remains.
+    unsafe { syscall6(nr::MUNMAP, addr, 4096, 0, 0, 0, 0) };
+    let e = entry?;
+    Ok(if e >> 63 == 1 { e & ((1 << 55) - 1) } else { 0 })
+}

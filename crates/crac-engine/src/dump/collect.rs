@@ -3,7 +3,6 @@
 //! now.
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -346,27 +345,8 @@ fn cpu(f: &mut Facts) {
 /// PFN of the shared zero page, or 0 when PFNs are hidden (no
 /// CAP_SYS_ADMIN); then no page is skipped as zero.
 fn zero_pfn() -> u64 {
-    // A fresh, read-only-touched anonymous page maps the zero page.
-    let page = vec![0u8; 1 << 21];
-    let addr = page.as_ptr() as u64;
-    // Align inside the allocation and read (never write) to fault in the zero page.
-    let a = (addr + 4095) & !4095;
-    let idx = (a - addr) as usize;
-    let _touch = std::hint::black_box(page[idx]);
-    let mut pm = [0u8; 8];
-    let Ok(mut fd) = fs::File::open("/proc/self/pagemap") else {
-        return 0;
-    };
-    use std::io::{Seek, SeekFrom};
-    if fd.seek(SeekFrom::Start(a / 4096 * 8)).is_err() || fd.read_exact(&mut pm).is_err() {
-        return 0;
-    }
-    let e = u64::from_le_bytes(pm);
-    if e >> 63 == 1 {
-        e & ((1 << 55) - 1)
-    } else {
-        0
-    }
+    // Not through the allocator: its memory may be pages written before.
+    crac_sys::map::zero_page_pfn().unwrap_or(0)
 }
 
 fn vdso_crc(maps: &[u8]) -> u32 {

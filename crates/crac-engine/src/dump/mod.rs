@@ -131,8 +131,10 @@ impl Snapshot<'_> {
 
     /// The whole stopped phase. Returns 0 on success.
     fn run(&mut self) -> u64 {
-        if let Err((what, e)) = self.fds.capture() {
-            return self.fail(SnapFailure::Sys(what, e));
+        match self.fds.capture() {
+            Ok(()) => {}
+            Err((what, fds::CHANGED)) => return self.fail(SnapFailure::Overflow(what)),
+            Err((what, e)) => return self.fail(SnapFailure::Sys(what, e)),
         }
         if let Err(f) = self.read_maps() {
             return self.fail(f);

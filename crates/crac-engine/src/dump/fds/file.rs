@@ -17,10 +17,10 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use crac_image::{FdRecord, FD_FILE, FILE_REOPEN};
-use crac_sys::file::{fstat, lseek, same_open_file, SEEK_CUR, SEEK_END, SEEK_SET};
+use crac_sys::file::{fstat, lseek, SEEK_CUR, SEEK_END, SEEK_SET};
 use crac_sys::{sys, Errno};
 
-use super::{Carried, FdFailure, State, F_DUPFD_CLOEXEC, O_ACCMODE, O_CLOEXEC, O_NONBLOCK};
+use super::{FdFailure, O_ACCMODE, O_CLOEXEC, O_NONBLOCK};
 
 const O_NOCTTY: u32 = 0o400;
 const O_APPEND: u32 = 0o2000;
@@ -50,9 +50,6 @@ pub struct FileFd {
     reopen: bool,
     /// The record's option bits ([`FILE_REOPEN`]), little-endian.
     options: [u8; 8],
-    /// An earlier carried descriptor of the same open file description (a
-    /// `dup`): this one is recreated as a `dup` of it, sharing the offset.
-    dup_of: Option<i32>,
     offset: u64,
     dev: u64,
     ino: u64,
@@ -87,7 +84,6 @@ pub fn plan(fd: i32, link: &str, reopen: bool) -> Option<FileFd> {
         flags,
         reopen,
         options: if reopen { FILE_REOPEN } else { 0 }.to_le_bytes(),
-        dup_of: None,
         offset: 0,
         dev: 0,
         ino: 0,
@@ -96,26 +92,6 @@ pub fn plan(fd: i32, link: &str, reopen: bool) -> Option<FileFd> {
     };
     f.capture(fd).ok()?;
     Some(f)
-}
-
-/// Marks every carried file descriptor that shares its open file
-/// description with an earlier one (`dup`, `try_clone`), so that it comes
-/// back sharing it (one offset) instead of as a second open.
-pub fn share(fds: &mut [Carried]) {
-    for i in 0..fds.len() {
-        let fd = fds[i].fd;
-        if !matches!(fds[i].state, State::File(_)) {
-            continue;
-        }
-        let earlier = fds[..i].iter().find(|e| {
-            matches!(&e.state, State::File(o) if o.dup_of.is_none())
-                && same_open_file(e.fd, fd) == Ok(true)
-        });
-        let of = earlier.map(|e| e.fd);
-        if let (Some(of), State::File(f)) = (of, &mut fds[i].state) {
-            f.dup_of = Some(of);
-        }
-    }
 }
 
 impl FileFd {
@@ -150,12 +126,6 @@ impl FileFd {
     /// `crac restore` checked, and seeks (the caller places it).
     /// Allocation-free.
     pub fn recreate(&self) -> Result<i32, FdFailure> {
-        if let Some(of) = self.dup_of {
-            // Recreated already: descriptors are rebuilt in number order.
-            return sys::fcntl(of, F_DUPFD_CLOEXEC, 0)
-                .map(|fd| fd as i32)
-                .map_err(|e| ("duplicate a reopened file", e));
-        }
         // Non-blocking while opening: if a FIFO took the path, the open must
         // not hang the restored process; the caller sets the recorded mode.
         let open_flags = (self.flags & KEPT_FLAGS) | O_NONBLOCK | O_NOCTTY | O_CLOEXEC;

@@ -20,11 +20,16 @@
 //! [`crac_image::FdRecord`] per descriptor for tools and for the checks
 //! `crac restore` makes before anything runs.
 
+mod dup;
+mod epoll;
 mod eventfd;
 mod file;
 pub(crate) mod inherited;
+mod memfd;
 mod pipe;
 mod policy;
+mod signalfd;
+mod timerfd;
 
 use std::fs;
 
@@ -34,6 +39,11 @@ use crac_sys::{sys, Errno};
 /// What a step of a descriptor's journey failed at: a static description and
 /// the errno (plain data: the steps run where nothing may allocate).
 pub type FdFailure = (&'static str, Errno);
+
+/// The errno of an [`FdFailure`] that means the descriptor changed since
+/// the plan beyond its buffers: the dump tries again with buffers sized
+/// anew.
+pub const CHANGED: Errno = Errno(0);
 
 const O_ACCMODE: u32 = 3;
 const O_NONBLOCK: u32 = 0o4000;
@@ -87,13 +97,32 @@ pub enum State {
     Closed(policy::Stand),
     /// Inherited at start: passed through by `crac restore`, not carried.
     Inherited(inherited::Inherited),
+    /// A timerfd.
+    TimerFd(timerfd::TimerFd),
+    /// A signalfd.
+    SignalFd(signalfd::SignalFd),
+    /// An epoll.
+    Epoll(epoll::Epoll),
+    /// A memfd.
+    MemFd(memfd::MemFd),
+    /// Shares its open file description with lower descriptor `of`.
+    Dup {
+        /// The descriptor it duplicates.
+        of: i32,
+        /// `of`'s rank.
+        rank: u32,
+    },
 }
 
 impl State {
-    /// Whether other descriptors must exist before this one is rebuilt
-    /// (epoll refers to its targets by number).
-    fn refers_to_others(&self) -> bool {
-        false
+    /// When this one is rebuilt: after every descriptor of a lower rank
+    /// (epoll refers to its targets by number, an epoll may watch another).
+    fn rank(&self) -> u32 {
+        match self {
+            State::Epoll(e) => 1 + e.depth,
+            State::Dup { rank, .. } => *rank,
+            _ => 0,
+        }
     }
 }
 
@@ -130,7 +159,11 @@ impl FdSet {
             }
         }
         pipe::keep_complete(&mut fds);
-        file::share(&mut fds);
+        memfd::link_shared(&mut fds);
+        dup::link(&mut fds);
+        // Last: drops epolls whose targets were dropped.
+        epoll::keep_complete(&mut fds);
+        dup::set_ranks(&mut fds);
         let pipes = pipe::plan(&fds);
         FdSet {
             fds,
@@ -145,12 +178,20 @@ impl FdSet {
         pipe::capture(&mut self.pipes)?;
         for c in &mut self.fds {
             match &mut c.state {
-                State::Pipe { .. } | State::Inherited(_) => {}
+                State::Pipe { .. }
+                | State::Epoll(_)
+                | State::Dup { .. }
+                | State::Inherited(_)
+                | State::Ignored(_)
+                | State::Closed(_) => {}
                 State::EventFd(e) => e.capture(c.fd, &mut self.info)?,
                 State::File(f) => f.capture(c.fd)?,
-                State::Ignored(_) | State::Closed(_) => {}
+                State::TimerFd(t) => t.capture(c.fd, &mut self.info)?,
+                State::SignalFd(s) => s.capture(c.fd, &mut self.info)?,
+                State::MemFd(m) => m.capture(c.fd)?,
             }
         }
+        epoll::capture_all(&mut self.fds)?;
         Ok(())
     }
 
@@ -162,13 +203,26 @@ impl FdSet {
                 flags: c.flags,
                 ..FdRecord::default()
             };
-            match &c.state {
+            // A duplicate has its original's record, with its own number.
+            let src = match c.state {
+                State::Dup { of, .. } => self.fds.iter().find(|o| o.fd == of).unwrap_or(c),
+                _ => c,
+            };
+            match &src.state {
+                State::Dup { .. } => {}
                 State::Pipe { inode } => pipe::record(*inode, &self.pipes, &mut r),
                 State::EventFd(e) => e.record(&mut r),
                 State::File(f) => f.record(&mut r),
                 State::Ignored(s) => s.record(false, &mut r),
                 State::Closed(s) => s.record(true, &mut r),
                 State::Inherited(i) => i.record(&mut r),
+                State::TimerFd(t) => t.record(&mut r),
+                State::SignalFd(s) => s.record(&mut r),
+                State::Epoll(e) => e.record(&mut r),
+                State::MemFd(m) => {
+                    m.record(&mut r);
+                    r.name = m.name();
+                }
             }
             r.encode(w);
         }
@@ -190,12 +244,9 @@ impl FdSet {
         // free again before anything else is rebuilt.
         note(inherited::recreate(&self.fds));
         note(pipe::recreate(&self.fds, &self.pipes, above));
-        for late in [false, true] {
-            for c in self
-                .fds
-                .iter()
-                .filter(|c| c.state.refers_to_others() == late)
-            {
+        let last = self.fds.iter().map(|c| c.state.rank()).max().unwrap_or(0);
+        for rank in 0..=last {
+            for c in self.fds.iter().filter(|c| c.state.rank() == rank) {
                 let r = match &c.state {
                     State::Pipe { .. } | State::Inherited(_) => Ok(()),
                     State::EventFd(e) => e.recreate().and_then(|fd| place(fd, c, above)),
@@ -206,6 +257,11 @@ impl FdSet {
                     State::Closed(_) => {
                         policy::recreate_closed(c.flags).and_then(|fd| place(fd, c, above))
                     }
+                    State::TimerFd(t) => t.recreate().and_then(|fd| place(fd, c, above)),
+                    State::SignalFd(s) => s.recreate().and_then(|fd| place(fd, c, above)),
+                    State::Epoll(e) => e.recreate(c, above),
+                    State::MemFd(m) => m.recreate(c).and_then(|fd| place(fd, c, above)),
+                    State::Dup { of, .. } => dup::recreate(*of).and_then(|fd| place(fd, c, above)),
                 };
                 note(r);
             }
@@ -231,6 +287,10 @@ fn classify(fd: i32, link: &str) -> Option<State> {
     }
     match link {
         "anon_inode:[eventfd]" => eventfd::plan(fd).map(State::EventFd),
+        "anon_inode:[timerfd]" => timerfd::plan(fd).map(State::TimerFd),
+        "anon_inode:[signalfd]" => signalfd::plan(fd).map(State::SignalFd),
+        "anon_inode:[eventpoll]" => epoll::plan(fd).map(State::Epoll),
+        _ if link.starts_with("/memfd:") => memfd::plan(fd, link).map(State::MemFd),
         _ if link.starts_with('/') => file::plan(fd, link, false).map(State::File),
         _ => None,
     }
