@@ -1,12 +1,12 @@
 //! The engines behind [`checkpoint_restore`](crate::checkpoint_restore).
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crac_engine::native::{self, DumpOptions, DumpOutcome, FdPolicy, RestoreFacts};
 
 use crate::config::{Config, EngineKind};
-use crate::fds::FdInfo;
 use crate::resource::BoxError;
 
 /// How an engine's checkpoint returned.
@@ -37,13 +37,13 @@ pub(crate) trait Engine: Sync {
     /// Which engine this is.
     fn kind(&self) -> EngineKind;
 
-    /// Whether the engine carries `fd` across the checkpoint, so that the
-    /// open-descriptor check lets it pass. stdio always passes without
-    /// asking. `simulate` and `pause` keep the process alive and could carry
-    /// everything, but like CRaC the check applies to every engine.
-    fn carries(&self, fd: &FdInfo) -> bool {
-        let _ = fd;
-        false
+    /// Which descriptors the engine carries across the checkpoint, so that
+    /// the open-descriptor check lets them pass: asked once per check.
+    /// stdio always passes without asking. `simulate` and `pause` keep the
+    /// process alive and could carry everything, but like CRaC the check
+    /// applies to every engine.
+    fn carried(&self) -> Box<dyn Fn(RawFd) -> bool> {
+        Box::new(|_| false)
     }
 
     /// Makes the checkpoint. Called after the hooks and the open-descriptor
@@ -74,8 +74,9 @@ impl Engine for Native {
     }
 
     /// The native engine says which descriptors it carries.
-    fn carries(&self, fd: &FdInfo) -> bool {
-        native::carries_fd(fd.fd())
+    fn carried(&self) -> Box<dyn Fn(RawFd) -> bool> {
+        let fds = native::carried_fds();
+        Box::new(move |fd| fds.binary_search(&fd).is_ok())
     }
 
     fn checkpoint(

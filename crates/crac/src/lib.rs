@@ -274,7 +274,8 @@ fn run(
         "starting checkpoint");
 
     let mut problems = GLOBAL.notify_before();
-    let checked = fds::check(|fd| engine.carries(fd), policies);
+    let carried = engine.carried();
+    let checked = fds::check(|fd| carried(fd.fd()), policies);
     problems.extend(checked.problems);
     if problems.is_empty() {
         // The control channel's listener cannot survive a restore: closed
@@ -358,8 +359,8 @@ mod tests {
         fn kind(&self) -> EngineKind {
             EngineKind::Native
         }
-        fn carries(&self, _: &FdInfo) -> bool {
-            true
+        fn carried(&self) -> Box<dyn Fn(std::os::fd::RawFd) -> bool> {
+            Box::new(|_| true)
         }
         fn checkpoint(
             &self,

@@ -270,10 +270,9 @@ impl FdSet {
     }
 }
 
-/// What the dump would do with `fd` by default: whether the engine carries
-/// it across a checkpoint.
-pub fn carries(fd: i32) -> bool {
-    FdSet::plan(&[]).fds.iter().any(|c| c.fd == fd)
+/// The descriptors the dump carries by default, sorted.
+pub fn carried() -> Vec<i32> {
+    FdSet::plan(&[]).fds.iter().map(|c| c.fd).collect()
 }
 
 /// The kind of `fd` if the engine can carry it, with its fixed facts.
