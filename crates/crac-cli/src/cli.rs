@@ -56,7 +56,9 @@ pub enum Command {
     /// Restore an image, as the restored process's waiting parent.
     ///
     /// The restored process gets its original PID and this command's
-    /// standard streams. crac waits for it, forwards the signals it gets
+    /// standard streams, and the descriptors it inherited at start (`7>file`)
+    /// from this command's of the same numbers (/dev/null, with a warning,
+    /// where this command has none). crac waits for it, forwards the signals it gets
     /// (SIGINT, SIGTERM, SIGHUP, ...) and exits with its status, or ends by
     /// the signal that ended it. A pause image wakes the paused process.
     Restore(RestoreArgs),

@@ -25,6 +25,13 @@ impl Reporter {
         }
     }
 
+    /// One `warning: ...` line on standard error.
+    pub fn warn(&self, line: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("warning: {line}");
+        }
+    }
+
     /// A spinner with `message` and the elapsed time while work goes on,
     /// only when standard error is a terminal; it becomes a byte progress
     /// bar once [`Meter::set_bytes`] is called.

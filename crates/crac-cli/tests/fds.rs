@@ -2,11 +2,28 @@
 //! per kind: the `fds` payload sets the object up, checkpoints itself and
 //! checks the object's state after `crac restore`.
 
-use crate::native::checkpoint_then_restore;
+use crate::native::{checkpoint_then_restore, pid_in, run_payload, show, wait_gone};
+use crate::util::crac;
 
 #[test]
 fn eventfd_keeps_its_counter_mode_and_flags() {
     checkpoint_then_restore("fds", &["eventfd"], "EVENTFD OK");
+}
+
+#[test]
+fn inspect_lists_carried_descriptors_with_their_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    let out = run_payload("fds", &["eventfd"], &image);
+    assert!(out.status.success(), "{}", show(&out));
+    wait_gone(pid_in(&out, "pre-checkpoint PID: "));
+    let text = crac(["inspect"]).arg(&image).ok().stdout();
+    assert!(
+        text.contains("\ndescriptors ")
+            && text.contains("40  eventfd  counter 5, semaphore")
+            && text.contains("41  eventfd  counter 1099511627776"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -19,9 +36,34 @@ fn epoll_keeps_its_interest_list_modes_and_data_words() {
     checkpoint_then_restore("fds", &["epoll"], "EPOLL OK");
 }
 
+/// The payload also holds a 64 MiB memfd with two small data regions: the
+/// image stores its data, not its holes.
 #[test]
-fn memfd_keeps_name_contents_size_seals_offset_and_sharing() {
-    checkpoint_then_restore("fds", &["memfd"], "MEMFD OK");
+fn memfd_keeps_name_contents_size_seals_offset_holes_and_sharing() {
+    use crate::util::{crac, payload, Dir};
+
+    let d = Dir::new();
+    let image = d.join("image");
+    let out = crate::util::TestCommand::new(payload("fds"))
+        .arg("memfd")
+        .env("CRAC_CHECKPOINT_TO", &image)
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .show_dir(&d)
+        .ok();
+    let pid: u32 = out
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("pre-checkpoint PID: ")?.trim().parse().ok())
+        .expect("PID line");
+    crate::util::wait_gone(pid, std::time::Duration::from_secs(10));
+    let stored = std::fs::metadata(image.join("pages.crac")).unwrap().len();
+    assert!(stored < 32 << 20, "holes stored: {stored} bytes of pages");
+    crac(["restore"])
+        .arg(&image)
+        .ok()
+        .stdout_has("MEMFD OK")
+        .stdout_has(&format!("post-restore PID: {pid}"));
 }
 
 /// The image rests 3 s between checkpoint and restore: the payload's

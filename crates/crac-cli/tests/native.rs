@@ -26,7 +26,7 @@ fn crac() -> Command {
     c
 }
 
-fn show(o: &Output) -> String {
+pub(crate) fn show(o: &Output) -> String {
     format!(
         "status: {:?}\nstdout:\n{}\nstderr:\n{}",
         o.status,
@@ -36,7 +36,7 @@ fn show(o: &Output) -> String {
 }
 
 /// Runs a payload configured to checkpoint into `image` and returns its output.
-fn run_payload(name: &str, args: &[&str], image: &Path) -> Output {
+pub(crate) fn run_payload(name: &str, args: &[&str], image: &Path) -> Output {
     Command::new(payload(name))
         .args(args)
         .env("CRAC_CHECKPOINT_TO", image)
@@ -55,7 +55,7 @@ fn restore(image: &Path) -> Output {
         .expect("run crac restore")
 }
 
-fn pid_in(out: &Output, prefix: &str) -> u32 {
+pub(crate) fn pid_in(out: &Output, prefix: &str) -> u32 {
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix(prefix))
@@ -65,7 +65,7 @@ fn pid_in(out: &Output, prefix: &str) -> u32 {
 }
 
 /// Waits until `pid` is gone (an orphan may linger until init reaps it).
-fn wait_gone(pid: u32) {
+pub(crate) fn wait_gone(pid: u32) {
     let t = Instant::now();
     while Path::new(&format!("/proc/{pid}")).exists() {
         assert!(
@@ -140,7 +140,8 @@ fn an_open_file_refuses_the_checkpoint_and_the_program_goes_on() {
     let out = run_payload("writer", &[file.to_str().unwrap(), "--leave-open"], &image);
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    let want = format!("is open: {} (regular file)", file.display());
+    // Deleted: an open file still at its path would be carried.
+    let want = format!("is open: {} (regular file, deleted)", file.display());
     assert!(text.contains(&want), "{}", show(&out));
     assert!(text.contains("still running: PID"), "{}", show(&out));
     assert!(!image.exists(), "a refused checkpoint must leave no image");
@@ -283,7 +284,7 @@ fn corrupt_truncated_and_foreign_images_are_refused_and_nothing_runs() {
             Box::new(|d: &Path| {
                 rewrite_header(d, |h| h[8..10].copy_from_slice(&9u16.to_le_bytes()))
             }),
-            "format version 9.0 is not supported",
+            "format version 9.1 is not supported",
         ),
         (
             "not an image",

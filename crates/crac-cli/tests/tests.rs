@@ -5,10 +5,14 @@
 //! end-to-end tests in `native`.
 
 mod fds;
+mod fds_file;
 mod fds_sock;
+mod inherit;
 mod lazy;
 mod native;
+mod policies;
 mod tokio_svc;
+mod uniqueness;
 mod util;
 
 use std::fs;
@@ -350,7 +354,10 @@ fn an_open_file_refuses_the_checkpoint_and_the_process_goes_on() {
         "error: process {pid} was not checkpointed and goes on running\n  caused by: checkpoint \
          failed: file descriptor "
     ))
-    .stderr_has(&format!("is open: {} (regular file)", file.display()));
+    .stderr_has(&format!(
+        "is open: {} (regular file, deleted)",
+        file.display()
+    ));
     assert!(out.stdout().is_empty(), "{}", out.dump());
     // Still running, still serving; no image.
     let n = service.stdout_lines().len();

@@ -9,10 +9,11 @@
 //!    (`crates/crac-restorer`) from a memfd with
 //!    fd 3 = `meta.crac`, fd 4 = `pages.crac`, fd 5 = the status socket and
 //!    fd 6 = the restore arguments (start time, flags, caller PID,
-//!    environment block). The restorer rebuilds memory, the vDSO position,
-//!    mm fields and the threads, then jumps into the program; it reports its
-//!    progress and its outcome as [`crac_image::status`] records on the
-//!    socket.
+//!    environment block), and the descriptors the program inherited at
+//!    start above those (see `inherit`). The restorer rebuilds memory, the
+//!    vDSO position, mm fields and the threads, then jumps into the
+//!    program; it reports its progress and its outcome as
+//!    [`crac_image::status`] records on the socket.
 //! 3. In a lazy restore (the default) the restorer leaves the stored pages
 //!    of private anonymous areas to the caller: it sends a userfaultfd for
 //!    them, and the [`Pager`] thread started here serves the process's page
@@ -31,8 +32,10 @@
 //! and 32 KiB per-thread stacks from +112 MiB (at most 4608 threads). The
 //! restored program unmaps the zone once every thread has resumed.
 
+mod inherit;
 mod pager;
 mod preflight;
+mod preflight_files;
 mod preflight_sock;
 #[cfg(test)]
 mod testimg;
@@ -51,6 +54,7 @@ pub use crac_image::status::Stage;
 use crac_image::status::{Status, StatusKind, STATUS_LEN};
 use crac_sys::raw::{Errno, ExecChild};
 
+pub use inherit::RestoreWarning;
 pub use pager::{LoadError, Loaded, Pager};
 pub use preflight::{preflight, Plan, Problem, ProblemKind};
 
@@ -95,6 +99,8 @@ pub struct Restored {
     pub elapsed: Duration,
     /// Bytes of page data left to load after the resume (0: eager).
     pub lazy_bytes: u64,
+    /// What the restored process got differently from what it had.
+    pub warnings: Vec<RestoreWarning>,
     pager: Option<Pager>,
 }
 
@@ -328,16 +334,20 @@ pub fn restore_with_progress(
         None
     };
 
+    // Descriptors inherited at start pass through (see `inherit`).
+    let handoff = inherit::prepare(&plan.fds).map_err(setup("inherited descriptors"))?;
+    let mut fds = vec![
+        (meta.as_raw_fd(), 3),
+        (pages.as_raw_fd(), 4),
+        (status_w.as_raw_fd(), 5),
+        (args.as_raw_fd(), 6),
+    ];
+    fds.extend_from_slice(&handoff.pairs);
     let fail_record = Status::error(Stage::Start, 0, 0)
         .with_detail(b"executing the restorer failed (step: object)")
         .encode();
     let child = ExecChild {
-        fds: &[
-            (meta.as_raw_fd(), 3),
-            (pages.as_raw_fd(), 4),
-            (status_w.as_raw_fd(), 5),
-            (args.as_raw_fd(), 6),
-        ],
+        fds: &fds,
         close_from: 7,
         exec_fd: exe.as_raw_fd(),
         argv: &[c"crac-restorer"],
@@ -349,7 +359,8 @@ pub fn restore_with_progress(
         new_session: opts.detach,
     };
     let spawned = crac_sys::raw::spawn_exec_with_pid(pid as i32, &child);
-    drop((meta, pages, exe, args, status_w));
+    let warnings = handoff.warnings;
+    drop((meta, pages, exe, args, status_w, handoff.null));
     let child_pid = match spawned {
         Ok(p) => p as u32,
         Err(Errno::EEXIST) => {
@@ -465,6 +476,7 @@ pub fn restore_with_progress(
                     threads: st.aux as u32,
                     elapsed: t0.elapsed(),
                     lazy_bytes,
+                    warnings,
                     pager,
                 });
             }

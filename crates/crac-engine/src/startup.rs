@@ -6,9 +6,21 @@
 //! `/proc/self/fd` and stores the result.
 #![allow(unsafe_code)]
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
-static INITIAL_FDS: OnceLock<Vec<i32>> = OnceLock::new();
+/// The descriptors open at start, sorted, and the device and inode of what
+/// each refers to: a number closed and reused later for something else no
+/// longer counts as inherited. A restored process takes over new
+/// descriptors at those numbers and records what they refer to instead
+/// ([`refresh`]), where nothing may allocate: hence atomics.
+#[derive(Debug)]
+struct Initial {
+    fds: Vec<i32>,
+    ids: Vec<[AtomicU64; 2]>,
+}
+
+static INITIAL: OnceLock<Initial> = OnceLock::new();
 
 fn open_fds() -> Vec<i32> {
     let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")
@@ -21,14 +33,21 @@ fn open_fds() -> Vec<i32> {
     fds
 }
 
+fn identity(fd: i32) -> Option<(u64, u64)> {
+    crac_sys::inherit::identity(fd).ok()
+}
+
 extern "C" fn record_at_start() {
     // The directory fd that read_dir itself opens is closed again by the
     // time the listing is returned; drop any fd that is no longer open.
-    let fds = open_fds()
+    let (fds, ids) = open_fds()
         .into_iter()
-        .filter(|fd| std::fs::metadata(format!("/proc/self/fd/{fd}")).is_ok())
-        .collect();
-    let _ = INITIAL_FDS.set(fds);
+        .filter_map(|fd| {
+            let (dev, ino) = identity(fd)?;
+            Some((fd, [AtomicU64::new(dev), AtomicU64::new(ino)]))
+        })
+        .unzip();
+    let _ = INITIAL.set(Initial { fds, ids });
 }
 
 // SAFETY: `record_at_start` is an `extern "C" fn()` that neither unwinds nor
@@ -41,7 +60,36 @@ static RECORD_AT_START: extern "C" fn() = record_at_start;
 /// File descriptors that were open when the process started (inherited from
 /// its parent, as CRaC allows), sorted. Empty only if recording failed.
 pub fn initial_fds() -> &'static [i32] {
-    INITIAL_FDS.get().map_or(&[], Vec::as_slice)
+    INITIAL.get().map_or(&[], |i| i.fds.as_slice())
+}
+
+/// Whether `fd` was open when the process started and still refers to the
+/// same file (device and inode) now.
+pub fn still_inherited(fd: i32) -> bool {
+    let Some(init) = INITIAL.get() else {
+        return false;
+    };
+    match init.fds.binary_search(&fd) {
+        Ok(i) => {
+            let [dev, ino] = &init.ids[i];
+            identity(fd) == Some((dev.load(Ordering::Relaxed), ino.load(Ordering::Relaxed)))
+        }
+        Err(_) => false,
+    }
+}
+
+/// In a restored process, after `fd`, inherited at start, was taken over
+/// from `crac restore`: what it refers to now is what counts as inherited
+/// (for the next checkpoint). Allocation-free.
+pub fn refresh(fd: i32) {
+    let Some(init) = INITIAL.get() else {
+        return;
+    };
+    if let (Ok(i), Some((d, n))) = (init.fds.binary_search(&fd), identity(fd)) {
+        let [dev, ino] = &init.ids[i];
+        dev.store(d, Ordering::Relaxed);
+        ino.store(n, Ordering::Relaxed);
+    }
 }
 
 #[cfg(test)]
@@ -53,5 +101,13 @@ mod tests {
             fds.contains(&0) && fds.contains(&1) && fds.contains(&2),
             "{fds:?}"
         );
+        assert!(super::still_inherited(0));
+    }
+
+    #[test]
+    fn a_descriptor_opened_later_is_not_inherited() {
+        let f = std::fs::File::open("/proc/self/stat").unwrap();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+        assert!(!super::still_inherited(fd));
     }
 }

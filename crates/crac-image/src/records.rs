@@ -881,8 +881,9 @@ pub const FD_EPOLL: u32 = 5;
 /// `id` = inode; `name` = the name given to `memfd_create`; the contents
 /// travel in process memory.
 pub const FD_MEMFD: u32 = 6;
-/// [`FdRecord::kind`]: a regular file. `values` = [offset, size, mtime ns,
-/// inode]; `name` = path.
+/// [`FdRecord::kind`]: a regular file. `id` = device, `values` = [offset,
+/// size, mtime ns, inode]; `name` = path; `extra` = option bits
+/// `FILE_*` (u64, little-endian; absent = 0).
 pub const FD_FILE: u32 = 7;
 /// [`FdRecord::kind`]: one end of a Unix socket pair whose both ends are in
 /// the process. `id` = socket inode, `values` = [peer inode, socket type];
@@ -893,9 +894,10 @@ pub const FD_SOCKETPAIR: u32 = 8;
 /// option bits `SOCKOPT_*`]; `name` = address (`127.0.0.1:8080`, `[::1]:80`,
 /// a path, or `@name` for an abstract Unix address).
 pub const FD_LISTEN: u32 = 9;
-/// [`FdRecord::kind`]: a socket a resource policy asked to close; it comes
-/// back as a closed connection (reads give EOF, epoll reports HUP). `name` =
-/// what it was.
+/// [`FdRecord::kind`]: a descriptor a resource policy asked to close. A
+/// socket comes back as a closed connection (reads give EOF, epoll reports
+/// HUP), anything else as a pipe end of the same direction whose other end
+/// is closed (a read-write descriptor as a read end). `name` = what it was.
 pub const FD_CLOSED: u32 = 10;
 /// [`FdRecord::kind`]: a descriptor inherited at process start; `crac
 /// restore` passes its own descriptor of the same number (else /dev/null).
@@ -903,6 +905,11 @@ pub const FD_INHERITED: u32 = 11;
 /// [`FdRecord::kind`]: a descriptor a resource policy said to ignore; it
 /// comes back as /dev/null with the same access mode. `name` = what it was.
 pub const FD_IGNORED: u32 = 12;
+
+/// [`FD_FILE`] option bit: a resource policy asked to reopen the file; it
+/// is opened again at restore whatever changed (at the same offset, clamped
+/// to its size), so `crac restore` does not check it is unchanged.
+pub const FILE_REOPEN: u64 = 1;
 
 /// [`FD_LISTEN`] option bit: `SO_REUSEADDR`.
 pub const SOCKOPT_REUSEADDR: u64 = 1;
@@ -1000,6 +1007,14 @@ impl<'a> FdRecord<'a> {
             name,
             extra,
         })
+    }
+
+    /// The option bits of an [`FD_FILE`] record (`FILE_*`).
+    pub fn file_options(&self) -> u64 {
+        let mut b = [0u8; 8];
+        let n = self.extra.len().min(8);
+        b[..n].copy_from_slice(&self.extra[..n]);
+        u64::from_le_bytes(b)
     }
 
     /// The epoll interest list in `extra`: (target fd, events, data word).

@@ -597,7 +597,16 @@ fn fd_state(f: &crate::model::Fd) -> String {
             format!("{} targets: {}", list.len(), list.join("; "))
         }
         FD_MEMFD => format!("{} bytes, seals {:#x}, offset {}", v[0], v[1], v[2]),
-        FD_FILE => format!("offset {}, size {}", v[0], v[1]),
+        FD_FILE => format!(
+            "offset {}, size {}{}",
+            v[0],
+            v[1],
+            if f.as_record().file_options() & FILE_REOPEN != 0 {
+                ", reopened whatever changed"
+            } else {
+                ""
+            }
+        ),
         FD_LISTEN => format!("backlog {}, options {:#x}", v[2], v[3]),
         _ => String::new(),
     }

@@ -568,7 +568,10 @@ fn json_summary_has_the_documented_shape() {
     assert_eq!(v["vdso"]["vvar_vclock"], serde_json::Value::Null);
     assert_eq!(
         v["fds"],
-        serde_json::json!([{"fd": 5, "kind": "pipe", "flags": "2000", "id": 4242, "buffered": 3}])
+        serde_json::json!([{
+            "fd": 5, "kind": "pipe", "flags": "2000", "id": 4242, "buffered": 3,
+            "values": [0, 0, 0, 0], "name": "", "state": "3 bytes buffered"
+        }])
     );
     assert_eq!(v["signals"], serde_json::json!([]));
     assert_eq!(v["timers"]["itimers"], serde_json::json!([]));

@@ -9,7 +9,10 @@
 //!   [`crac_image::status`]),
 //! * fd 6: the restore arguments: `u64` restore start time (ns since the
 //!   epoch), `u64` flags (bit 0: lazy), `u64` PID of `crac restore`, `u64`
-//!   environment length, then `KEY=VALUE\0...`.
+//!   environment length, then `KEY=VALUE\0...`,
+//! * from fd 7 up: descriptors the program inherited at start, handed over
+//!   for the library in the restored process to move to their numbers; the
+//!   restorer leaves them alone (it closes only 3 to 6 before the resume).
 //!
 //! It sets its parent-death signal to SIGKILL first: if `crac restore` dies,
 //! the half-restored process dies with it. An eager restore clears it before

@@ -8,7 +8,10 @@
 //!   descriptors.
 //! * [`handler`]: the handler side of another process's userfaultfd (lazy
 //!   restore).
+//! * [`file`]: offsets and identities of open regular files (carried
+//!   descriptors).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
+//! * [`inherit`]: what an inherited descriptor refers to.
 //! * [`sock`]: sockets for carried socket descriptors.
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
@@ -19,8 +22,10 @@
 pub mod clone;
 pub mod ctx;
 pub mod fdobj;
+pub mod file;
 #[cfg(feature = "std")]
 pub mod handler;
+pub mod inherit;
 pub mod map;
 pub mod probe;
 pub mod raw;

@@ -215,10 +215,14 @@ pub mod nr_restore {
     pub const SETSID: usize = 112;
 }
 
+/// Most `(source, target)` pairs an [`ExecChild`] installs.
+pub const EXEC_CHILD_FDS: usize = 64;
+
 /// What the child of [`spawn_exec_with_pid`] does before it executes the
-/// program: install `fds` as `(source, target)` pairs (targets in
-/// `3..close_from`, sources anything), mark every fd from `close_from` up
-/// close-on-exec, then `execveat(exec_fd, "", argv, envp, AT_EMPTY_PATH)`.
+/// program: install `fds` as `(source, target)` pairs (targets 3 or above,
+/// each once; sources anything, even another pair's target), mark every
+/// other fd from `close_from` up close-on-exec, then
+/// `execveat(exec_fd, "", argv, envp, AT_EMPTY_PATH)`.
 ///
 /// If a step fails the child writes `fail_record` to `fail_fd`, with the
 /// errno (`i32` LE) patched in at `fail_errno_at` and the step number
@@ -226,9 +230,9 @@ pub mod nr_restore {
 /// then exits with status 127.
 #[derive(Debug, Clone, Copy)]
 pub struct ExecChild<'a> {
-    /// `(source, target)` fds; at most 8.
+    /// `(source, target)` fds; at most [`EXEC_CHILD_FDS`].
     pub fds: &'a [(i32, i32)],
-    /// First fd that does not survive the exec.
+    /// First fd that does not survive the exec, targets apart.
     pub close_from: u32,
     /// The program to execute (any fd, typically a memfd).
     pub exec_fd: i32,
@@ -250,7 +254,7 @@ pub struct ExecChild<'a> {
 
 #[repr(C)]
 struct ChildPlan {
-    fds: [(i32, i32); 8],
+    fds: [(i32, i32); EXEC_CHILD_FDS],
     nfds: usize,
     close_from: u32,
     exec_fd: i32,
@@ -265,8 +269,9 @@ struct ChildPlan {
 }
 
 extern "C" fn exec_child(arg: u64) -> ! {
-    // SAFETY: `arg` points to the ChildPlan in the parent's stack frame,
-    // which this child has a private copy of (no CLONE_VM).
+    // SAFETY: `arg` points to the ChildPlan in the parent's stack frame; the
+    // parent is suspended until this child executes or exits (CLONE_VFORK)
+    // and reads nothing of the plan afterwards.
     let plan = unsafe { &mut *(arg as *mut ChildPlan) };
     let fail = |plan: &mut ChildPlan, step: u64, e: isize| -> ! {
         let errno = (-e) as i32;
@@ -292,7 +297,31 @@ extern "C" fn exec_child(arg: u64) -> ! {
             fail(plan, 5, r);
         }
     }
-    let mut tmp = [0i32; 8];
+    // Every source is first copied above every target and `close_from`, so
+    // that installing one target never replaces a source still needed.
+    let mut above = plan.close_from as usize;
+    for &(_, target) in &plan.fds[..plan.nfds] {
+        above = above.max(target as usize + 1);
+    }
+    // A failure after the targets are installed must not be written to
+    // whatever now holds `fail_fd`'s number: report on a copy.
+    // SAFETY: fcntl on an fd number; no memory is passed.
+    let r = unsafe {
+        syscall6(
+            nr_restore::FCNTL,
+            plan.fail_fd as usize,
+            F_DUPFD_CLOEXEC,
+            above,
+            0,
+            0,
+            0,
+        )
+    };
+    if r < 0 {
+        fail(plan, 1, r);
+    }
+    plan.fail_fd = r as i32;
+    let mut tmp = [0i32; EXEC_CHILD_FDS];
     #[allow(clippy::needless_range_loop)]
     for i in 0..plan.nfds {
         // SAFETY: fcntl on an fd number; no memory is passed.
@@ -301,7 +330,7 @@ extern "C" fn exec_child(arg: u64) -> ! {
                 nr_restore::FCNTL,
                 plan.fds[i].0 as usize,
                 F_DUPFD_CLOEXEC,
-                plan.close_from as usize,
+                above,
                 0,
                 0,
                 0,
@@ -318,7 +347,7 @@ extern "C" fn exec_child(arg: u64) -> ! {
             nr_restore::FCNTL,
             plan.exec_fd as usize,
             F_DUPFD_CLOEXEC,
-            plan.close_from as usize,
+            above,
             0,
             0,
             0,
@@ -326,6 +355,23 @@ extern "C" fn exec_child(arg: u64) -> ! {
     };
     if exe < 0 {
         fail(plan, 1, exe);
+    }
+    // Before the targets are installed: dup2 clears close-on-exec on its
+    // target, so targets from `close_from` up survive too.
+    // SAFETY: no memory is passed.
+    let r = unsafe {
+        syscall6(
+            nr::CLOSE_RANGE,
+            plan.close_from as usize,
+            u32::MAX as usize,
+            CLOSE_RANGE_CLOEXEC,
+            0,
+            0,
+            0,
+        )
+    };
+    if r < 0 {
+        fail(plan, 3, r);
     }
     #[allow(clippy::needless_range_loop)]
     for i in 0..plan.nfds {
@@ -344,21 +390,6 @@ extern "C" fn exec_child(arg: u64) -> ! {
         if r < 0 {
             fail(plan, 2, r);
         }
-    }
-    // SAFETY: no memory is passed.
-    let r = unsafe {
-        syscall6(
-            nr::CLOSE_RANGE,
-            plan.close_from as usize,
-            u32::MAX as usize,
-            CLOSE_RANGE_CLOEXEC,
-            0,
-            0,
-            0,
-        )
-    };
-    if r < 0 {
-        fail(plan, 3, r);
     }
     // SAFETY: argv/envp are NULL-terminated arrays of NUL-terminated strings
     // that live in this (copied) frame; execveat only returns on failure.
@@ -383,11 +414,15 @@ extern "C" fn exec_child(arg: u64) -> ! {
 /// the caller may be multi-threaded. All signals are blocked in the child
 /// (and during the call in the caller). Returns the child's PID.
 pub fn spawn_exec_with_pid(pid: i32, c: &ExecChild<'_>) -> Result<i32, Errno> {
-    if c.fds.len() > 8 || c.argv.len() > 7 || c.envp.len() > 7 || c.fail_record.len() > 512 {
+    if c.fds.len() > EXEC_CHILD_FDS
+        || c.argv.len() > 7
+        || c.envp.len() > 7
+        || c.fail_record.len() > 512
+    {
         return Err(Errno::EINVAL);
     }
     let mut plan = ChildPlan {
-        fds: [(0, 0); 8],
+        fds: [(0, 0); EXEC_CHILD_FDS],
         nfds: c.fds.len(),
         close_from: c.close_from,
         exec_fd: c.exec_fd,

@@ -6,6 +6,7 @@
 //! | `CRAC_RESTORE_FROM` | `-XX:CRaCRestoreFrom` | Image to restore from. The library only reports it ([`Config::restore_from`]); restoring is the job of `crac restore DIR`. |
 //! | `CRAC_ENGINE` | `-XX:CRaCEngine` | `native` (default), `simulate` or `pause`. |
 //! | `CRAC_ENGINE_OPTIONS` | `-XX:CRaCEngineOptions` | Comma-separated `key=value` (a bare `key` means `key=true`). |
+//! | `CRAC_RESOURCE_POLICIES` | `-Djdk.crac.resource-policies` | File of [resource policies](crate::policy): what a checkpoint does with descriptors left open (`error`, `close`, `ignore`, `reopen`). Read at every checkpoint. |
 //!
 //! Engine options: `native` takes `keep_running=true|false` (default false:
 //! the original process exits once the image is durable). `simulate` and
@@ -27,6 +28,8 @@ pub const RESTORE_FROM_VAR: &str = "CRAC_RESTORE_FROM";
 pub const ENGINE_VAR: &str = "CRAC_ENGINE";
 /// `CRAC_ENGINE_OPTIONS`.
 pub const ENGINE_OPTIONS_VAR: &str = "CRAC_ENGINE_OPTIONS";
+/// `CRAC_RESOURCE_POLICIES`.
+pub const RESOURCE_POLICIES_VAR: &str = "CRAC_RESOURCE_POLICIES";
 
 /// The engine that makes the checkpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -67,6 +70,7 @@ pub struct Config {
     restore_from: Option<PathBuf>,
     engine: EngineKind,
     keep_running: bool,
+    resource_policies: Option<PathBuf>,
 }
 
 /// Why the configuration is unusable. Returned before any resource is
@@ -194,11 +198,15 @@ impl Config {
         let restore_from = var(RESTORE_FROM_VAR)
             .filter(|v| !v.is_empty())
             .map(PathBuf::from);
+        let resource_policies = var(RESOURCE_POLICIES_VAR)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
         Ok(Config {
             checkpoint_to,
             restore_from,
             engine,
             keep_running,
+            resource_policies,
         })
     }
 
@@ -220,6 +228,12 @@ impl Config {
     /// The native engine's `keep_running` option.
     pub fn keep_running(&self) -> bool {
         self.keep_running
+    }
+
+    /// `CRAC_RESOURCE_POLICIES`, if set: the [resource policies](crate::policy)
+    /// file.
+    pub fn resource_policies(&self) -> Option<&Path> {
+        self.resource_policies.as_deref()
     }
 }
 
@@ -369,5 +383,19 @@ mod tests {
     fn restore_from_is_reported() {
         let c = config(&[("CRAC_CHECKPOINT_TO", "/i"), ("CRAC_RESTORE_FROM", "/r")]).unwrap();
         assert_eq!(c.restore_from(), Some(Path::new("/r")));
+    }
+
+    #[test]
+    fn resource_policies_file_is_reported() {
+        let c = config(&[("CRAC_CHECKPOINT_TO", "/i")]).unwrap();
+        assert_eq!(c.resource_policies(), None);
+        let c = config(&[("CRAC_CHECKPOINT_TO", "/i"), ("CRAC_RESOURCE_POLICIES", "")]).unwrap();
+        assert_eq!(c.resource_policies(), None);
+        let c = config(&[
+            ("CRAC_CHECKPOINT_TO", "/i"),
+            ("CRAC_RESOURCE_POLICIES", "/etc/p.yaml"),
+        ])
+        .unwrap();
+        assert_eq!(c.resource_policies(), Some(Path::new("/etc/p.yaml")));
     }
 }

@@ -1,12 +1,12 @@
 //! The engines behind [`checkpoint_restore`](crate::checkpoint_restore).
 
+use std::os::fd::RawFd;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crac_engine::native::{self, DumpOptions, DumpOutcome, RestoreFacts};
+use crac_engine::native::{self, DumpOptions, DumpOutcome, FdPolicy, RestoreFacts};
 
 use crate::config::{Config, EngineKind};
-use crate::fds::FdInfo;
 use crate::resource::BoxError;
 
 /// How an engine's checkpoint returned.
@@ -37,18 +37,24 @@ pub(crate) trait Engine: Sync {
     /// Which engine this is.
     fn kind(&self) -> EngineKind;
 
-    /// Whether the engine carries `fd` across the checkpoint, so that the
-    /// open-descriptor check lets it pass. stdio always passes without
-    /// asking. `simulate` and `pause` keep the process alive and could carry
-    /// everything, but like CRaC the check applies to every engine.
-    fn carries(&self, fd: &FdInfo) -> bool {
-        let _ = fd;
-        false
+    /// Which descriptors the engine carries across the checkpoint, so that
+    /// the open-descriptor check lets them pass: asked once per check.
+    /// stdio always passes without asking. `simulate` and `pause` keep the
+    /// process alive and could carry everything, but like CRaC the check
+    /// applies to every engine.
+    fn carried(&self) -> Box<dyn Fn(RawFd) -> bool> {
+        Box::new(|_| false)
     }
 
     /// Makes the checkpoint. Called after the hooks and the open-descriptor
-    /// check passed, with the checkpoint lock held.
-    fn checkpoint(&self, config: &Config, request: &Request) -> Result<Outcome, BoxError>;
+    /// check passed, with the checkpoint lock held. `fd_policies` are the
+    /// resource policies the check applied (descriptor, action).
+    fn checkpoint(
+        &self,
+        config: &Config,
+        request: &Request,
+        fd_policies: &[(i32, FdPolicy)],
+    ) -> Result<Outcome, BoxError>;
 }
 
 /// The engine for `kind`.
@@ -68,16 +74,22 @@ impl Engine for Native {
     }
 
     /// The native engine says which descriptors it carries.
-    fn carries(&self, fd: &FdInfo) -> bool {
-        native::carries_fd(fd.fd())
+    fn carried(&self) -> Box<dyn Fn(RawFd) -> bool> {
+        let fds = native::carried_fds();
+        Box::new(move |fd| fds.binary_search(&fd).is_ok())
     }
 
-    fn checkpoint(&self, config: &Config, request: &Request) -> Result<Outcome, BoxError> {
+    fn checkpoint(
+        &self,
+        config: &Config,
+        request: &Request,
+        fd_policies: &[(i32, FdPolicy)],
+    ) -> Result<Outcome, BoxError> {
         let options = DumpOptions {
             dir: config.checkpoint_to().to_owned(),
             leave_running: config.keep_running() || request.leave_running,
             on_durable: request.on_durable.clone(),
-            fd_policies: Vec::new(),
+            fd_policies: fd_policies.to_vec(),
         };
         match native::checkpoint(&options)? {
             DumpOutcome::Restored(facts) => Ok(Outcome::Restored(facts)),
@@ -93,7 +105,13 @@ impl Engine for Simulate {
         EngineKind::Simulate
     }
 
-    fn checkpoint(&self, _config: &Config, _request: &Request) -> Result<Outcome, BoxError> {
+    /// Policies do nothing here: the process keeps its descriptors.
+    fn checkpoint(
+        &self,
+        _config: &Config,
+        _request: &Request,
+        _fd_policies: &[(i32, FdPolicy)],
+    ) -> Result<Outcome, BoxError> {
         let now = unix_ns_now();
         Ok(Outcome::Restored(RestoreFacts {
             restore_started_unix_ns: now,
@@ -110,7 +128,13 @@ impl Engine for Pause {
         EngineKind::Pause
     }
 
-    fn checkpoint(&self, config: &Config, _request: &Request) -> Result<Outcome, BoxError> {
+    /// Policies do nothing here: the process keeps its descriptors.
+    fn checkpoint(
+        &self,
+        config: &Config,
+        _request: &Request,
+        _fd_policies: &[(i32, FdPolicy)],
+    ) -> Result<Outcome, BoxError> {
         Ok(Outcome::Restored(crac_engine::pause::pause(
             config.checkpoint_to(),
         )?))

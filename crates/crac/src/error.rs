@@ -6,9 +6,10 @@
 //! chain (`problem: source: source of source`), separated by `; `:
 //!
 //! ```text
-//! checkpoint failed: file descriptor 4 is open: /tmp/out.txt (regular file)
+//! checkpoint failed: file descriptor 4 is open: /tmp/out.txt (regular file, deleted); \
+//!     close it in before_checkpoint or add a resource policy (type: file, action: close)
 //! checkpoint failed with 2 problems: resource app::Db failed in before_checkpoint: \
-//!     connection busy; file descriptor 4 is open: /tmp/out.txt (regular file)
+//!     connection busy; file descriptor 4 is open: /tmp/out.txt (regular file, deleted); …
 //! ```
 //!
 //! The alternate form (`{:#}`) puts each problem on its own line instead.
@@ -19,6 +20,7 @@ use std::io;
 
 use crate::config::ConfigError;
 use crate::fds::FdInfo;
+use crate::policy::{PolicyError, PolicyRefusal, RuleRef};
 use crate::resource::BoxError;
 
 /// The two notification phases.
@@ -133,10 +135,29 @@ pub enum CheckpointProblem {
     #[error(transparent)]
     Hook(HookFailure),
     /// A file descriptor that no one may carry across a checkpoint is open:
-    /// `file descriptor N is open: DESCRIPTION` (see [`FdKind`](crate::FdKind)
-    /// for the descriptions).
-    #[error("file descriptor {} is open: {}", .0.fd(), .0.kind())]
+    /// `file descriptor N is open: DESCRIPTION; close it in before_checkpoint
+    /// or add a resource policy (type: KIND, action: close)` (see
+    /// [`FdKind`](crate::FdKind) for the descriptions and
+    /// [`policy`](crate::policy) for the policies).
+    #[error("file descriptor {} is open: {}; {}", .0.fd(), .0.kind(), crate::policy::hint(.0))]
     OpenFd(FdInfo),
+    /// A [resource policy](crate::policy) refused an open descriptor (even
+    /// one the engine could carry): `file descriptor N is open: DESCRIPTION;
+    /// the resource policy on lines 4-6 of FILE refuses it (action: error)`.
+    #[error("file descriptor {} is open: {}; the resource policy on {rule} {reason}",
+        .info.fd(), .info.kind())]
+    RefusedByPolicy {
+        /// The descriptor.
+        info: FdInfo,
+        /// The rule that refused it.
+        rule: RuleRef,
+        /// Why.
+        reason: PolicyRefusal,
+    },
+    /// The resource policies file is missing or invalid; no resource was
+    /// notified. One problem per invalid rule.
+    #[error(transparent)]
+    Policy(PolicyError),
     /// The open file descriptors could not be listed.
     #[error("cannot list open file descriptors in /proc/self/fd")]
     FdCheck(#[source] io::Error),
@@ -174,9 +195,10 @@ pub enum CheckpointProblem {
 /// source chain (`problem: source: source of source`), separated by `; `:
 ///
 /// ```text
-/// checkpoint failed: file descriptor 4 is open: /tmp/out.txt (regular file)
+/// checkpoint failed: file descriptor 4 is open: /tmp/out.txt (regular file, deleted); \
+///     close it in before_checkpoint or add a resource policy (type: file, action: close)
 /// checkpoint failed with 2 problems: resource app::Db failed in before_checkpoint: \
-///     connection busy; file descriptor 4 is open: /tmp/out.txt (regular file)
+///     connection busy; file descriptor 4 is open: /tmp/out.txt (regular file, deleted); …
 /// ```
 ///
 /// The alternate form (`{:#}`) puts each problem on its own line instead.

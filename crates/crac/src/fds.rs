@@ -4,17 +4,25 @@
 //!
 //! 1. stdin, stdout and stderr (0, 1, 2);
 //! 2. descriptors inherited from the parent: those open when the library
-//!    initialised (see below), as long as they still refer to the same file;
+//!    initialised (see below), as long as they still refer to the same file
+//!    (the native engine passes them through a restore: the restored
+//!    process gets `crac restore`'s own descriptors of those numbers);
 //! 3. the library's own descriptors: the [control channel](crate::control)'s
 //!    listening socket and the connection that asked for the checkpoint,
 //!    as long as they still refer to the same socket;
-//! 4. descriptors the active engine says it carries across a checkpoint
-//!    (today no engine carries anything beyond stdio).
+//! 4. descriptors a [resource policy](crate::policy) closes, ignores or
+//!    reopens for the checkpoint (`CRAC_RESOURCE_POLICIES`);
+//! 5. descriptors no policy refuses that the active engine carries across a
+//!    checkpoint (the native engine: pipes, eventfds, regular files still at
+//!    their path and more, see `crac_engine::dump::fds`; `simulate` and
+//!    `pause` carry nothing beyond stdio, like CRaC's check).
 //!
 //! Every other descriptor is one
 //! [`CheckpointProblem::OpenFd`](crate::CheckpointProblem):
-//! `file descriptor N is open: DESCRIPTION`, with the descriptions listed at
-//! [`FdKind`].
+//! `file descriptor N is open: DESCRIPTION; close it in before_checkpoint or
+//! add a resource policy (type: KIND, action: close)`, with the descriptions
+//! listed at [`FdKind`] (one refused by a policy is
+//! [`CheckpointProblem::RefusedByPolicy`](crate::CheckpointProblem)).
 //!
 //! # Which descriptors are inherited
 //!
@@ -38,8 +46,11 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock, PoisonError};
 
+use crac_engine::native::FdPolicy;
+
 use crate::error::CheckpointProblem;
 use crate::net::{SocketInfo, SocketTable};
+use crate::policy::{Decision, Policies};
 
 /// An open file descriptor and what it refers to.
 ///
@@ -51,6 +62,11 @@ pub struct FdInfo {
 }
 
 impl FdInfo {
+    #[cfg(test)]
+    pub(crate) fn new(fd: RawFd, kind: FdKind) -> Self {
+        FdInfo { fd, kind }
+    }
+
     /// The descriptor number.
     pub fn fd(&self) -> RawFd {
         self.fd
@@ -269,20 +285,49 @@ pub fn open_fds() -> io::Result<Vec<FdInfo>> {
         .collect())
 }
 
-/// The checkpoint check: one problem per descriptor that may not stay open.
-pub(crate) fn check(carries: impl Fn(&FdInfo) -> bool) -> Vec<CheckpointProblem> {
+/// What the checkpoint check found.
+#[derive(Debug, Default)]
+pub(crate) struct Checked {
+    /// One problem per descriptor that may not stay open.
+    pub(crate) problems: Vec<CheckpointProblem>,
+    /// The descriptors resource policies hand to the engine, and how.
+    pub(crate) policies: Vec<(RawFd, FdPolicy)>,
+}
+
+/// The checkpoint check. A descriptor passes if a resource policy applies
+/// `close`, `ignore` or `reopen` to it, or if no policy matches it and the
+/// engine carries it; an `error` policy refuses it even if the engine could
+/// carry it.
+pub(crate) fn check(carries: impl Fn(&FdInfo) -> bool, policies: &Policies) -> Checked {
     ensure_inherited_recorded();
     let fds = match list_fds() {
         Ok(fds) => fds,
-        Err(e) => return vec![CheckpointProblem::FdCheck(e)],
+        Err(e) => {
+            return Checked {
+                problems: vec![CheckpointProblem::FdCheck(e)],
+                policies: Vec::new(),
+            }
+        }
     };
     let mut sockets = None;
-    fds.into_iter()
+    let mut checked = Checked::default();
+    for info in fds
+        .into_iter()
         .filter(|&fd| fd > 2 && !is_inherited(fd) && !is_own(fd))
         .filter_map(|fd| classify(fd, &mut sockets))
-        .filter(|info| !carries(info))
-        .map(CheckpointProblem::OpenFd)
-        .collect()
+    {
+        match policies.decide(&info) {
+            Decision::Default if carries(&info) => {}
+            Decision::Default => checked.problems.push(CheckpointProblem::OpenFd(info)),
+            Decision::Apply(policy, _) => checked.policies.push((info.fd, policy)),
+            Decision::Refuse(reason, rule) => {
+                checked
+                    .problems
+                    .push(CheckpointProblem::RefusedByPolicy { info, rule, reason });
+            }
+        }
+    }
+    checked
 }
 
 /// Classifies `fd`, or returns `None` if it is no longer open. The socket

@@ -67,7 +67,18 @@
 //! * A restore applies the environment handed over by the restoring side
 //!   (`std::env::set_var`) before `after_restore` runs.
 //!
-//! Configuration comes from the environment: see [`config`].
+//! Configuration comes from the environment: see [`config`]. What a
+//! checkpoint does with descriptors the program leaves open can be set per
+//! descriptor with [resource policies](policy) (`CRAC_RESOURCE_POLICIES`).
+//!
+//! # Uniqueness
+//!
+//! Every restored copy of an image starts from the same memory, so state
+//! meant to be unique (random generators, `HashMap` keys, UUID generators,
+//! tokens) is the same in each. [`restore_generation`] changes with every
+//! restore; with the feature `rand`, `crac::rand::rng()` is a thread
+//! random number generator reseeded after every restore. See
+//! `docs/uniqueness.md`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -83,6 +94,9 @@ mod engine;
 mod error;
 pub mod fds;
 mod net;
+pub mod policy;
+#[cfg(feature = "rand")]
+pub mod rand;
 mod resource;
 mod runtime;
 
@@ -95,9 +109,21 @@ pub use error::{
 pub use fds::{open_fds, FdInfo, FdKind};
 pub use net::{SocketInfo, TcpState, UnixSocketState, UnixSocketType};
 pub use resource::{BoxError, Resource};
-pub use runtime::{restore_info, RestoreInfo};
+pub use runtime::{restore_generation, restore_info, RestoreInfo};
 
 use engine::{Engine, Outcome, Request};
+use policy::Policies;
+
+/// The README's Rust snippets, compiled (and run, unless `no_run`) as
+/// doctests so that they work as printed.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
+/// The snippets of `docs/uniqueness.md` (one needs `crac::rand`).
+#[cfg(all(doctest, feature = "rand"))]
+#[doc = include_str!("../../../docs/uniqueness.md")]
+struct UniquenessDoctests;
 
 static GLOBAL: Context = Context::empty();
 
@@ -228,13 +254,19 @@ pub(crate) fn checkpoint_restore_with(request: &Request) -> Result<(), Checkpoin
         .unwrap_or_else(PoisonError::into_inner);
     let config =
         Config::from_env().map_err(|e| CheckpointError::new(vec![CheckpointProblem::Config(e)]))?;
-    run(engine::engine(config.engine()), &config, request)
+    // Read at every checkpoint, so that an edited file (or, after a restore,
+    // another file) applies.
+    let policies = Policies::load(config.resource_policies()).map_err(|errors| {
+        CheckpointError::new(errors.into_iter().map(CheckpointProblem::Policy).collect())
+    })?;
+    run(engine::engine(config.engine()), &config, &policies, request)
 }
 
 /// Steps 2 to 5 of [`checkpoint_restore`], with the checkpoint lock held.
 fn run(
     engine: &dyn Engine,
     config: &Config,
+    policies: &Policies,
     request: &Request,
 ) -> Result<(), CheckpointRestoreError> {
     let _in_checkpoint = InCheckpoint::enter();
@@ -242,16 +274,19 @@ fn run(
         "starting checkpoint");
 
     let mut problems = GLOBAL.notify_before();
-    problems.extend(fds::check(|fd| engine.carries(fd)));
+    let carried = engine.carried();
+    let checked = fds::check(|fd| carried(fd.fd()), policies);
+    problems.extend(checked.problems);
     if problems.is_empty() {
         // The control channel's listener cannot survive a restore: closed
         // for the engine, opened again when this guard drops (in the
         // restored process, in the one kept running, or after a failure).
         let _channel = control::close_for_checkpoint();
-        match engine.checkpoint(config, request) {
+        match engine.checkpoint(config, request, &checked.policies) {
             Ok(Outcome::Restored(facts)) => {
                 apply_env(facts.env.iter());
                 runtime::record_restore(&facts);
+                policy::report_after_restore();
                 tracing::debug!("restored");
             }
             Ok(Outcome::KeptRunning) => tracing::debug!("checkpoint made, kept running"),
@@ -324,10 +359,15 @@ mod tests {
         fn kind(&self) -> EngineKind {
             EngineKind::Native
         }
-        fn carries(&self, _: &FdInfo) -> bool {
-            true
+        fn carried(&self) -> Box<dyn Fn(std::os::fd::RawFd) -> bool> {
+            Box::new(|_| true)
         }
-        fn checkpoint(&self, _: &Config, _: &Request) -> Result<Outcome, BoxError> {
+        fn checkpoint(
+            &self,
+            _: &Config,
+            _: &Request,
+            _: &[(i32, crac_engine::native::FdPolicy)],
+        ) -> Result<Outcome, BoxError> {
             (self.0)()
         }
     }
@@ -360,7 +400,12 @@ mod tests {
                 Ok(())
             },
         );
-        let result = run(&engine, &config(), &Request::default());
+        let result = run(
+            &engine,
+            &config(),
+            &Policies::default(),
+            &Request::default(),
+        );
         let seen = seen.lock().unwrap().take();
         (result, seen, restore_info().restore_count - before)
     }

@@ -1,5 +1,6 @@
 //! Runtime facts about restores: the counterpart of CRaC's `CRaCMXBean`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -45,6 +46,22 @@ static STATE: Mutex<State> = Mutex::new(State {
     restore_count: 0,
 });
 
+/// Restores so far, for [`restore_generation`].
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// The restore generation: 0 in a process never restored, incremented by
+/// each restore before any `after_restore` hook runs.
+///
+/// One atomic load, cheap enough for hot paths: a library that keeps state
+/// which must differ between restored copies (a random generator, a cache of
+/// unique ids, a connection id counter) remembers the generation it last
+/// saw and renews that state when the generation differs. See
+/// `docs/uniqueness.md`. `simulate` and `pause` checkpoints count as
+/// restores, as in [`RestoreInfo`].
+pub fn restore_generation() -> u64 {
+    GENERATION.load(Ordering::Acquire)
+}
+
 /// Returns the facts about this process's restores.
 pub fn restore_info() -> RestoreInfo {
     crate::fds::ensure_inherited_recorded();
@@ -80,4 +97,5 @@ pub(crate) fn record_restore(facts: &RestoreFacts) {
     state.restore_started = Some(restore_started);
     state.resumed_at = Some(resumed_at);
     state.restore_count = state.restore_count.saturating_add(1);
+    GENERATION.fetch_add(1, Ordering::AcqRel);
 }

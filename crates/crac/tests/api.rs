@@ -143,7 +143,8 @@ fn every_problem_is_reported_at_once() {
             "resource c failed in before_checkpoint: c refused".to_owned(),
             "resource b failed in before_checkpoint: b refused".to_owned(),
             format!(
-                "file descriptor {fd} is open: {} (regular file)",
+                "file descriptor {fd} is open: {} (regular file); close it in \
+                 before_checkpoint or add a resource policy (type: file, action: close)",
                 path.display()
             ),
             "resource c failed in after_restore: c after failed".to_owned(),
@@ -155,7 +156,8 @@ fn every_problem_is_reported_at_once() {
         format!(
             "checkpoint failed with 5 problems: resource c failed in before_checkpoint: \
              c refused; resource b failed in before_checkpoint: b refused; file descriptor \
-             {fd} is open: {} (regular file); resource c failed in after_restore: c after \
+             {fd} is open: {} (regular file); close it in before_checkpoint or add a resource \
+             policy (type: file, action: close); resource c failed in after_restore: c after \
              failed; resource d failed in after_restore: d after failed",
             path.display()
         )

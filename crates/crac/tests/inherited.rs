@@ -50,7 +50,8 @@ fn child(fd: i32) {
     assert_eq!(
         problem_messages(&checkpoint_error()),
         [format!(
-            "file descriptor {} is open: {} (regular file)",
+            "file descriptor {} is open: {} (regular file); close it in before_checkpoint or \
+             add a resource policy (type: file, action: close)",
             late.as_raw_fd(),
             late_path.display()
         )]

@@ -19,8 +19,34 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-fn open(fd: &impl AsRawFd, description: &str) -> String {
-    format!("file descriptor {} is open: {description}", fd.as_raw_fd())
+/// The message of an open descriptor whose resource policy would have
+/// `type: TYPE` (`filedescriptor` with the number for other kinds).
+fn open_as(fd: &impl AsRawFd, description: &str, policy_type: &str) -> String {
+    let fd = fd.as_raw_fd();
+    let rule = match policy_type {
+        "filedescriptor" => format!("type: filedescriptor, value: {fd}"),
+        other => format!("type: {other}"),
+    };
+    format!(
+        "file descriptor {fd} is open: {description}; close it in before_checkpoint or add \
+         a resource policy ({rule}, action: close)"
+    )
+}
+
+fn open_file(fd: &impl AsRawFd, description: &str) -> String {
+    open_as(fd, description, "file")
+}
+
+fn open_pipe(fd: &impl AsRawFd, description: &str) -> String {
+    open_as(fd, description, "pipe")
+}
+
+fn open_socket(fd: &impl AsRawFd, description: &str) -> String {
+    open_as(fd, description, "socket")
+}
+
+fn open_other(fd: &impl AsRawFd, description: &str) -> String {
+    open_as(fd, description, "filedescriptor")
 }
 
 /// The messages of the checkpoint that must fail.
@@ -43,7 +69,10 @@ fn regular_file() {
     let file = File::create(&path).unwrap();
     assert_eq!(
         messages(),
-        [open(&file, &format!("{} (regular file)", path.display()))]
+        [open_file(
+            &file,
+            &format!("{} (regular file)", path.display())
+        )]
     );
     let e = checkpoint_error();
     let Some(CheckpointProblem::OpenFd(info)) = e.problems().next() else {
@@ -68,7 +97,7 @@ fn deleted_regular_file() {
     fs::remove_file(&path).unwrap();
     assert_eq!(
         messages(),
-        [open(
+        [open_file(
             &file,
             &format!("{} (regular file, deleted)", path.display())
         )]
@@ -82,7 +111,7 @@ fn directory() {
     let file = File::open(&tmp).unwrap();
     assert_eq!(
         messages(),
-        [open(&file, &format!("{} (directory)", tmp.display()))]
+        [open_file(&file, &format!("{} (directory)", tmp.display()))]
     );
 }
 
@@ -93,7 +122,10 @@ fn pipe() {
     let (r, w) = rustix::pipe::pipe().unwrap();
     let inode = rustix::fs::fstat(&r).unwrap().st_ino;
     let description = format!("pipe:[{inode}] (pipe)");
-    assert_eq!(messages(), [open(&r, &description), open(&w, &description)]);
+    assert_eq!(
+        messages(),
+        [open_pipe(&r, &description), open_pipe(&w, &description)]
+    );
 }
 
 #[test]
@@ -115,7 +147,7 @@ fn fifo() {
         .unwrap();
     assert_eq!(
         messages(),
-        [open(&fifo, &format!("{} (FIFO)", path.display()))]
+        [open_file(&fifo, &format!("{} (FIFO)", path.display()))]
     );
 }
 
@@ -124,7 +156,10 @@ fn character_device() {
     let _g = lock();
     let _dir = setup();
     let null = File::open("/dev/null").unwrap();
-    assert_eq!(messages(), [open(&null, "/dev/null (character device)")]);
+    assert_eq!(
+        messages(),
+        [open_file(&null, "/dev/null (character device)")]
+    );
 }
 
 #[test]
@@ -135,7 +170,7 @@ fn tcp_v4_listening_and_connected() {
     let port = listener.local_addr().unwrap().port();
     assert_eq!(
         messages(),
-        [open(
+        [open_socket(
             &listener,
             &format!("TCP socket 127.0.0.1:{port} (listening)")
         )]
@@ -147,15 +182,15 @@ fn tcp_v4_listening_and_connected() {
     assert_eq!(
         messages(),
         [
-            open(
+            open_socket(
                 &listener,
                 &format!("TCP socket 127.0.0.1:{port} (listening)")
             ),
-            open(
+            open_socket(
                 &client,
                 &format!("TCP socket 127.0.0.1:{cport} -> 127.0.0.1:{port} (established)")
             ),
-            open(
+            open_socket(
                 &server,
                 &format!("TCP socket 127.0.0.1:{port} -> 127.0.0.1:{cport} (established)")
             ),
@@ -187,12 +222,12 @@ fn tcp_v6_listening_and_connected() {
     assert_eq!(
         messages(),
         [
-            open(&listener, &format!("TCPv6 socket [::1]:{port} (listening)")),
-            open(
+            open_socket(&listener, &format!("TCPv6 socket [::1]:{port} (listening)")),
+            open_socket(
                 &client,
                 &format!("TCPv6 socket [::1]:{cport} -> [::1]:{port} (established)")
             ),
-            open(
+            open_socket(
                 &server,
                 &format!("TCPv6 socket [::1]:{port} -> [::1]:{cport} (established)")
             ),
@@ -214,8 +249,8 @@ fn udp_unconnected_and_connected() {
     assert_eq!(
         messages(),
         [
-            open(&a, &format!("UDP socket 127.0.0.1:{pa} (unconnected)")),
-            open(
+            open_socket(&a, &format!("UDP socket 127.0.0.1:{pa} (unconnected)")),
+            open_socket(
                 &b,
                 &format!("UDP socket 127.0.0.1:{pb} -> 127.0.0.1:{pa} (connected)")
             ),
@@ -234,7 +269,7 @@ fn udp_v6() {
     let port = s.local_addr().unwrap().port();
     assert_eq!(
         messages(),
-        [open(
+        [open_socket(
             &s,
             &format!("UDPv6 socket [::1]:{port} (unconnected)")
         )]
@@ -249,7 +284,7 @@ fn unix_sockets() {
     let listener = UnixListener::bind(&path).unwrap();
     assert_eq!(
         messages(),
-        [open(
+        [open_socket(
             &listener,
             &format!("Unix socket {} (listening)", path.display())
         )]
@@ -262,9 +297,9 @@ fn unix_sockets() {
     assert_eq!(
         messages(),
         [
-            open(&a, "unnamed Unix socket (connected)"),
-            open(&b, "unnamed Unix socket (connected)"),
-            open(
+            open_socket(&a, "unnamed Unix socket (connected)"),
+            open_socket(&b, "unnamed Unix socket (connected)"),
+            open_socket(
                 &d,
                 &format!(
                     "Unix datagram socket {} (unconnected)",
@@ -280,7 +315,7 @@ fn eventfd() {
     let _g = lock();
     let _dir = setup();
     let fd = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
-    assert_eq!(messages(), [open(&fd, "eventfd")]);
+    assert_eq!(messages(), [open_other(&fd, "eventfd")]);
 }
 
 #[test]
@@ -288,7 +323,7 @@ fn epoll() {
     let _g = lock();
     let _dir = setup();
     let fd = rustix::event::epoll::create(rustix::event::epoll::CreateFlags::CLOEXEC).unwrap();
-    assert_eq!(messages(), [open(&fd, "epoll")]);
+    assert_eq!(messages(), [open_other(&fd, "epoll")]);
 }
 
 #[test]
@@ -300,7 +335,7 @@ fn timerfd() {
         rustix::time::TimerfdFlags::CLOEXEC,
     )
     .unwrap();
-    assert_eq!(messages(), [open(&fd, "timerfd")]);
+    assert_eq!(messages(), [open_other(&fd, "timerfd")]);
 }
 
 #[test]
@@ -309,7 +344,7 @@ fn signalfd() {
     let _dir = setup();
     let mask = nix::sys::signal::SigSet::empty();
     let fd = nix::sys::signalfd::SignalFd::new(&mask).unwrap();
-    assert_eq!(messages(), [open(&fd.as_fd(), "signalfd")]);
+    assert_eq!(messages(), [open_other(&fd.as_fd(), "signalfd")]);
 }
 
 #[test]
@@ -317,7 +352,7 @@ fn inotify() {
     let _g = lock();
     let _dir = setup();
     let fd = rustix::fs::inotify::init(rustix::fs::inotify::CreateFlags::CLOEXEC).unwrap();
-    assert_eq!(messages(), [open(&fd, "inotify")]);
+    assert_eq!(messages(), [open_other(&fd, "inotify")]);
 }
 
 #[test]
@@ -325,7 +360,7 @@ fn memfd() {
     let _g = lock();
     let _dir = setup();
     let fd = rustix::fs::memfd_create("crac-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    assert_eq!(messages(), [open(&fd, "/memfd:crac-test (memfd)")]);
+    assert_eq!(messages(), [open_other(&fd, "/memfd:crac-test (memfd)")]);
 }
 
 #[test]

@@ -78,7 +78,8 @@ fn open_descriptor_fails_before_pausing() {
     assert_eq!(
         problem_messages(&e),
         [format!(
-            "file descriptor {} is open: {} (regular file)",
+            "file descriptor {} is open: {} (regular file); close it in before_checkpoint or \
+             add a resource policy (type: file, action: close)",
             file.as_raw_fd(),
             path.display()
         )]

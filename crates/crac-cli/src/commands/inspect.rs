@@ -306,12 +306,17 @@ fn human(r: &InspectReport<'_>) -> String {
         }
     }
     if !s.fds.is_empty() {
-        let fds: Vec<String> = s
-            .fds
-            .iter()
-            .map(|f| format!("{} ({})", f.fd, f.kind))
-            .collect();
-        let _ = writeln!(o, "descriptors {} carried: {}", fds.len(), fds.join(", "));
+        let _ = writeln!(o, "descriptors {}", s.fds.len());
+        for f in &s.fds {
+            let mut line = format!("  {:>4}  {}", f.fd, f.kind);
+            for part in [&f.name, &f.state] {
+                if !part.is_empty() {
+                    line.push_str("  ");
+                    line.push_str(part);
+                }
+            }
+            let _ = writeln!(o, "{line}  (flags {})", f.flags);
+        }
     }
     if r.restore.possible {
         let _ = writeln!(o, "restore     possible here");

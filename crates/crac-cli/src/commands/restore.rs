@@ -98,6 +98,9 @@ pub fn restore(args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreErro
         source,
     })?;
     let pid = restored.pid;
+    for w in &restored.warnings {
+        out.warn(w);
+    }
     out.status(format!(
         "restored process {pid} ({} thread{}) in {}{}",
         restored.threads,

@@ -55,6 +55,8 @@ pub struct Plan {
     pub pages: u64,
     /// The files the image maps.
     pub files: Vec<PathBuf>,
+    /// The descriptors the image records.
+    pub fds: Vec<crac_image::model::Fd>,
     /// The stored pages a lazy restore leaves to `crac restore`: those of
     /// private anonymous areas, as `(address, length, page file offset)`.
     pub lazy: Vec<(u64, u64, u64)>,
@@ -662,6 +664,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     let mut vdso = None;
     let mut rlimits = None;
     let mut files = Vec::new();
+    let mut fds = Vec::new();
     let mut fd_records = Vec::new();
     let mut threads = Vec::new();
     let mut areas = 0;
@@ -685,7 +688,10 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
             Some(Tag::Vdso) => VdsoRecord::decode(&mut s).map(|x| vdso = Some(x)),
             Some(Tag::Rlimits) => decode_rlimits(&mut s).map(|x| rlimits = Some(x)),
             Some(Tag::File) => FileRecord::decode(&mut s).map(|x| files.push(x)),
-            Some(Tag::Fd) => FdRecord::decode(&mut s).map(|x| fd_records.push(x)),
+            Some(Tag::Fd) => FdRecord::decode(&mut s).map(|x| {
+                fds.push((&x).into());
+                fd_records.push(x);
+            }),
             Some(Tag::Thread) => ThreadRecord::decode(&mut s)
                 .map(|t| threads.push((t.tid, String::from_utf8_lossy(t.name).into_owned()))),
             Some(Tag::Vma) => VmaRecord::decode(&mut s).map(|v| {
@@ -750,6 +756,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     for f in &files {
         check_file(f, &mut p);
     }
+    p.0.extend(super::preflight_files::check(body));
     let exe = path_of(process.exe).to_path_buf();
     if !files.iter().any(|f| f.path == process.exe) {
         match fs::metadata(&exe) {
@@ -780,6 +787,9 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     if let Some(l) = rlimits {
         check_rlimits(&l, &mut p);
     }
+    for (kind, message) in super::inherit::problems(&fds) {
+        p.add(kind, message);
+    }
     p.0.extend(super::preflight_sock::check(&fd_records));
     if !p.0.is_empty() {
         return Err(fail(p));
@@ -792,6 +802,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         areas,
         pages: page_count,
         lazy: lazy_extents(&vmas, &runs),
+        fds,
         files: files
             .iter()
             .map(|f| path_of(f.path).to_path_buf())

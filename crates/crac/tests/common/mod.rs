@@ -23,6 +23,7 @@ pub fn configure(engine: &str, dir: &Path) {
     std::env::set_var("CRAC_ENGINE", engine);
     std::env::set_var("CRAC_CHECKPOINT_TO", dir);
     std::env::remove_var("CRAC_ENGINE_OPTIONS");
+    std::env::remove_var("CRAC_RESOURCE_POLICIES");
 }
 
 /// A context registered weakly in the global one: gone when the test drops it.

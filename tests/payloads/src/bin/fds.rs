@@ -558,6 +558,62 @@ fn epoll_stale() {
     println!("EPOLL-STALE OK");
 }
 
+const SPARSE_SIZE: usize = 64 << 20;
+const SPARSE_DATA: usize = 40 << 20;
+
+/// A 64 MiB memfd with one page of data at 40 MiB and three bytes at the
+/// end; the rest are holes.
+fn sparse_memfd() -> RawFd {
+    let name = c"crac-sparse";
+    // SAFETY: a new memfd with a NUL-terminated name.
+    let fd = move_to(
+        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) },
+        83,
+        true,
+    );
+    // SAFETY: integer arguments.
+    check(
+        unsafe { libc::ftruncate(fd, SPARSE_SIZE as i64) } == 0,
+        "ftruncate",
+    );
+    let page: Vec<u8> = (0..4096).map(pattern).collect();
+    // SAFETY: writes `page`.
+    let n = unsafe { libc::pwrite(fd, page.as_ptr().cast(), 4096, SPARSE_DATA as i64) };
+    check(n == 4096, "pwrite");
+    // SAFETY: writes three bytes.
+    let n = unsafe { libc::pwrite(fd, b"end".as_ptr().cast(), 3, SPARSE_SIZE as i64 - 3) };
+    check(n == 3, "pwrite");
+    fd
+}
+
+/// The sparse memfd came back with its data, and its holes as holes.
+fn check_sparse(fd: RawFd) {
+    // SAFETY: struct stat is plain data.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one struct stat.
+    check(unsafe { libc::fstat(fd, &mut st) } == 0, "fstat");
+    check(st.st_size == SPARSE_SIZE as i64, "sparse memfd size");
+    check(
+        st.st_blocks * 512 <= 64 << 10,
+        &format!("sparse memfd holes filled: {} blocks", st.st_blocks),
+    );
+    let mut buf = vec![0u8; 8192];
+    // SAFETY: reads into `buf`.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), 8192, SPARSE_DATA as i64 - 4096) };
+    check(n == 8192, "sparse read");
+    check(buf[..4096].iter().all(|&b| b == 0), "hole before the data");
+    check(
+        buf[4096..]
+            .iter()
+            .enumerate()
+            .all(|(i, &b)| b == pattern(i)),
+        "sparse memfd data",
+    );
+    // SAFETY: reads three bytes.
+    let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), 3, SPARSE_SIZE as i64 - 3) };
+    check(n == 3 && &buf[..3] == b"end", "sparse memfd tail");
+}
+
 const MEMFD_SIZE: usize = 3 << 20;
 
 fn pattern(i: usize) -> u8 {
@@ -610,6 +666,7 @@ fn memfd() {
     );
     check(seek(ro, 100, libc::SEEK_SET) == 100, "lseek ro");
     drop(data);
+    let sparse = sparse_memfd();
     checkpoint();
 
     let link = std::fs::read_link("/proc/self/fd/80").map(|p| p.display().to_string());
@@ -669,5 +726,6 @@ fn memfd() {
         "read-only contents",
     );
     check(inode(fd) == inode(ro), "second open is another file");
+    check_sparse(sparse);
     println!("MEMFD OK");
 }

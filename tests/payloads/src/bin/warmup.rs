@@ -12,8 +12,9 @@
 //!   `crac restore` to the process running again) and the value of
 //!   `CRAC_DEMO_GREETING` if `crac restore --env` set it, or `kept running
 //!   after the checkpoint` in a process that was not restored;
-//! * `--open FILE` keeps FILE open, so a checkpoint fails naming it and the
-//!   service goes on.
+//! * `--open FILE` keeps FILE open and deletes it (a file still at its path
+//!   would be carried), so a checkpoint fails naming it and the service
+//!   goes on.
 //!
 //! It must be started with checkpoints configured, e.g.
 //! `crac run --checkpoint-to /tmp/warm -- warmup`.
@@ -94,11 +95,13 @@ fn main() {
         }
     }
     let _kept_open = open.map(|path| {
-        std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .append(true)
             .create(true)
-            .open(path)
-            .expect("open the --open file")
+            .open(&path)
+            .expect("open the --open file");
+        std::fs::remove_file(&path).expect("delete the --open file");
+        f
     });
 
     println!("PID {}", std::process::id());

@@ -1,8 +1,9 @@
 //! CRaC's classic example: append "hello", checkpoint, append " there!\n".
 //!
 //! `writer FILE` closes the file in `before_checkpoint` and reopens it in
-//! `after_restore`. `writer FILE --leave-open` keeps it open, so the
-//! checkpoint must fail naming the file, and the program goes on.
+//! `after_restore`. `writer FILE --leave-open` keeps it open and deletes it
+//! (an open file still at its path would be carried), so the checkpoint must
+//! fail naming the file, and the program goes on.
 //! Configure with CRAC_CHECKPOINT_TO (and CRAC_ENGINE).
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -54,7 +55,9 @@ fn main() {
         file: Mutex::new(None),
     });
     out.open().unwrap();
-    if !leave_open {
+    if leave_open {
+        std::fs::remove_file(&out.path).unwrap();
+    } else {
         crac::global_context().register(out.clone());
     }
     out.write("hello");

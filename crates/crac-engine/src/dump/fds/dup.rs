@@ -4,10 +4,10 @@
 //! list) instead of becoming independent copies. `kcmp(KCMP_FILE)` tells
 //! them apart.
 //!
-//! Only for kinds whose state lives entirely in the description (eventfd,
-//! timerfd, signalfd, epoll). Pipes share by inode already; memfds link
-//! their descriptors themselves (a second open of one memfd keeps its own
-//! offset).
+//! For kinds whose state lives entirely in the description (eventfd,
+//! timerfd, signalfd, epoll, a regular file's offset). Pipes share by inode
+//! already; memfds link their descriptors themselves (a second open of one
+//! memfd keeps its own offset).
 
 use crac_sys::{fdobj, sys};
 
@@ -17,7 +17,11 @@ use super::{Carried, FdFailure, State, F_DUPFD_CLOEXEC};
 fn linked(s: &State) -> bool {
     matches!(
         s,
-        State::EventFd(_) | State::TimerFd(_) | State::SignalFd(_) | State::Epoll(_)
+        State::EventFd(_)
+            | State::TimerFd(_)
+            | State::SignalFd(_)
+            | State::Epoll(_)
+            | State::File(_)
     )
 }
 

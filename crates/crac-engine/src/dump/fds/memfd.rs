@@ -19,6 +19,8 @@ const MFD_NOEXEC_SEAL: u32 = 8;
 const F_SEAL_EXEC: u32 = 0x20;
 const SEEK_SET: i32 = 0;
 const SEEK_CUR: i32 = 1;
+const SEEK_DATA: i32 = 3;
+const SEEK_HOLE: i32 = 4;
 const PAGE: usize = 4096;
 const S_IFMT: u32 = 0o170000;
 const S_IFREG: u32 = 0o100000;
@@ -127,19 +129,13 @@ impl MemFd {
         if st.size > self.data.len() as u64 {
             return Err(("copy a memfd that grew during the dump", CHANGED));
         }
-        let len = st.size as usize;
-        let mut got = 0;
-        while got < len {
-            match sys::pread(fd, &mut self.data[got..len], got as u64) {
-                // Shrunk meanwhile: the rest reads as zeros.
-                Ok(0) => break,
-                Ok(k) => got += k,
-                Err(Errno::EINTR) => {}
-                Err(e) => return Err(("read a memfd's contents", e)),
-            }
-        }
-        self.data[got..len].fill(0);
-        Ok(())
+        // Only the data: holes stay untouched (zero) in the buffer, so the
+        // image does not store them and the restore leaves them holes. A
+        // description of its own seeks without moving the program's offset.
+        let own = reopen(fd, 0)?;
+        let r = read_data(own, &mut self.data[..st.size as usize]);
+        let _ = sys::close(own);
+        r
     }
 
     /// Fills the record: size, seals, offset; the name.
@@ -220,6 +216,36 @@ impl MemFd {
         }
         Ok(())
     }
+}
+
+/// Reads the data regions of `fd` (`SEEK_DATA`/`SEEK_HOLE`) into the
+/// same offsets of `buf`, which is zero; stops at `buf`'s end (the file
+/// shrank or grew meanwhile: the rest stays zero).
+fn read_data(fd: i32, buf: &mut [u8]) -> Result<(), FdFailure> {
+    let len = buf.len() as u64;
+    let mut pos = 0u64;
+    while pos < len {
+        let start = match fdobj::lseek(fd, pos as i64, SEEK_DATA) {
+            Ok(s) => s.min(len),
+            // ENXIO: no data after `pos`.
+            Err(Errno(6)) => break,
+            Err(e) => return Err(("find a memfd's data", e)),
+        };
+        let end = fdobj::lseek(fd, start as i64, SEEK_HOLE)
+            .map_err(|e| ("find a memfd's holes", e))?
+            .min(len);
+        let mut at = start;
+        while at < end {
+            match sys::pread(fd, &mut buf[at as usize..end as usize], at) {
+                Ok(0) => return Ok(()),
+                Ok(k) => at += k as u64,
+                Err(Errno::EINTR) => {}
+                Err(e) => return Err(("read a memfd's contents", e)),
+            }
+        }
+        pos = end.max(start + 1);
+    }
+    Ok(())
 }
 
 /// Opens descriptor `of`'s file again through `/proc/self/fd` with the

@@ -23,9 +23,12 @@
 mod dup;
 mod epoll;
 mod eventfd;
+mod file;
+pub(crate) mod inherited;
 pub(crate) mod listen;
 mod memfd;
 mod pipe;
+mod policy;
 mod signalfd;
 pub(crate) mod socket;
 mod socketpair;
@@ -48,6 +51,7 @@ pub const CHANGED: Errno = Errno(0);
 const O_ACCMODE: u32 = 3;
 const O_NONBLOCK: u32 = 0o4000;
 const O_CLOEXEC: u32 = 0o2000000;
+const F_GETFL: i32 = 3;
 const F_SETFL: i32 = 4;
 const F_DUPFD_CLOEXEC: i32 = 1030;
 
@@ -88,6 +92,14 @@ pub enum State {
     },
     /// An eventfd.
     EventFd(eventfd::EventFd),
+    /// A regular file opened by path.
+    File(file::FileFd),
+    /// Any descriptor a resource policy said to ignore (/dev/null).
+    Ignored(policy::Stand),
+    /// A non-socket descriptor a resource policy said to close.
+    Closed(policy::Stand),
+    /// Inherited at start: passed through by `crac restore`, not carried.
+    Inherited(inherited::Inherited),
     /// A timerfd.
     TimerFd(timerfd::TimerFd),
     /// A signalfd.
@@ -96,12 +108,6 @@ pub enum State {
     Epoll(epoll::Epoll),
     /// A memfd.
     MemFd(memfd::MemFd),
-    /// One end of a Unix socket pair with both ends in the process.
-    SocketPair(socketpair::End),
-    /// A listening or bound socket, recreated at its address.
-    Listen(listen::Listener),
-    /// A socket a resource policy closes.
-    Closed(socket::Closed),
     /// Shares its open file description with lower descriptor `of`.
     Dup {
         /// The descriptor it duplicates.
@@ -109,6 +115,12 @@ pub enum State {
         /// `of`'s rank.
         rank: u32,
     },
+    /// One end of a Unix socket pair with both ends in the process.
+    SocketPair(socketpair::End),
+    /// A listening or bound socket, recreated at its address.
+    Listen(listen::Listener),
+    /// A socket a resource policy closes.
+    SocketClosed(socket::Closed),
 }
 
 impl State {
@@ -150,7 +162,13 @@ impl FdSet {
             let (Some(link), Some(flags)) = (fd_link(fd), fd_flags(fd)) else {
                 continue;
             };
-            let state = socket::plan(fd, &link, policies).or_else(|| classify(fd, &link));
+            let policy = policies.iter().rev().find(|p| p.0 == fd).map(|p| p.1);
+            let by_policy = policy.and_then(|p| policy::plan(fd, &link, p));
+            // Inherited wins over carrying by kind (not over a policy).
+            let state = by_policy
+                .or_else(|| inherited::plan(fd, policies).map(State::Inherited))
+                .or_else(|| socket::plan(fd, &link, policies))
+                .or_else(|| classify(fd, &link));
             if let Some(state) = state {
                 fds.push(Carried { fd, flags, state });
             }
@@ -185,13 +203,19 @@ impl FdSet {
         pipe::capture(&mut self.pipes)?;
         for c in &mut self.fds {
             match &mut c.state {
-                State::Pipe { .. } | State::Epoll(_) | State::Dup { .. } => {}
+                State::Pipe { .. }
+                | State::Epoll(_)
+                | State::Dup { .. }
+                | State::Inherited(_)
+                | State::Ignored(_)
+                | State::Closed(_) => {}
                 State::EventFd(e) => e.capture(c.fd, &mut self.info)?,
+                State::File(f) => f.capture(c.fd)?,
                 State::TimerFd(t) => t.capture(c.fd, &mut self.info)?,
                 State::SignalFd(s) => s.capture(c.fd, &mut self.info)?,
                 State::MemFd(m) => m.capture(c.fd)?,
                 State::SocketPair(e) => e.capture(c.fd)?,
-                State::Listen(_) | State::Closed(_) => {}
+                State::Listen(_) | State::SocketClosed(_) => {}
             }
         }
         epoll::capture_all(&mut self.fds)?;
@@ -215,6 +239,10 @@ impl FdSet {
                 State::Dup { .. } => {}
                 State::Pipe { inode } => pipe::record(*inode, &self.pipes, &mut r),
                 State::EventFd(e) => e.record(&mut r),
+                State::File(f) => f.record(&mut r),
+                State::Ignored(s) => s.record(false, &mut r),
+                State::Closed(s) => s.record(true, &mut r),
+                State::Inherited(i) => i.record(&mut r),
                 State::TimerFd(t) => t.record(&mut r),
                 State::SignalFd(s) => s.record(&mut r),
                 State::Epoll(e) => e.record(&mut r),
@@ -224,7 +252,7 @@ impl FdSet {
                 }
                 State::SocketPair(e) => socketpair::record(e, &self.fds, &mut r),
                 State::Listen(l) => l.record(&mut r),
-                State::Closed(x) => x.record(&mut r),
+                State::SocketClosed(x) => x.record(&mut r),
             }
             r.encode(w);
         }
@@ -242,21 +270,31 @@ impl FdSet {
                 first = r;
             }
         };
+        // First: the numbers `crac restore` handed them over at must be
+        // free again before anything else is rebuilt.
+        note(inherited::recreate(&self.fds));
         note(pipe::recreate(&self.fds, &self.pipes, above));
         note(socketpair::recreate(&self.fds, above));
         let last = self.fds.iter().map(|c| c.state.rank()).max().unwrap_or(0);
         for rank in 0..=last {
             for c in self.fds.iter().filter(|c| c.state.rank() == rank) {
                 let r = match &c.state {
-                    State::Pipe { .. } | State::SocketPair(_) => Ok(()),
+                    State::Pipe { .. } | State::Inherited(_) | State::SocketPair(_) => Ok(()),
                     State::EventFd(e) => e.recreate().and_then(|fd| place(fd, c, above)),
+                    State::File(f) => f.recreate().and_then(|fd| place(fd, c, above)),
+                    State::Ignored(_) => {
+                        policy::recreate_ignored(c.flags).and_then(|fd| place(fd, c, above))
+                    }
+                    State::Closed(_) => {
+                        policy::recreate_closed(c.flags).and_then(|fd| place(fd, c, above))
+                    }
                     State::TimerFd(t) => t.recreate().and_then(|fd| place(fd, c, above)),
                     State::SignalFd(s) => s.recreate().and_then(|fd| place(fd, c, above)),
                     State::Epoll(e) => e.recreate(c, above),
                     State::MemFd(m) => m.recreate(c).and_then(|fd| place(fd, c, above)),
-                    State::Listen(l) => l.recreate().and_then(|fd| place(fd, c, above)),
-                    State::Closed(x) => x.recreate().and_then(|fd| place(fd, c, above)),
                     State::Dup { of, .. } => dup::recreate(*of).and_then(|fd| place(fd, c, above)),
+                    State::Listen(l) => l.recreate().and_then(|fd| place(fd, c, above)),
+                    State::SocketClosed(x) => x.recreate().and_then(|fd| place(fd, c, above)),
                 };
                 note(r);
             }
@@ -265,10 +303,9 @@ impl FdSet {
     }
 }
 
-/// What the dump would do with `fd` by default: whether the engine carries
-/// it across a checkpoint.
-pub fn carries(fd: i32) -> bool {
-    FdSet::plan(&[]).fds.iter().any(|c| c.fd == fd)
+/// The descriptors the dump carries by default, sorted.
+pub fn carried() -> Vec<i32> {
+    FdSet::plan(&[]).fds.iter().map(|c| c.fd).collect()
 }
 
 /// The kind of `fd` if the engine can carry it, with its fixed facts.
@@ -286,6 +323,7 @@ fn classify(fd: i32, link: &str) -> Option<State> {
         "anon_inode:[signalfd]" => signalfd::plan(fd).map(State::SignalFd),
         "anon_inode:[eventpoll]" => epoll::plan(fd).map(State::Epoll),
         _ if link.starts_with("/memfd:") => memfd::plan(fd, link).map(State::MemFd),
+        _ if link.starts_with('/') => file::plan(fd, link, false).map(State::File),
         _ => None,
     }
 }
@@ -316,8 +354,14 @@ fn dup_to(src: i32, fd: i32, flags: u32) -> Result<(), FdFailure> {
         0
     };
     sys::dup3(src, fd, cloexec).map_err(|e| ("place a recreated descriptor", e))?;
-    // O_NONBLOCK lives in the open file description, shared with `src`.
-    let _ = sys::fcntl(fd, F_SETFL, (flags & O_NONBLOCK) as usize);
+    // O_NONBLOCK lives in the open file description, shared with `src`; the
+    // other status flags (O_APPEND, O_DIRECT, O_NOATIME) were set at open.
+    if let Ok(cur) = sys::fcntl(fd, F_GETFL, 0) {
+        let want = (cur as u32 & !O_NONBLOCK) | (flags & O_NONBLOCK);
+        if want != cur as u32 {
+            let _ = sys::fcntl(fd, F_SETFL, want as usize);
+        }
+    }
     Ok(())
 }
 

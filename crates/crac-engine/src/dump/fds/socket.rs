@@ -33,7 +33,7 @@ pub fn plan(fd: i32, link: &str, policies: &[(i32, FdPolicy)]) -> Option<State> 
     let ty = s::getsockopt_int(fd, s::SOL_SOCKET, s::SO_TYPE).ok()?;
     match policy {
         Some(FdPolicy::Close) => {
-            return Some(State::Closed(Closed {
+            return Some(State::SocketClosed(Closed {
                 ty,
                 name: describe(fd, family, ty).into_bytes().into_boxed_slice(),
             }))
