@@ -153,7 +153,14 @@ pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
 /// (see `dump::fds` for the kinds), sorted. The open-descriptor check lets
 /// them pass.
 pub fn carried_fds() -> Vec<i32> {
-    crate::dump::fds::carried()
+    crate::dump::fds::carried(&[])
+}
+
+/// The descriptors the native engine carries when resource policies apply
+/// `policies` (descriptor, action) to some: an epoll is carried only if all
+/// its targets are, and a target a policy closes or ignores is.
+pub fn carried_fds_under(policies: &[(i32, FdPolicy)]) -> Vec<i32> {
+    crate::dump::fds::carried(policies)
 }
 
 /// Whether the native engine carries descriptor `fd` across a checkpoint by

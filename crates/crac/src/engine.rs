@@ -42,7 +42,8 @@ pub(crate) trait Engine: Sync {
     /// stdio always passes without asking. `simulate` and `pause` keep the
     /// process alive and could carry everything, but like CRaC the check
     /// applies to every engine.
-    fn carried(&self) -> Box<dyn Fn(RawFd) -> bool> {
+    fn carried(&self, policies: &[(RawFd, FdPolicy)]) -> Box<dyn Fn(RawFd) -> bool> {
+        let _ = policies;
         Box::new(|_| false)
     }
 
@@ -74,8 +75,8 @@ impl Engine for Native {
     }
 
     /// The native engine says which descriptors it carries.
-    fn carried(&self) -> Box<dyn Fn(RawFd) -> bool> {
-        let fds = native::carried_fds();
+    fn carried(&self, policies: &[(RawFd, FdPolicy)]) -> Box<dyn Fn(RawFd) -> bool> {
+        let fds = native::carried_fds_under(policies);
         Box::new(move |fd| fds.binary_search(&fd).is_ok())
     }
 

@@ -298,7 +298,10 @@ pub(crate) struct Checked {
 /// `close`, `ignore` or `reopen` to it, or if no policy matches it and the
 /// engine carries it; an `error` policy refuses it even if the engine could
 /// carry it.
-pub(crate) fn check(carries: impl Fn(&FdInfo) -> bool, policies: &Policies) -> Checked {
+pub(crate) fn check(
+    carried: impl FnOnce(&[(RawFd, FdPolicy)]) -> Box<dyn Fn(RawFd) -> bool>,
+    policies: &Policies,
+) -> Checked {
     ensure_inherited_recorded();
     let fds = match list_fds() {
         Ok(fds) => fds,
@@ -311,20 +314,28 @@ pub(crate) fn check(carries: impl Fn(&FdInfo) -> bool, policies: &Policies) -> C
     };
     let mut sockets = None;
     let mut checked = Checked::default();
+    // Policies first: what the engine carries may depend on what they do
+    // with other descriptors (an epoll whose target a policy closes).
+    let mut defaults = Vec::new();
     for info in fds
         .into_iter()
         .filter(|&fd| fd > 2 && !is_inherited(fd) && !is_own(fd))
         .filter_map(|fd| classify(fd, &mut sockets))
     {
         match policies.decide(&info) {
-            Decision::Default if carries(&info) => {}
-            Decision::Default => checked.problems.push(CheckpointProblem::OpenFd(info)),
+            Decision::Default => defaults.push(info),
             Decision::Apply(policy, _) => checked.policies.push((info.fd, policy)),
             Decision::Refuse(reason, rule) => {
                 checked
                     .problems
                     .push(CheckpointProblem::RefusedByPolicy { info, rule, reason });
             }
+        }
+    }
+    let carries = carried(&checked.policies);
+    for info in defaults {
+        if !carries(info.fd) {
+            checked.problems.push(CheckpointProblem::OpenFd(info));
         }
     }
     checked

@@ -274,8 +274,7 @@ fn run(
         "starting checkpoint");
 
     let mut problems = GLOBAL.notify_before();
-    let carried = engine.carried();
-    let checked = fds::check(|fd| carried(fd.fd()), policies);
+    let checked = fds::check(|applied| engine.carried(applied), policies);
     problems.extend(checked.problems);
     if problems.is_empty() {
         // The control channel's listener cannot survive a restore: closed
@@ -359,7 +358,10 @@ mod tests {
         fn kind(&self) -> EngineKind {
             EngineKind::Native
         }
-        fn carried(&self) -> Box<dyn Fn(std::os::fd::RawFd) -> bool> {
+        fn carried(
+            &self,
+            _: &[(std::os::fd::RawFd, crac_engine::native::FdPolicy)],
+        ) -> Box<dyn Fn(std::os::fd::RawFd) -> bool> {
             Box::new(|_| true)
         }
         fn checkpoint(

@@ -304,8 +304,8 @@ impl FdSet {
 }
 
 /// The descriptors the dump carries by default, sorted.
-pub fn carried() -> Vec<i32> {
-    FdSet::plan(&[]).fds.iter().map(|c| c.fd).collect()
+pub fn carried(policies: &[(i32, FdPolicy)]) -> Vec<i32> {
+    FdSet::plan(policies).fds.iter().map(|c| c.fd).collect()
 }
 
 /// The kind of `fd` if the engine can carry it, with its fixed facts.
