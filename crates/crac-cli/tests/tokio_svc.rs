@@ -521,3 +521,61 @@ fn checkpoints_left_running_under_load_never_disturb_the_clients() {
     assert!((1..=count + 1).contains(&got), "{got} after {count}");
     interrupt(restored, pid, got);
 }
+
+#[test]
+fn an_open_client_connection_under_a_close_policy_comes_back_closed() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let rules = d.join("policies.yaml");
+    std::fs::write(&rules, "# none yet\n").unwrap();
+    let t = Instant::now();
+    let mut cmd = Command::new(crac_exe());
+    cmd.arg("run")
+        .arg("--checkpoint-to")
+        .arg(&image)
+        .arg("--")
+        .arg(payload(NAME))
+        .env("CRAC_RESOURCE_POLICIES", &rules)
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS");
+    let mut service = Service::start(cmd);
+    let port: u16 = number_after(&service, "listening on port ")
+        .parse()
+        .unwrap();
+    wait_serving(&mut service, port, t);
+    let pid = service.pid();
+    let mut client = KeepAlive::connect(port);
+    assert_eq!(client.get("/count"), "1");
+    let client_port = client.stream.local_addr().unwrap().port();
+    std::fs::write(
+        &rules,
+        format!("type: socket\nremotePort: {client_port}\naction: close\n"),
+    )
+    .unwrap();
+    crac(["checkpoint", &pid.to_string()])
+        .show_dir(&d)
+        .ok()
+        .stdout_has("the process exited");
+    assert!(service.wait_exit(SHORT).success(), "{}", service.dump());
+    wait_gone(pid, SHORT);
+    // The client sees its connection end with the original process.
+    let mut rest = Vec::new();
+    assert_eq!(client.stream.read_to_end(&mut rest).unwrap(), 0);
+
+    let (restored, _) = restore(&image, pid, port, &[]);
+    // The server's end came back closed: hyper sees end-of-file and drops
+    // it, and the service serves new connections.
+    let next = serves_while_ticking(&restored, port, 2);
+    let t = Instant::now();
+    loop {
+        let report = fd_report(port);
+        let sockets = report.matches("socket:[").count();
+        // Listener, control socket, the signal pair (3 descriptors).
+        if sockets <= 5 {
+            break;
+        }
+        assert!(t.elapsed() < SHORT, "{report}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    interrupt(restored, pid, next - 1);
+}
