@@ -95,9 +95,10 @@ pub enum DumpError {
         /// The stop signal.
         signal: i32,
     },
-    /// An epoll the open-descriptor check let pass watched a descriptor the
-    /// engine does not carry, opened since the check, three times in a row.
-    #[error("descriptor {fd} (epoll) cannot be carried: it watches a descriptor opened during the checkpoint that the engine does not carry (e.g. a new connection)")]
+    /// An epoll the open-descriptor check let pass could not be carried,
+    /// three times in a row: its targets kept changing (descriptors opened
+    /// or closed during the checkpoint).
+    #[error("descriptor {fd} (epoll) cannot be carried: what it watches changed during the checkpoint (e.g. a new connection the engine does not carry)")]
     EpollTargetNotCarried {
         /// The epoll's descriptor.
         fd: i32,

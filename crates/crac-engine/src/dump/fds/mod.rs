@@ -144,10 +144,11 @@ pub struct FdSet {
     pub pipes: Vec<pipe::PipeState>,
     /// Scratch for `/proc/self/fdinfo` text while threads are stopped.
     info: Box<[u8]>,
-    /// Epolls (not inherited) left out because a target is not carried.
-    /// The open-fd check let them pass, so a target was opened since (an
-    /// async runtime registering a connection it just accepted): the dump
-    /// must not go on without them.
+    /// Epolls (not inherited) left out: a target is not carried or the
+    /// interest list could not be read consistently. The open-fd check let
+    /// them pass, so their targets changed since (an async runtime
+    /// registering a connection it just accepted, or closing one while the
+    /// list was read): the dump must not go on without them.
     pub left_out: Vec<i32>,
 }
 
@@ -158,10 +159,14 @@ impl FdSet {
     /// check refuses them before the engine runs).
     pub fn plan(policies: &[(i32, FdPolicy)]) -> FdSet {
         let mut fds = Vec::new();
+        let mut epolls = Vec::new();
         for fd in all_fds() {
             let (Some(link), Some(flags)) = (fd_link(fd), fd_flags(fd)) else {
                 continue;
             };
+            if link == "anon_inode:[eventpoll]" {
+                epolls.push(fd);
+            }
             let policy = policies.iter().rev().find(|p| p.0 == fd).map(|p| p.1);
             let by_policy = policy.and_then(|p| policy::plan(fd, &link, p));
             // Inherited wins over carrying by kind (not over a policy).
@@ -179,8 +184,6 @@ impl FdSet {
         memfd::link_shared(&mut fds);
         dup::link(&mut fds);
         // Last: drops epolls whose targets were dropped.
-        let epolls = fds.iter().filter(|c| matches!(c.state, State::Epoll(_)));
-        let epolls: Vec<i32> = epolls.map(|c| c.fd).collect();
         epoll::keep_complete(&mut fds);
         let inherited = crate::startup::initial_fds();
         let left_out = epolls
