@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -346,14 +347,21 @@ fn cpu(f: &mut Facts) {
 /// PFN of the shared zero page, or 0 when PFNs are hidden (no
 /// CAP_SYS_ADMIN); then no page is skipped as zero.
 fn zero_pfn() -> u64 {
-    // A fresh, read-only-touched anonymous page maps the zero page.
-    let page = vec![0u8; 1 << 21];
-    let addr = page.as_ptr() as u64;
-    // Align inside the allocation and read (never write) to fault in the zero page.
-    let a = (addr + 4095) & !4095;
-    let idx = (a - addr) as usize;
-    let _touch = std::hint::black_box(page[idx]);
-    let mut pm = [0u8; 8];
+    // A private mapping of /dev/zero is anonymous memory nobody wrote:
+    // reading it maps the zero page. (A heap buffer would not do: once the
+    // allocator's mmap threshold has grown, e.g. after a dump that kept the
+    // process running, it may be reused memory with pages of its own, and
+    // the dump would then skip that page wherever it is reused.)
+    let Ok(dev_zero) = fs::File::open("/dev/zero") else {
+        return 0;
+    };
+    let Ok(view) = crac_sys::map::FileView::map(dev_zero.as_raw_fd(), 8192) else {
+        return 0;
+    };
+    let bytes = view.bytes();
+    let _touch = std::hint::black_box((bytes[0], bytes[4096]));
+    let a = bytes.as_ptr() as u64;
+    let mut pm = [0u8; 16];
     let Ok(mut fd) = fs::File::open("/proc/self/pagemap") else {
         return 0;
     };
@@ -361,9 +369,11 @@ fn zero_pfn() -> u64 {
     if fd.seek(SeekFrom::Start(a / 4096 * 8)).is_err() || fd.read_exact(&mut pm).is_err() {
         return 0;
     }
-    let e = u64::from_le_bytes(pm);
-    if e >> 63 == 1 {
-        e & ((1 << 55) - 1)
+    let e = |i: usize| u64::from_le_bytes(pm[i * 8..i * 8 + 8].try_into().unwrap_or([0; 8]));
+    let pfn = e(0) & ((1 << 55) - 1);
+    // Both pages present on one frame: the shared zero page.
+    if e(0) >> 63 == 1 && e(1) == e(0) && pfn != 0 {
+        pfn
     } else {
         0
     }
@@ -393,4 +403,23 @@ fn vdso_crc(maps: &[u8]) -> u32 {
         }
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    /// The zero page's PFN stays the same once the allocator hands out
+    /// reused memory for large buffers (after a large buffer was freed).
+    #[test]
+    fn zero_pfn_is_the_zero_page_even_after_large_frees() {
+        let first = super::zero_pfn();
+        for len in [8 << 20, 3 << 20] {
+            let dirty = vec![0x5au8; len];
+            drop(std::hint::black_box(dirty));
+        }
+        assert_eq!(super::zero_pfn(), first);
+        // As root the PFN is visible; this machine's tests run as root.
+        if rustix::process::geteuid().is_root() {
+            assert_ne!(first, 0);
+        }
+    }
 }
