@@ -158,3 +158,13 @@ fn a_connection_with_the_close_policy_comes_back_closed() {
     assert_eq!(record(&fds, 62)["kind"], "listening socket");
     restore_ok(&image, pid, "CLOSE OK");
 }
+
+#[test]
+fn a_descriptor_in_flight_refuses_the_checkpoint_and_the_queue_stays() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let out = run("scm", &[], &image);
+    out.stdout_has("SCM REFUSED")
+        .stdout_has("cannot carry a socket pair: descriptors are in flight (SCM_RIGHTS): EBADMSG");
+    assert!(!image.exists(), "{}", d.listing());
+}

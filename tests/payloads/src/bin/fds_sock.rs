@@ -10,6 +10,8 @@
 //!   datagram at its old address.
 //! * `tcp-port`: one TCP listener (prints "port: N") that accepts after
 //!   restore.
+//! * `scm`: a descriptor in flight on a socket pair refuses the checkpoint
+//!   and the queue stays as it was ("SCM REFUSED").
 //! * `close`: an established TCP connection (both ends in the process) with
 //!   the `Close` policy comes back closed; the listener is carried.
 #![allow(unsafe_code)]
@@ -513,6 +515,70 @@ fn close() {
     println!("CLOSE OK");
 }
 
+/// Sends "x" with descriptor 0 attached from 40 to 41.
+fn send_with_fd(fd: RawFd) {
+    let mut data = *b"x";
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut cbuf = [0u64; 4];
+    // SAFETY: a zeroed msghdr is valid; the pointers below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a size computation.
+    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
+    // SAFETY: `msg` has room for one control message with one int.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+        *libc::CMSG_DATA(c).cast::<i32>() = 0;
+    }
+    // SAFETY: sendmsg reads the message set up above.
+    check(
+        unsafe { libc::sendmsg(fd, &raw const msg, 0) } == 1,
+        "sendmsg",
+    );
+}
+
+/// A descriptor in flight on a socket pair: the checkpoint is refused and
+/// the message is still queued with its descriptor.
+fn scm() {
+    let (a, b) = pair(libc::SOCK_STREAM);
+    let (a, b) = (move_to(a, 40, true), move_to(b, 41, true));
+    send_with_fd(a);
+    match crac::checkpoint_restore() {
+        Ok(()) => fail("the checkpoint was not refused"),
+        Err(e) => println!("refused: {}", format!("{e:#}").replace('\n', " / ")),
+    }
+    let mut data = [0u8; 4];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: 4,
+    };
+    let mut cbuf = [0u64; 8];
+    // SAFETY: a zeroed msghdr is valid; the pointers below outlive the call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = 64;
+    // SAFETY: recvmsg writes into the buffers set up above.
+    let n = unsafe { libc::recvmsg(b, &raw mut msg, libc::MSG_DONTWAIT) };
+    check(n == 1 && data[0] == b'x', "the message is still queued");
+    // SAFETY: reading the control message the kernel wrote.
+    let passed = unsafe {
+        let c = libc::CMSG_FIRSTHDR(&raw const msg);
+        !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS
+    };
+    check(passed, "the descriptor is still attached");
+    println!("SCM REFUSED");
+}
+
 fn main() {
     crac::init();
     let mode = std::env::args().nth(1);
@@ -522,6 +588,7 @@ fn main() {
         Some("listeners") => listeners(&dir.unwrap_or_else(|| fail("no DIR"))),
         Some("tcp-port") => tcp_port(),
         Some("close") => close(),
+        Some("scm") => scm(),
         other => fail(&format!("unknown mode {other:?}")),
     }
 }
