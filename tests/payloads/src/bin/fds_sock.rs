@@ -515,29 +515,37 @@ fn close() {
     println!("CLOSE OK");
 }
 
-/// Sends "x" with descriptor 0 attached from 40 to 41.
+/// One control message carrying one descriptor (`struct cmsghdr` + int).
+#[repr(C, align(8))]
+#[derive(Default)]
+struct FdCmsg {
+    len: usize,
+    level: i32,
+    ty: i32,
+    fd: i32,
+    pad: i32,
+}
+
+/// Sends "x" with descriptor 0 attached from `fd`.
 fn send_with_fd(fd: RawFd) {
     let mut data = *b"x";
     let mut iov = libc::iovec {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: 1,
     };
-    let mut cbuf = [0u64; 4];
-    // SAFETY: a zeroed msghdr is valid; the pointers below outlive the call.
+    let mut c = FdCmsg {
+        len: 20, // CMSG_LEN(4)
+        level: libc::SOL_SOCKET,
+        ty: libc::SCM_RIGHTS,
+        fd: 0,
+        pad: 0,
+    };
+    // SAFETY: a zeroed msghdr is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a size computation.
-    msg.msg_controllen = unsafe { libc::CMSG_SPACE(4) } as usize;
-    // SAFETY: `msg` has room for one control message with one int.
-    unsafe {
-        let c = libc::CMSG_FIRSTHDR(&raw const msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
-        *libc::CMSG_DATA(c).cast::<i32>() = 0;
-    }
+    msg.msg_control = (&raw mut c).cast();
+    msg.msg_controllen = std::mem::size_of::<FdCmsg>();
     // SAFETY: sendmsg reads the message set up above.
     check(
         unsafe { libc::sendmsg(fd, &raw const msg, 0) } == 1,
@@ -560,22 +568,22 @@ fn scm() {
         iov_base: data.as_mut_ptr().cast(),
         iov_len: 4,
     };
-    let mut cbuf = [0u64; 8];
-    // SAFETY: a zeroed msghdr is valid; the pointers below outlive the call.
+    let mut c = [FdCmsg::default(), FdCmsg::default()];
+    // SAFETY: a zeroed msghdr is valid.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &raw mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = cbuf.as_mut_ptr().cast();
-    msg.msg_controllen = 64;
+    msg.msg_control = c.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&c);
     // SAFETY: recvmsg writes into the buffers set up above.
     let n = unsafe { libc::recvmsg(b, &raw mut msg, libc::MSG_DONTWAIT) };
     check(n == 1 && data[0] == b'x', "the message is still queued");
-    // SAFETY: reading the control message the kernel wrote.
-    let passed = unsafe {
-        let c = libc::CMSG_FIRSTHDR(&raw const msg);
-        !c.is_null() && (*c).cmsg_type == libc::SCM_RIGHTS
-    };
-    check(passed, "the descriptor is still attached");
+    check(
+        msg.msg_controllen >= 20 && c[0].ty == libc::SCM_RIGHTS && c[0].fd >= 0,
+        "the descriptor is still attached",
+    );
+    // SAFETY: closing the descriptor just received.
+    unsafe { libc::close(c[0].fd) };
     println!("SCM REFUSED");
 }
 
