@@ -2,7 +2,9 @@
 //! up, checkpoints itself and checks them after `crac restore`; the image
 //! records are checked with `crac inspect --json`.
 
+use std::fs;
 use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use crate::util::{alive, crac, payload, wait_gone, Dir, Out, TestCommand};
@@ -136,6 +138,42 @@ fn an_address_in_use_stops_the_restore_before_the_process_runs() {
     // Once the port is free again the same image restores and listens.
     drop(taken);
     restore_ok(&image, pid, "TCP-PORT OK");
+}
+
+#[test]
+fn a_unix_path_taken_at_restore_stops_it_a_stale_socket_file_does_not() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let path = d.join("s.sock");
+    let out = run("unix-path", &[d.path().to_str().unwrap()], &image);
+    let pid = pid_of(&out);
+    wait_gone(pid, SHORT);
+    let name = path.display();
+    // Someone else listens at the path.
+    fs::remove_file(&path).unwrap();
+    let taken = UnixListener::bind(&path).unwrap();
+    let out = crac(["restore"]).arg(&image).fails_with(1);
+    out.stderr_has(&format!(
+        "the address {name} of descriptor 50 (listening Unix socket) is in use: another socket \
+         listens there"
+    ));
+    assert!(!alive(pid), "{}", out.dump());
+    drop(taken);
+    // A regular file at the path.
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, "not a socket").unwrap();
+    crac(["restore"])
+        .arg(&image)
+        .fails_with(1)
+        .stderr_has(&format!(
+            "the address {name} of descriptor 50 (listening Unix socket) is taken by a file \
+             that is not a socket"
+        ));
+    assert_eq!(fs::read_to_string(&path).unwrap(), "not a socket");
+    // Free again (the listener's socket file is stale): restored, it accepts.
+    fs::remove_file(&path).unwrap();
+    drop(UnixListener::bind(&path).unwrap());
+    restore_ok(&image, pid, "UNIX-PATH OK");
 }
 
 #[test]

@@ -12,6 +12,8 @@
 //!   restore.
 //! * `scm`: a descriptor in flight on a socket pair refuses the checkpoint
 //!   and the queue stays as it was ("SCM REFUSED").
+//! * `unix-path DIR`: one Unix listener at DIR/s.sock that accepts after
+//!   restore.
 //! * `close`: an established TCP connection (both ends in the process) with
 //!   the `Close` policy comes back closed; the listener is carried.
 #![allow(unsafe_code)]
@@ -454,6 +456,19 @@ fn tcp_port() {
     println!("TCP-PORT OK");
 }
 
+/// One Unix stream listener at 50, bound at `dir`/s.sock; accepts after
+/// restore.
+fn unix_path(dir: &Path) {
+    let path = dir.join("s.sock");
+    let l = UnixListener::bind(&path).unwrap_or_else(|e| fail(&e.to_string()));
+    move_to(l.into_raw_fd(), 50, true);
+    checkpoint();
+    let _c = UnixStream::connect(&path)
+        .unwrap_or_else(|e| fail(&format!("connect {}: {e}", path.display())));
+    accept(50, "Unix path listener");
+    println!("UNIX-PATH OK");
+}
+
 /// An established connection, client at 60 (non-blocking) and server end
 /// at 61, both with the `Close` policy; the listener at 62 is carried.
 fn close() {
@@ -595,6 +610,7 @@ fn main() {
         Some("pairs") => pairs(),
         Some("listeners") => listeners(&dir.unwrap_or_else(|| fail("no DIR"))),
         Some("tcp-port") => tcp_port(),
+        Some("unix-path") => unix_path(&dir.unwrap_or_else(|| fail("no DIR"))),
         Some("close") => close(),
         Some("scm") => scm(),
         other => fail(&format!("unknown mode {other:?}")),
