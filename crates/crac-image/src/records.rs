@@ -891,8 +891,8 @@ pub const FD_SOCKETPAIR: u32 = 8;
 /// a path, or `@name` for an abstract Unix address).
 pub const FD_LISTEN: u32 = 9;
 /// [`FdRecord::kind`]: a socket a resource policy asked to close; it comes
-/// back as a closed connection (reads give EOF, epoll reports HUP). `name` =
-/// what it was.
+/// back as a closed connection (reads give EOF, epoll reports HUP).
+/// `values` = [socket type]; `name` = what it was.
 pub const FD_CLOSED: u32 = 10;
 /// [`FdRecord::kind`]: a descriptor inherited at process start; `crac
 /// restore` passes its own descriptor of the same number (else /dev/null).
