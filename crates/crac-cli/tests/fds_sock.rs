@@ -109,6 +109,9 @@ fn listening_and_bound_sockets_take_new_connections_at_their_address() {
     assert_eq!(record(&fds, 53)["values"][0], 10);
     assert_eq!(record(&fds, 53)["values"][1], 2);
     assert_eq!(record(&fds, 56)["values"], serde_json::json!([1, 2, 0, 0]));
+    // A relative path is recorded (and bound again) as an absolute one.
+    let rel = d.join("rel.sock");
+    assert_eq!(record(&fds, 57)["name"], rel.to_str().unwrap());
     // The Unix socket files are still there (stale): the restore replaces them.
     assert!(d.join("listen.sock").exists() && d.join("dgram.sock").exists());
     restore_ok(&image, pid, "LISTENERS OK");

@@ -348,7 +348,7 @@ fn tcp6_v6only() -> RawFd {
     fd
 }
 
-/// Listening and bound sockets at 50..=56; after restore each one has its
+/// Listening and bound sockets at 50..=57 (57 bound at a relative path); after restore each one has its
 /// address, flags and options and takes a new connection or datagram.
 fn listeners(dir: &Path) {
     let t4 = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| fail(&e.to_string()));
@@ -369,6 +369,10 @@ fn listeners(dir: &Path) {
     let dpath = dir.join("dgram.sock");
     let d = UnixDatagram::bind(&dpath).unwrap_or_else(|e| fail(&e.to_string()));
     move_to(d.into_raw_fd(), 56, true);
+    // A relative path, from the working directory `dir`.
+    std::env::set_current_dir(dir).unwrap_or_else(|e| fail(&e.to_string()));
+    let l = UnixListener::bind("rel.sock").unwrap_or_else(|e| fail(&e.to_string()));
+    move_to(l.into_raw_fd(), 57, true);
     let before: Vec<String> = (50..=56).map(local).collect();
     println!("addresses: {}", before.join(" "));
     let v6only_53 = sockopt(53, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY);
@@ -446,7 +450,19 @@ fn listeners(dir: &Path) {
         recv(56) == Ok(b"ping".to_vec()),
         "datagram at the Unix path",
     );
-    let _ = c.write_all(b"bye");
+    // Rebound at the absolute path; the working directory is back.
+    check(
+        local(57) == dir.join("rel.sock").display().to_string(),
+        &format!("address of 57: {}", local(57)),
+    );
+    check(
+        std::env::current_dir().ok().as_deref() == Some(dir),
+        "working directory",
+    );
+    let mut c =
+        UnixStream::connect("rel.sock").unwrap_or_else(|e| fail(&format!("connect rel.sock: {e}")));
+    accept(57, "Unix relative path listener");
+    c.read_exact(&mut hi).unwrap();
     println!("LISTENERS OK");
 }
 
