@@ -2,7 +2,9 @@
 //! up, checkpoints itself and checks them after `crac restore`; the image
 //! records are checked with `crac inspect --json`.
 
+use std::fs;
 use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
 use std::path::Path;
 
 use crate::util::{alive, crac, payload, wait_gone, Dir, Out, TestCommand};
@@ -107,6 +109,9 @@ fn listening_and_bound_sockets_take_new_connections_at_their_address() {
     assert_eq!(record(&fds, 53)["values"][0], 10);
     assert_eq!(record(&fds, 53)["values"][1], 2);
     assert_eq!(record(&fds, 56)["values"], serde_json::json!([1, 2, 0, 0]));
+    // A relative path is recorded (and bound again) as an absolute one.
+    let rel = d.join("rel.sock");
+    assert_eq!(record(&fds, 57)["name"], rel.to_str().unwrap());
     // The Unix socket files are still there (stale): the restore replaces them.
     assert!(d.join("listen.sock").exists() && d.join("dgram.sock").exists());
     restore_ok(&image, pid, "LISTENERS OK");
@@ -139,6 +144,42 @@ fn an_address_in_use_stops_the_restore_before_the_process_runs() {
 }
 
 #[test]
+fn a_unix_path_taken_at_restore_stops_it_a_stale_socket_file_does_not() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let path = d.join("s.sock");
+    let out = run("unix-path", &[d.path().to_str().unwrap()], &image);
+    let pid = pid_of(&out);
+    wait_gone(pid, SHORT);
+    let name = path.display();
+    // Someone else listens at the path.
+    fs::remove_file(&path).unwrap();
+    let taken = UnixListener::bind(&path).unwrap();
+    let out = crac(["restore"]).arg(&image).fails_with(1);
+    out.stderr_has(&format!(
+        "the address {name} of descriptor 50 (listening Unix socket) is in use: another socket \
+         listens there"
+    ));
+    assert!(!alive(pid), "{}", out.dump());
+    drop(taken);
+    // A regular file at the path.
+    fs::remove_file(&path).unwrap();
+    fs::write(&path, "not a socket").unwrap();
+    crac(["restore"])
+        .arg(&image)
+        .fails_with(1)
+        .stderr_has(&format!(
+            "the address {name} of descriptor 50 (listening Unix socket) is taken by a file \
+             that is not a socket"
+        ));
+    assert_eq!(fs::read_to_string(&path).unwrap(), "not a socket");
+    // Free again (the listener's socket file is stale): restored, it accepts.
+    fs::remove_file(&path).unwrap();
+    drop(UnixListener::bind(&path).unwrap());
+    restore_ok(&image, pid, "UNIX-PATH OK");
+}
+
+#[test]
 fn a_connection_with_the_close_policy_comes_back_closed() {
     let d = Dir::new();
     let image = d.join("image");
@@ -157,4 +198,14 @@ fn a_connection_with_the_close_policy_comes_back_closed() {
     }
     assert_eq!(record(&fds, 62)["kind"], "listening socket");
     restore_ok(&image, pid, "CLOSE OK");
+}
+
+#[test]
+fn a_descriptor_in_flight_refuses_the_checkpoint_and_the_queue_stays() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let out = run("scm", &[], &image);
+    out.stdout_has("SCM REFUSED")
+        .stdout_has("cannot carry a socket pair: descriptors are in flight (SCM_RIGHTS): EBADMSG");
+    assert!(!image.exists(), "{}", d.listing());
 }

@@ -897,7 +897,8 @@ pub const FD_LISTEN: u32 = 9;
 /// [`FdRecord::kind`]: a descriptor a resource policy asked to close. A
 /// socket comes back as a closed connection (reads give EOF, epoll reports
 /// HUP), anything else as a pipe end of the same direction whose other end
-/// is closed (a read-write descriptor as a read end). `name` = what it was.
+/// is closed (a read-write descriptor as a read end). `values` = [socket
+/// type] for a socket; `name` = what it was.
 pub const FD_CLOSED: u32 = 10;
 /// [`FdRecord::kind`]: a descriptor inherited at process start; `crac
 /// restore` passes its own descriptor of the same number (else /dev/null).

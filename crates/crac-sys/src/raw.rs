@@ -52,8 +52,14 @@ impl Errno {
             22 => "EINVAL",
             24 => "EMFILE",
             28 => "ENOSPC",
+            32 => "EPIPE",
             38 => "ENOSYS",
+            74 => "EBADMSG",
+            98 => "EADDRINUSE",
+            99 => "EADDRNOTAVAIL",
+            105 => "ENOBUFS",
             110 => "ETIMEDOUT",
+            111 => "ECONNREFUSED",
             _ => return None,
         })
     }

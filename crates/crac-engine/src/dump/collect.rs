@@ -374,3 +374,22 @@ fn vdso_crc(maps: &[u8]) -> u32 {
     }
     0
 }
+
+#[cfg(test)]
+mod tests {
+    /// The zero page's PFN stays the same once the allocator hands out
+    /// reused memory for large buffers (after a large buffer was freed).
+    #[test]
+    fn zero_pfn_is_the_zero_page_even_after_large_frees() {
+        let first = super::zero_pfn();
+        for len in [8 << 20, 3 << 20] {
+            let dirty = vec![0x5au8; len];
+            drop(std::hint::black_box(dirty));
+        }
+        assert_eq!(super::zero_pfn(), first);
+        // As root the PFN is visible; this machine's tests run as root.
+        if rustix::process::geteuid().is_root() {
+            assert_ne!(first, 0);
+        }
+    }
+}

@@ -10,6 +10,10 @@
 //!   datagram at its old address.
 //! * `tcp-port`: one TCP listener (prints "port: N") that accepts after
 //!   restore.
+//! * `scm`: a descriptor in flight on a socket pair refuses the checkpoint
+//!   and the queue stays as it was ("SCM REFUSED").
+//! * `unix-path DIR`: one Unix listener at DIR/s.sock that accepts after
+//!   restore.
 //! * `close`: an established TCP connection (both ends in the process) with
 //!   the `Close` policy comes back closed; the listener is carried.
 #![allow(unsafe_code)]
@@ -162,6 +166,8 @@ fn pairs_setup() {
 
     let (c, d) = pair(libc::SOCK_DGRAM);
     let (c, d) = (move_to(c, 42, true), move_to(d, 43, true));
+    // An empty datagram first: it is not carried, the others are.
+    check(send(c, b"") == Ok(0), "empty dgram send 42 -> 43");
     for (i, len) in DGRAMS.into_iter().enumerate() {
         check(send(c, &dgram(i, len)) == Ok(len), "dgram send 42 -> 43");
     }
@@ -179,7 +185,7 @@ fn pairs_setup() {
     check(unsafe { libc::shutdown(f, libc::SHUT_WR) } == 0, "shutdown");
 }
 
-fn pairs_check() {
+fn pairs_check(restored: bool) {
     check(flags(40) == (true, true), "flags of 40");
     check(flags(41) == (false, false), "flags of 41");
     check(flags(46) == (true, false), "flags of 46");
@@ -213,7 +219,11 @@ fn pairs_check() {
     check(recv(40) == Err(libc::EAGAIN), "stream 40 empty");
     check(send(41, b"again") == Ok(5), "stream send after");
     check(recv(46) == Ok(b"again".to_vec()), "stream still connected");
-    // Datagrams: each message whole and in order.
+    // Datagrams: each message whole and in order (the empty one that came
+    // first only in the process that kept running).
+    if !restored {
+        check(recv(43) == Ok(Vec::new()), "the empty datagram stays");
+    }
     for (i, len) in DGRAMS.into_iter().enumerate() {
         check(
             recv(43) == Ok(dgram(i, len)),
@@ -250,7 +260,7 @@ fn pairs() {
         Ok(DumpOutcome::LeftRunning) => {}
         other => fail(&format!("dump leaving the process running: {other:?}")),
     }
-    pairs_check();
+    pairs_check(false);
     println!("PAIRS LEFT OK");
     for fd in 40..=46 {
         // SAFETY: closing descriptors set up above.
@@ -258,7 +268,7 @@ fn pairs() {
     }
     pairs_setup();
     checkpoint();
-    pairs_check();
+    pairs_check(true);
     println!("PAIRS OK");
 }
 
@@ -338,7 +348,7 @@ fn tcp6_v6only() -> RawFd {
     fd
 }
 
-/// Listening and bound sockets at 50..=56; after restore each one has its
+/// Listening and bound sockets at 50..=57 (57 bound at a relative path); after restore each one has its
 /// address, flags and options and takes a new connection or datagram.
 fn listeners(dir: &Path) {
     let t4 = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| fail(&e.to_string()));
@@ -359,6 +369,10 @@ fn listeners(dir: &Path) {
     let dpath = dir.join("dgram.sock");
     let d = UnixDatagram::bind(&dpath).unwrap_or_else(|e| fail(&e.to_string()));
     move_to(d.into_raw_fd(), 56, true);
+    // A relative path, from the working directory `dir`.
+    std::env::set_current_dir(dir).unwrap_or_else(|e| fail(&e.to_string()));
+    let l = UnixListener::bind("rel.sock").unwrap_or_else(|e| fail(&e.to_string()));
+    move_to(l.into_raw_fd(), 57, true);
     let before: Vec<String> = (50..=56).map(local).collect();
     println!("addresses: {}", before.join(" "));
     let v6only_53 = sockopt(53, libc::IPPROTO_IPV6, libc::IPV6_V6ONLY);
@@ -436,7 +450,19 @@ fn listeners(dir: &Path) {
         recv(56) == Ok(b"ping".to_vec()),
         "datagram at the Unix path",
     );
-    let _ = c.write_all(b"bye");
+    // Rebound at the absolute path; the working directory is back.
+    check(
+        local(57) == dir.join("rel.sock").display().to_string(),
+        &format!("address of 57: {}", local(57)),
+    );
+    check(
+        std::env::current_dir().ok().as_deref() == Some(dir),
+        "working directory",
+    );
+    let mut c =
+        UnixStream::connect("rel.sock").unwrap_or_else(|e| fail(&format!("connect rel.sock: {e}")));
+    accept(57, "Unix relative path listener");
+    c.read_exact(&mut hi).unwrap();
     println!("LISTENERS OK");
 }
 
@@ -450,6 +476,19 @@ fn tcp_port() {
     let _c = TcpStream::connect(a).unwrap_or_else(|e| fail(&format!("connect {a}: {e}")));
     accept(50, "TCP listener");
     println!("TCP-PORT OK");
+}
+
+/// One Unix stream listener at 50, bound at `dir`/s.sock; accepts after
+/// restore.
+fn unix_path(dir: &Path) {
+    let path = dir.join("s.sock");
+    let l = UnixListener::bind(&path).unwrap_or_else(|e| fail(&e.to_string()));
+    move_to(l.into_raw_fd(), 50, true);
+    checkpoint();
+    let _c = UnixStream::connect(&path)
+        .unwrap_or_else(|e| fail(&format!("connect {}: {e}", path.display())));
+    accept(50, "Unix path listener");
+    println!("UNIX-PATH OK");
 }
 
 /// An established connection, client at 60 (non-blocking) and server end
@@ -513,6 +552,78 @@ fn close() {
     println!("CLOSE OK");
 }
 
+/// One control message carrying one descriptor (`struct cmsghdr` + int).
+#[repr(C, align(8))]
+#[derive(Default)]
+struct FdCmsg {
+    len: usize,
+    level: i32,
+    ty: i32,
+    fd: i32,
+    pad: i32,
+}
+
+/// Sends "x" with descriptor 0 attached from `fd`.
+fn send_with_fd(fd: RawFd) {
+    let mut data = *b"x";
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut c = FdCmsg {
+        len: 20, // CMSG_LEN(4)
+        level: libc::SOL_SOCKET,
+        ty: libc::SCM_RIGHTS,
+        fd: 0,
+        pad: 0,
+    };
+    // SAFETY: a zeroed msghdr is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = (&raw mut c).cast();
+    msg.msg_controllen = std::mem::size_of::<FdCmsg>();
+    // SAFETY: sendmsg reads the message set up above.
+    check(
+        unsafe { libc::sendmsg(fd, &raw const msg, 0) } == 1,
+        "sendmsg",
+    );
+}
+
+/// A descriptor in flight on a socket pair: the checkpoint is refused and
+/// the message is still queued with its descriptor.
+fn scm() {
+    let (a, b) = pair(libc::SOCK_STREAM);
+    let (a, b) = (move_to(a, 40, true), move_to(b, 41, true));
+    send_with_fd(a);
+    match crac::checkpoint_restore() {
+        Ok(()) => fail("the checkpoint was not refused"),
+        Err(e) => println!("refused: {}", format!("{e:#}").replace('\n', " / ")),
+    }
+    let mut data = [0u8; 4];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: 4,
+    };
+    let mut c = [FdCmsg::default(), FdCmsg::default()];
+    // SAFETY: a zeroed msghdr is valid.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = c.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&c);
+    // SAFETY: recvmsg writes into the buffers set up above.
+    let n = unsafe { libc::recvmsg(b, &raw mut msg, libc::MSG_DONTWAIT) };
+    check(n == 1 && data[0] == b'x', "the message is still queued");
+    check(
+        msg.msg_controllen >= 20 && c[0].ty == libc::SCM_RIGHTS && c[0].fd >= 0,
+        "the descriptor is still attached",
+    );
+    // SAFETY: closing the descriptor just received.
+    unsafe { libc::close(c[0].fd) };
+    println!("SCM REFUSED");
+}
+
 fn main() {
     crac::init();
     let mode = std::env::args().nth(1);
@@ -521,7 +632,9 @@ fn main() {
         Some("pairs") => pairs(),
         Some("listeners") => listeners(&dir.unwrap_or_else(|| fail("no DIR"))),
         Some("tcp-port") => tcp_port(),
+        Some("unix-path") => unix_path(&dir.unwrap_or_else(|| fail("no DIR"))),
         Some("close") => close(),
+        Some("scm") => scm(),
         other => fail(&format!("unknown mode {other:?}")),
     }
 }

@@ -56,8 +56,10 @@ pub fn plan(fd: i32, inode: u64, family: i32, ty: i32, listening: bool) -> Optio
     if datagram && (!bound(&addr[..addr_len]) || s::getpeername(fd, &mut [0u8; ADDR_MAX]).is_ok()) {
         return None;
     }
-    let name = addr_text(&addr[..addr_len]).into_bytes().into_boxed_slice();
+    // The record names the absolute path too: `crac restore` checks it
+    // from another working directory.
     let addr_len = absolute(&mut addr, addr_len);
+    let name = addr_text(&addr[..addr_len]).into_bytes().into_boxed_slice();
     let opt = |level, opt| s::getsockopt_int(fd, level, opt).is_ok_and(|v| v != 0);
     let mut options = 0;
     if opt(s::SOL_SOCKET, s::SO_REUSEADDR) {

@@ -11,7 +11,7 @@
 use crac_image::{FdRecord, FD_MEMFD};
 use crac_sys::{fdobj, sys, Errno};
 
-use super::{Carried, FdFailure, State, CHANGED, F_DUPFD_CLOEXEC, O_ACCMODE, O_CLOEXEC};
+use super::{proc_path, Carried, FdFailure, State, CHANGED, F_DUPFD_CLOEXEC, O_ACCMODE, O_CLOEXEC};
 
 const MFD_CLOEXEC: u32 = 1;
 const MFD_ALLOW_SEALING: u32 = 2;
@@ -252,26 +252,7 @@ fn read_data(fd: i32, buf: &mut [u8]) -> Result<(), FdFailure> {
 /// access mode in `flags`.
 fn reopen(of: i32, flags: u32) -> Result<i32, FdFailure> {
     let mut path = [0u8; 32];
-    let prefix = b"/proc/self/fd/";
-    path[..prefix.len()].copy_from_slice(prefix);
-    let mut n = prefix.len();
-    let mut digits = [0u8; 10];
-    let mut d = 0;
-    let mut v = of.unsigned_abs();
-    loop {
-        digits[d] = b'0' + (v % 10) as u8;
-        d += 1;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    while d > 0 {
-        d -= 1;
-        path[n] = digits[d];
-        n += 1;
-    }
-    path[n] = 0;
-    sys::open(&path[..=n], ((flags & O_ACCMODE) | O_CLOEXEC) as i32, 0)
+    let n = proc_path(b"/proc/self/fd/", of, &mut path);
+    sys::open(&path[..n], ((flags & O_ACCMODE) | O_CLOEXEC) as i32, 0)
         .map_err(|e| ("open a memfd again", e))
 }

@@ -368,14 +368,13 @@ fn dup_to(src: i32, fd: i32, flags: u32) -> Result<(), FdFailure> {
     Ok(())
 }
 
-/// `/proc/self/fdinfo/FD` of `fd` into `buf`, allocation-free: the text
-/// (truncated to `buf`).
-fn read_fdinfo(fd: i32, buf: &mut [u8]) -> Result<&[u8], FdFailure> {
-    let mut path = [0u8; 40];
-    let prefix = b"/proc/self/fdinfo/";
-    path[..prefix.len()].copy_from_slice(prefix);
+/// Writes `prefix`, the number `fd` and a NUL into `out` (at least
+/// `prefix.len() + 12` bytes), allocation-free; returns the length with the
+/// NUL.
+fn proc_path(prefix: &[u8], fd: i32, out: &mut [u8]) -> usize {
+    out[..prefix.len()].copy_from_slice(prefix);
     let mut n = prefix.len();
-    let mut digits = [0u8; 12];
+    let mut digits = [0u8; 10];
     let mut d = 0;
     let mut v = fd.unsigned_abs();
     loop {
@@ -388,11 +387,19 @@ fn read_fdinfo(fd: i32, buf: &mut [u8]) -> Result<&[u8], FdFailure> {
     }
     while d > 0 {
         d -= 1;
-        path[n] = digits[d];
+        out[n] = digits[d];
         n += 1;
     }
-    path[n] = 0;
-    let f = sys::open(&path[..=n], O_CLOEXEC as i32, 0)
+    out[n] = 0;
+    n + 1
+}
+
+/// `/proc/self/fdinfo/FD` of `fd` into `buf`, allocation-free: the text
+/// (truncated to `buf`).
+fn read_fdinfo(fd: i32, buf: &mut [u8]) -> Result<&[u8], FdFailure> {
+    let mut path = [0u8; 40];
+    let n = proc_path(b"/proc/self/fdinfo/", fd, &mut path);
+    let f = sys::open(&path[..n], O_CLOEXEC as i32, 0)
         .map_err(|e| ("open a descriptor's fdinfo", e))?;
     let mut len = 0;
     let r = loop {

@@ -8,8 +8,8 @@
 //! at a time for datagram and seqpacket sockets. The restored process gets
 //! a new pair of the same type; each queued message is sent again from the
 //! other end, so message boundaries stay. Descriptors in flight
-//! (`SCM_RIGHTS`) refuse the checkpoint; zero-length datagrams are not
-//! carried.
+//! (`SCM_RIGHTS`) refuse the checkpoint; empty (zero-byte) messages are not
+//! carried, the others around them are.
 
 use crac_image::{FdRecord, FD_SOCKETPAIR};
 use crac_sys::sock::{self as s, AF_UNIX};
@@ -127,32 +127,46 @@ impl End {
         self.len = 0;
         self.count = 0;
         let stream = self.ty == s::SOCK_STREAM;
+        // Nothing more can come after a zero-byte read of a stream (its peer
+        // shut down) or of a seqpacket socket shut down for receiving. Else
+        // zero bytes are an empty message at the head; peeking at it marks it
+        // so that the next peek passes it (the peek offset passes empty
+        // messages anywhere else too: they are not carried).
+        let eof_possible = stream || (self.ty == s::SOCK_SEQPACKET && self.shutdown & 1 != 0);
+        let mut empty_in_a_row = 0;
         loop {
             if self.len == self.data.len() || (!stream && self.count == self.msgs.len()) {
                 return Err(("carry a socket pair: more is queued than planned", ENOBUFS));
             }
             let buf = &mut self.data[self.len..];
-            match s::recv_flags(fd, buf, s::MSG_PEEK | s::MSG_DONTWAIT) {
-                Ok((0, _)) | Err(Errno::EAGAIN) => return Ok(()),
-                Ok((n, flags)) => {
-                    if flags & s::MSG_CTRUNC != 0 {
-                        return Err((
-                            "carry a socket pair: descriptors are in flight (SCM_RIGHTS)",
-                            EBADMSG,
-                        ));
-                    }
-                    if flags & s::MSG_TRUNC != 0 {
-                        return Err(("carry a socket pair: a message is too large", ENOBUFS));
-                    }
-                    if !stream {
-                        self.msgs[self.count] = n as u32;
-                        self.count += 1;
-                    }
-                    self.len += n;
-                }
-                Err(Errno::EINTR) => {}
+            let (n, flags) = match s::recv_flags(fd, buf, s::MSG_PEEK | s::MSG_DONTWAIT) {
+                Ok(x) => x,
+                Err(Errno::EAGAIN) => return Ok(()),
+                Err(Errno::EINTR) => continue,
                 Err(e) => return Err(("read a socket pair's queue", e)),
+            };
+            if flags & s::MSG_CTRUNC != 0 {
+                return Err((
+                    "carry a socket pair: descriptors are in flight (SCM_RIGHTS)",
+                    EBADMSG,
+                ));
             }
+            if flags & s::MSG_TRUNC != 0 {
+                return Err(("carry a socket pair: a message is too large", ENOBUFS));
+            }
+            if n == 0 {
+                empty_in_a_row += 1;
+                if eof_possible || empty_in_a_row > 1 {
+                    return Ok(());
+                }
+                continue;
+            }
+            empty_in_a_row = 0;
+            if !stream {
+                self.msgs[self.count] = n as u32;
+                self.count += 1;
+            }
+            self.len += n;
         }
     }
 }
