@@ -7,18 +7,14 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{crac_exe, payload, wait_gone, Dir, Service, TestCommand};
+use crate::util::{checkpointing, crac_exe, payload, wait_gone, Dir, Service};
 
 const LONG: Duration = Duration::from_secs(60);
 
 /// Runs `policies MODE` with `rules` (if any) as its policies file.
 fn run(d: &Dir, mode: &str, rules: Option<&str>) -> crate::util::Out {
-    let mut cmd = TestCommand::new(payload("policies"));
-    cmd.arg(mode)
-        .env("CRAC_CHECKPOINT_TO", d.join("image"))
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
-        .env_remove("CRAC_RESOURCE_POLICIES");
+    let mut cmd = checkpointing("policies", &d.join("image"));
+    cmd.arg(mode).env_remove("CRAC_RESOURCE_POLICIES");
     if let Some(rules) = rules {
         let file = d.join("policies.yaml");
         std::fs::write(&file, rules).unwrap();
@@ -36,10 +32,6 @@ fn numbers(out: &crate::util::Out, key: &str) -> Vec<u32> {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse().ok())
         .collect()
-}
-
-fn pid(out: &crate::util::Out) -> u32 {
-    numbers(out, "pre-checkpoint PID: ")[0]
 }
 
 #[test]
@@ -70,7 +62,7 @@ fn close_policy_checkpoints_a_service_with_a_client_connection() {
                  type: socket\nfamily: ipv4\nremoteAddress: 127.0.0.1\naction: close\n";
     let out = run(&d, "close", Some(rules));
     assert!(out.output.status.success(), "{}", out.dump());
-    let pid = pid(&out);
+    let pid = out.checkpointed_pid();
     let port = numbers(&out, "listener ")[4];
     // The rule's warning names the connection and the rule.
     assert!(
@@ -81,7 +73,6 @@ fn close_policy_checkpoints_a_service_with_a_client_connection() {
         "{}",
         out.dump()
     );
-    wait_gone(pid, Duration::from_secs(10));
 
     let mut restore = Command::new(crac_exe());
     restore.arg("restore").arg(d.join("image"));
@@ -114,8 +105,7 @@ fn ignore_policy_leaves_dev_null_for_a_descriptor_no_engine_carries() {
         "warn: false\n{}",
         out.dump()
     );
-    let pid = pid(&out);
-    wait_gone(pid, Duration::from_secs(10));
+    out.checkpointed_pid();
     let restored = crate::util::crac(["restore"]).arg(d.join("image")).ok();
     restored.stdout_has("IGNORE OK");
 }
@@ -143,7 +133,7 @@ fn a_restore_applies_the_policies_file_its_environment_names() {
     // At the checkpoint: a rule that closes the pipe, and says so.
     let out = run(&d, "reread", Some("type: pipe\naction: close\n"));
     assert!(out.output.status.success(), "{}", out.dump());
-    let pid = pid(&out);
+    let pid = out.checkpointed_pid();
     let fds = numbers(&out, "pipe fds ");
     for fd in &fds {
         out.stderr_has(&format!("crac: warning: file descriptor {fd} (pipe:["))
@@ -153,7 +143,6 @@ fn a_restore_applies_the_policies_file_its_environment_names() {
                 d.join("policies.yaml").display()
             ));
     }
-    wait_gone(pid, Duration::from_secs(10));
 
     // Another file: its rule refuses the pipe at the next checkpoint.
     let refuse = d.join("refuse.yaml");
