@@ -4,6 +4,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,6 +22,18 @@ fn run(d: &Dir, mode: &str, rules: Option<&str>) -> crate::util::Out {
         cmd.env("CRAC_RESOURCE_POLICIES", &file);
     }
     cmd.show_dir(d).output()
+}
+
+/// `crac restore` of DIR/image with `rules` in the policies file DIR/NAME
+/// that its environment names; returns that file and the restore's output.
+fn restore_under(d: &Dir, name: &str, rules: &str) -> (PathBuf, crate::util::Out) {
+    let file = d.join(name);
+    std::fs::write(&file, rules).unwrap();
+    let restored = crate::util::crac(["restore", "--env"])
+        .arg(format!("CRAC_RESOURCE_POLICIES={}", file.display()))
+        .arg(d.join("image"))
+        .ok();
+    (file, restored)
 }
 
 /// The numbers after `key` on the line starting with `key`.
@@ -145,12 +158,7 @@ fn a_restore_applies_the_policies_file_its_environment_names() {
     }
 
     // Another file: its rule refuses the pipe at the next checkpoint.
-    let refuse = d.join("refuse.yaml");
-    std::fs::write(&refuse, "type: pipe\naction: error\n").unwrap();
-    let restored = crate::util::crac(["restore", "--env"])
-        .arg(format!("CRAC_RESOURCE_POLICIES={}", refuse.display()))
-        .arg(d.join("image"))
-        .ok();
+    let (_, restored) = restore_under(&d, "refuse.yaml", "type: pipe\naction: error\n");
     restored.stdout_has("REREAD OK").stdout_has(&format!(
         "second checkpoint: checkpoint failed with 2 problems: file descriptor {} is open: \
          pipe:[",
@@ -164,12 +172,7 @@ fn a_restore_applies_the_policies_file_its_environment_names() {
 
     // An invalid one is reported right after the restore, and fails the
     // next checkpoint.
-    let invalid = d.join("invalid.yaml");
-    std::fs::write(&invalid, "type: pipe\n").unwrap();
-    let restored = crate::util::crac(["restore", "--env"])
-        .arg(format!("CRAC_RESOURCE_POLICIES={}", invalid.display()))
-        .arg(d.join("image"))
-        .ok();
+    let (invalid, restored) = restore_under(&d, "invalid.yaml", "type: pipe\n");
     let problem = format!(
         "invalid rule in policies file {} on line 1: no 'action'",
         invalid.display()

@@ -81,3 +81,15 @@ pub fn checkpoint_with_policies(dir: PathBuf, fd_policies: Vec<(RawFd, FdPolicy)
     }
     println!("post-restore PID: {}", std::process::id());
 }
+
+/// A deliberately slow hash: the "expensive computation" a service warms
+/// up with.
+pub fn slow_hash(mut x: u64) -> u64 {
+    for _ in 0..64 {
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    }
+    x ^ (x >> 33)
+}
