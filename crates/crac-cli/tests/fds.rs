@@ -2,8 +2,10 @@
 //! per kind: the `fds` payload sets the object up, checkpoints itself and
 //! checks the object's state after `crac restore`.
 
-use crate::native::{checkpoint_then_restore, pid_in, run_payload, show, wait_gone};
-use crate::util::crac;
+use std::time::Duration;
+
+use crate::native::{checkpoint_payload, checkpoint_then_restore};
+use crate::util::{checkpointing, crac, Dir};
 
 #[test]
 fn eventfd_keeps_its_counter_mode_and_flags() {
@@ -14,9 +16,7 @@ fn eventfd_keeps_its_counter_mode_and_flags() {
 fn inspect_lists_carried_descriptors_with_their_state() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("image");
-    let out = run_payload("fds", &["eventfd"], &image);
-    assert!(out.status.success(), "{}", show(&out));
-    wait_gone(pid_in(&out, "pre-checkpoint PID: "));
+    checkpoint_payload("fds", &["eventfd"], &image);
     let text = crac(["inspect"]).arg(&image).ok().stdout();
     assert!(
         text.contains("\ndescriptors ")
@@ -40,23 +40,10 @@ fn epoll_keeps_its_interest_list_modes_and_data_words() {
 /// image stores its data, not its holes.
 #[test]
 fn memfd_keeps_name_contents_size_seals_offset_holes_and_sharing() {
-    use crate::util::{crac, payload, Dir};
-
     let d = Dir::new();
     let image = d.join("image");
-    let out = crate::util::TestCommand::new(payload("fds"))
-        .arg("memfd")
-        .env("CRAC_CHECKPOINT_TO", &image)
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
-        .show_dir(&d)
-        .ok();
-    let pid: u32 = out
-        .stdout()
-        .lines()
-        .find_map(|l| l.strip_prefix("pre-checkpoint PID: ")?.trim().parse().ok())
-        .expect("PID line");
-    crate::util::wait_gone(pid, std::time::Duration::from_secs(10));
+    let out = checkpointing("fds", &image).arg("memfd").show_dir(&d).ok();
+    let pid = out.checkpointed_pid();
     let stored = std::fs::metadata(image.join("pages.crac")).unwrap().len();
     assert!(stored < 32 << 20, "holes stored: {stored} bytes of pages");
     crac(["restore"])
@@ -70,26 +57,13 @@ fn memfd_keeps_name_contents_size_seals_offset_holes_and_sharing() {
 /// one-shot timer (1.5 s) must fire at once after restore.
 #[test]
 fn timerfd_counts_the_rest_and_keeps_interval_ticks_and_deadlines() {
-    use std::time::Duration;
-
-    use crate::util::{crac, payload, Dir};
-
     let d = Dir::new();
     let image = d.join("image");
-    let out = crate::util::TestCommand::new(payload("fds"))
+    let out = checkpointing("fds", &image)
         .arg("timerfd")
-        .env("CRAC_CHECKPOINT_TO", &image)
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
         .show_dir(&d)
         .ok();
-    out.stdout_has("pre-checkpoint PID: ");
-    let pid: u32 = out
-        .stdout()
-        .lines()
-        .find_map(|l| l.strip_prefix("pre-checkpoint PID: ")?.trim().parse().ok())
-        .expect("PID line");
-    crate::util::wait_gone(pid, Duration::from_secs(10));
+    let pid = out.checkpointed_pid();
     std::thread::sleep(Duration::from_secs(3));
     let out = crac(["restore"]).arg(&image).ok();
     out.stdout_has("TIMERFD OK")
@@ -116,15 +90,10 @@ fn timerfd_counts_the_rest_and_keeps_interval_ticks_and_deadlines() {
 /// epoll, and the process goes on with its epoll intact.
 #[test]
 fn epoll_with_a_stale_entry_refuses_the_checkpoint() {
-    use crate::util::{payload, Dir};
-
     let d = Dir::new();
     let image = d.join("image");
-    crate::util::TestCommand::new(payload("fds"))
+    checkpointing("fds", &image)
         .arg("epoll-stale")
-        .env("CRAC_CHECKPOINT_TO", &image)
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
         .show_dir(&d)
         .ok()
         .stdout_has("refused: checkpoint failed: file descriptor 92 is open: epoll")
@@ -138,8 +107,6 @@ fn epoll_with_a_stale_entry_refuses_the_checkpoint() {
 /// restores as well.
 #[test]
 fn left_running_originals_keep_their_objects_unchanged() {
-    use crate::util::{crac, payload, Dir};
-
     for (kind, ok) in [
         ("epoll", "EPOLL OK"),
         ("memfd", "MEMFD OK"),
@@ -147,20 +114,13 @@ fn left_running_originals_keep_their_objects_unchanged() {
     ] {
         let d = Dir::new();
         let image = d.join("image");
-        let out = crate::util::TestCommand::new(payload("fds"))
+        let out = checkpointing("fds", &image)
             .arg(kind)
-            .env("CRAC_CHECKPOINT_TO", &image)
             .env("CRAC_ENGINE_OPTIONS", "keep_running=true")
-            .env_remove("CRAC_ENGINE")
             .show_dir(&d)
             .ok();
         out.stdout_has(ok);
-        let pid: u32 = out
-            .stdout()
-            .lines()
-            .find_map(|l| l.strip_prefix("pre-checkpoint PID: ")?.trim().parse().ok())
-            .expect("PID line");
-        crate::util::wait_gone(pid, std::time::Duration::from_secs(10));
+        let pid = out.checkpointed_pid();
         crac(["restore"])
             .arg(&image)
             .ok()

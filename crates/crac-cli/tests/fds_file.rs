@@ -6,60 +6,23 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, SystemTime};
 
-use crate::util::{self, payload, Dir};
-
-const GONE: Duration = Duration::from_secs(10);
-
-fn show(o: &Output) -> String {
-    format!(
-        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn pid_in(out: &Output, prefix: &str) -> u32 {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{}", show(out)))
-}
+use crate::native::{checkpointed_pid, pid_in, restore, show, wait_gone};
+use crate::util::{self, checkpointing, Dir};
 
 /// Runs `fds_file MODE DIR [extra]` configured to checkpoint into
 /// DIR/image; returns its output and PID (after it is gone).
 fn run(d: &Dir, mode: &str, extra: &[&str]) -> (Output, u32) {
-    let mut cmd = Command::new(payload("fds_file"));
+    let mut cmd = checkpointing("fds_file", &d.join("image"));
     if mode == "policies" {
         cmd.env("FDS_FILE_IMAGE", d.join("image"))
             .env_remove("CRAC_CHECKPOINT_TO");
-    } else {
-        cmd.env("CRAC_CHECKPOINT_TO", d.join("image"));
     }
-    let out = cmd
-        .arg(mode)
-        .arg(d.path())
-        .args(extra)
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run fds_file");
-    let pid = pid_in(&out, "pre-checkpoint PID: ");
-    util::wait_gone(pid, GONE);
+    let out = cmd.arg(mode).arg(d.path()).args(extra).output().output;
+    let pid = checkpointed_pid(&out);
     (out, pid)
-}
-
-fn restore(image: &Path) -> Output {
-    Command::new(util::crac_exe())
-        .arg("restore")
-        .arg(image)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run crac restore")
 }
 
 /// Checkpoints `mode`, lets `between` change the files, restores, and
@@ -77,7 +40,7 @@ fn checkpoint_change_restore(mode: &str, extra: &[&str], between: impl FnOnce(&D
         show(&out)
     );
     assert_eq!(pid_in(&out, "post-restore PID: "), pid, "{}", show(&out));
-    util::wait_gone(pid, GONE);
+    wait_gone(pid);
 }
 
 /// Replaces `path` with a new file (another inode) holding `data`.

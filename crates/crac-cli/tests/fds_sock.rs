@@ -7,22 +7,14 @@ use std::net::TcpListener;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-use crate::util::{alive, crac, payload, wait_gone, Dir, Out, TestCommand};
+use crate::util::{alive, checkpointing, crac, wait_gone, Dir, Out};
 use std::time::Duration;
 
 const SHORT: Duration = Duration::from_secs(10);
 
 /// Runs `fds_sock MODE ARGS` until it checkpoints itself into `image`.
 fn run(mode: &str, args: &[&str], image: &Path) -> Out {
-    let mut cmd = TestCommand::new(payload("fds_sock"));
-    cmd.arg(mode);
-    for a in args {
-        cmd.arg(a);
-    }
-    cmd.env("CRAC_CHECKPOINT_TO", image)
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
-        .ok()
+    checkpointing("fds_sock", image).arg(mode).args(args).ok()
 }
 
 fn value_after(out: &Out, prefix: &str) -> String {
@@ -31,10 +23,6 @@ fn value_after(out: &Out, prefix: &str) -> String {
         .find_map(|l| l.strip_prefix(prefix))
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{}", out.dump()))
-}
-
-fn pid_of(out: &Out) -> u32 {
-    value_after(out, "pre-checkpoint PID: ").parse().unwrap()
 }
 
 /// The image's descriptor records, by number.
@@ -65,8 +53,7 @@ fn socket_pairs_keep_their_queues_both_ways() {
     let image = d.join("image");
     let out = run("pairs", &[], &image);
     out.stdout_has("PAIRS LEFT OK");
-    let pid = pid_of(&out);
-    wait_gone(pid, SHORT);
+    let pid = out.checkpointed_pid();
     let fds = fd_records(&image);
     for (fd, ty, buffered) in [
         (40, 1, 4),
@@ -91,9 +78,8 @@ fn listening_and_bound_sockets_take_new_connections_at_their_address() {
     let d = Dir::new();
     let image = d.join("image");
     let out = run("listeners", &[d.path().to_str().unwrap()], &image);
-    let pid = pid_of(&out);
+    let pid = out.checkpointed_pid();
     let addrs = value_after(&out, "addresses: ");
-    wait_gone(pid, SHORT);
     let addrs: Vec<&str> = addrs.split(' ').collect();
     let fds = fd_records(&image);
     // family, type, backlog (listeners), options (1 SO_REUSEADDR, 4 IPV6_V6ONLY)
@@ -122,9 +108,8 @@ fn an_address_in_use_stops_the_restore_before_the_process_runs() {
     let d = Dir::new();
     let image = d.join("image");
     let out = run("tcp-port", &[], &image);
-    let pid = pid_of(&out);
+    let pid = out.checkpointed_pid();
     let port = value_after(&out, "port: ");
-    wait_gone(pid, SHORT);
     let taken = TcpListener::bind(format!("127.0.0.1:{port}")).unwrap();
     let problem =
         format!("the address 127.0.0.1:{port} of descriptor 50 (listening TCP socket) is in use");
@@ -149,8 +134,7 @@ fn a_unix_path_taken_at_restore_stops_it_a_stale_socket_file_does_not() {
     let image = d.join("image");
     let path = d.join("s.sock");
     let out = run("unix-path", &[d.path().to_str().unwrap()], &image);
-    let pid = pid_of(&out);
-    wait_gone(pid, SHORT);
+    let pid = out.checkpointed_pid();
     let name = path.display();
     // Someone else listens at the path.
     fs::remove_file(&path).unwrap();
@@ -184,8 +168,7 @@ fn a_connection_with_the_close_policy_comes_back_closed() {
     let d = Dir::new();
     let image = d.join("image");
     let out = run("close", &[], &image);
-    let pid = pid_of(&out);
-    wait_gone(pid, SHORT);
+    let pid = out.checkpointed_pid();
     let fds = fd_records(&image);
     for fd in [60, 61] {
         let r = record(&fds, fd);

@@ -7,11 +7,9 @@ use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
-use crate::util::{crac_exe, payload, wait_gone, Dir};
-
-const GONE: Duration = Duration::from_secs(10);
+use crate::native::{checkpoint_payload, checkpointed_pid, pid_in, show, wait_gone};
+use crate::util::{crac_exe, payload, Dir};
 
 /// `program args` started through `sh` with each `(fd, file)` open for
 /// appending, and stdio; nothing else of this test process's.
@@ -33,28 +31,12 @@ fn with_fds(program: &Path, args: &[&OsStr], fds: &[(u32, &Path)]) -> Command {
     cmd
 }
 
-fn show(o: &Output) -> String {
-    format!(
-        "status: {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn pid_in(o: &Output, prefix: &str) -> u32 {
-    stdout(o)
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix)?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{}", show(o)))
 }
 
 fn read(path: &Path) -> String {
@@ -74,8 +56,7 @@ fn checkpoint_with(d: &Dir, fds: &[u32]) -> (PathBuf, u32) {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", show(&out));
-    let pid = pid_in(&out, "pre-checkpoint PID: ");
-    wait_gone(pid, GONE);
+    let pid = checkpointed_pid(&out);
     for (n, path) in &files {
         assert_eq!(read(path), format!("before {n}\n"), "{}", show(&out));
     }
@@ -101,7 +82,7 @@ fn restore_with(
     let mut args = vec![OsStr::new("restore"), image.as_os_str()];
     args.extend(extra.iter().map(OsStr::new));
     let out = with_fds(&crac_exe(), &args, &pairs).output().unwrap();
-    wait_gone(pid, GONE);
+    wait_gone(pid);
     assert!(out.status.success(), "{}", show(&out));
     assert!(stdout(&out).contains("INHERIT OK"), "{}", show(&out));
     assert_eq!(pid_in(&out, "post-restore PID: "), pid, "{}", show(&out));
@@ -202,17 +183,7 @@ fn inherited_descriptors_at_the_restorers_own_numbers_pass_through() {
 fn an_inherited_pipe_is_passed_through_not_carried() {
     let d = Dir::new();
     let image = d.join("image");
-    let out = Command::new(payload("inherit"))
-        .arg("pipe")
-        .env("CRAC_CHECKPOINT_TO", &image)
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", show(&out));
-    let pid = pid_in(&out, "pre-checkpoint PID: ");
-    wait_gone(pid, GONE);
+    let (_, pid) = checkpoint_payload("inherit", &["pipe"], &image);
     let inspect = Command::new(crac_exe())
         .arg("inspect")
         .arg(&image)

@@ -7,29 +7,17 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{crac, payload, wait_dead, wait_gone, Dir, Out, Service};
+use crate::util::{checkpointing, crac, payload, wait_dead, wait_gone, Dir, Out, Service};
 
 /// Runs the `lazy` payload with `mode` until it checkpoints into a new
 /// image; returns the directory, the image and the PID.
 fn lazy_image(mode: &str) -> (Dir, PathBuf, u32) {
     let dir = Dir::new();
     let image = dir.join("image");
-    let out = Command::new(payload("lazy"))
-        .args([mode])
-        .env("CRAC_CHECKPOINT_TO", &image)
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run the lazy payload");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{text}");
-    let pid = text
-        .lines()
-        .find_map(|l| l.strip_prefix("pre-checkpoint PID: "))
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no PID in {text:?}"));
-    wait_gone(pid, Duration::from_secs(10));
+    let pid = checkpointing("lazy", &image)
+        .arg(mode)
+        .ok()
+        .checkpointed_pid();
     (dir, image, pid)
 }
 

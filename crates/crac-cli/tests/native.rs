@@ -7,18 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A payload binary built next to this test binary.
-fn payload(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "payload {} is missing: run `cargo build --workspace --all-targets` first",
-        p.display()
-    );
-    p
-}
+use crate::util::{self, checkpointing, number_after, payload, GONE, PRE_CHECKPOINT};
 
 fn crac() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_crac"));
@@ -37,17 +26,20 @@ pub(crate) fn show(o: &Output) -> String {
 
 /// Runs a payload configured to checkpoint into `image` and returns its output.
 pub(crate) fn run_payload(name: &str, args: &[&str], image: &Path) -> Output {
-    Command::new(payload(name))
-        .args(args)
-        .env("CRAC_CHECKPOINT_TO", image)
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run payload")
+    checkpointing(name, image).args(args).output().output
 }
 
-fn restore(image: &Path) -> Output {
+/// Runs a payload until it checkpoints itself into `image`, requires
+/// success, and returns its output and PID once that process is gone.
+pub(crate) fn checkpoint_payload(name: &str, args: &[&str], image: &Path) -> (Output, u32) {
+    let out = run_payload(name, args, image);
+    assert!(out.status.success(), "{}", show(&out));
+    let pid = checkpointed_pid(&out);
+    (out, pid)
+}
+
+/// `crac restore IMAGE`.
+pub(crate) fn restore(image: &Path) -> Output {
     crac()
         .arg("restore")
         .arg(image)
@@ -55,25 +47,23 @@ fn restore(image: &Path) -> Output {
         .expect("run crac restore")
 }
 
+/// The PID on the first stdout line starting with `prefix`.
 pub(crate) fn pid_in(out: &Output, prefix: &str) -> u32 {
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .and_then(|rest| rest.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
+    number_after(&String::from_utf8_lossy(&out.stdout), prefix)
         .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{}", show(out)))
+}
+
+/// The PID `out`'s payload printed before it checkpointed itself, once that
+/// process is gone.
+pub(crate) fn checkpointed_pid(out: &Output) -> u32 {
+    let pid = pid_in(out, PRE_CHECKPOINT);
+    wait_gone(pid);
+    pid
 }
 
 /// Waits until `pid` is gone (an orphan may linger until init reaps it).
 pub(crate) fn wait_gone(pid: u32) {
-    let t = Instant::now();
-    while Path::new(&format!("/proc/{pid}")).exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "PID {pid} still exists"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    util::wait_gone(pid, GONE);
 }
 
 /// Runs `name` until it checkpoints itself, restores the image once and
@@ -81,10 +71,7 @@ pub(crate) fn wait_gone(pid: u32) {
 pub(crate) fn checkpoint_then_restore(name: &str, args: &[&str], ok_line: &str) {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("image");
-    let out = run_payload(name, args, &image);
-    assert!(out.status.success(), "{}", show(&out));
-    let pid = pid_in(&out, "pre-checkpoint PID: ");
-    wait_gone(pid);
+    let (_, pid) = checkpoint_payload(name, args, &image);
     let out = restore(&image);
     assert!(out.status.success(), "{}", show(&out));
     let text = String::from_utf8_lossy(&out.stdout);
@@ -97,16 +84,13 @@ fn writer_image() -> (tempfile::TempDir, PathBuf, PathBuf, u32) {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("image");
     let file = dir.path().join("out.txt");
-    let out = run_payload("writer", &[file.to_str().unwrap()], &image);
-    assert!(out.status.success(), "{}", show(&out));
-    let pid = pid_in(&out, "pre-checkpoint PID: ");
+    let (out, pid) = checkpoint_payload("writer", &[file.to_str().unwrap()], &image);
     assert!(
         image.join("meta.crac").exists() && image.join("pages.crac").exists(),
         "{}",
         show(&out)
     );
     assert_eq!(fs::read_to_string(&file).unwrap(), "hello");
-    wait_gone(pid);
     (dir, image, file, pid)
 }
 
@@ -174,10 +158,7 @@ fn one_hundred_consecutive_restores_all_succeed() {
 fn a_taken_pid_is_a_clear_error_and_nothing_runs() {
     let dir = tempfile::tempdir().unwrap();
     let image = dir.path().join("image");
-    let out = run_payload("threads", &["8"], &image);
-    assert!(out.status.success(), "{}", show(&out));
-    let pid = pid_in(&out, "pre-checkpoint PID: ");
-    wait_gone(pid);
+    let (_, pid) = checkpoint_payload("threads", &["8"], &image);
     // The first restore holds the PID for about three seconds.
     let first = crac()
         .arg("restore")

@@ -4,27 +4,36 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::util::{crac_exe, payload, wait_gone, Dir, Service, TestCommand};
+use crate::util::{checkpointing, crac_exe, payload, wait_gone, Dir, Service};
 
 const LONG: Duration = Duration::from_secs(60);
 
 /// Runs `policies MODE` with `rules` (if any) as its policies file.
 fn run(d: &Dir, mode: &str, rules: Option<&str>) -> crate::util::Out {
-    let mut cmd = TestCommand::new(payload("policies"));
-    cmd.arg(mode)
-        .env("CRAC_CHECKPOINT_TO", d.join("image"))
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
-        .env_remove("CRAC_RESOURCE_POLICIES");
+    let mut cmd = checkpointing("policies", &d.join("image"));
+    cmd.arg(mode).env_remove("CRAC_RESOURCE_POLICIES");
     if let Some(rules) = rules {
         let file = d.join("policies.yaml");
         std::fs::write(&file, rules).unwrap();
         cmd.env("CRAC_RESOURCE_POLICIES", &file);
     }
     cmd.show_dir(d).output()
+}
+
+/// `crac restore` of DIR/image with `rules` in the policies file DIR/NAME
+/// that its environment names; returns that file and the restore's output.
+fn restore_under(d: &Dir, name: &str, rules: &str) -> (PathBuf, crate::util::Out) {
+    let file = d.join(name);
+    std::fs::write(&file, rules).unwrap();
+    let restored = crate::util::crac(["restore", "--env"])
+        .arg(format!("CRAC_RESOURCE_POLICIES={}", file.display()))
+        .arg(d.join("image"))
+        .ok();
+    (file, restored)
 }
 
 /// The numbers after `key` on the line starting with `key`.
@@ -36,10 +45,6 @@ fn numbers(out: &crate::util::Out, key: &str) -> Vec<u32> {
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|n| n.parse().ok())
         .collect()
-}
-
-fn pid(out: &crate::util::Out) -> u32 {
-    numbers(out, "pre-checkpoint PID: ")[0]
 }
 
 #[test]
@@ -70,7 +75,7 @@ fn close_policy_checkpoints_a_service_with_a_client_connection() {
                  type: socket\nfamily: ipv4\nremoteAddress: 127.0.0.1\naction: close\n";
     let out = run(&d, "close", Some(rules));
     assert!(out.output.status.success(), "{}", out.dump());
-    let pid = pid(&out);
+    let pid = out.checkpointed_pid();
     let port = numbers(&out, "listener ")[4];
     // The rule's warning names the connection and the rule.
     assert!(
@@ -81,7 +86,6 @@ fn close_policy_checkpoints_a_service_with_a_client_connection() {
         "{}",
         out.dump()
     );
-    wait_gone(pid, Duration::from_secs(10));
 
     let mut restore = Command::new(crac_exe());
     restore.arg("restore").arg(d.join("image"));
@@ -114,8 +118,7 @@ fn ignore_policy_leaves_dev_null_for_a_descriptor_no_engine_carries() {
         "warn: false\n{}",
         out.dump()
     );
-    let pid = pid(&out);
-    wait_gone(pid, Duration::from_secs(10));
+    out.checkpointed_pid();
     let restored = crate::util::crac(["restore"]).arg(d.join("image")).ok();
     restored.stdout_has("IGNORE OK");
 }
@@ -143,7 +146,7 @@ fn a_restore_applies_the_policies_file_its_environment_names() {
     // At the checkpoint: a rule that closes the pipe, and says so.
     let out = run(&d, "reread", Some("type: pipe\naction: close\n"));
     assert!(out.output.status.success(), "{}", out.dump());
-    let pid = pid(&out);
+    let pid = out.checkpointed_pid();
     let fds = numbers(&out, "pipe fds ");
     for fd in &fds {
         out.stderr_has(&format!("crac: warning: file descriptor {fd} (pipe:["))
@@ -153,15 +156,9 @@ fn a_restore_applies_the_policies_file_its_environment_names() {
                 d.join("policies.yaml").display()
             ));
     }
-    wait_gone(pid, Duration::from_secs(10));
 
     // Another file: its rule refuses the pipe at the next checkpoint.
-    let refuse = d.join("refuse.yaml");
-    std::fs::write(&refuse, "type: pipe\naction: error\n").unwrap();
-    let restored = crate::util::crac(["restore", "--env"])
-        .arg(format!("CRAC_RESOURCE_POLICIES={}", refuse.display()))
-        .arg(d.join("image"))
-        .ok();
+    let (_, restored) = restore_under(&d, "refuse.yaml", "type: pipe\naction: error\n");
     restored.stdout_has("REREAD OK").stdout_has(&format!(
         "second checkpoint: checkpoint failed with 2 problems: file descriptor {} is open: \
          pipe:[",
@@ -175,12 +172,7 @@ fn a_restore_applies_the_policies_file_its_environment_names() {
 
     // An invalid one is reported right after the restore, and fails the
     // next checkpoint.
-    let invalid = d.join("invalid.yaml");
-    std::fs::write(&invalid, "type: pipe\n").unwrap();
-    let restored = crate::util::crac(["restore", "--env"])
-        .arg(format!("CRAC_RESOURCE_POLICIES={}", invalid.display()))
-        .arg(d.join("image"))
-        .ok();
+    let (invalid, restored) = restore_under(&d, "invalid.yaml", "type: pipe\n");
     let problem = format!(
         "invalid rule in policies file {} on line 1: no 'action'",
         invalid.display()

@@ -205,9 +205,28 @@ fn interrupt(mut service: Service, pid: u32, count: u64) {
     wait_gone(pid, SHORT);
 }
 
-/// Waits until a service that checkpointed itself has exited after its
-/// image was written; fails at once if the checkpoint failed.
-fn wait_self_checkpointed(service: &mut Service) {
+/// [`serves_while_ticking`] from `next`, then [`interrupt`] once served.
+fn serves_then_interrupt(service: Service, pid: u32, port: u16, next: u64) {
+    let next = serves_while_ticking(&service, port, next);
+    interrupt(service, pid, next - 1);
+}
+
+/// `crac checkpoint PID` of the service: it exits once its image (in `d`)
+/// is written, and is gone.
+fn checkpoint_from_outside(d: &Dir, mut service: Service, pid: u32) {
+    crac(["checkpoint", &pid.to_string()])
+        .show_dir(d)
+        .ok()
+        .stdout_has("the process exited");
+    assert!(service.wait_exit(SHORT).success(), "{}", service.dump());
+    wait_gone(pid, SHORT);
+}
+
+/// Asks the service with `pid` to checkpoint itself (`/checkpoint`) and
+/// waits until it has exited after its image was written and is gone;
+/// fails at once if the checkpoint failed.
+fn self_checkpoint(service: &mut Service, pid: u32, port: u16) {
+    assert_eq!(get_ok(service, port, "/checkpoint"), "checkpoint scheduled");
     let t = Instant::now();
     while service.is_running() {
         assert!(
@@ -222,25 +241,21 @@ fn wait_self_checkpointed(service: &mut Service) {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(service.wait_exit(SHORT).success(), "{}", service.dump());
+    wait_gone(pid, SHORT);
 }
 
 #[test]
 fn axum_service_checkpointed_from_outside_restores_twice_warm_on_its_port() {
     let d = Dir::new();
     let (image, image2) = (d.join("image"), d.join("image2"));
-    let (mut service, pid, port, checksum, warm) = start(&image);
+    let (service, pid, port, checksum, warm) = start(&image);
     for n in 1..=3 {
         assert_eq!(get_ok(&service, port, "/count"), n.to_string());
     }
     assert_eq!(get_ok(&service, port, "/state"), checksum);
     let ticks: u64 = get_ok(&service, port, "/ticks").parse().unwrap();
 
-    crac(["checkpoint", &pid.to_string()])
-        .show_dir(&d)
-        .ok()
-        .stdout_has("the process exited");
-    assert!(service.wait_exit(SHORT).success(), "{}", service.dump());
-    wait_gone(pid, SHORT);
+    checkpoint_from_outside(&d, service, pid);
 
     // First restore: warm, same port, counters go on, SIGINT still works.
     let (restored, took) = restore(&image, pid, port, &[]);
@@ -248,8 +263,7 @@ fn axum_service_checkpointed_from_outside_restores_twice_warm_on_its_port() {
     assert_eq!(get_ok(&restored, port, "/state"), checksum);
     let now: u64 = get_ok(&restored, port, "/ticks").parse().unwrap();
     assert!(now >= ticks, "ticks went back from {ticks} to {now}");
-    let next = serves_while_ticking(&restored, port, 4);
-    interrupt(restored, pid, next - 1);
+    serves_then_interrupt(restored, pid, port, 4);
 
     // Second restore of the same image: the same state as the first, and
     // it checkpoints again (into a second image, named by the restore).
@@ -274,8 +288,7 @@ fn axum_service_checkpointed_from_outside_restores_twice_warm_on_its_port() {
     // The restored process's own image: it goes on from there.
     let (restored, _) = restore(&image2, pid, port, &[]);
     assert_eq!(get_ok(&restored, port, "/state"), checksum);
-    let next = serves_while_ticking(&restored, port, 5);
-    interrupt(restored, pid, next - 1);
+    serves_then_interrupt(restored, pid, port, 5);
 }
 
 #[test]
@@ -286,20 +299,14 @@ fn axum_service_checkpoints_itself_from_spawn_blocking() {
     for n in 1..=2 {
         assert_eq!(get_ok(&service, port, "/count"), n.to_string());
     }
-    assert_eq!(
-        get_ok(&service, port, "/checkpoint"),
-        "checkpoint scheduled"
-    );
-    wait_self_checkpointed(&mut service);
-    wait_gone(pid, SHORT);
+    self_checkpoint(&mut service, pid, port);
 
     // Twice from the same image; the second copy checkpoints itself again
     // (into a second image, named by the restore), and that image restores.
     let (restored, _) = restore(&image, pid, port, &[]);
     restored.wait_for("self-checkpoint: restored", SHORT);
     assert_eq!(get_ok(&restored, port, "/state"), checksum);
-    let next = serves_while_ticking(&restored, port, 3);
-    interrupt(restored, pid, next - 1);
+    serves_then_interrupt(restored, pid, port, 3);
 
     let image2 = d.join("image2");
     let env = [
@@ -309,25 +316,19 @@ fn axum_service_checkpoints_itself_from_spawn_blocking() {
     let (mut restored, _) = restore(&image, pid, port, &env);
     restored.wait_for("self-checkpoint: restored", SHORT);
     let next = serves_while_ticking(&restored, port, 3);
-    assert_eq!(
-        get_ok(&restored, port, "/checkpoint"),
-        "checkpoint scheduled"
-    );
-    wait_self_checkpointed(&mut restored);
-    wait_gone(pid, SHORT);
+    self_checkpoint(&mut restored, pid, port);
 
     let (restored, _) = restore(&image2, pid, port, &[]);
     restored.wait_for("self-checkpoint: restored", SHORT);
     assert_eq!(get_ok(&restored, port, "/state"), checksum);
-    let next = serves_while_ticking(&restored, port, next);
-    interrupt(restored, pid, next - 1);
+    serves_then_interrupt(restored, pid, port, next);
 }
 
 #[test]
 fn axum_service_left_running_by_a_checkpoint_serves_on_and_its_image_restores() {
     let d = Dir::new();
     let image = d.join("image");
-    let (mut service, pid, port, checksum, _) = start(&image);
+    let (service, pid, port, checksum, _) = start(&image);
     assert_eq!(get_ok(&service, port, "/count"), "1");
     crac(["checkpoint", &pid.to_string(), "--leave-running"])
         .show_dir(&d)
@@ -336,22 +337,11 @@ fn axum_service_left_running_by_a_checkpoint_serves_on_and_its_image_restores() 
     // Capturing the descriptors changed nothing: the original serves on,
     // its timer ticks, and SIGINT still reaches its signal driver.
     assert_eq!(get_ok(&service, port, "/state"), checksum);
-    let next = serves_while_ticking(&service, port, 2);
-    let n = service.stdout_lines().len();
-    service.signal(Signal::INT);
-    let status = service.wait_exit(SHORT);
-    service.wait_for_after(
-        &format!("shut down gracefully after {} requests", next - 1),
-        n,
-        SHORT,
-    );
-    assert_eq!(status.code(), Some(0), "{}", service.dump());
-    wait_gone(pid, SHORT);
+    serves_then_interrupt(service, pid, port, 2);
 
     // Eagerly this time: every page in before it runs.
     let (restored, _) = restore(&image, pid, port, &["--eager".into()]);
-    let next = serves_while_ticking(&restored, port, 2);
-    interrupt(restored, pid, next - 1);
+    serves_then_interrupt(restored, pid, port, 2);
 
     // CRaC's -XX:CRaCRestoreFrom: the program itself, started with
     // CRAC_RESTORE_FROM, restores the image from its `crac::init()` and
@@ -363,8 +353,7 @@ fn axum_service_left_running_by_a_checkpoint_serves_on_and_its_image_restores() 
         .env_remove("CRAC_ENGINE_OPTIONS");
     let (restored, _) = restored_by(cmd, pid, port);
     assert_eq!(get_ok(&restored, port, "/state"), checksum);
-    let next = serves_while_ticking(&restored, port, 2);
-    interrupt(restored, pid, next - 1);
+    serves_then_interrupt(restored, pid, port, 2);
 }
 
 /// An HTTP/1.1 client that keeps its connection open between requests.
@@ -412,7 +401,7 @@ impl KeepAlive {
 fn an_open_client_connection_refuses_the_checkpoint_and_the_service_goes_on() {
     let d = Dir::new();
     let image = d.join("image");
-    let (mut service, pid, port, _, _) = start(&image);
+    let (service, pid, port, _, _) = start(&image);
     let mut client = KeepAlive::connect(port);
     assert_eq!(client.get("/count"), "1");
     let client_port = client.stream.local_addr().unwrap().port();
@@ -434,12 +423,7 @@ fn an_open_client_connection_refuses_the_checkpoint_and_the_service_goes_on() {
     // Closed, it no longer stands in the way.
     drop(client);
     std::thread::sleep(Duration::from_millis(300));
-    crac(["checkpoint", &pid.to_string()])
-        .show_dir(&d)
-        .ok()
-        .stdout_has("the process exited");
-    assert!(service.wait_exit(SHORT).success(), "{}", service.dump());
-    wait_gone(pid, SHORT);
+    checkpoint_from_outside(&d, service, pid);
     let (restored, _) = restore(&image, pid, port, &[]);
     assert_eq!(get_ok(&restored, port, "/count"), "4");
     interrupt(restored, pid, 4);
@@ -552,12 +536,7 @@ fn an_open_client_connection_under_a_close_policy_comes_back_closed() {
         format!("type: socket\nremotePort: {client_port}\naction: close\n"),
     )
     .unwrap();
-    crac(["checkpoint", &pid.to_string()])
-        .show_dir(&d)
-        .ok()
-        .stdout_has("the process exited");
-    assert!(service.wait_exit(SHORT).success(), "{}", service.dump());
-    wait_gone(pid, SHORT);
+    checkpoint_from_outside(&d, service, pid);
     // The client sees its connection end with the original process.
     let mut rest = Vec::new();
     assert_eq!(client.stream.read_to_end(&mut rest).unwrap(), 0);

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use crate::util::{crac, payload, wait_gone, Dir};
+use crate::util::{checkpointing, crac, wait_gone, Dir};
 
 /// `after T raw=N crac=N` lines: thread → (raw, crac).
 fn afters(stdout: &str) -> BTreeMap<u32, (u64, u64)> {
@@ -23,24 +23,14 @@ fn afters(stdout: &str) -> BTreeMap<u32, (u64, u64)> {
 fn crac_rand_differs_per_thread_in_every_restore() {
     let d = Dir::new();
     let image = d.join("image");
-    let out = crate::util::TestCommand::new(payload("uniq"))
-        .env("CRAC_CHECKPOINT_TO", &image)
-        .env_remove("CRAC_ENGINE")
-        .env_remove("CRAC_ENGINE_OPTIONS")
-        .show_dir(&d)
-        .ok();
+    let out = checkpointing("uniq", &image).show_dir(&d).ok();
     let before: HashSet<u64> = out
         .stdout()
         .lines()
         .filter_map(|l| l.strip_prefix("before ")?.split_once(' ')?.1.parse().ok())
         .collect();
     assert_eq!(before.len(), 4, "four different numbers\n{}", out.dump());
-    let pid: u32 = out
-        .stdout()
-        .lines()
-        .find_map(|l| l.strip_prefix("pre-checkpoint PID: ")?.parse().ok())
-        .unwrap_or_else(|| panic!("no PID\n{}", out.dump()));
-    wait_gone(pid, std::time::Duration::from_secs(10));
+    let pid = out.checkpointed_pid();
 
     let mut runs = Vec::new();
     for _ in 0..2 {

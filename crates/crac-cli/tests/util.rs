@@ -29,6 +29,30 @@ pub fn payload(name: &str) -> PathBuf {
     p
 }
 
+/// The line a payload prints right before it checkpoints itself.
+pub const PRE_CHECKPOINT: &str = "pre-checkpoint PID: ";
+
+/// How long a checkpointed process may take to disappear.
+pub const GONE: Duration = Duration::from_secs(10);
+
+/// Payload `name` set to checkpoint itself into `image`, with the engine
+/// and its options left to the defaults.
+pub fn checkpointing(name: &str, image: &Path) -> TestCommand {
+    let mut cmd = TestCommand::new(payload(name));
+    cmd.env("CRAC_CHECKPOINT_TO", image)
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS");
+    cmd
+}
+
+/// The number after `prefix` on the first line of `text` starting with it.
+pub fn number_after(text: &str, prefix: &str) -> Option<u32> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
 /// A temporary directory, removed when dropped.
 pub struct Dir {
     tmp: tempfile::TempDir,
@@ -99,6 +123,11 @@ impl TestCommand {
 
     pub fn arg(&mut self, arg: impl AsRef<std::ffi::OsStr>) -> &mut Self {
         self.cmd.arg(arg);
+        self
+    }
+
+    pub fn args<S: AsRef<std::ffi::OsStr>>(&mut self, args: &[S]) -> &mut Self {
+        self.cmd.args(args);
         self
     }
 
@@ -187,6 +216,20 @@ impl Out {
             self.stdout(),
             self.stderr()
         )
+    }
+
+    /// The PID on the first stdout line starting with `prefix`.
+    pub fn pid_after(&self, prefix: &str) -> u32 {
+        number_after(&self.stdout(), prefix)
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?}\n{}", self.dump()))
+    }
+
+    /// The PID the payload printed before it checkpointed itself, once
+    /// that process is gone.
+    pub fn checkpointed_pid(&self) -> u32 {
+        let pid = self.pid_after(PRE_CHECKPOINT);
+        wait_gone(pid, GONE);
+        pid
     }
 
     /// Requires `text` in standard output.

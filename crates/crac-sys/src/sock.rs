@@ -143,38 +143,21 @@ pub fn socketpair(domain: i32, ty: i32) -> Result<(i32, i32), Errno> {
     check(r).map(|_| (fds[0], fds[1]))
 }
 
+/// `bind` or `connect` (`nr`) of `fd` to `addr`.
+fn addr_call(nr: usize, fd: i32, addr: &[u8]) -> Result<(), Errno> {
+    // SAFETY: the kernel reads `addr.len()` bytes from `addr`.
+    let r = unsafe { syscall6(nr, fd as usize, addr.as_ptr() as usize, addr.len(), 0, 0, 0) };
+    check(r).map(drop)
+}
+
 /// `bind(fd, addr)`; `addr` holds a `sockaddr` of its exact length.
 pub fn bind(fd: i32, addr: &[u8]) -> Result<(), Errno> {
-    // SAFETY: the kernel reads `addr.len()` bytes from `addr`.
-    let r = unsafe {
-        syscall6(
-            BIND,
-            fd as usize,
-            addr.as_ptr() as usize,
-            addr.len(),
-            0,
-            0,
-            0,
-        )
-    };
-    check(r).map(drop)
+    addr_call(BIND, fd, addr)
 }
 
 /// `connect(fd, addr)`; `addr` holds a `sockaddr` of its exact length.
 pub fn connect(fd: i32, addr: &[u8]) -> Result<(), Errno> {
-    // SAFETY: the kernel reads `addr.len()` bytes from `addr`.
-    let r = unsafe {
-        syscall6(
-            CONNECT,
-            fd as usize,
-            addr.as_ptr() as usize,
-            addr.len(),
-            0,
-            0,
-            0,
-        )
-    };
-    check(r).map(drop)
+    addr_call(CONNECT, fd, addr)
 }
 
 /// `listen(fd, backlog)`.
@@ -291,24 +274,20 @@ pub fn recv_flags(fd: i32, buf: &mut [u8], flags: i32) -> Result<(usize, i32), E
 
 /// `send(fd, buf, flags)` (no address): bytes sent.
 pub fn send(fd: i32, buf: &[u8], flags: i32) -> Result<usize, Errno> {
-    // SAFETY: the kernel reads at most `buf.len()` bytes from `buf`.
-    check(unsafe {
-        syscall6(
-            SENDTO,
-            fd as usize,
-            buf.as_ptr() as usize,
-            buf.len(),
-            flags as usize,
-            0,
-            0,
-        )
-    })
+    sendto(fd, buf, flags, None)
 }
 
 /// `sendto(fd, buf, flags, addr)`: bytes sent.
 pub fn send_to(fd: i32, buf: &[u8], flags: i32, addr: &[u8]) -> Result<usize, Errno> {
-    // SAFETY: the kernel reads at most `buf.len()` bytes from `buf` and
-    // `addr.len()` from `addr`.
+    sendto(fd, buf, flags, Some(addr))
+}
+
+/// `sendto`, with a NULL address when there is none (a non-NULL one of
+/// length 0 would be refused by UDP).
+fn sendto(fd: i32, buf: &[u8], flags: i32, addr: Option<&[u8]>) -> Result<usize, Errno> {
+    let (addr, addr_len) = addr.map_or((0, 0), |a| (a.as_ptr() as usize, a.len()));
+    // SAFETY: the kernel reads at most `buf.len()` bytes from `buf` and,
+    // given an address, `addr_len` bytes from it.
     check(unsafe {
         syscall6(
             SENDTO,
@@ -316,8 +295,8 @@ pub fn send_to(fd: i32, buf: &[u8], flags: i32, addr: &[u8]) -> Result<usize, Er
             buf.as_ptr() as usize,
             buf.len(),
             flags as usize,
-            addr.as_ptr() as usize,
-            addr.len(),
+            addr,
+            addr_len,
         )
     })
 }

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use axum::routing::get;
 use axum::Router;
+use payload::slow_hash;
 
 /// What the handlers share.
 struct App {
@@ -43,17 +44,6 @@ struct App {
     count: AtomicU64,
     /// Ticks of the interval task.
     ticks: AtomicU64,
-}
-
-/// A deliberately slow hash: the "expensive computation" of the warm-up.
-fn slow_hash(mut x: u64) -> u64 {
-    for _ in 0..64 {
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    }
-    x ^ (x >> 33)
 }
 
 /// An order-dependent checksum of the table.

@@ -6,40 +6,7 @@
 
 use std::os::fd::RawFd;
 
-fn fail(msg: &str) -> ! {
-    println!("FAILED: {msg}");
-    std::process::exit(1)
-}
-
-fn check(cond: bool, msg: &str) {
-    if !cond {
-        fail(msg);
-    }
-}
-
-/// The descriptor's status flags (`F_GETFL`) and whether close-on-exec is set.
-fn flags(fd: RawFd) -> (i32, bool) {
-    // SAFETY: fcntl queries on a descriptor number.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    let fdfl = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    check(
-        fl >= 0 && fdfl >= 0,
-        &format!("descriptor {fd} is not open"),
-    );
-    (fl, fdfl & libc::FD_CLOEXEC != 0)
-}
-
-/// Moves `fd` to `to` (keeping close-on-exec as asked) so the test sees a
-/// number no other descriptor would get by chance.
-fn move_to(fd: RawFd, to: RawFd, cloexec: bool) -> RawFd {
-    let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
-    // SAFETY: dup3 onto a number this program reserves for the test.
-    check(unsafe { libc::dup3(fd, to, fl) } == to, "dup3");
-    // SAFETY: closing the original number, owned here.
-    unsafe { libc::close(fd) };
-    to
-}
+use payload::{check, checkpoint, errno, fail, flags, move_to};
 
 fn read_u64(fd: RawFd) -> Result<u64, i32> {
     let mut v = 0u64;
@@ -48,16 +15,8 @@ fn read_u64(fd: RawFd) -> Result<u64, i32> {
     if n == 8 {
         Ok(v)
     } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        Err(errno())
     }
-}
-
-fn checkpoint() {
-    println!("pre-checkpoint PID: {}", std::process::id());
-    if let Err(e) = crac::checkpoint_restore() {
-        fail(&format!("checkpoint: {e}"));
-    }
-    println!("post-restore PID: {}", std::process::id());
 }
 
 /// An eventfd in semaphore mode with counter 5, non-blocking: five reads of
@@ -124,10 +83,6 @@ fn main() {
 // ---- timerfd, signalfd, epoll, memfd ----
 
 const MS: i64 = 1_000_000;
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
 
 fn ts(ns: i64) -> libc::timespec {
     libc::timespec {

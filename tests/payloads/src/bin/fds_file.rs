@@ -20,42 +20,10 @@ use std::os::fd::{IntoRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use crac_engine::native::{checkpoint as engine_checkpoint, DumpOptions, DumpOutcome, FdPolicy};
-
-fn fail(msg: &str) -> ! {
-    println!("FAILED: {msg}");
-    std::process::exit(1)
-}
-
-fn check(cond: bool, msg: &str) {
-    if !cond {
-        fail(msg);
-    }
-}
-
-/// The descriptor's status flags (`F_GETFL`) and whether close-on-exec is set.
-fn flags(fd: RawFd) -> (i32, bool) {
-    // SAFETY: fcntl queries on a descriptor number.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    let fdfl = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    check(
-        fl >= 0 && fdfl >= 0,
-        &format!("descriptor {fd} is not open"),
-    );
-    (fl, fdfl & libc::FD_CLOEXEC != 0)
-}
-
-/// Moves `fd` to `to` (keeping close-on-exec as asked) so the test sees a
-/// number no other descriptor would get by chance.
-fn move_to(fd: RawFd, to: RawFd, cloexec: bool) -> RawFd {
-    let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
-    // SAFETY: dup3 onto a number this program reserves for the test.
-    check(unsafe { libc::dup3(fd, to, fl) } == to, "dup3");
-    // SAFETY: closing the original number, owned here.
-    unsafe { libc::close(fd) };
-    to
-}
+use crac_engine::native::FdPolicy;
+use payload::{
+    check, checkpoint, checkpoint_with_policies, errno, fail, flags, move_to, try_checkpoint,
+};
 
 fn open_at(path: &Path, flags: i32, to: RawFd, cloexec: bool) -> RawFd {
     let f = fs::OpenOptions::new()
@@ -99,10 +67,6 @@ fn write(fd: RawFd, b: &[u8]) -> Result<usize, i32> {
     }
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
-
 fn link(fd: RawFd) -> String {
     fs::read_link(format!("/proc/self/fd/{fd}"))
         .map(|p| p.display().to_string())
@@ -111,19 +75,6 @@ fn link(fd: RawFd) -> String {
 
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 7 % 251) as u8).collect()
-}
-
-fn checkpoint() -> Result<(), crac::CheckpointRestoreError> {
-    println!("pre-checkpoint PID: {}", std::process::id());
-    crac::checkpoint_restore()?;
-    println!("post-restore PID: {}", std::process::id());
-    Ok(())
-}
-
-fn checkpoint_or_fail() {
-    if let Err(e) = checkpoint() {
-        fail(&format!("checkpoint: {e}"));
-    }
 }
 
 fn read_mode(dir: &Path) {
@@ -135,7 +86,7 @@ fn read_mode(dir: &Path) {
     // A duplicate shares the open file (one offset), without close-on-exec.
     // SAFETY: dup of a descriptor this program owns.
     let dup = move_to(unsafe { libc::dup(fd) }, 56, false);
-    checkpoint_or_fail();
+    checkpoint();
     let (fl, cloexec) = flags(fd);
     check(fl & libc::O_ACCMODE == libc::O_RDONLY && cloexec, "flags");
     check(link(fd) == path.display().to_string(), "path");
@@ -164,7 +115,7 @@ fn write_mode(dir: &Path) {
     fs::write(&path, [b'a'; 100]).unwrap();
     let fd = open_at(&path, libc::O_RDWR | libc::O_NONBLOCK, 51, false);
     seek(fd, 50);
-    checkpoint_or_fail();
+    checkpoint();
     let (fl, cloexec) = flags(fd);
     check(
         fl & libc::O_ACCMODE == libc::O_RDWR && fl & libc::O_NONBLOCK != 0 && !cloexec,
@@ -188,7 +139,7 @@ fn append_mode(dir: &Path) {
         true,
     );
     check(write(fd, b"first\n") == Ok(6), "first write");
-    checkpoint_or_fail();
+    checkpoint();
     let (fl, _) = flags(fd);
     check(fl & libc::O_APPEND != 0, "O_APPEND");
     check(write(fd, b"after\n") == Ok(6), "write after restore");
@@ -207,7 +158,7 @@ fn changed_mode(dir: &Path) {
         fs::write(&path, b"original contents").unwrap();
         open_at(&path, libc::O_RDONLY, to, true);
     }
-    checkpoint_or_fail();
+    checkpoint();
     println!("CHANGED RAN");
 }
 
@@ -216,7 +167,7 @@ fn deleted_mode(dir: &Path) {
     fs::write(&path, b"soon deleted").unwrap();
     let fd = open_at(&path, libc::O_RDONLY, 55, true);
     fs::remove_file(&path).unwrap();
-    match checkpoint() {
+    match try_checkpoint() {
         Ok(()) => fail("the checkpoint of a deleted open file succeeded"),
         Err(e) => println!("{e}"),
     }
@@ -264,17 +215,7 @@ fn policies_mode(dir: &Path, image: PathBuf) {
         (cl_w, FdPolicy::Close),
         (cl_d, FdPolicy::Close),
     ];
-    println!("pre-checkpoint PID: {}", std::process::id());
-    let out = engine_checkpoint(&DumpOptions {
-        dir: image,
-        fd_policies,
-        ..Default::default()
-    });
-    match out {
-        Ok(DumpOutcome::Restored(_)) => {}
-        other => fail(&format!("checkpoint: {other:?}")),
-    }
-    println!("post-restore PID: {}", std::process::id());
+    checkpoint_with_policies(image, fd_policies);
 
     let st = fs::metadata(format!("/proc/self/fd/{r}")).unwrap();
     check(

@@ -27,48 +27,17 @@ use std::os::unix::net::{SocketAddr as UnixSocketAddr, UnixDatagram, UnixListene
 use std::path::{Path, PathBuf};
 
 use crac_engine::native::{checkpoint as engine_checkpoint, DumpOptions, DumpOutcome, FdPolicy};
-
-fn fail(msg: &str) -> ! {
-    println!("FAILED: {msg}");
-    std::process::exit(1)
-}
-
-fn check(cond: bool, msg: &str) {
-    if !cond {
-        fail(msg);
-    }
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
-}
+use payload::{check, checkpoint, checkpoint_with_policies, errno, fail, move_to};
 
 /// (O_NONBLOCK set, close-on-exec set).
 fn flags(fd: RawFd) -> (bool, bool) {
-    // SAFETY: fcntl queries on a descriptor number.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    let fdfl = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    check(
-        fl >= 0 && fdfl >= 0,
-        &format!("descriptor {fd} is not open"),
-    );
-    (fl & libc::O_NONBLOCK != 0, fdfl & libc::FD_CLOEXEC != 0)
+    let (fl, cloexec) = payload::flags(fd);
+    (fl & libc::O_NONBLOCK != 0, cloexec)
 }
 
 fn set_nonblock(fd: RawFd) {
     // SAFETY: fcntl on a descriptor this program owns.
     unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
-}
-
-/// Moves `fd` to `to` with close-on-exec as asked.
-fn move_to(fd: RawFd, to: RawFd, cloexec: bool) -> RawFd {
-    let fl = if cloexec { libc::O_CLOEXEC } else { 0 };
-    // SAFETY: dup3 onto a number this program reserves for the test.
-    check(unsafe { libc::dup3(fd, to, fl) } == to, "dup3");
-    // SAFETY: closing the original number, owned here.
-    unsafe { libc::close(fd) };
-    to
 }
 
 fn sockopt(fd: RawFd, level: i32, opt: i32) -> i32 {
@@ -270,14 +239,6 @@ fn pairs() {
     checkpoint();
     pairs_check(true);
     println!("PAIRS OK");
-}
-
-fn checkpoint() {
-    println!("pre-checkpoint PID: {}", std::process::id());
-    if let Err(e) = crac::checkpoint_restore() {
-        fail(&format!("checkpoint: {e}"));
-    }
-    println!("post-restore PID: {}", std::process::id());
 }
 
 /// The local address of socket `fd` as text (`127.0.0.1:80`, `[::1]:80`, a
@@ -504,16 +465,10 @@ fn close() {
     let c = move_to(c.into_raw_fd(), 60, true);
     let s = move_to(s.into_raw_fd(), 61, false);
     let l = move_to(l.into_raw_fd(), 62, true);
-    println!("pre-checkpoint PID: {}", std::process::id());
-    match engine_checkpoint(&DumpOptions {
-        dir: image.into(),
-        fd_policies: vec![(c, FdPolicy::Close), (s, FdPolicy::Close)],
-        ..Default::default()
-    }) {
-        Ok(DumpOutcome::Restored(_)) => {}
-        other => fail(&format!("checkpoint: {other:?}")),
-    }
-    println!("post-restore PID: {}", std::process::id());
+    checkpoint_with_policies(
+        image.into(),
+        vec![(c, FdPolicy::Close), (s, FdPolicy::Close)],
+    );
     check(flags(c) == (true, true), "flags of 60");
     check(flags(s) == (false, false), "flags of 61");
     check(

@@ -15,29 +15,7 @@ use std::collections::BTreeMap;
 use std::os::fd::RawFd;
 use std::os::unix::process::CommandExt;
 
-fn fail(msg: &str) -> ! {
-    println!("FAILED: {msg}");
-    std::process::exit(1)
-}
-
-fn check(cond: bool, msg: &str) {
-    if !cond {
-        fail(msg);
-    }
-}
-
-/// `F_GETFL` and whether close-on-exec is set.
-fn flags(fd: RawFd) -> (i32, bool) {
-    // SAFETY: fcntl queries on a descriptor number.
-    let fl = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    // SAFETY: as above.
-    let fdfl = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-    check(
-        fl >= 0 && fdfl >= 0,
-        &format!("descriptor {fd} is not open"),
-    );
-    (fl, fdfl & libc::FD_CLOEXEC != 0)
-}
+use payload::{check, checkpoint, fail, flags};
 
 fn write_line(fd: RawFd, text: &str) {
     // SAFETY: writes `text.len()` bytes from `text`.
@@ -145,11 +123,7 @@ fn main() {
     }
     loop {
         let before = program_fds();
-        println!("pre-checkpoint PID: {}", std::process::id());
-        if let Err(e) = crac::checkpoint_restore() {
-            fail(&format!("checkpoint: {e}"));
-        }
-        println!("post-restore PID: {}", std::process::id());
+        checkpoint();
         after_restore(&inherited, &writable, &before);
         println!("INHERIT OK");
         if std::env::var("INHERIT_AGAIN").as_deref() != Ok("1") {

@@ -22,24 +22,13 @@ use std::net::{TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-fn fail(msg: &str) -> ! {
-    println!("FAILED: {msg}");
-    std::process::exit(1)
-}
+use payload::{fail, try_checkpoint};
 
 /// Checkpoints; returns the error text if the checkpoint failed.
 fn checkpoint() -> Option<String> {
-    println!("pre-checkpoint PID: {}", std::process::id());
-    match crac::checkpoint_restore() {
-        Ok(()) => {
-            println!("post-restore PID: {}", std::process::id());
-            None
-        }
-        Err(e) => {
-            println!("error: {e}");
-            Some(e.to_string())
-        }
-    }
+    let e = try_checkpoint().err()?;
+    println!("error: {e}");
+    Some(e.to_string())
 }
 
 /// A listener on a free loopback port and a connection to it, both ends in

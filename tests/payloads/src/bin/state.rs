@@ -11,6 +11,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use payload::{checkpoint, fail};
+
 static TIMER_TICKS: AtomicU64 = AtomicU64::new(0);
 static ALARM_TICKS: AtomicU64 = AtomicU64::new(0);
 static AFTER_RESTORE: AtomicU64 = AtomicU64::new(0);
@@ -41,11 +43,6 @@ extern "C" fn on_usr1(_: libc::c_int) {
 }
 extern "C" fn on_alarm(_: libc::c_int) {
     ALARM_TICKS.fetch_add(1, Ordering::SeqCst);
-}
-
-fn fail(msg: &str) -> ! {
-    println!("FAILED: {msg}");
-    std::process::exit(1)
 }
 
 fn install(sig: libc::c_int, f: extern "C" fn(libc::c_int)) {
@@ -232,11 +229,7 @@ fn main() {
     };
     std::thread::sleep(Duration::from_millis(100));
     let usr1 = handler_of(libc::SIGUSR1);
-    println!("pre-checkpoint PID: {}", std::process::id());
-    if let Err(e) = crac::checkpoint_restore() {
-        fail(&format!("checkpoint: {e}"));
-    }
-    println!("post-restore PID: {}", std::process::id());
+    checkpoint();
     let shared_ok = shared_bytes() == pattern;
     let _ = std::fs::remove_file(&data_path);
     if !shared_ok {

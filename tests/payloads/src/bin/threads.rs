@@ -13,6 +13,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use payload::fail;
+
 static STOP_SPIN: AtomicU64 = AtomicU64::new(0);
 static SPINS: AtomicU64 = AtomicU64::new(0);
 
@@ -156,11 +158,6 @@ fn tids() -> Vec<u32> {
         .collect();
     t.sort_unstable();
     t
-}
-
-fn fail(msg: &str) -> ! {
-    println!("FAILED: {msg}");
-    std::process::exit(1);
 }
 
 fn main() {

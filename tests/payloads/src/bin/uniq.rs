@@ -9,13 +9,9 @@
 use std::sync::{Arc, Barrier, Condvar, Mutex};
 
 use crac::rand::RngExt;
+use payload::{checkpoint, fail};
 
 const THREADS: usize = 4;
-
-fn fail(msg: &str) -> ! {
-    println!("FAILED: {msg}");
-    std::process::exit(1)
-}
 
 fn main() {
     crac::init();
@@ -46,11 +42,7 @@ fn main() {
     if crac::restore_generation() != 0 {
         fail("generation before any restore is not 0");
     }
-    println!("pre-checkpoint PID: {}", std::process::id());
-    if let Err(e) = crac::checkpoint_restore() {
-        fail(&format!("checkpoint: {e}"));
-    }
-    println!("post-restore PID: {}", std::process::id());
+    checkpoint();
     println!("generation {}", crac::restore_generation());
     let (lock, cv) = &*restored;
     *lock.lock().unwrap() = true;

@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crac::{BoxError, Context, Resource};
+use payload::slow_hash;
 
 /// The service's resource: reports the checkpoint and the restore.
 struct Service {
@@ -66,17 +67,6 @@ impl Resource for Service {
         }
         Ok(())
     }
-}
-
-/// A deliberately slow hash: the "expensive computation" being cached.
-fn slow_hash(mut x: u64) -> u64 {
-    for _ in 0..64 {
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-        x ^= x >> 33;
-        x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    }
-    x ^ (x >> 33)
 }
 
 fn main() {
