@@ -64,12 +64,22 @@ fn control_sockets() -> Vec<String> {
         .collect()
 }
 
-/// The descriptors other than the control socket.
+/// The descriptors other than the control socket. Right after a restore
+/// the library may have created that socket but not bound it to its name
+/// yet: a socket that is not the control socket is looked at again for up
+/// to a second before it counts.
 fn program_fds() -> BTreeMap<RawFd, String> {
-    let control = control_sockets();
-    let mut fds = open_fds();
-    fds.retain(|_, l| !control.contains(l));
-    fds
+    let mut tries = 0;
+    loop {
+        let control = control_sockets();
+        let mut fds = open_fds();
+        fds.retain(|_, l| !control.contains(l));
+        tries += 1;
+        if tries >= 100 || !fds.values().any(|l| l.starts_with("socket:")) {
+            return fds;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// `inherit pipe`: starts itself again as `inherit 7 8` with a pipe's
