@@ -521,24 +521,22 @@ fn forget_connection<T>(stream: T, fd: std::os::fd::RawFd) {
 
 /// Only the process's own effective uid and root may ask.
 fn check_peer(stream: &UnixStream) -> Result<(), Refusal> {
-    let cred = rustix::net::sockopt::socket_peercred(stream).map_err(|e| Refusal {
+    let cred = crac_sys::peercred::peer_cred(stream.as_raw_fd()).map_err(|e| Refusal {
         uid: None,
         reason: format!(
             "refused a checkpoint request: the caller's credentials cannot be read: {e}"
         ),
     })?;
-    let me = rustix::process::geteuid();
-    if cred.uid == me || cred.uid.is_root() {
+    let me = rustix::process::geteuid().as_raw();
+    if cred.uid == me || cred.uid == 0 {
         return Ok(());
     }
     Err(Refusal {
-        uid: Some(cred.uid.as_raw()),
+        uid: Some(cred.uid),
         reason: format!(
-            "refused a checkpoint request from process {} running as uid {}: only uid {} or \
+            "refused a checkpoint request from process {} running as uid {}: only uid {me} or \
              root may checkpoint this process",
-            cred.pid.as_raw_nonzero(),
-            cred.uid.as_raw(),
-            me.as_raw()
+            cred.pid, cred.uid
         ),
     })
 }

@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
@@ -280,13 +280,12 @@ impl Target {
     fn check_server(&self, stream: &UnixStream) -> Result<(), CheckpointError> {
         let pid = self.pid;
         let cred =
-            rustix::net::sockopt::socket_peercred(stream).map_err(|e| CheckpointError::Io {
+            crac_sys::peercred::peer_cred(stream.as_raw_fd()).map_err(|e| CheckpointError::Io {
                 pid,
                 step: "read the credentials of",
-                source: e.into(),
+                source: io::Error::from_raw_os_error(e.0),
             })?;
-        let server_pid = cred.pid.as_raw_nonzero().get().unsigned_abs();
-        let server_uid = cred.uid.as_raw();
+        let (server_pid, server_uid) = (cred.pid, cred.uid);
         if server_pid != pid || server_uid != self.euid {
             return Err(CheckpointError::NotTheTarget {
                 pid,
