@@ -637,6 +637,30 @@ mod tests {
     }
 
     #[test]
+    fn refusals_are_logged_once_a_minute_per_uid() {
+        // Uids no other test uses.
+        assert!(should_log_refusal(Some(4_000_000_001)));
+        assert!(!should_log_refusal(Some(4_000_000_001)));
+        assert!(should_log_refusal(Some(4_000_000_002)));
+        // The memory is bounded: many uids push the oldest out, and each new
+        // one is still logged.
+        for uid in 4_000_001_000..4_000_001_000 + 2 * REFUSAL_LOG_UIDS as u32 {
+            assert!(should_log_refusal(Some(uid)));
+        }
+        assert!(REFUSALS_LOGGED.lock().unwrap().len() <= REFUSAL_LOG_UIDS);
+        assert!(should_log_refusal(Some(4_000_000_001)));
+    }
+
+    #[test]
+    fn connection_threads_are_bounded() {
+        let slots: Vec<WorkerSlot> = std::iter::from_fn(WorkerSlot::take).take(100).collect();
+        assert_eq!(slots.len(), MAX_WORKERS);
+        assert!(WorkerSlot::take().is_none());
+        drop(slots);
+        assert!(WorkerSlot::take().is_some());
+    }
+
+    #[test]
     fn request_lines() {
         assert_eq!(request_line(false), "checkpoint leave_running=0\n");
         assert_eq!(request_line(true), "checkpoint leave_running=1\n");
