@@ -416,18 +416,10 @@ fn image_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Runs `crac checkpoint`.
-pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, CheckpointError> {
-    let pid = args.pid;
-    let started = Instant::now();
-    if !Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(CheckpointError::NoSuchProcess { pid });
-    }
-    let target = Target::open(pid)?;
-    // Read before the request: the process exits once its image is durable.
-    let resident = fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|s| statm_resident_bytes(&s));
+/// Connects to the target's channel, checks who serves it and sends the
+/// request.
+fn send_request(target: &Target, leave_running: bool) -> Result<UnixStream, CheckpointError> {
+    let pid = target.pid;
     let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
     let addr =
         SocketAddr::from_abstract_name(control::socket_name(pid)).map_err(io_err("address"))?;
@@ -444,11 +436,28 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
     };
     // Nothing is sent to, nor believed from, anyone but the target.
     target.check_server(&stream)?;
-    match stream.write_all(control::request_line(args.leave_running).as_bytes()) {
+    match stream.write_all(control::request_line(leave_running).as_bytes()) {
         // A refusal comes without reading the request: read it.
         Err(e) if closed_by_peer(&e) => {}
         r => r.map_err(io_err("send the request to"))?,
     }
+    Ok(stream)
+}
+
+/// Runs `crac checkpoint`.
+pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, CheckpointError> {
+    let pid = args.pid;
+    let started = Instant::now();
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(CheckpointError::NoSuchProcess { pid });
+    }
+    let target = Target::open(pid)?;
+    // Read before the request: the process exits once its image is durable.
+    let resident = fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| statm_resident_bytes(&s));
+    let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
+    let stream = send_request(&target, args.leave_running)?;
     let spinner = out.spinner(format!("checkpointing process {pid}"));
     let mut lines = Lines {
         stream: &stream,
