@@ -12,6 +12,7 @@
 //!   descriptors).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
 //! * [`inherit`]: what an inherited descriptor refers to.
+//! * [`peercred`]: `SO_PEERCRED`, who is at the other end of a Unix socket.
 //! * [`sock`]: sockets for carried socket descriptors.
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
@@ -27,6 +28,7 @@ pub mod file;
 pub mod handler;
 pub mod inherit;
 pub mod map;
+pub mod peercred;
 pub mod probe;
 pub mod raw;
 pub mod sock;

@@ -16,8 +16,8 @@
 //!
 //! The listening socket and the connection being served are the library's
 //! own descriptors: the open-descriptor check lets them pass. The listening
-//! socket is closed while the engine of **any** checkpoint runs (the image
-//! must not hold it) and opened again afterwards: in the restored process, in
+//! socket is closed while the descriptor check and the engine of **any**
+//! checkpoint run (the image must not hold it) and opened again afterwards: in the restored process, in
 //! the process kept running, or after a failure. The connection stays open
 //! so the caller learns when the image is durable; in a restored process its
 //! number means nothing (it may even belong to something else), so it is
@@ -26,9 +26,20 @@
 //! # Who may use it
 //!
 //! Only a caller with the process's effective uid, or root, as the kernel
-//! reports it for the connection (`SO_PEERCRED`). Anyone else is refused:
-//! the process prints a line on its standard error and the caller is told
-//! why.
+//! reports it for the connection (`SO_PEERCRED`). The credentials are
+//! checked right after `accept`: anyone else is told why (`refused`) and
+//! dropped at once, nothing read from them, and the process prints at most
+//! one line per uid and minute on its standard error.
+//!
+//! The channel keeps listening while a request is read: each allowed
+//! connection is served by a thread of its own (at most [`MAX_WORKERS`] at
+//! once, all named `crac-control`), so a caller that sends nothing only
+//! holds its own thread until [`IO_TIMEOUT`]. One request is carried out at
+//! a time; another one meanwhile is answered `busy`.
+//!
+//! The caller checks the server's credentials too: the socket must be
+//! served by the target process with the target's uid (anyone can bind an
+//! abstract name first, and the process then warns that its name is taken).
 //!
 //! # Protocol
 //!
@@ -40,7 +51,8 @@
 //!
 //! The process answers with, in order:
 //!
-//! * `refused`, then one line saying why, then it closes the connection; or
+//! * `refused`, then one line saying why, then it closes the connection;
+//! * `busy`: another request is being carried out; or
 //! * `accepted engine=ENGINE dir=DIR`: the request is being carried out
 //!   (`ENGINE` is `native`, `simulate` or `pause`; `DIR` is the rest of the
 //!   line, the image directory with `\` written `\\` and a newline `\n`).
@@ -65,8 +77,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::{self, Config, EngineKind};
 use crate::engine::Request;
@@ -78,6 +91,8 @@ pub const THREAD_NAME: &str = "crac-control";
 /// First line of the answer when the caller is not allowed or the request is
 /// malformed.
 pub const REFUSED: &str = "refused";
+/// The answer when another request is being carried out.
+pub const BUSY: &str = "busy";
 /// First word of the line that says the request is being carried out.
 pub const ACCEPTED: &str = "accepted";
 /// Line sent once the image is complete and durable.
@@ -95,7 +110,14 @@ pub const OK_RESTORED: &str = "ok restored";
 const MAX_REQUEST: u64 = 256;
 /// How long the process waits for the request line, and for the caller to
 /// take an answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+pub const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most connections served at once (reading a request or carrying it out);
+/// only callers allowed to checkpoint the process can take them.
+pub const MAX_WORKERS: usize = 4;
+/// A refused uid is logged at most once in this time.
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+/// How many refused uids are remembered for that.
+const REFUSAL_LOG_UIDS: usize = 16;
 
 /// The abstract socket name (without the leading NUL) of process `pid`'s
 /// channel: `crac/PID`, shown as `@crac/PID` by `ss -x`.
@@ -152,6 +174,14 @@ static CHANNEL: Mutex<Channel> = Mutex::new(Channel {
 });
 static CHANGED: Condvar = Condvar::new();
 static STARTED: OnceLock<bool> = OnceLock::new();
+/// Threads serving a connection.
+static WORKERS: AtomicUsize = AtomicUsize::new(0);
+/// A request is being carried out.
+static REQUEST_RUNNING: AtomicBool = AtomicBool::new(false);
+/// The socket name was found taken, and this was reported.
+static NAME_TAKEN_REPORTED: AtomicBool = AtomicBool::new(false);
+/// When each refused uid was last logged.
+static REFUSALS_LOGGED: Mutex<Vec<(u32, Instant)>> = Mutex::new(Vec::new());
 
 fn channel() -> MutexGuard<'static, Channel> {
     CHANNEL.lock().unwrap_or_else(PoisonError::into_inner)
@@ -189,12 +219,14 @@ fn open_listener() -> Option<Arc<UnixListener>> {
         }
         ch.open = true;
     }
-    let bound = SocketAddr::from_abstract_name(socket_name(std::process::id()))
+    let pid = std::process::id();
+    let bound = SocketAddr::from_abstract_name(socket_name(pid))
         .and_then(|addr| UnixListener::bind_addr(&addr));
     let mut ch = channel();
     match bound {
         Ok(listener) => {
             fds::register_own(listener.as_raw_fd());
+            NAME_TAKEN_REPORTED.store(false, Ordering::Relaxed);
             let listener = Arc::new(listener);
             if ch.closed_for_checkpoint {
                 close_locked(&mut ch, listener);
@@ -207,8 +239,21 @@ fn open_listener() -> Option<Arc<UnixListener>> {
             ch.open = false;
             CHANGED.notify_all();
             drop(ch);
-            tracing::warn!(error = %e, name = %socket_name(std::process::id()),
-                "cannot open the crac control channel; retrying");
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                // Another process bound the name first: `crac checkpoint`
+                // refuses to talk to it, but cannot reach this process.
+                if !NAME_TAKEN_REPORTED.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "crac: the control socket name @{} is taken by another process; \
+                         `crac checkpoint {pid}` cannot reach this process until it is free \
+                         (retrying)",
+                        socket_name(pid)
+                    );
+                }
+            } else {
+                tracing::warn!(error = %e, name = %socket_name(pid),
+                    "cannot open the crac control channel; retrying");
+            }
             None
         }
     }
@@ -225,11 +270,12 @@ fn close_locked(ch: &mut Channel, listener: Arc<UnixListener>) {
     CHANGED.notify_all();
 }
 
-/// The `crac-control` thread: accepts one connection at a time. The
-/// listening socket lives only while the thread waits in `accept`.
-fn serve(mut first: Option<Arc<UnixListener>>) {
+/// The `crac-control` thread: accepts connections and hands each allowed
+/// one to a thread of its own. The listening socket stays open until a
+/// checkpoint closes it (see [`close_for_checkpoint`]).
+fn serve(mut listening: Option<Arc<UnixListener>>) {
     loop {
-        let listener = match first.take() {
+        let listener = match listening.take() {
             Some(l) => l,
             None => {
                 wait_until_allowed();
@@ -242,18 +288,30 @@ fn serve(mut first: Option<Arc<UnixListener>>) {
                 }
             }
         };
-        let accepted = listener.accept();
-        close_locked(&mut channel(), listener);
-        match accepted {
-            Ok((stream, _)) => handle(stream),
-            Err(e) => {
-                // Shut down by a checkpoint, or a transient failure (EMFILE).
-                if !channel().closed_for_checkpoint {
-                    tracing::debug!(error = %e, "crac control channel: accept failed");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+        let failed = match listener.accept() {
+            Ok((stream, _)) => {
+                // Own before anything else: a checkpoint's descriptor check
+                // runs only once the listening socket is closed, after this.
+                fds::register_own(stream.as_raw_fd());
+                dispatch(stream);
+                false
             }
+            Err(e) => {
+                tracing::debug!(error = %e, "crac control channel: accept failed");
+                true
+            }
+        };
+        let mut ch = channel();
+        if ch.closed_for_checkpoint {
+            close_locked(&mut ch, listener);
+            continue;
         }
+        drop(ch);
+        if failed {
+            // A transient failure (EMFILE): do not spin.
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        listening = Some(listener);
     }
 }
 
@@ -278,7 +336,8 @@ impl Drop for ClosedForCheckpoint {
 
 /// Closes the listening socket (waking the thread from `accept`) and keeps
 /// it closed until the returned guard drops. Called with the checkpoint lock
-/// held, right before the engine runs.
+/// held, right before the descriptor check: once it returns, no connection
+/// is accepted, and every accepted one is registered as the library's own.
 pub(crate) fn close_for_checkpoint() -> ClosedForCheckpoint {
     let mut ch = channel();
     ch.closed_for_checkpoint = true;
@@ -302,18 +361,128 @@ pub(crate) fn close_for_checkpoint() -> ClosedForCheckpoint {
     ClosedForCheckpoint(())
 }
 
-/// Serves one connection.
-fn handle(stream: UnixStream) {
-    // Own from the start: a checkpoint another thread makes meanwhile must
-    // let it pass.
+/// A caller refused for its credentials.
+struct Refusal {
+    /// Its uid, when known.
+    uid: Option<u32>,
+    /// Why, in a sentence.
+    reason: String,
+}
+
+/// Serves the new connection `stream`: refuses a caller without the right
+/// at once, or hands it to a thread of its own. Never blocks.
+fn dispatch(stream: UnixStream) {
     let fd = stream.as_raw_fd();
-    fds::register_own(fd);
+    if let Err(refusal) = check_peer(&stream) {
+        if should_log_refusal(refusal.uid) {
+            eprintln!(
+                "crac: {} (refusals of this uid are logged once a minute)",
+                refusal.reason
+            );
+        }
+        answer_and_close(
+            stream,
+            fd,
+            format!("{REFUSED}\n{}\n", refusal.reason).as_bytes(),
+        );
+        return;
+    }
+    let Some(slot) = WorkerSlot::take() else {
+        tracing::warn!("crac control channel: {MAX_WORKERS} connections are being served");
+        answer_and_close(stream, fd, format!("{BUSY}\n").as_bytes());
+        return;
+    };
+    let spawned = std::thread::Builder::new()
+        .name(THREAD_NAME.to_owned())
+        .spawn(move || {
+            let _slot = slot;
+            handle(stream);
+        });
+    if let Err(e) = spawned {
+        // The closure, and with it the connection and the slot, is dropped.
+        fds::unregister_own(fd);
+        tracing::warn!(error = %e, "crac control channel: cannot start a thread");
+    }
+}
+
+/// Sends `answer` without waiting (a new connection's buffer takes it) and
+/// closes the connection, nothing read.
+fn answer_and_close(stream: UnixStream, fd: std::os::fd::RawFd, answer: &[u8]) {
+    let flags = rustix::net::SendFlags::NOSIGNAL | rustix::net::SendFlags::DONTWAIT;
+    let _ = rustix::net::send(&stream, answer, flags);
+    drop(stream);
+    fds::unregister_own(fd);
+}
+
+/// One of the [`MAX_WORKERS`] connection threads, given back when dropped.
+struct WorkerSlot(());
+
+impl WorkerSlot {
+    fn take() -> Option<WorkerSlot> {
+        WORKERS
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WORKERS).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| WorkerSlot(()))
+    }
+}
+
+impl Drop for WorkerSlot {
+    fn drop(&mut self) {
+        WORKERS.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Whether a refusal of `uid` is logged now: at most once per
+/// [`REFUSAL_LOG_EVERY`] and uid, so that nobody can fill the process's
+/// standard error.
+fn should_log_refusal(uid: Option<u32>) -> bool {
+    let uid = uid.unwrap_or(u32::MAX);
+    let now = Instant::now();
+    let mut logged = REFUSALS_LOGGED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some((_, last)) = logged.iter_mut().find(|(u, _)| *u == uid) {
+        if now.duration_since(*last) < REFUSAL_LOG_EVERY {
+            return false;
+        }
+        *last = now;
+        return true;
+    }
+    if logged.len() >= REFUSAL_LOG_UIDS {
+        if let Some(oldest) = (0..logged.len()).min_by_key(|&i| logged[i].1) {
+            logged.swap_remove(oldest);
+        }
+    }
+    logged.push((uid, now));
+    true
+}
+
+/// Marks a request as being carried out while alive.
+struct RequestRunning(());
+
+impl RequestRunning {
+    fn take() -> Option<RequestRunning> {
+        REQUEST_RUNNING
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()
+            .map(|_| RequestRunning(()))
+    }
+}
+
+impl Drop for RequestRunning {
+    fn drop(&mut self) {
+        REQUEST_RUNNING.store(false, Ordering::Release);
+    }
+}
+
+/// Serves one allowed connection on a thread of its own.
+fn handle(stream: UnixStream) {
+    let fd = stream.as_raw_fd();
     let restores_before = crate::restore_info().restore_count;
     let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
     let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    // The request is read first even from a caller about to be refused:
-    // closing a socket with unread data would reset the connection and the
-    // caller could lose the answer.
     let request = read_request(&stream);
     if crate::restore_info().restore_count != restores_before
         && Config::from_env().map_or(true, |c| c.engine() == EngineKind::Native)
@@ -323,21 +492,21 @@ fn handle(stream: UnixStream) {
         forget_connection(stream, fd);
         return;
     }
-    let refusal = match (check_peer(&stream), request) {
-        (Err(reason), _) => {
-            eprintln!("crac: {reason}");
-            reason
-        }
-        (Ok(()), Err(reason)) => {
+    let answer = match request {
+        Err(reason) => {
             tracing::warn!("crac control channel: {reason}");
-            reason
+            format!("{REFUSED}\n{reason}\n")
         }
-        (Ok(()), Ok(leave_running)) => {
-            checkpoint_for(stream, fd, leave_running, restores_before);
-            return;
-        }
+        Ok(leave_running) => match RequestRunning::take() {
+            Some(running) => {
+                checkpoint_for(stream, fd, leave_running, restores_before);
+                drop(running);
+                return;
+            }
+            None => format!("{BUSY}\n"),
+        },
     };
-    send_all(&stream, format!("{REFUSED}\n{refusal}\n").as_bytes());
+    send_all(&stream, answer.as_bytes());
     drop(stream);
     fds::unregister_own(fd);
 }
@@ -351,21 +520,25 @@ fn forget_connection<T>(stream: T, fd: std::os::fd::RawFd) {
 }
 
 /// Only the process's own effective uid and root may ask.
-fn check_peer(stream: &UnixStream) -> Result<(), String> {
-    let cred = rustix::net::sockopt::socket_peercred(stream).map_err(|e| {
-        format!("refused a checkpoint request: the caller's credentials cannot be read: {e}")
+fn check_peer(stream: &UnixStream) -> Result<(), Refusal> {
+    let cred = crac_sys::peercred::peer_cred(stream.as_raw_fd()).map_err(|e| Refusal {
+        uid: None,
+        reason: format!(
+            "refused a checkpoint request: the caller's credentials cannot be read: {e}"
+        ),
     })?;
-    let me = rustix::process::geteuid();
-    if cred.uid == me || cred.uid.is_root() {
+    let me = rustix::process::geteuid().as_raw();
+    if cred.uid == me || cred.uid == 0 {
         return Ok(());
     }
-    Err(format!(
-        "refused a checkpoint request from process {} running as uid {}: only uid {} or root \
-         may checkpoint this process",
-        cred.pid.as_raw_nonzero(),
-        cred.uid.as_raw(),
-        me.as_raw()
-    ))
+    Err(Refusal {
+        uid: Some(cred.uid),
+        reason: format!(
+            "refused a checkpoint request from process {} running as uid {}: only uid {me} or \
+             root may checkpoint this process",
+            cred.pid, cred.uid
+        ),
+    })
 }
 
 /// Reads the request line; returns `leave_running`.
@@ -461,6 +634,30 @@ mod tests {
             assert!(!escaped.contains('\n'));
             assert_eq!(unescape_dir(&escaped), path);
         }
+    }
+
+    #[test]
+    fn refusals_are_logged_once_a_minute_per_uid() {
+        // Uids no other test uses.
+        assert!(should_log_refusal(Some(4_000_000_001)));
+        assert!(!should_log_refusal(Some(4_000_000_001)));
+        assert!(should_log_refusal(Some(4_000_000_002)));
+        // The memory is bounded: many uids push the oldest out, and each new
+        // one is still logged.
+        for uid in 4_000_001_000..4_000_001_000 + 2 * REFUSAL_LOG_UIDS as u32 {
+            assert!(should_log_refusal(Some(uid)));
+        }
+        assert!(REFUSALS_LOGGED.lock().unwrap().len() <= REFUSAL_LOG_UIDS);
+        assert!(should_log_refusal(Some(4_000_000_001)));
+    }
+
+    #[test]
+    fn connection_threads_are_bounded() {
+        let slots: Vec<WorkerSlot> = std::iter::from_fn(WorkerSlot::take).take(100).collect();
+        assert_eq!(slots.len(), MAX_WORKERS);
+        assert!(WorkerSlot::take().is_none());
+        drop(slots);
+        assert!(WorkerSlot::take().is_some());
     }
 
     #[test]

@@ -274,13 +274,15 @@ fn run(
         "starting checkpoint");
 
     let mut problems = GLOBAL.notify_before();
+    // The control channel's listener cannot survive a restore: closed for
+    // the descriptor check and the engine, opened again when this guard
+    // drops (in the restored process, in the one kept running, or after a
+    // failure). Closed before the check, so that every connection the check
+    // sees was accepted, and registered, before.
+    let channel = control::close_for_checkpoint();
     let checked = fds::check(|applied| engine.carried(applied), policies);
     problems.extend(checked.problems);
     if problems.is_empty() {
-        // The control channel's listener cannot survive a restore: closed
-        // for the engine, opened again when this guard drops (in the
-        // restored process, in the one kept running, or after a failure).
-        let _channel = control::close_for_checkpoint();
         match engine.checkpoint(config, request, &checked.policies) {
             Ok(Outcome::Restored(facts)) => {
                 apply_env(facts.env.iter());
@@ -295,6 +297,7 @@ fn run(
             }),
         }
     }
+    drop(channel);
     let restore_problems = GLOBAL.notify_after();
 
     if !problems.is_empty() {

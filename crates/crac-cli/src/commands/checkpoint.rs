@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
@@ -39,6 +40,38 @@ pub enum CheckpointError {
     /// checkpoint is under way.
     #[error("process {pid} is busy with another checkpoint; try again when it is done")]
     Busy {
+        /// The process.
+        pid: u32,
+    },
+    /// The target's credentials cannot be read.
+    #[error("cannot read the credentials of process {pid}")]
+    Credentials {
+        /// The process.
+        pid: u32,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Someone else serves the target's socket name (anyone can bind an
+    /// abstract name first): nothing is sent to it, and no answer trusted.
+    #[error(
+        "the control socket @crac/{pid} is served by process {server_pid} uid {server_uid}, \
+         not by the target (process {pid} runs as uid {target_uid}); nothing was checkpointed"
+    )]
+    NotTheTarget {
+        /// The process.
+        pid: u32,
+        /// The process that serves the socket, as the kernel reports it.
+        server_pid: u32,
+        /// Its effective uid.
+        server_uid: u32,
+        /// The target's effective uid.
+        target_uid: u32,
+    },
+    /// The process ended (and its PID may have been reused) before its
+    /// channel's credentials were checked.
+    #[error("process {pid} ended before its control channel could be checked")]
+    Vanished {
         /// The process.
         pid: u32,
     },
@@ -161,6 +194,13 @@ impl Lines<'_> {
                     return Ok(Next::Timeout)
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // What was sent before the close has been read.
+                Err(e) if closed_by_peer(&e) && self.buf.is_empty() => return Ok(Next::Eof),
+                Err(e) if closed_by_peer(&e) => {
+                    let text = String::from_utf8_lossy(&self.buf).into_owned();
+                    self.buf.clear();
+                    return Ok(Next::Line(text));
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -170,9 +210,113 @@ impl Lines<'_> {
     fn rest(&mut self) -> io::Result<String> {
         self.stream.set_read_timeout(None)?;
         let mut all = std::mem::take(&mut self.buf);
-        self.stream.read_to_end(&mut all)?;
+        match self.stream.read_to_end(&mut all) {
+            // What was sent before the close has been read.
+            Err(e) if closed_by_peer(&e) => {}
+            r => {
+                r?;
+            }
+        }
         Ok(String::from_utf8_lossy(&all).trim_end().to_owned())
     }
+}
+
+/// The process to checkpoint, held by a pidfd so that a reused PID is
+/// noticed, with its effective uid.
+struct Target {
+    pid: u32,
+    pidfd: OwnedFd,
+    euid: u32,
+}
+
+impl Target {
+    fn open(pid: u32) -> Result<Target, CheckpointError> {
+        let raw = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or(CheckpointError::NoSuchProcess { pid })?;
+        let pidfd = rustix::process::pidfd_open(raw, rustix::process::PidfdFlags::empty())
+            .map_err(|e| match e {
+                rustix::io::Errno::SRCH => CheckpointError::NoSuchProcess { pid },
+                e => CheckpointError::Credentials {
+                    pid,
+                    source: e.into(),
+                },
+            })?;
+        let status = fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|source| CheckpointError::Credentials { pid, source })?;
+        let euid = status_euid(&status).ok_or_else(|| CheckpointError::Credentials {
+            pid,
+            source: io::Error::new(io::ErrorKind::InvalidData, "no Uid line in its status"),
+        })?;
+        let target = Target { pid, pidfd, euid };
+        // The status read was this process's, not a later one's with its PID.
+        target.ensure_alive()?;
+        Ok(target)
+    }
+
+    /// Fails unless the process the pidfd holds still runs: then its PID
+    /// still names it.
+    fn ensure_alive(&self) -> Result<(), CheckpointError> {
+        use rustix::event::{PollFd, PollFlags};
+        let mut fds = [PollFd::new(&self.pidfd, PollFlags::IN)];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            // A pidfd is readable once its process has ended.
+            Ok(0) => Ok(()),
+            Ok(_) => Err(CheckpointError::Vanished { pid: self.pid }),
+            Err(e) => Err(CheckpointError::Credentials {
+                pid: self.pid,
+                source: e.into(),
+            }),
+        }
+    }
+
+    /// Checks that the target itself, with its uid, serves `stream`: the
+    /// kernel's credentials of the listening socket (`SO_PEERCRED`).
+    fn check_server(&self, stream: &UnixStream) -> Result<(), CheckpointError> {
+        let pid = self.pid;
+        let cred =
+            crac_sys::peercred::peer_cred(stream.as_raw_fd()).map_err(|e| CheckpointError::Io {
+                pid,
+                step: "read the credentials of",
+                source: io::Error::from_raw_os_error(e.0),
+            })?;
+        let (server_pid, server_uid) = (cred.pid, cred.uid);
+        if server_pid != pid || server_uid != self.euid {
+            return Err(CheckpointError::NotTheTarget {
+                pid,
+                server_pid,
+                server_uid,
+                target_uid: self.euid,
+            });
+        }
+        // The PID was not reused between `pidfd_open` and the check.
+        self.ensure_alive()
+    }
+}
+
+/// The effective uid on the `Uid:` line of a `/proc/PID/status` text.
+fn status_euid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Whether `e` says the other end closed the connection (it may do so as
+/// soon as it has answered, before reading anything).
+fn closed_by_peer(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
 }
 
 /// Whether `pid` runs a thread named like the control thread.
@@ -272,17 +416,10 @@ fn image_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Runs `crac checkpoint`.
-pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, CheckpointError> {
-    let pid = args.pid;
-    let started = Instant::now();
-    if !Path::new(&format!("/proc/{pid}")).exists() {
-        return Err(CheckpointError::NoSuchProcess { pid });
-    }
-    // Read before the request: the process exits once its image is durable.
-    let resident = fs::read_to_string(format!("/proc/{pid}/statm"))
-        .ok()
-        .and_then(|s| statm_resident_bytes(&s));
+/// Connects to the target's channel, checks who serves it and sends the
+/// request.
+fn send_request(target: &Target, leave_running: bool) -> Result<UnixStream, CheckpointError> {
+    let pid = target.pid;
     let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
     let addr =
         SocketAddr::from_abstract_name(control::socket_name(pid)).map_err(io_err("address"))?;
@@ -297,9 +434,30 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
         }
         Err(e) => return Err(io_err("connect to")(e)),
     };
-    stream
-        .write_all(control::request_line(args.leave_running).as_bytes())
-        .map_err(io_err("send the request to"))?;
+    // Nothing is sent to, nor believed from, anyone but the target.
+    target.check_server(&stream)?;
+    match stream.write_all(control::request_line(leave_running).as_bytes()) {
+        // A refusal comes without reading the request: read it.
+        Err(e) if closed_by_peer(&e) => {}
+        r => r.map_err(io_err("send the request to"))?,
+    }
+    Ok(stream)
+}
+
+/// Runs `crac checkpoint`.
+pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, CheckpointError> {
+    let pid = args.pid;
+    let started = Instant::now();
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(CheckpointError::NoSuchProcess { pid });
+    }
+    let target = Target::open(pid)?;
+    // Read before the request: the process exits once its image is durable.
+    let resident = fs::read_to_string(format!("/proc/{pid}/statm"))
+        .ok()
+        .and_then(|s| statm_resident_bytes(&s));
+    let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
+    let stream = send_request(&target, args.leave_running)?;
     let spinner = out.spinner(format!("checkpointing process {pid}"));
     let mut lines = Lines {
         stream: &stream,
@@ -327,6 +485,7 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
                 report: report(&mut lines)?,
             })
         }
+        Next::Line(l) if l == control::BUSY => return Err(CheckpointError::Busy { pid }),
         Next::Line(l) => match parse_accepted(&l) {
             Some(x) => x,
             None => return Err(CheckpointError::Protocol { pid, line: l }),
@@ -444,6 +603,14 @@ mod tests {
         );
         assert_eq!(parse_accepted("accepted engine=native"), None);
         assert_eq!(parse_accepted("durable"), None);
+    }
+
+    #[test]
+    fn effective_uid_from_status() {
+        let status = "Name:\tx\nUmask:\t0022\nUid:\t1000\t65534\t1000\t1000\nGid:\t0\t0\t0\t0\n";
+        assert_eq!(status_euid(status), Some(65534));
+        assert_eq!(status_euid("Name:\tx\n"), None);
+        assert_eq!(status_euid("Uid:\t1\n"), None);
     }
 
     #[test]
