@@ -3,5 +3,6 @@
 pub mod check;
 pub mod checkpoint;
 pub mod inspect;
+pub mod leftovers;
 pub mod restore;
 pub mod run;
