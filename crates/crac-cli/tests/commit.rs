@@ -274,3 +274,74 @@ fn squatted_temporary_names_do_not_block_a_checkpoint() {
         .ok()
         .stdout_has("uid 65533): left by a checkpoint that was killed; not removed");
 }
+
+/// Case 11: a secret given with `--env-file` reaches the restored process
+/// but is in neither `/proc/PID/cmdline` (readable by every user) nor
+/// `/proc/PID/environ` of `crac restore`; unsafe files are refused at once.
+#[test]
+fn env_file_secrets_stay_out_of_proc() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let s = service(&image, &[]);
+    let pid = s.pid();
+    checkpoint_ok(s, &image);
+
+    let secret = format!("s3cret-{}", std::process::id());
+    let file = d.join("env");
+    fs::write(
+        &file,
+        format!("# the database\nCRAC_DEMO_GREETING={secret}\n"),
+    )
+    .unwrap();
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut restore = Command::new(util::crac_exe());
+    restore
+        .arg("restore")
+        .arg(&image)
+        .arg("--env-file")
+        .arg(&file);
+    let mut restored = Service::start(restore);
+    restored.also_end(pid, &payload("warmup"));
+    restored.wait_for("restored in", LONG);
+    restored.wait_for(&format!("greeting: {secret}"), SHORT);
+    for p in [restored.pid(), pid] {
+        for what in ["cmdline", "environ"] {
+            let text = fs::read(format!("/proc/{p}/{what}")).unwrap();
+            let text = String::from_utf8_lossy(&text);
+            assert!(
+                !text.contains(&secret) || (p == pid && what == "environ"),
+                "secret in /proc/{p}/{what}: {text:?}"
+            );
+        }
+    }
+
+    // Refused before anything runs, quickly, without echoing a value.
+    let refused = |path: &Path, why: &str| {
+        let started = Instant::now();
+        let out = crac(["restore"])
+            .arg(&image)
+            .arg("--env-file")
+            .arg(path)
+            .fails_with(1);
+        out.stderr_has(why);
+        assert!(!out.stderr().contains(&secret), "{}", out.dump());
+        assert!(started.elapsed() < Duration::from_secs(5));
+    };
+    let link = d.join("link");
+    std::os::unix::fs::symlink(&file, &link).unwrap();
+    refused(&link, "cannot read environment file");
+    let fifo = d.join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    refused(&fifo, "is not a regular file");
+    let open = d.join("open");
+    fs::write(&open, "A=1\n").unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o666)).unwrap();
+    refused(&open, "writable by no one else");
+    let bad = d.join("bad");
+    fs::write(&bad, format!("A=1\n{secret}\n")).unwrap();
+    refused(&bad, "line 2: expected KEY=VALUE");
+}
