@@ -345,3 +345,66 @@ fn env_file_secrets_stay_out_of_proc() {
     fs::write(&bad, format!("A=1\n{secret}\n")).unwrap();
     refused(&bad, "line 2: expected KEY=VALUE");
 }
+
+/// A child with PID `pid` through `clone3` `set_tid`, as a restore makes
+/// it; it fails its exec on purpose and exits at once.
+fn spawn_with_pid(pid: u32, report: &fs::File) -> Result<i32, crac_sys::Errno> {
+    use std::os::fd::AsRawFd;
+    let child = crac_sys::raw::ExecChild {
+        fds: &[],
+        close_from: 3,
+        exec_fd: -1,
+        argv: &[c"crac-test"],
+        envp: &[],
+        fail_fd: report.as_raw_fd(),
+        fail_record: &[0; 16],
+        fail_errno_at: 0,
+        fail_step_at: 8,
+        new_session: false,
+    };
+    crac_sys::commit::retry_taken(|| crac_sys::raw::spawn_exec_with_pid(pid as i32, &child))
+}
+
+fn reap(pid: i32) {
+    if let Some(p) = rustix::process::Pid::from_raw(pid) {
+        let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
+    }
+}
+
+/// Case 12: a PID (or TID) preflight saw free may still be held by a
+/// process that has died but is not reaped yet; creating it is retried
+/// briefly, and given up quickly when it stays taken.
+#[test]
+fn a_pid_still_held_by_a_dead_process_is_retried() {
+    let devnull = fs::File::options().write(true).open("/dev/null").unwrap();
+    // Ended, not reaped: its PID is taken (EEXIST), though no process runs.
+    let mut dead = Command::new("true").spawn().unwrap();
+    let pid = dead.id();
+    util::wait_dead(pid, SHORT);
+    let reaper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(30));
+        dead.wait().unwrap();
+    });
+    let started = Instant::now();
+    let got = spawn_with_pid(pid, &devnull);
+    let took = started.elapsed();
+    reaper.join().unwrap();
+    if let Ok(p) = got {
+        reap(p);
+    }
+    assert_eq!(got, Ok(pid as i32), "after {took:?}");
+    assert!(took >= Duration::from_millis(20), "{took:?}");
+
+    // A PID that stays taken is given up after about 100 ms.
+    let mut live = Command::new("sleep").arg("10").spawn().unwrap();
+    let started = Instant::now();
+    let got = spawn_with_pid(live.id(), &devnull);
+    let took = started.elapsed();
+    live.kill().unwrap();
+    live.wait().unwrap();
+    assert_eq!(got, Err(crac_sys::Errno::EEXIST));
+    assert!(
+        took >= Duration::from_millis(90) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+}

@@ -12,7 +12,8 @@
 //!   descriptors).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
 //! * [`inherit`]: what an inherited descriptor refers to.
-//! * [`commit`]: `mkdirat` for the dump's commit fallback.
+//! * [`commit`]: `mkdirat` for the dump's commit fallback; the retry of a
+//!   PID or TID still held by a dying process.
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
 //! documented wrapper and every `unsafe` block names its invariants.
