@@ -212,9 +212,10 @@ fn statm_resident_bytes(statm: &str) -> Option<u64> {
 }
 
 /// The pages file being written for the image at the absolute `dir`: the
-/// largest `.NAME.tmp-RANDOM/pages.crac` next to it (crac-engine's dump
-/// writes the image under such a name, then renames it into place).
-fn temp_pages_file(dir: &Path) -> Option<PathBuf> {
+/// largest `.NAME.tmp-RANDOM/pages.crac` next to it owned by `uid`
+/// (crac-engine's dump writes the image under such a name, then renames it
+/// into place; another user's look-alike is not followed).
+fn temp_pages_file(dir: &Path, uid: u32) -> Option<PathBuf> {
     let parent = dir.parent().unwrap_or(Path::new("/"));
     let mut prefix = std::ffi::OsString::from(".");
     prefix.push(dir.file_name().unwrap_or("image".as_ref()));
@@ -225,7 +226,9 @@ fn temp_pages_file(dir: &Path) -> Option<PathBuf> {
         .filter_map(Result::ok)
         .filter(|e| e.file_name().as_encoded_bytes().starts_with(prefix))
         .map(|e| e.path().join(crac_image::PAGES_FILE))
-        .filter_map(|f| fs::symlink_metadata(&f).ok().map(|m| (m.len(), f)))
+        .filter_map(|f| fs::symlink_metadata(&f).ok().map(|m| (m, f)))
+        .filter(|(m, _)| m.uid() == uid && m.is_file())
+        .map(|(m, f)| (m.len(), f))
         .max()
         .map(|(_, f)| f)
 }
@@ -257,7 +260,7 @@ struct PagesWatch {
 }
 
 impl PagesWatch {
-    fn start(meter: Meter, dir: PathBuf, estimate: u64, message: String) -> PagesWatch {
+    fn start(meter: Meter, dir: PathBuf, uid: u32, estimate: u64, message: String) -> PagesWatch {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("crac-progress".into())
@@ -266,7 +269,7 @@ impl PagesWatch {
                 let mut file = None;
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCH_EVERY) {
                     if file.is_none() {
-                        file = temp_pages_file(&dir);
+                        file = temp_pages_file(&dir, uid);
                     }
                     let Some(Ok(m)) = file.as_ref().map(fs::metadata) else {
                         continue;
@@ -387,10 +390,12 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
     // The hooks run first, so the image there now is the previous one.
     let before = abs.as_deref().and_then(image_identity);
     if let (true, "native", Some(estimate)) = (spinner.meter().is_drawn(), &*engine, resident) {
-        if let Some(abs) = abs.clone() {
+        let uid = fs::metadata(format!("/proc/{pid}")).map(|m| m.uid());
+        if let (Some(abs), Ok(uid)) = (abs.clone(), uid) {
             watch = Some(PagesWatch::start(
                 spinner.meter(),
                 abs,
+                uid,
                 estimate,
                 format!("writing {}", dir.display()),
             ));
@@ -511,13 +516,15 @@ mod tests {
         let img = t.join("img");
         fs::create_dir_all(t.join(".img.tmp-0123456789abcdef")).unwrap();
         fs::create_dir_all(t.join(".other.tmp-0123456789abcdef")).unwrap();
-        assert_eq!(temp_pages_file(&img), None);
+        let me = fs::metadata(&t).unwrap().uid();
+        assert_eq!(temp_pages_file(&img, me), None);
         let pages = t
             .join(".img.tmp-0123456789abcdef")
             .join(crac_image::PAGES_FILE);
         fs::write(&pages, b"x").unwrap();
         fs::write(t.join(".other.tmp-0123456789abcdef/pages.crac"), b"xx").unwrap();
-        assert_eq!(temp_pages_file(&img), Some(pages));
+        assert_eq!(temp_pages_file(&img, me), Some(pages));
+        assert_eq!(temp_pages_file(&img, me + 1), None);
         fs::remove_dir_all(&t).unwrap();
     }
 }
