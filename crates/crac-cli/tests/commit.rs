@@ -157,6 +157,54 @@ fn a_killed_dump_is_cleaned_up_by_the_next_checkpoint() {
     assert_eq!(temp_dirs(&image), Vec::<PathBuf>::new(), "{}", d.listing());
 }
 
+/// Case 9, without a fault hook: SIGKILL while the process writes a big
+/// image. The dead dump's lock is gone with it, so the next checkpoint of
+/// the image removes the partial directory.
+#[test]
+fn sigkill_while_writing_leaves_nothing_behind_the_next_checkpoint() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let mut cmd = Command::new(util::crac_exe());
+    cmd.arg("run")
+        .arg("--checkpoint-to")
+        .arg(&image)
+        .arg("--")
+        .arg(payload("warmup"))
+        .args(["--mib", "96"]);
+    cmd.env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .env_remove("CRAC_RESTORE_FROM");
+    let mut s = Service::start(cmd);
+    s.wait_for("serving", LONG);
+    let pid = s.pid();
+    let mut cli = Command::new(util::crac_exe())
+        .args(["checkpoint", &pid.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it as soon as its pages file has data.
+    let started = Instant::now();
+    loop {
+        let writing = temp_dirs(&image)
+            .iter()
+            .any(|t| fs::metadata(t.join("pages.crac")).is_ok_and(|m| m.blocks() > 0));
+        if writing {
+            break;
+        }
+        assert!(started.elapsed() < LONG, "{}", d.listing());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    s.signal(rustix::process::Signal::KILL);
+    assert_eq!(s.wait_exit(SHORT).code(), None);
+    let _ = cli.wait();
+    assert!(!image.join("meta.crac").exists(), "{}", d.listing());
+    assert_eq!(temp_dirs(&image).len(), 1, "{}", d.listing());
+
+    checkpoint_ok(service(&image, &[]), &image);
+    assert_eq!(temp_dirs(&image), Vec::<PathBuf>::new(), "{}", d.listing());
+}
+
 /// Case 9: killed after the new image was swapped in, before it could say
 /// so: `crac checkpoint` reports the commit (not "ended without an
 /// outcome"), the image restores, and the stranded old image is removed by
