@@ -149,9 +149,17 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub eager: bool,
     /// Set an environment variable in the restored process before its
-    /// `after_restore` hooks run (repeatable).
+    /// `after_restore` hooks run (repeatable). The value is visible to
+    /// every user in this command's /proc/PID/cmdline while it runs: pass
+    /// secrets with --env-file.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(OsString, OsString)>,
+    /// Like --env, for every KEY=VALUE line of FILE (empty lines and lines
+    /// starting with # are skipped; repeatable, applied before --env). FILE
+    /// must be a regular file of at most 1 MiB, yours or root's, writable
+    /// by no one else.
+    #[arg(long = "env-file", value_name = "FILE")]
+    pub env_file: Vec<PathBuf>,
 }
 
 /// `crac inspect`.

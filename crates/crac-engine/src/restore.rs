@@ -358,7 +358,10 @@ pub fn restore_with_progress(
         fail_step_at: 24,
         new_session: opts.detach,
     };
-    let spawned = crac_sys::raw::spawn_exec_with_pid(pid as i32, &child);
+    // Preflight saw the PID free; a process that just died may hold it a
+    // little longer (until reaped).
+    let spawned =
+        crac_sys::commit::retry_taken(|| crac_sys::raw::spawn_exec_with_pid(pid as i32, &child));
     let warnings = handoff.warnings;
     drop((meta, pages, exe, args, status_w, handoff.null));
     let child_pid = match spawned {

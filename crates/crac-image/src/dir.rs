@@ -3,7 +3,7 @@
 //! The dump writes into a temporary directory next to the target and
 //! renames it into place only once everything is on disk:
 //!
-//! 1. [`prepare_temp_dir`] creates `<parent>/.<name>.tmp-<pid>` (mode 0700)
+//! 1. [`prepare_temp_dir`] creates `<parent>/.<name>.tmp-<random>` (mode 0700)
 //!    holding `meta.crac` and `pages.crac`, opened `O_WRONLY | O_CREAT |
 //!    O_EXCL` with mode 0600. The dump writes them through the descriptors
 //!    with raw syscalls (no allocation while threads are stopped).
@@ -16,10 +16,13 @@
 //! `renameat2(RENAME_EXCHANGE)`, so the target always exists and readers
 //! see either the old or the new image, never a mix; the old one, now under
 //! the temporary name, is then removed. On a file system without
-//! `RENAME_EXCHANGE` the old image is first renamed to
-//! `<parent>/.<name>.old-<pid>` and removed after the new one is renamed in;
-//! the target is then briefly absent, and a crash there leaves the old image
-//! under the `.old-<pid>` name.
+//! `RENAME_EXCHANGE` (`EINVAL`), or where the old directory cannot be
+//! renamed (`EXDEV`: a lower directory of overlayfs), the old image is first
+//! renamed to `<parent>/.<name>.old-<random>` (or, for `EXDEV`, its files
+//! are moved into a new directory of that name) and removed after the new
+//! one is renamed in; the target is then briefly absent (or empty), and a
+//! crash there leaves the old image under the `.old-<random>` name, which
+//! the next dump removes (see [`crate::leftover`]).
 //!
 //! A [`TempImageDir`] dropped without a successful commit removes the
 //! temporary directory.
@@ -89,23 +92,25 @@ fn step_err(step: &'static str, path: &Path) -> impl FnOnce(io::Error) -> io::Er
 pub struct TempImageDir {
     path: PathBuf,
     final_path: PathBuf,
+    /// Where the previous image goes when it cannot be swapped out.
+    aside_path: PathBuf,
+    /// The temporary directory, locked (`flock`) while the dump runs so
+    /// that no other dump takes it for a leftover.
+    dir: File,
     meta: Option<File>,
     pages: Option<File>,
     committed: bool,
 }
 
-/// `<parent>/.<name>.<suffix>-<pid>` for `final_dir`.
-fn sibling(final_dir: &Path, suffix: &str) -> io::Result<PathBuf> {
+/// `<parent>/.<name>.<kind>-<random>` for `final_dir`.
+fn sibling(final_dir: &Path, kind: &str) -> io::Result<PathBuf> {
     let Some(name) = final_dir.file_name() else {
         return Err(ImageDirError::BadPath {
             path: final_dir.to_path_buf(),
         }
         .into());
     };
-    let mut n = std::ffi::OsString::from(".");
-    n.push(name);
-    n.push(format!(".{suffix}-{}", std::process::id()));
-    Ok(final_dir.with_file_name(n))
+    Ok(final_dir.with_file_name(crate::leftover::temp_name(name, kind)?))
 }
 
 /// The directory holding `p`, `.` for a bare name.
@@ -151,29 +156,63 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// `final_dir`, with `meta.crac` and `pages.crac` open for writing.
 ///
 /// Fails early if `final_dir` exists and could not be replaced by
-/// [`TempImageDir::commit`]. A stale temporary directory of the same name
-/// (left by a crashed process that had our PID) is removed first.
+/// [`TempImageDir::commit`]. Temporary directories that killed dumps of the
+/// same image left behind are removed first ([`crate::clean_leftovers`]).
+/// The name has a random part and is created with `mkdir` (which fails if
+/// it exists), so another user cannot take it first.
 pub fn prepare_temp_dir(final_dir: &Path) -> io::Result<TempImageDir> {
     check_replaceable(final_dir)?;
-    let path = sibling(final_dir, "tmp")?;
-    if fs::symlink_metadata(&path).is_ok() {
-        fs::remove_dir_all(&path).map_err(step_err("remove stale temporary directory", &path))?;
+    // Best effort: what cannot be removed is reported by `crac inspect`.
+    let _ = crate::leftover::clean_leftovers(final_dir);
+    let mut last = None;
+    for _ in 0..16 {
+        let path = sibling(final_dir, "tmp")?;
+        match DirBuilder::new().mode(0o700).create(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                last = Some(step_err("create temporary image directory", &path)(e));
+                continue;
+            }
+            Err(e) => return Err(step_err("create temporary image directory", &path)(e)),
+        }
+        let dir = File::from(
+            rustix::fs::open(
+                &path,
+                rustix::fs::OFlags::RDONLY
+                    | rustix::fs::OFlags::DIRECTORY
+                    | rustix::fs::OFlags::NOFOLLOW
+                    | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(|e| step_err("open temporary image directory", &path)(e.into()))?,
+        );
+        // Another dump's clean-up holds the lock only while it removes a
+        // leftover: if it took this directory before we locked it, the
+        // directory is gone (no links) and we start again.
+        rustix::fs::flock(&dir, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| step_err("lock temporary image directory", &path)(e.into()))?;
+        let st = rustix::fs::fstat(&dir)
+            .map_err(|e| step_err("inspect temporary image directory", &path)(e.into()))?;
+        if st.st_nlink == 0 {
+            continue;
+        }
+        // From here on, Drop cleans up.
+        let mut t = TempImageDir {
+            aside_path: sibling(final_dir, "old")?,
+            path,
+            final_path: final_dir.to_path_buf(),
+            dir,
+            meta: None,
+            pages: None,
+            committed: false,
+        };
+        t.meta = Some(create_file(&t.path.join(META_FILE))?);
+        t.pages = Some(create_file(&t.path.join(PAGES_FILE))?);
+        return Ok(t);
     }
-    DirBuilder::new()
-        .mode(0o700)
-        .create(&path)
-        .map_err(step_err("create temporary image directory", &path))?;
-    // From here on, Drop cleans up.
-    let mut t = TempImageDir {
-        path,
-        final_path: final_dir.to_path_buf(),
-        meta: None,
-        pages: None,
-        committed: false,
-    };
-    t.meta = Some(create_file(&t.path.join(META_FILE))?);
-    t.pages = Some(create_file(&t.path.join(PAGES_FILE))?);
-    Ok(t)
+    Err(last.unwrap_or_else(|| {
+        step_err("create temporary image directory", final_dir)(io::ErrorKind::AlreadyExists.into())
+    }))
 }
 
 fn create_file(path: &Path) -> io::Result<File> {
@@ -193,6 +232,15 @@ impl TempImageDir {
     /// The directory the image will have after [`TempImageDir::commit`].
     pub fn final_path(&self) -> &Path {
         &self.final_path
+    }
+    /// Where [`TempImageDir::commit`] moves the previous image when it
+    /// cannot swap it out.
+    pub fn aside_path(&self) -> &Path {
+        &self.aside_path
+    }
+    /// The temporary directory (locked while this value lives).
+    pub fn dir_fd(&self) -> BorrowedFd<'_> {
+        self.dir.as_fd()
     }
     /// `meta.crac`, open for writing.
     pub fn meta_file(&self) -> &File {
@@ -252,7 +300,7 @@ impl TempImageDir {
                 self.committed = true;
                 fsync_dir(&parent)
             }
-            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::XDEV) => {
                 self.commit_by_renaming_aside(&parent)
             }
             Err(e) => Err(step_err("swap the new image with", &self.final_path)(
@@ -265,13 +313,31 @@ impl TempImageDir {
     fn commit_by_renaming_aside(&mut self, parent: &Path) -> io::Result<()> {
         let old = match fs::symlink_metadata(&self.final_path) {
             Ok(_) => {
-                let old = sibling(&self.final_path, "old")?;
-                if fs::symlink_metadata(&old).is_ok() {
-                    fs::remove_dir_all(&old)
-                        .map_err(step_err("remove stale old image directory", &old))?;
+                let old = self.aside_path.clone();
+                match fs::rename(&self.final_path, &old) {
+                    Ok(()) => {}
+                    // overlayfs cannot rename a lower directory at all:
+                    // move its files out, then replace the empty directory.
+                    Err(e) if e.raw_os_error() == Some(18) => {
+                        DirBuilder::new()
+                            .mode(0o700)
+                            .create(&old)
+                            .map_err(step_err("create", &old))?;
+                        for f in [META_FILE, PAGES_FILE] {
+                            match fs::rename(self.final_path.join(f), old.join(f)) {
+                                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                                    return Err(step_err("move aside", &self.final_path.join(f))(e))
+                                }
+                                _ => {}
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        return Err(step_err("move the previous image aside", &self.final_path)(
+                            e,
+                        ))
+                    }
                 }
-                fs::rename(&self.final_path, &old)
-                    .map_err(step_err("move the previous image aside", &self.final_path))?;
                 Some(old)
             }
             Err(_) => None,
@@ -280,7 +346,12 @@ impl TempImageDir {
             if let Some(old) = &old {
                 // Put the previous image back; the temporary one is removed
                 // by Drop.
-                let _ = fs::rename(old, &self.final_path);
+                if fs::rename(old, &self.final_path).is_err() {
+                    for f in [META_FILE, PAGES_FILE] {
+                        let _ = fs::rename(old.join(f), self.final_path.join(f));
+                    }
+                    let _ = fs::remove_dir(old);
+                }
             }
             return Err(step_err("rename the new image to", &self.final_path)(e));
         }

@@ -22,6 +22,8 @@
 #[cfg(feature = "std")]
 pub mod dir;
 #[cfg(feature = "std")]
+pub mod leftover;
+#[cfg(feature = "std")]
 pub mod model;
 pub mod records;
 pub mod status;
@@ -31,6 +33,8 @@ pub mod wire;
 
 #[cfg(feature = "std")]
 pub use dir::{prepare_temp_dir, ImageDirError, ImageWriteError, TempImageDir};
+#[cfg(feature = "std")]
+pub use leftover::{clean_leftovers, find_leftovers, Leftover, LeftoverState};
 #[cfg(feature = "std")]
 pub use model::{DecodeBodyError, Image, ImageReadError, SanityError, VerifyError, MAX_META_LEN};
 pub use records::*;

@@ -589,10 +589,10 @@ fn temp_dir_has_private_modes_and_commits() {
     let target = tmp.path().join("img");
     let t = prepare_temp_dir(&target).unwrap();
     let tmp_path = t.path().to_path_buf();
-    assert_eq!(
-        tmp_path.file_name().unwrap().to_str().unwrap(),
-        format!(".img.tmp-{}", std::process::id())
-    );
+    let name = tmp_path.file_name().unwrap().to_str().unwrap();
+    let random = name.strip_prefix(".img.tmp-").unwrap();
+    assert_eq!(random.len(), 16, "{name}");
+    assert!(random.bytes().all(|b| b.is_ascii_hexdigit()), "{name}");
     assert_eq!(mode(&tmp_path), 0o700);
     assert_eq!(mode(&tmp_path.join(META_FILE)), 0o600);
     assert_eq!(mode(&tmp_path.join(PAGES_FILE)), 0o600);
@@ -625,6 +625,18 @@ fn a_stale_temp_dir_is_replaced() {
     fs::write(stale.join(META_FILE), b"old").unwrap();
     let t = prepare_temp_dir(&target).unwrap();
     assert_eq!(fs::read(t.path().join(META_FILE)).unwrap(), b"");
+    // The stale one (whatever its PID) is gone; the one in use is kept,
+    // and so is one holding files that are not an image's.
+    assert!(!stale.exists());
+    let odd = tmp.path().join(".img.old-0123456789abcdef");
+    fs::create_dir(&odd).unwrap();
+    fs::write(odd.join("notes.txt"), b"mine").unwrap();
+    let t2 = prepare_temp_dir(&target).unwrap();
+    assert!(t.path().exists() && t2.path().exists() && odd.exists());
+    let left = crac_image::find_leftovers(tmp.path()).unwrap();
+    let state = |p: &Path| left.iter().find(|l| l.path == p).map(|l| l.state);
+    assert_eq!(state(t.path()), Some(crac_image::LeftoverState::InUse));
+    assert_eq!(state(&odd), Some(crac_image::LeftoverState::Foreign));
 }
 
 #[test]

@@ -1543,9 +1543,24 @@ fn create_threads(img: &Image) -> R<ThreadRecord<'static>> {
             set_tid_size: 1,
             ..Default::default()
         };
-        // SAFETY: the thread runs on its own slot of the zone and only reads
-        // its args and the (immutable) zone until it jumps into the program.
-        let r = unsafe { crac_sys::clone::clone3_thread(&ca, thread_entry, args as u64) };
+        let create = || {
+            // SAFETY: the thread runs on its own slot of the zone and only
+            // reads its args and the (immutable) zone until it jumps into the
+            // program; a failed clone3 started nothing, so trying again is
+            // as safe as the first try.
+            let r = unsafe { crac_sys::clone::clone3_thread(&ca, thread_entry, args as u64) };
+            if r < 0 {
+                Err(crac_sys::Errno((-r) as i32))
+            } else {
+                Ok(r)
+            }
+        };
+        // Preflight saw the TID free; the threads of a process that just
+        // died may hold theirs a little longer.
+        let r = match crac_sys::commit::retry_taken(create) {
+            Ok(r) => r,
+            Err(e) => -(e.0 as isize),
+        };
         if r < 0 {
             let e = (-r) as i32;
             let why = if e == 17 { ": the TID is taken" } else { "" };

@@ -12,6 +12,8 @@
 //!   descriptors).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
 //! * [`inherit`]: what an inherited descriptor refers to.
+//! * [`commit`]: `mkdirat` for the dump's commit fallback; the retry of a
+//!   PID or TID still held by a dying process.
 //! * [`peercred`]: `SO_PEERCRED`, who is at the other end of a Unix socket.
 //! * [`sock`]: sockets for carried socket descriptors.
 //!
@@ -21,6 +23,7 @@
 #![deny(unsafe_code)]
 
 pub mod clone;
+pub mod commit;
 pub mod ctx;
 pub mod fdobj;
 pub mod file;

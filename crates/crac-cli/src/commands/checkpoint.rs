@@ -154,6 +154,8 @@ enum Success {
     Simulated,
     /// The pause engine paused the process.
     Paused,
+    /// The image was committed, but the process ended before it said so.
+    CommittedUnreported,
 }
 
 /// Reads `\n`-terminated lines, with an optional timeout per read.
@@ -353,15 +355,43 @@ fn statm_resident_bytes(statm: &str) -> Option<u64> {
         .checked_mul(PAGE_SIZE)
 }
 
-/// The pages file the process `pid` writes while it checkpoints into the
-/// absolute `dir`: `.NAME.tmp-PID/pages.crac` next to it (crac-engine's
-/// dump writes the image under that name, then renames it into place).
-fn temp_pages_file(dir: &Path, pid: u32) -> PathBuf {
+/// The pages file being written for the image at the absolute `dir`: the
+/// largest `.NAME.tmp-RANDOM/pages.crac` next to it owned by `uid`
+/// (crac-engine's dump writes the image under such a name, then renames it
+/// into place; another user's look-alike is not followed).
+fn temp_pages_file(dir: &Path, uid: u32) -> Option<PathBuf> {
     let parent = dir.parent().unwrap_or(Path::new("/"));
-    let mut name = std::ffi::OsString::from(".");
-    name.push(dir.file_name().unwrap_or("image".as_ref()));
-    name.push(format!(".tmp-{pid}"));
-    parent.join(name).join(crac_image::PAGES_FILE)
+    let mut prefix = std::ffi::OsString::from(".");
+    prefix.push(dir.file_name().unwrap_or("image".as_ref()));
+    prefix.push(".tmp-");
+    let prefix = prefix.as_encoded_bytes();
+    fs::read_dir(parent)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().as_encoded_bytes().starts_with(prefix))
+        .map(|e| e.path().join(crac_image::PAGES_FILE))
+        .filter_map(|f| fs::symlink_metadata(&f).ok().map(|m| (m, f)))
+        .filter(|(m, _)| m.uid() == uid && m.is_file())
+        .map(|(m, f)| (m.len(), f))
+        .max()
+        .map(|(_, f)| f)
+}
+
+/// What identifies the image at `dir` (its directory's device and inode):
+/// a commit replaces the directory.
+fn image_identity(dir: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(dir.join(crac_image::META_FILE)).ok()?;
+    fs::symlink_metadata(dir).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Whether `dir` now holds an image of `pid` that replaced the one
+/// identified by `before`: the process committed and died before it could
+/// say so.
+fn committed_since(dir: &Path, pid: u32, before: Option<(u64, u64)>) -> bool {
+    let now = image_identity(dir);
+    now.is_some()
+        && now != before
+        && crac_image::Image::read(dir).is_ok_and(|image| image.process.pid == pid)
 }
 
 /// Turns the spinner into a byte bar driven by the size of the pages file
@@ -374,14 +404,20 @@ struct PagesWatch {
 }
 
 impl PagesWatch {
-    fn start(meter: Meter, file: PathBuf, estimate: u64, message: String) -> PagesWatch {
+    fn start(meter: Meter, dir: PathBuf, uid: u32, estimate: u64, message: String) -> PagesWatch {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("crac-progress".into())
             .spawn(move || {
                 let mut shown = false;
+                let mut file = None;
                 while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(WATCH_EVERY) {
-                    let Ok(m) = fs::metadata(&file) else { continue };
+                    if file.is_none() {
+                        file = temp_pages_file(&dir, uid);
+                    }
+                    let Some(Ok(m)) = file.as_ref().map(fs::metadata) else {
+                        continue;
+                    };
                     if !shown {
                         meter.set_message(message.as_str());
                         shown = true;
@@ -503,18 +539,22 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
         dir.display()
     ));
     let mut watch = None;
+    let abs = if dir.is_absolute() {
+        Some(dir.clone())
+    } else {
+        fs::read_link(format!("/proc/{pid}/cwd"))
+            .ok()
+            .map(|cwd| cwd.join(&dir))
+    };
+    // The hooks run first, so the image there now is the previous one.
+    let before = abs.as_deref().and_then(image_identity);
     if let (true, "native", Some(estimate)) = (spinner.meter().is_drawn(), &*engine, resident) {
-        let abs = if dir.is_absolute() {
-            Some(dir.clone())
-        } else {
-            fs::read_link(format!("/proc/{pid}/cwd"))
-                .ok()
-                .map(|cwd| cwd.join(&dir))
-        };
-        if let Some(abs) = abs {
+        let uid = fs::metadata(format!("/proc/{pid}")).map(|m| m.uid());
+        if let (Some(abs), Ok(uid)) = (abs.clone(), uid) {
             watch = Some(PagesWatch::start(
                 spinner.meter(),
-                temp_pages_file(&abs, pid),
+                abs,
+                uid,
                 estimate,
                 format!("writing {}", dir.display()),
             ));
@@ -549,6 +589,14 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
             Next::Line(l) if l == control::OK_RESTORED => break Success::Paused,
             Next::Line(line) => return Err(CheckpointError::Protocol { pid, line }),
             Next::Eof if durable => break Success::Exited,
+            Next::Eof
+                if engine == "native"
+                    && abs
+                        .as_deref()
+                        .is_some_and(|a| committed_since(a, pid, before)) =>
+            {
+                break Success::CommittedUnreported
+            }
             Next::Eof => return Err(CheckpointError::Ended { pid, durable }),
             Next::Timeout => {
                 if paused_in(&dir, pid) {
@@ -569,6 +617,10 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
         Success::LeftRunning => println!(
             "checkpointed process {pid} into {d} ({size}, {took}); the process keeps running"
         ),
+        Success::CommittedUnreported => println!(
+            "checkpointed process {pid} into {d} ({size}, {took}); the process ended before \
+             reporting it, but the image is committed and complete"
+        ),
         Success::Simulated => {
             println!("process {pid} ran its checkpoint hooks (simulate engine: no image; {took})")
         }
@@ -576,7 +628,7 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
             println!("process {pid} is paused ({took}); wake it with `crac restore {d}`")
         }
     }
-    if let Success::Exited | Success::LeftRunning = success {
+    if let Success::Exited | Success::LeftRunning | Success::CommittedUnreported = success {
         out.status(format!("restore it with `crac restore {d}`"));
     }
     Ok(ExitCode::SUCCESS)
@@ -627,17 +679,19 @@ mod tests {
 
     #[test]
     fn temporary_pages_file_is_next_to_the_image() {
-        assert_eq!(
-            temp_pages_file(Path::new("/tmp/img"), 42),
-            Path::new("/tmp/.img.tmp-42/pages.crac")
-        );
-        assert_eq!(
-            temp_pages_file(Path::new("/var/lib/a b/"), 7),
-            Path::new("/var/lib/.a b.tmp-7/pages.crac")
-        );
-        assert_eq!(
-            temp_pages_file(Path::new("/"), 7),
-            Path::new("/.image.tmp-7/pages.crac")
-        );
+        let t = std::env::temp_dir().join(format!("crac-watch-{}", std::process::id()));
+        let img = t.join("img");
+        fs::create_dir_all(t.join(".img.tmp-0123456789abcdef")).unwrap();
+        fs::create_dir_all(t.join(".other.tmp-0123456789abcdef")).unwrap();
+        let me = fs::metadata(&t).unwrap().uid();
+        assert_eq!(temp_pages_file(&img, me), None);
+        let pages = t
+            .join(".img.tmp-0123456789abcdef")
+            .join(crac_image::PAGES_FILE);
+        fs::write(&pages, b"x").unwrap();
+        fs::write(t.join(".other.tmp-0123456789abcdef/pages.crac"), b"xx").unwrap();
+        assert_eq!(temp_pages_file(&img, me), Some(pages));
+        assert_eq!(temp_pages_file(&img, me + 1), None);
+        fs::remove_dir_all(&t).unwrap();
     }
 }

@@ -60,6 +60,8 @@ struct InspectReport<'a> {
     files_here: Vec<FileHere>,
     restore: RestoreHere,
     checksums: Checksums,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    leftovers: Vec<super::leftovers::LeftoverJson>,
 }
 
 /// Whether a file the image depends on still matches on this machine.
@@ -162,6 +164,28 @@ pub fn inspect(args: &InspectArgs, out: Reporter) -> Result<ExitCode, InspectErr
             .map_err(InspectError::Output)?;
         return Ok(ExitCode::SUCCESS);
     }
+    let leftovers = super::leftovers::find(dir);
+    if !dir.join(crac_image::META_FILE).exists() && !leftovers.is_empty() {
+        // A directory holding images: what killed checkpoints left there.
+        let text = if args.json {
+            let json = serde_json::json!({
+                "inspect_version": JSON_VERSION,
+                "dir": dir.display().to_string(),
+                "leftovers": super::leftovers::json(&leftovers),
+            });
+            format!("{json:#}\n")
+        } else {
+            format!(
+                "no image in {}\n{}",
+                dir.display(),
+                super::leftovers::human(&leftovers)
+            )
+        };
+        io::stdout()
+            .write_all(text.as_bytes())
+            .map_err(InspectError::Output)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let image = Image::read(dir).map_err(|source| InspectError::Read {
         dir: dir.clone(),
         source,
@@ -207,6 +231,7 @@ pub fn inspect(args: &InspectArgs, out: Reporter) -> Result<ExitCode, InspectErr
         files_here,
         restore,
         checksums,
+        leftovers: super::leftovers::json(&leftovers),
     };
     let text = if args.json {
         let mut json = serde_json::to_string_pretty(&report)
@@ -214,7 +239,7 @@ pub fn inspect(args: &InspectArgs, out: Reporter) -> Result<ExitCode, InspectErr
         json.push('\n');
         json
     } else {
-        human(&report)
+        human(&report) + &super::leftovers::human(&leftovers)
     };
     io::stdout()
         .write_all(text.as_bytes())

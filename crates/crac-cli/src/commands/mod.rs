@@ -2,6 +2,8 @@
 
 pub mod check;
 pub mod checkpoint;
+pub mod envfile;
 pub mod inspect;
+pub mod leftovers;
 pub mod restore;
 pub mod run;

@@ -36,6 +36,9 @@ pub enum RestoreError {
         #[source]
         source: restore::RestoreError,
     },
+    /// An `--env-file` was refused.
+    #[error(transparent)]
+    EnvFile(#[from] super::envfile::EnvFileError),
     /// Waking a paused process failed.
     #[error("cannot wake the process paused in {}", dir.display())]
     Wake {
@@ -57,7 +60,13 @@ pub enum RestoreError {
 }
 
 /// Runs `crac restore`.
-pub fn restore(args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreError> {
+pub fn restore(mut args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreError> {
+    let mut env = Vec::new();
+    for f in &args.env_file {
+        env.extend(super::envfile::read(f)?);
+    }
+    env.append(&mut args.env);
+    args.env = env;
     let dir = args.dir;
     if !dir.exists() {
         return Err(RestoreError::NotFound { dir });

@@ -16,13 +16,12 @@
 //!    threads and unmaps the restorer's zone.
 
 pub(crate) mod collect;
+mod commit;
 pub(crate) mod fds;
 pub(crate) mod stop;
 
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::Path;
+use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::Ordering;
 
 use crac_image::{
@@ -642,89 +641,6 @@ fn encode_body(
     s.fds.encode(w);
 }
 
-/// The temporary image directory: created (name, modes, refusal to replace
-/// a non-image directory, clean-up on failure) by crac-image's
-/// [`crac_image::prepare_temp_dir`]; committed here without allocating,
-/// because the other threads may still be stopped.
-struct TempDir {
-    /// Owns the temporary directory and its two files until committed.
-    inner: Option<crac_image::TempImageDir>,
-    /// The temporary directory and its parent, for fsync.
-    fds: Option<[OwnedFd; 2]>,
-    meta_fd: i32,
-    pages_fd: i32,
-    tmp_c: Vec<u8>,
-    final_c: Vec<u8>,
-    tmp_meta_c: Vec<u8>,
-    tmp_pages_c: Vec<u8>,
-}
-
-fn cpath(p: &Path) -> Vec<u8> {
-    let mut v = p.as_os_str().as_bytes().to_vec();
-    v.push(0);
-    v
-}
-
-impl TempDir {
-    fn create(final_dir: &Path) -> std::io::Result<TempDir> {
-        let final_dir = std::path::absolute(final_dir)?;
-        let inner = crac_image::prepare_temp_dir(&final_dir)?;
-        let tmp = inner.path().to_path_buf();
-        let parent = final_dir.parent().unwrap_or(Path::new("/"));
-        let (meta_fd, pages_fd) = (inner.meta_fd().as_raw_fd(), inner.pages_fd().as_raw_fd());
-        // Page data bypasses the page cache where the file system allows:
-        // copying gigabytes into fresh page-cache pages is the slowest part of
-        // a dump, and the writes are page-aligned anyway.
-        const O_DIRECT: usize = 0o40000;
-        if let Ok(fl) = sys::fcntl(pages_fd, 3 /* F_GETFL */, 0) {
-            let _ = sys::fcntl(pages_fd, 4 /* F_SETFL */, fl | O_DIRECT);
-        }
-        let dir = OwnedFd::from(std::fs::File::open(&tmp)?);
-        let parent_fd = OwnedFd::from(std::fs::File::open(parent)?);
-        Ok(TempDir {
-            tmp_c: cpath(&tmp),
-            final_c: cpath(&final_dir),
-            tmp_meta_c: cpath(&tmp.join(crac_image::META_FILE)),
-            tmp_pages_c: cpath(&tmp.join(crac_image::PAGES_FILE)),
-            inner: Some(inner),
-            meta_fd,
-            pages_fd,
-            fds: Some([dir, parent_fd]),
-        })
-    }
-
-    /// Syncs and renames into place. Allocation-free (threads may be stopped).
-    fn commit(&mut self) -> Result<(), (&'static str, Errno)> {
-        let [dir, parent] = self.fds.as_ref().ok_or(("sync the image", Errno(9)))?;
-        sys::fsync(self.pages_fd).map_err(|e| ("sync the page file", e))?;
-        sys::fsync(self.meta_fd).map_err(|e| ("sync the metadata file", e))?;
-        sys::fsync(dir.as_raw_fd()).map_err(|e| ("sync the image directory", e))?;
-        match sys::rename(&self.tmp_c, &self.final_c, 2 /* RENAME_EXCHANGE */) {
-            Ok(()) => {
-                // The old image now sits at the temporary name: remove it.
-                let _ = sys::unlink(&self.tmp_meta_c, 0);
-                let _ = sys::unlink(&self.tmp_pages_c, 0);
-                let _ = sys::unlink(&self.tmp_c, 0x200 /* AT_REMOVEDIR */);
-            }
-            Err(Errno::ENOENT) => sys::rename(&self.tmp_c, &self.final_c, 0)
-                .map_err(|e| ("rename the image into place", e))?,
-            Err(e) => return Err(("rename the image into place", e)),
-        }
-        sys::fsync(parent.as_raw_fd()).map_err(|e| ("sync the parent directory", e))?;
-        // Nothing is left at the temporary name, so the clean-up on drop
-        // finds nothing to remove.
-        Ok(())
-    }
-
-    /// In a restored process: the descriptors are not open here and the
-    /// temporary directory is long gone; leak them instead of closing
-    /// whatever now has those numbers.
-    fn forget(&mut self) {
-        std::mem::forget(self.fds.take());
-        std::mem::forget(self.inner.take());
-    }
-}
-
 /// Dumps the calling process; see [`crate::native::checkpoint`].
 pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     // A process that maps files or starts threads while being stopped gets
@@ -791,7 +707,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     if let Some(&fd) = fds.left_out.first() {
         return Err(DumpError::EpollTargetNotCarried { fd });
     }
-    let mut tmp = TempDir::create(dir).map_err(|e| DumpError::CreateImage {
+    let mut tmp = commit::TempDir::create(dir).map_err(|e| DumpError::CreateImage {
         dir: dir.clone(),
         source: e,
     })?;
