@@ -11,29 +11,28 @@
 //! 4. The image is synced and renamed into place; the process exits (CRaC's
 //!    default) or, with `leave_running`, releases the threads and returns.
 //! 5. In a restored process the same call returns a second time, on the same
-//!    stack: the dumping thread waits for every thread to come back, puts
+//!    stack ([`resume`]): the dumping thread waits for every thread to come back, puts
 //!    back the process-wide state the restorer does not handle, releases the
 //!    threads and unmaps the restorer's zone.
 
 pub(crate) mod collect;
 mod commit;
 pub(crate) mod fds;
+mod resume;
 pub(crate) mod stop;
 
-use std::ffi::OsString;
-use std::os::unix::ffi::OsStringExt;
 use std::sync::atomic::Ordering;
 
 use crac_image::{
-    ArgvRecord, CpuRecord, Header, MmRecord, PageRun, ProcessRecord, RestoreInfo, Tag,
-    ThreadRecord, TimersRecord, VdsoRecord, VmaRecord, Writer, FORMAT_VERSION, NO_FILE, PAGE_SIZE,
-    PROT_EXEC, PROT_READ, PROT_WRITE, THREAD_DUMPER, VMA_DELETED, VMA_FILE, VMA_GROWSDOWN,
-    VMA_HEAP, VMA_SHARED, VMA_STACK, VMA_VDSO, VMA_VSYSCALL,
+    ArgvRecord, CpuRecord, Header, MmRecord, PageRun, ProcessRecord, Tag, ThreadRecord,
+    TimersRecord, VdsoRecord, VmaRecord, Writer, FORMAT_VERSION, NO_FILE, PAGE_SIZE, PROT_EXEC,
+    PROT_READ, PROT_WRITE, THREAD_DUMPER, VMA_DELETED, VMA_FILE, VMA_GROWSDOWN, VMA_HEAP,
+    VMA_SHARED, VMA_STACK, VMA_VDSO, VMA_VSYSCALL,
 };
 use crac_sys::sys;
 use crac_sys::Errno;
 
-use crate::native::{DumpError, DumpOptions, DumpOutcome, RestoreFacts};
+use crate::native::{DumpError, DumpOptions, DumpOutcome};
 use collect::{map_path, Facts};
 use stop::{Round, ThreadSlot, RESTORE_INFO};
 
@@ -659,7 +658,8 @@ pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
 }
 
 /// Set in a process restored lazily until a dump saw its memory complete.
-static LAZY_LOADING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+pub(super) static LAZY_LOADING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 /// How long a dump waits for the memory of a lazy restore to be loaded.
 const LAZY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -901,7 +901,8 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
             round.wait_resumed();
             let fd_result = snap.fds.recreate();
             let own_pending = (own.tid, own.pending, own.shared_pending);
-            let restored = after_restore(own_pending, &mut round, &facts, own_mask, own.altstack);
+            let restored =
+                resume::after_restore(own_pending, &mut round, &facts, own_mask, own.altstack);
             if let Err((what, errno)) = fd_result {
                 tracing::error!("restored process: cannot {what}: {errno}");
             }
@@ -922,123 +923,4 @@ fn runs_estimate() -> usize {
         })
         .unwrap_or(1 << 16);
     rss_pages + 65536
-}
-
-/// In the restored process: waits for the other threads, puts back what the
-/// restorer leaves to the library, releases the threads and unmaps the
-/// restorer's zone.
-fn after_restore(
-    own_pending: (u32, u64, u64),
-    round: &mut Round,
-    facts: &Facts,
-    own_mask: u64,
-    altstack: (u64, u64, u32),
-) -> RestoreFacts {
-    round.wait_resumed();
-    for (i, a) in facts.sigactions.iter().enumerate() {
-        let sig = i as i32 + 1;
-        if sig == 9 || sig == 19 || sig == stop::STOP_SIGNAL {
-            continue;
-        }
-        let k = sys::KernelSigaction {
-            handler: a.handler,
-            flags: a.flags,
-            restorer: a.restorer,
-            mask: a.mask,
-        };
-        stop::set_sigaction(sig, &k);
-    }
-    for (r, l) in facts.rlimits.iter().enumerate() {
-        let _ = sys::prlimit(r as u32, Some((l.cur, l.max)));
-    }
-    sys::umask(facts.umask);
-    let _ = sys::chdir(&facts.cwd_c);
-    for (i, (interval, value)) in facts.itimers.iter().enumerate() {
-        if *value != 0 {
-            let _ = sys::setitimer(i as i32, *interval, *value);
-        }
-    }
-    if altstack.2 & 2 == 0 && altstack.1 != 0 {
-        let _ = sys::sigaltstack(Some((altstack.0, altstack.1, 0)));
-    }
-    // No allocation until the threads are released: one of them may hold
-    // the allocator's lock.
-    let words: [u64; 8] = std::array::from_fn(|i| RESTORE_INFO.0[i].load(Ordering::SeqCst));
-    let info = RestoreInfo {
-        magic: words[0],
-        zone_start: words[1],
-        zone_len: words[2],
-        restore_started_ns: words[3],
-        resumed_ns: words[4],
-        env_addr: words[5],
-        env_len: words[6],
-        flags: words[7],
-    };
-    LAZY_LOADING.store(
-        info.magic == crac_image::RESTORE_INFO_MAGIC && info.flags & crac_image::RESTORE_LAZY != 0,
-        Ordering::SeqCst,
-    );
-    round.release();
-    // Allocation is fine from here on (a failed timer is logged).
-    for t in &facts.timers {
-        if let Err(e) = sys::timer_recreate(
-            t.id,
-            t.clock,
-            sys::SigEvent {
-                sigval: t.sigval,
-                signo: t.signo,
-                notify: t.notify,
-                tid: t.tid,
-            },
-            t.interval_ns,
-            t.value_ns,
-        ) {
-            tracing::warn!(
-                "restored process: cannot re-create POSIX timer {}: {e}",
-                t.id
-            );
-        }
-    }
-    let env = if info.magic == crac_image::RESTORE_INFO_MAGIC {
-        stop::take_env_and_unmap_zone(&info)
-    } else {
-        Vec::new()
-    };
-    let _ = sys::sigprocmask(2, Some(own_mask));
-    // Pending signals come back as new signals (their siginfo is not kept).
-    let others = round
-        .stopped_slots()
-        .iter()
-        .map(|s| (s.tid, s.pending, s.shared_pending));
-    let shared = others.clone().chain([own_pending]).fold(0, |a, p| a | p.2);
-    for sig in 1..=64 {
-        let bit = 1u64 << (sig - 1);
-        if sig == stop::STOP_SIGNAL {
-            continue;
-        }
-        if shared & bit != 0 {
-            let _ = sys::kill(facts.pid as i32, sig);
-        }
-        for (tid, own, _) in others.clone().chain([own_pending]) {
-            if own & bit != 0 {
-                let _ = sys::tgkill(facts.pid, tid, sig);
-            }
-        }
-    }
-    let env = env
-        .split(|&b| b == 0)
-        .filter(|kv| !kv.is_empty())
-        .filter_map(|kv| {
-            let eq = kv.iter().position(|&b| b == b'=')?;
-            Some((
-                OsString::from_vec(kv[..eq].to_vec()),
-                OsString::from_vec(kv[eq + 1..].to_vec()),
-            ))
-        })
-        .collect();
-    RestoreFacts {
-        restore_started_unix_ns: info.restore_started_ns,
-        resumed_unix_ns: info.resumed_ns,
-        env,
-    }
 }
