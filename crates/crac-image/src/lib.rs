@@ -26,6 +26,8 @@ pub mod model;
 pub mod records;
 pub mod status;
 #[cfg(feature = "std")]
+pub mod strict;
+#[cfg(feature = "std")]
 pub mod summary;
 pub mod wire;
 
@@ -34,6 +36,8 @@ pub use dir::{prepare_temp_dir, ImageDirError, ImageWriteError, TempImageDir};
 #[cfg(feature = "std")]
 pub use model::{DecodeBodyError, Image, ImageReadError, SanityError, VerifyError, MAX_META_LEN};
 pub use records::*;
+#[cfg(feature = "std")]
+pub use strict::{ImageDir, VerifiedImage};
 #[cfg(feature = "std")]
 pub use summary::ImageSummary;
 pub use wire::{DecodeError, EncodeError, Reader, Writer};
