@@ -7,7 +7,9 @@
 //! 2. [`restore`] creates a process with the image's PID (`clone3` with
 //!    `set_tid`, a fork) that executes the embedded restorer
 //!    (`crates/crac-restorer`) from a memfd with
-//!    fd 3 = `meta.crac`, fd 4 = `pages.crac`, fd 5 = the status socket and
+//!    fd 3 = the `meta.crac` bytes preflight checked (a sealed memfd),
+//!    fd 4 = `pages.crac` (the descriptor preflight opened and checked),
+//!    fd 5 = the status socket and
 //!    fd 6 = the restore arguments (start time, flags, caller PID,
 //!    environment block), and the descriptors the program inherited at
 //!    start above those (see `inherit`). The restorer rebuilds memory, the
@@ -249,6 +251,22 @@ fn memfd(name: &std::ffi::CStr, exec: bool) -> io::Result<File> {
     Ok(File::from(fd))
 }
 
+/// A memfd holding `bytes` that nobody can change any more
+/// (`F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`).
+fn sealed_memfd(name: &std::ffi::CStr, bytes: &[u8]) -> io::Result<File> {
+    use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
+    let base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
+    let fd =
+        memfd_create(name, base | MemfdFlags::NOEXEC_SEAL).or_else(|_| memfd_create(name, base))?;
+    let mut f = File::from(fd);
+    f.write_all(bytes)?;
+    fcntl_add_seals(
+        &f,
+        SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
+    )?;
+    Ok(f)
+}
+
 /// Restore argument flag: load private anonymous memory lazily.
 const ARG_LAZY: u64 = 1;
 
@@ -302,12 +320,19 @@ pub fn restore_with_progress(
     let pid = plan.pid;
     progress(Stage::Start, 0, 0);
 
-    let open = |name: &str| {
-        let path = dir.join(name);
-        File::open(&path).map_err(|source| RestoreError::Open { path, source })
+    // The restorer gets what preflight checked, never the paths again: the
+    // metadata bytes in a sealed memfd, the page file's descriptor.
+    let meta = sealed_memfd(c"crac-meta", &plan.verified.meta).map_err(setup("metadata memfd"))?;
+    let pages_of = |what| {
+        plan.verified
+            .pages
+            .try_clone()
+            .map_err(|source| RestoreError::Open {
+                path: dir.join(crac_image::PAGES_FILE),
+                source: io::Error::new(source.kind(), format!("{what}: {source}")),
+            })
     };
-    let meta = open(crac_image::META_FILE)?;
-    let pages = open(crac_image::PAGES_FILE)?;
+    let pages = pages_of("duplicating its descriptor")?;
     let mut exe = memfd(c"crac-restorer", true).map_err(setup("restorer memfd"))?;
     exe.write_all(RESTORER).map_err(setup("restorer memfd"))?;
     let mut args = memfd(c"crac-restore-args", false).map_err(setup("arguments memfd"))?;
@@ -328,7 +353,7 @@ pub fn restore_with_progress(
         source: e.into(),
     })?;
     let lazy_pages = if lazy {
-        Some(open(crac_image::PAGES_FILE)?)
+        Some(pages_of("duplicating its descriptor")?)
     } else {
         None
     };
