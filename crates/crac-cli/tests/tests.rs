@@ -10,6 +10,7 @@ mod inherit;
 mod lazy;
 mod native;
 mod policies;
+mod reader;
 mod uniqueness;
 mod util;
 
