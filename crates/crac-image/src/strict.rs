@@ -76,16 +76,22 @@ impl ImageDir {
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
             Mode::empty(),
         )
-        .map_err(|e| match e {
-            rustix::io::Errno::LOOP => ImageReadError::NotRegular {
-                path: path.clone(),
-                what: "a symbolic link",
-            },
-            e => ImageReadError::Io {
-                step: "open",
-                path: path.clone(),
-                source: e.into(),
-            },
+        .map_err(|e| {
+            // A link (ELOOP) or a socket (ENXIO) cannot be opened: name
+            // what it is (lstat reads nothing and never blocks).
+            let t = rustix::fs::statat(&self.fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                .map(|st| FileType::from_raw_mode(st.st_mode));
+            match t {
+                Ok(t) if t != FileType::RegularFile => ImageReadError::NotRegular {
+                    path: path.clone(),
+                    what: type_name(t),
+                },
+                _ => ImageReadError::Io {
+                    step: "open",
+                    path: path.clone(),
+                    source: e.into(),
+                },
+            }
         })?;
         let st = rustix::fs::fstat(&fd).map_err(|e| ImageReadError::Io {
             step: "stat",
