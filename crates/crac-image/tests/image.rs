@@ -718,7 +718,8 @@ fn strict_reader_refuses_what_is_not_a_regular_file() {
         fs::metadata(dir.join(PAGES_FILE)).unwrap().len()
     );
 
-    let cases: [(&str, &str, fn(&Path)); 4] = [
+    type Make = fn(&Path);
+    let cases: [(&str, &str, Make); 4] = [
         ("symlink", "a symbolic link", |p| {
             std::os::unix::fs::symlink("/dev/zero", p).unwrap()
         }),
