@@ -612,12 +612,22 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     // links or blocking; the restorer gets what was checked here.
     let verified = match Image::read_verified(dir) {
         Ok(v) => Arc::new(v),
+        Err(ImageReadError::BodyChecksum {
+            path,
+            stored,
+            computed,
+        }) => {
+            p.add(
+                ProblemKind::Checksum,
+                format!(
+                    "the metadata file {} is damaged (checksum {computed:#010x}, expected {stored:#010x})",
+                    path.display()
+                ),
+            );
+            return Err(fail(p));
+        }
         Err(e) => {
-            let kind = match e {
-                ImageReadError::BodyChecksum { .. } => ProblemKind::Checksum,
-                _ => ProblemKind::Image,
-            };
-            p.add(kind, error_chain(&e));
+            p.add(ProblemKind::Image, error_chain(&e));
             return Err(fail(p));
         }
     };
