@@ -4,7 +4,9 @@
 //! `crac restore` (crac-engine's `restore` module) creates a process with the
 //! image's PID (`clone3` with `set_tid`) and executes this program in it with:
 //!
-//! * fd 3: `meta.crac` (read-only), fd 4: `pages.crac` (read-only),
+//! * fd 3: the `meta.crac` bytes `crac restore`'s preflight checked (a
+//!   sealed memfd), fd 4: `pages.crac` as the preflight opened it
+//!   (read-only),
 //! * fd 5: its end of the status socket (`SOCK_SEQPACKET`,
 //!   [`crac_image::status`]),
 //! * fd 6: the restore arguments: `u64` restore start time (ns since the
