@@ -263,3 +263,30 @@ fn a_page_run_past_the_page_file_is_refused_before_anything_runs() {
     s.restore_refused(&dir, reason);
     s.inspect_refused(&dir, reason);
 }
+
+/// Case 6: an fd record of a regular file (kind 7) that names a FIFO whose
+/// attributes match the record.
+#[test]
+fn an_open_file_record_that_is_a_fifo_is_refused_at_once() {
+    let s = source();
+    let fifo = s.d.join("data.fifo");
+    mkfifo(&fifo);
+    let md = fs::metadata(&fifo).unwrap();
+    let dir = s.edited("fifo-fd", |img| {
+        let mtime_ns = md.mtime() as u64 * 1_000_000_000 + md.mtime_nsec() as u64;
+        img.fds.push(crac_image::model::Fd {
+            fd: 900,
+            kind: crac_image::FD_FILE,
+            flags: 0,
+            id: md.dev(),
+            values: [0, md.size(), mtime_ns, md.ino()],
+            name: fifo.as_os_str().as_encoded_bytes().to_vec(),
+            ..Default::default()
+        });
+    });
+    let reason = format!(
+        "{} (open as file descriptor 900) is no longer a regular file",
+        fifo.display()
+    );
+    s.restore_refused(&dir, &reason);
+}
