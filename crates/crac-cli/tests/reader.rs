@@ -290,3 +290,35 @@ fn an_open_file_record_that_is_a_fifo_is_refused_at_once() {
     );
     s.restore_refused(&dir, &reason);
 }
+
+/// Case 5 (bounded work): a sparse page file larger than this machine's
+/// memory and swap, with headers that agree with it, is refused before it is
+/// read.
+#[test]
+fn a_page_file_larger_than_the_machine_is_refused_before_it_is_read() {
+    let s = source();
+    let dir = s.copy("huge-pages");
+    let info = fs::read_to_string("/proc/meminfo").unwrap();
+    let kib = |k: &str| -> u64 {
+        info.lines().find_map(|l| l.strip_prefix(k)).map_or(0, |v| {
+            v.trim().trim_end_matches("kB").trim().parse().unwrap()
+        })
+    };
+    let room = (kib("MemTotal:") + kib("SwapTotal:")) * 1024;
+    let len = (room / 4096 + 2) * 4096;
+    let pages = fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(PAGES_FILE))
+        .unwrap();
+    pages.set_len(len).unwrap();
+    use std::os::unix::fs::FileExt;
+    pages
+        .write_all_at(&(len / 4096 - 1).to_le_bytes(), 16)
+        .unwrap();
+    let mut meta = fs::read(dir.join(META_FILE)).unwrap();
+    let mut h = crac_image::Header::decode(&meta).unwrap();
+    h.pages_len = len;
+    meta[..crac_image::HEADER_LEN].copy_from_slice(&h.encode());
+    fs::write(dir.join(META_FILE), meta).unwrap();
+    s.restore_refused(&dir, "more than this machine's memory and swap");
+}

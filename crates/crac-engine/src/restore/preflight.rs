@@ -67,6 +67,21 @@ pub struct Plan {
     pub(crate) verified: Arc<VerifiedImage>,
 }
 
+/// MemTotal + SwapTotal from /proc/meminfo, in bytes.
+fn memory_and_swap() -> Option<u64> {
+    let info = fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some(
+        kib("MemTotal:")?
+            .saturating_add(kib("SwapTotal:").unwrap_or(0))
+            .saturating_mul(1024),
+    )
+}
+
 /// `e` and its sources, joined with ": ".
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
@@ -633,6 +648,21 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     };
     let h = verified.header();
     let body = verified.body();
+    // Bounded work: a page file larger than this machine could ever hold
+    // (a sparse file, say) is refused before it is checksummed.
+    if let Some(room) = memory_and_swap() {
+        if h.pages_len > room {
+            p.add(
+                ProblemKind::Image,
+                format!(
+                    "the page file {} holds {} bytes of pages, more than this machine's memory and swap ({room} bytes)",
+                    dir.join(PAGES_FILE).display(),
+                    h.pages_len
+                ),
+            );
+            return Err(fail(p));
+        }
+    }
     let page_count = check_pages(&verified.pages, &dir.join(PAGES_FILE), &h, &mut p);
 
     // Decode what the checks need.
