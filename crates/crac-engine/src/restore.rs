@@ -35,6 +35,7 @@
 //! restored program unmaps the zone once every thread has resumed.
 
 mod inherit;
+mod memfd;
 mod pager;
 mod preflight;
 mod preflight_files;
@@ -42,7 +43,6 @@ mod preflight_files;
 mod testimg;
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -54,6 +54,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use crac_image::status::Stage;
 use crac_image::status::{Status, StatusKind, STATUS_LEN};
 use crac_sys::raw::{Errno, ExecChild};
+use memfd::{memfd, sealed_memfd};
 
 pub use inherit::RestoreWarning;
 pub use pager::{LoadError, Loaded, Pager};
@@ -236,35 +237,6 @@ fn now_unix_ns() -> u64 {
 
 fn setup(what: &'static str) -> impl FnOnce(io::Error) -> RestoreError {
     move |source| RestoreError::Setup { what, source }
-}
-
-fn memfd(name: &std::ffi::CStr, exec: bool) -> io::Result<File> {
-    use rustix::fs::{memfd_create, MemfdFlags};
-    let base = MemfdFlags::CLOEXEC;
-    let fd = if exec {
-        // MFD_EXEC (6.3+) avoids the kernel's warning; older kernels refuse
-        // the flag and allow exec anyway.
-        memfd_create(name, base | MemfdFlags::EXEC).or_else(|_| memfd_create(name, base))?
-    } else {
-        memfd_create(name, base | MemfdFlags::NOEXEC_SEAL).or_else(|_| memfd_create(name, base))?
-    };
-    Ok(File::from(fd))
-}
-
-/// A memfd holding `bytes` that nobody can change any more
-/// (`F_SEAL_WRITE | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`).
-fn sealed_memfd(name: &std::ffi::CStr, bytes: &[u8]) -> io::Result<File> {
-    use rustix::fs::{fcntl_add_seals, memfd_create, MemfdFlags, SealFlags};
-    let base = MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING;
-    let fd =
-        memfd_create(name, base | MemfdFlags::NOEXEC_SEAL).or_else(|_| memfd_create(name, base))?;
-    let mut f = File::from(fd);
-    f.write_all(bytes)?;
-    fcntl_add_seals(
-        &f,
-        SealFlags::WRITE | SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL,
-    )?;
-    Ok(f)
 }
 
 /// Restore argument flag: load private anonymous memory lazily.

@@ -14,15 +14,13 @@
 //! The page data itself is only checksummed on request
 //! ([`Image::verify_pages`]): that reads the whole page file.
 
-use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::records::*;
 use crate::wire::{DecodeError, Reader, Writer};
 use crate::{
-    Header, HeaderError, ARCH_X86_64, FORMAT_VERSION, HEADER_LEN, PAGES_FILE, PAGES_HEADER_LEN,
-    PAGES_MAGIC, PAGE_SIZE,
+    Header, HeaderError, ARCH_X86_64, FORMAT_VERSION, PAGES_FILE, PAGES_HEADER_LEN, PAGE_SIZE,
 };
 
 /// Largest `meta.crac` [`Image::read`] accepts, header included.
@@ -1204,117 +1202,6 @@ fn run_len(r: &PageRun) -> Option<u64> {
 
 fn run_end(r: &PageRun) -> Option<u64> {
     run_len(r).and_then(|l| r.addr.checked_add(l))
-}
-
-/// Reads and checks `meta.crac` from `f` (a regular file of `len` bytes,
-/// opened by the strict reader): header and body, at most
-/// [`MAX_META_LEN`] bytes whatever the file claims. Returns the header and
-/// the bytes read (header and body).
-pub(crate) fn read_meta(
-    mut f: fs::File,
-    len: u64,
-    path: &Path,
-) -> Result<(Header, Vec<u8>), ImageReadError> {
-    let io_err = |step: &'static str| {
-        let path = path.to_path_buf();
-        move |source| ImageReadError::Io { step, path, source }
-    };
-    let mut meta = Vec::with_capacity(HEADER_LEN);
-    (&mut f)
-        .take(HEADER_LEN as u64)
-        .read_to_end(&mut meta)
-        .map_err(io_err("read"))?;
-    let header = Header::decode(&meta).map_err(|source| ImageReadError::Header {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let limit = MAX_META_LEN - HEADER_LEN as u64;
-    if header.body_len > limit || len > MAX_META_LEN {
-        return Err(ImageReadError::TooLarge {
-            path: path.to_path_buf(),
-            body_len: header.body_len.max(len.saturating_sub(HEADER_LEN as u64)),
-            limit,
-        });
-    }
-    // Read one byte more than announced to tell trailing data; the bound
-    // above caps the allocation whatever the file's size.
-    f.take(header.body_len + 1)
-        .read_to_end(&mut meta)
-        .map_err(io_err("read"))?;
-    let found = (meta.len() - HEADER_LEN) as u64;
-    if found < header.body_len {
-        return Err(ImageReadError::Truncated {
-            path: path.to_path_buf(),
-            found,
-            expected: header.body_len,
-        });
-    }
-    if found > header.body_len {
-        return Err(ImageReadError::TrailingData {
-            path: path.to_path_buf(),
-            expected: header.body_len,
-        });
-    }
-    let computed = crc32fast::hash(&meta[HEADER_LEN..]);
-    if computed != header.body_crc {
-        return Err(ImageReadError::BodyChecksum {
-            path: path.to_path_buf(),
-            stored: header.body_crc,
-            computed,
-        });
-    }
-    Ok((header, meta))
-}
-
-/// Checks the header page and length (`found`) of `pages.crac`, open as
-/// `f` (by the strict reader), against the metadata header.
-pub(crate) fn check_pages_file(
-    f: &fs::File,
-    found: u64,
-    path: &Path,
-    header: &Header,
-) -> Result<(), ImageReadError> {
-    use std::os::unix::fs::FileExt;
-    let bad = |what| ImageReadError::PagesHeader {
-        path: path.to_path_buf(),
-        what,
-    };
-    if found != header.pages_len {
-        return Err(ImageReadError::PagesLength {
-            path: path.to_path_buf(),
-            expected: header.pages_len,
-            found,
-        });
-    }
-    let mut page = vec![0u8; PAGES_HEADER_LEN as usize];
-    if found < PAGES_HEADER_LEN {
-        return Err(bad("the file is shorter than its 4096-byte header page"));
-    }
-    f.read_exact_at(&mut page, 0)
-        .map_err(|source| ImageReadError::Io {
-            step: "read",
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if page[0..8] != PAGES_MAGIC {
-        return Err(bad("it does not start with the page file magic"));
-    }
-    let version = (
-        u16::from_le_bytes([page[8], page[9]]),
-        u16::from_le_bytes([page[10], page[11]]),
-    );
-    if version != (header.major, header.minor) {
-        return Err(bad("its format version differs from meta.crac's"));
-    }
-    if page[12..16].iter().chain(&page[24..]).any(|&b| b != 0) {
-        return Err(bad("its reserved bytes are not zero"));
-    }
-    let count = crate::decode_pages_header(&page).unwrap_or(u64::MAX);
-    let data_len = header.pages_len.saturating_sub(PAGES_HEADER_LEN);
-    if count.checked_mul(PAGE_SIZE) != Some(data_len) {
-        return Err(bad("its page count does not match the file length"));
-    }
-    Ok(())
 }
 
 /// A header for an image whose body and page data are given, with this
