@@ -675,6 +675,17 @@ pub enum ImageReadError {
         /// The limit.
         limit: u64,
     },
+    /// `meta.crac` is larger than [`MAX_META_LEN`]: refused before it is
+    /// read.
+    #[error("image {} is {len} bytes, more than the {limit}-byte limit", path.display())]
+    FileTooLarge {
+        /// The metadata file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// `meta.crac` ends before the body does.
     #[error("image {} is truncated: {found} of {expected} body bytes", path.display())]
     Truncated {

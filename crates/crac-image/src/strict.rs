@@ -181,6 +181,13 @@ pub(crate) fn read_meta(
         let path = path.to_path_buf();
         move |source| ImageReadError::Io { step, path, source }
     };
+    if len > MAX_META_LEN {
+        return Err(ImageReadError::FileTooLarge {
+            path: path.to_path_buf(),
+            len,
+            limit: MAX_META_LEN,
+        });
+    }
     let mut meta = Vec::with_capacity(HEADER_LEN);
     (&mut f)
         .take(HEADER_LEN as u64)
@@ -191,10 +198,10 @@ pub(crate) fn read_meta(
         source,
     })?;
     let limit = MAX_META_LEN - HEADER_LEN as u64;
-    if header.body_len > limit || len > MAX_META_LEN {
+    if header.body_len > limit {
         return Err(ImageReadError::TooLarge {
             path: path.to_path_buf(),
-            body_len: header.body_len.max(len.saturating_sub(HEADER_LEN as u64)),
+            body_len: header.body_len,
             limit,
         });
     }

@@ -773,5 +773,14 @@ fn strict_reader_refuses_what_is_not_a_regular_file() {
         .unwrap();
     f.set_len(crac_image::MAX_META_LEN + 1).unwrap();
     let e = Image::read_verified(&big).unwrap_err();
-    assert!(matches!(e, ImageReadError::TooLarge { .. }), "{e}");
+    assert!(matches!(e, ImageReadError::FileTooLarge { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "image {} is {} bytes, more than the {}-byte limit",
+            big.join(META_FILE).display(),
+            crac_image::MAX_META_LEN + 1,
+            crac_image::MAX_META_LEN
+        )
+    );
 }
