@@ -61,6 +61,11 @@ impl ImageDir {
         })
     }
 
+    /// The directory's descriptor (for checks of its owner and mode).
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.fd)
+    }
+
     /// The directory's path, for messages.
     pub fn path(&self) -> &Path {
         &self.path
