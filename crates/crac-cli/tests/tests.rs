@@ -13,6 +13,7 @@ mod inherit;
 mod lazy;
 mod native;
 mod policies;
+mod reader;
 mod tokio_svc;
 mod uniqueness;
 mod util;

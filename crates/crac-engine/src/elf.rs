@@ -1,8 +1,9 @@
 //! Just enough ELF to read a build-id note.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
+
+const O_NONBLOCK: i32 = 0o4000;
 
 fn u16_at(b: &[u8], o: usize) -> Option<u16> {
     Some(u16::from_le_bytes(b.get(o..o + 2)?.try_into().ok()?))
@@ -16,7 +17,15 @@ fn u64_at(b: &[u8], o: usize) -> Option<u64> {
 
 /// The GNU build-id of a 64-bit little-endian ELF file, if it has one.
 pub fn build_id(path: &Path) -> Option<Vec<u8>> {
-    let f = File::open(path).ok()?;
+    // Never blocks on a FIFO; only a regular file is read.
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
     let mut eh = [0u8; 64];
     f.read_exact_at(&mut eh, 0).ok()?;
     if &eh[0..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {

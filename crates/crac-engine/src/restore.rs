@@ -7,7 +7,9 @@
 //! 2. [`restore`] creates a process with the image's PID (`clone3` with
 //!    `set_tid`, a fork) that executes the embedded restorer
 //!    (`crates/crac-restorer`) from a memfd with
-//!    fd 3 = `meta.crac`, fd 4 = `pages.crac`, fd 5 = the status socket and
+//!    fd 3 = the `meta.crac` bytes preflight checked (a sealed memfd),
+//!    fd 4 = `pages.crac` (the descriptor preflight opened and checked),
+//!    fd 5 = the status socket and
 //!    fd 6 = the restore arguments (start time, flags, caller PID,
 //!    environment block), and the descriptors the program inherited at
 //!    start above those (see `inherit`). The restorer rebuilds memory, the
@@ -33,6 +35,7 @@
 //! restored program unmaps the zone once every thread has resumed.
 
 mod inherit;
+mod memfd;
 mod pager;
 mod preflight;
 mod preflight_files;
@@ -41,7 +44,6 @@ mod preflight_sock;
 mod testimg;
 
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -53,6 +55,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use crac_image::status::Stage;
 use crac_image::status::{Status, StatusKind, STATUS_LEN};
 use crac_sys::raw::{Errno, ExecChild};
+use memfd::{memfd, sealed_memfd};
 
 pub use inherit::RestoreWarning;
 pub use pager::{LoadError, Loaded, Pager};
@@ -237,19 +240,6 @@ fn setup(what: &'static str) -> impl FnOnce(io::Error) -> RestoreError {
     move |source| RestoreError::Setup { what, source }
 }
 
-fn memfd(name: &std::ffi::CStr, exec: bool) -> io::Result<File> {
-    use rustix::fs::{memfd_create, MemfdFlags};
-    let base = MemfdFlags::CLOEXEC;
-    let fd = if exec {
-        // MFD_EXEC (6.3+) avoids the kernel's warning; older kernels refuse
-        // the flag and allow exec anyway.
-        memfd_create(name, base | MemfdFlags::EXEC).or_else(|_| memfd_create(name, base))?
-    } else {
-        memfd_create(name, base | MemfdFlags::NOEXEC_SEAL).or_else(|_| memfd_create(name, base))?
-    };
-    Ok(File::from(fd))
-}
-
 /// Restore argument flag: load private anonymous memory lazily.
 const ARG_LAZY: u64 = 1;
 
@@ -303,12 +293,19 @@ pub fn restore_with_progress(
     let pid = plan.pid;
     progress(Stage::Start, 0, 0);
 
-    let open = |name: &str| {
-        let path = dir.join(name);
-        File::open(&path).map_err(|source| RestoreError::Open { path, source })
+    // The restorer gets what preflight checked, never the paths again: the
+    // metadata bytes in a sealed memfd, the page file's descriptor.
+    let meta = sealed_memfd(c"crac-meta", &plan.verified.meta).map_err(setup("metadata memfd"))?;
+    let pages_of = |what| {
+        plan.verified
+            .pages
+            .try_clone()
+            .map_err(|source| RestoreError::Open {
+                path: dir.join(crac_image::PAGES_FILE),
+                source: io::Error::new(source.kind(), format!("{what}: {source}")),
+            })
     };
-    let meta = open(crac_image::META_FILE)?;
-    let pages = open(crac_image::PAGES_FILE)?;
+    let pages = pages_of("duplicating its descriptor")?;
     let mut exe = memfd(c"crac-restorer", true).map_err(setup("restorer memfd"))?;
     exe.write_all(RESTORER).map_err(setup("restorer memfd"))?;
     let mut args = memfd(c"crac-restore-args", false).map_err(setup("arguments memfd"))?;
@@ -329,7 +326,7 @@ pub fn restore_with_progress(
         source: e.into(),
     })?;
     let lazy_pages = if lazy {
-        Some(open(crac_image::PAGES_FILE)?)
+        Some(pages_of("duplicating its descriptor")?)
     } else {
         None
     };

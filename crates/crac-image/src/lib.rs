@@ -28,6 +28,8 @@ pub mod model;
 pub mod records;
 pub mod status;
 #[cfg(feature = "std")]
+pub mod strict;
+#[cfg(feature = "std")]
 pub mod summary;
 pub mod wire;
 
@@ -38,6 +40,8 @@ pub use leftover::{clean_leftovers, find_leftovers, Leftover, LeftoverState};
 #[cfg(feature = "std")]
 pub use model::{DecodeBodyError, Image, ImageReadError, SanityError, VerifyError, MAX_META_LEN};
 pub use records::*;
+#[cfg(feature = "std")]
+pub use strict::{ImageDir, VerifiedImage};
 #[cfg(feature = "std")]
 pub use summary::ImageSummary;
 pub use wire::{DecodeError, EncodeError, Reader, Writer};

@@ -14,15 +14,13 @@
 //! The page data itself is only checksummed on request
 //! ([`Image::verify_pages`]): that reads the whole page file.
 
-use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use crate::records::*;
 use crate::wire::{DecodeError, Reader, Writer};
 use crate::{
-    Header, HeaderError, ARCH_X86_64, FORMAT_VERSION, HEADER_LEN, META_FILE, PAGES_FILE,
-    PAGES_HEADER_LEN, PAGES_MAGIC, PAGE_SIZE,
+    Header, HeaderError, ARCH_X86_64, FORMAT_VERSION, PAGES_FILE, PAGES_HEADER_LEN, PAGE_SIZE,
 };
 
 /// Largest `meta.crac` [`Image::read`] accepts, header included.
@@ -646,6 +644,15 @@ pub enum ImageReadError {
         #[source]
         source: io::Error,
     },
+    /// An image file is not a regular file (a symbolic link, a FIFO, a
+    /// device, ...): refused before anything is read.
+    #[error("image file {} is {what}, not a regular file", path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+        /// What it is ("a symbolic link", "a FIFO", ...).
+        what: &'static str,
+    },
     /// `meta.crac` has an unusable header.
     #[error("image {} has an unusable header", path.display())]
     Header {
@@ -665,6 +672,17 @@ pub enum ImageReadError {
         path: PathBuf,
         /// Body length from the header.
         body_len: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// `meta.crac` is larger than [`MAX_META_LEN`]: refused before it is
+    /// read.
+    #[error("image {} is {len} bytes, more than the {limit}-byte limit", path.display())]
+    FileTooLarge {
+        /// The metadata file.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
         /// The limit.
         limit: u64,
     },
@@ -1083,22 +1101,10 @@ impl Image {
         true
     }
 
-    /// Reads and validates the image in `dir` (see the module documentation).
+    /// Reads and validates the image in `dir` (see the module documentation)
+    /// with the strict reader ([`Image::read_verified`]).
     pub fn read(dir: &Path) -> Result<Image, ImageReadError> {
-        let meta_path = dir.join(META_FILE);
-        let (header, body) = read_meta(&meta_path)?;
-        let image = Image::decode_body(header, &body).map_err(|source| ImageReadError::Body {
-            path: meta_path.clone(),
-            source,
-        })?;
-        image
-            .sanity_check()
-            .map_err(|source| ImageReadError::Sanity {
-                path: meta_path,
-                source,
-            })?;
-        check_pages_file(&dir.join(PAGES_FILE), &header)?;
-        Ok(image)
+        Image::read_verified(dir).map(|v| v.image)
     }
 
     /// Computes the CRC-32 of the page data in `dir/pages.crac` and compares
@@ -1109,7 +1115,9 @@ impl Image {
             let path = path.to_path_buf();
             move |source| VerifyError::Io { step, path, source }
         };
-        let mut f = fs::File::open(&path).map_err(io_err("open", &path))?;
+        let (mut f, _) = crate::strict::ImageDir::open(dir)
+            .and_then(|d| d.open_file(PAGES_FILE))
+            .map_err(|e| io_err("open", &path)(io::Error::other(e)))?;
         let mut skip = [0u8; PAGES_HEADER_LEN as usize];
         f.read_exact(&mut skip).map_err(io_err("read", &path))?;
         let expected = self.header.pages_len.saturating_sub(PAGES_HEADER_LEN);
@@ -1205,108 +1213,6 @@ fn run_len(r: &PageRun) -> Option<u64> {
 
 fn run_end(r: &PageRun) -> Option<u64> {
     run_len(r).and_then(|l| r.addr.checked_add(l))
-}
-
-fn read_meta(path: &Path) -> Result<(Header, Vec<u8>), ImageReadError> {
-    let io_err = |step: &'static str| {
-        let path = path.to_path_buf();
-        move |source| ImageReadError::Io { step, path, source }
-    };
-    let mut f = fs::File::open(path).map_err(io_err("open"))?;
-    let mut hb = Vec::with_capacity(HEADER_LEN);
-    (&mut f)
-        .take(HEADER_LEN as u64)
-        .read_to_end(&mut hb)
-        .map_err(io_err("read"))?;
-    let header = Header::decode(&hb).map_err(|source| ImageReadError::Header {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let limit = MAX_META_LEN - HEADER_LEN as u64;
-    if header.body_len > limit {
-        return Err(ImageReadError::TooLarge {
-            path: path.to_path_buf(),
-            body_len: header.body_len,
-            limit,
-        });
-    }
-    // Read one byte more than announced to tell trailing data; the bound
-    // above caps the allocation whatever the file's size.
-    let mut body = Vec::new();
-    f.take(header.body_len + 1)
-        .read_to_end(&mut body)
-        .map_err(io_err("read"))?;
-    let found = body.len() as u64;
-    if found < header.body_len {
-        return Err(ImageReadError::Truncated {
-            path: path.to_path_buf(),
-            found,
-            expected: header.body_len,
-        });
-    }
-    if found > header.body_len {
-        return Err(ImageReadError::TrailingData {
-            path: path.to_path_buf(),
-            expected: header.body_len,
-        });
-    }
-    let computed = crc32fast::hash(&body);
-    if computed != header.body_crc {
-        return Err(ImageReadError::BodyChecksum {
-            path: path.to_path_buf(),
-            stored: header.body_crc,
-            computed,
-        });
-    }
-    Ok((header, body))
-}
-
-/// Checks the header page and length of `pages.crac`.
-fn check_pages_file(path: &Path, header: &Header) -> Result<(), ImageReadError> {
-    let io_err = |step: &'static str| {
-        let path = path.to_path_buf();
-        move |source| ImageReadError::Io { step, path, source }
-    };
-    let bad = |what| ImageReadError::PagesHeader {
-        path: path.to_path_buf(),
-        what,
-    };
-    let mut f = fs::File::open(path).map_err(io_err("open"))?;
-    let found = f.metadata().map_err(io_err("stat"))?.len();
-    if found != header.pages_len {
-        return Err(ImageReadError::PagesLength {
-            path: path.to_path_buf(),
-            expected: header.pages_len,
-            found,
-        });
-    }
-    let mut page = Vec::with_capacity(PAGES_HEADER_LEN as usize);
-    (&mut f)
-        .take(PAGES_HEADER_LEN)
-        .read_to_end(&mut page)
-        .map_err(io_err("read"))?;
-    if page.len() as u64 != PAGES_HEADER_LEN {
-        return Err(bad("the file is shorter than its 4096-byte header page"));
-    }
-    if page[0..8] != PAGES_MAGIC {
-        return Err(bad("it does not start with the page file magic"));
-    }
-    let version = (
-        u16::from_le_bytes([page[8], page[9]]),
-        u16::from_le_bytes([page[10], page[11]]),
-    );
-    if version != (header.major, header.minor) {
-        return Err(bad("its format version differs from meta.crac's"));
-    }
-    if page[12..16].iter().chain(&page[24..]).any(|&b| b != 0) {
-        return Err(bad("its reserved bytes are not zero"));
-    }
-    let count = crate::decode_pages_header(&page).unwrap_or(u64::MAX);
-    let data_len = header.pages_len.saturating_sub(PAGES_HEADER_LEN);
-    if count.checked_mul(PAGE_SIZE) != Some(data_len) {
-        return Err(bad("its page count does not match the file length"));
-    }
-    Ok(())
 }
 
 /// A header for an image whose body and page data are given, with this

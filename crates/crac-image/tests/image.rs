@@ -715,3 +715,84 @@ fn write_refuses_inconsistent_images() {
     assert!(!tmp.path().join("img").exists());
     let _ = blank_header();
 }
+
+/// The strict reader opens only regular files, follows no symbolic link,
+/// never blocks on a FIFO and refuses an oversized `meta.crac` before
+/// reading it; what it accepts comes with the bytes and page file it checked.
+#[test]
+fn strict_reader_refuses_what_is_not_a_regular_file() {
+    let (image, pages) = sample();
+    let (tmp, dir) = written(&image, &pages);
+    let v = Image::read_verified(&dir).unwrap();
+    assert_eq!(v.meta, fs::read(dir.join(META_FILE)).unwrap());
+    assert_eq!(
+        v.pages.metadata().unwrap().len(),
+        fs::metadata(dir.join(PAGES_FILE)).unwrap().len()
+    );
+
+    type Make = fn(&Path);
+    let cases: [(&str, &str, Make); 4] = [
+        ("symlink", "a symbolic link", |p| {
+            std::os::unix::fs::symlink("/dev/zero", p).unwrap()
+        }),
+        ("fifo", "a FIFO", |p| {
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                p,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )
+            .unwrap()
+        }),
+        ("directory", "a directory", |p| fs::create_dir(p).unwrap()),
+        ("socket", "a socket", |p| {
+            std::mem::forget(std::os::unix::net::UnixListener::bind(p).unwrap())
+        }),
+    ];
+    for (name, what, make) in cases {
+        for file in [META_FILE, PAGES_FILE] {
+            let d = tmp.path().join(format!("{name}-{file}"));
+            fs::create_dir(&d).unwrap();
+            for f in [META_FILE, PAGES_FILE] {
+                if f != file {
+                    fs::copy(dir.join(f), d.join(f)).unwrap();
+                }
+            }
+            make(&d.join(file));
+            let e = Image::read_verified(&d).unwrap_err();
+            assert!(
+                matches!(&e, ImageReadError::NotRegular { what: w, .. } if *w == what),
+                "{name} {file}: {e}"
+            );
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "image file {} is {what}, not a regular file",
+                    d.join(file).display()
+                )
+            );
+        }
+    }
+
+    // A meta.crac larger than the limit is refused before its body is read.
+    let big = tmp.path().join("big");
+    fs::create_dir(&big).unwrap();
+    fs::copy(dir.join(PAGES_FILE), big.join(PAGES_FILE)).unwrap();
+    let f = fs::File::create(big.join(META_FILE)).unwrap();
+    use std::io::Write;
+    (&f).write_all(&fs::read(dir.join(META_FILE)).unwrap())
+        .unwrap();
+    f.set_len(crac_image::MAX_META_LEN + 1).unwrap();
+    let e = Image::read_verified(&big).unwrap_err();
+    assert!(matches!(e, ImageReadError::FileTooLarge { .. }), "{e}");
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "image {} is {} bytes, more than the {}-byte limit",
+            big.join(META_FILE).display(),
+            crac_image::MAX_META_LEN + 1,
+            crac_image::MAX_META_LEN
+        )
+    );
+}

@@ -4,7 +4,9 @@
 //! `crac restore` (crac-engine's `restore` module) creates a process with the
 //! image's PID (`clone3` with `set_tid`) and executes this program in it with:
 //!
-//! * fd 3: `meta.crac` (read-only), fd 4: `pages.crac` (read-only),
+//! * fd 3: the `meta.crac` bytes `crac restore`'s preflight checked (a
+//!   sealed memfd), fd 4: `pages.crac` as the preflight opened it
+//!   (read-only),
 //! * fd 5: its end of the status socket (`SOCK_SEQPACKET`,
 //!   [`crac_image::status`]),
 //! * fd 6: the restore arguments: `u64` restore start time (ns since the
@@ -611,7 +613,9 @@ fn cpath<'b>(p: &[u8], buf: &'b mut [u8; 4096]) -> R<&'b [u8]> {
 fn open_path(p: &[u8], flags: u64, what: &str) -> R<i32> {
     let mut buf = [0u8; 4096];
     let c = cpath(p, &mut buf)?;
-    open(c, flags | O_CLOEXEC).map_err(|e| fail!(e, 0, "opening {what} {} failed", B(p)))
+    // O_NONBLOCK: a FIFO put in a file's place after preflight never
+    // blocks the restore (mapping it then fails).
+    open(c, flags | O_CLOEXEC | O_NONBLOCK).map_err(|e| fail!(e, 0, "opening {what} {} failed", B(p)))
 }
 
 /// The last opened mapped file, reused by consecutive areas of one file.

@@ -41,6 +41,7 @@ pub const MADV_POPULATE_WRITE: u64 = 23;
 pub const O_RDONLY: u64 = 0;
 pub const O_RDWR: u64 = 2;
 pub const O_CLOEXEC: u64 = 0o2_000_000;
+pub const O_NONBLOCK: u64 = 0o4000;
 pub const SEEK_END: u64 = 2;
 pub const PR_SET_NAME: u64 = 15;
 pub const PR_SET_PDEATHSIG: u64 = 1;

@@ -3,17 +3,19 @@
 use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use crac_image::{
     decode_pages_header, decode_rlimits, decode_runs, CpuRecord, FdRecord, FileRecord, Header,
-    MmRecord, PageRun, ProcessRecord, Reader, RlimitRecord, Tag, ThreadRecord, VdsoRecord,
-    VmaRecord, CPU_FEATURE_WORDS, HEADER_LEN, META_FILE, PAGES_FILE, PAGES_HEADER_LEN,
-    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RLIMIT_NAMES, VMA_FILE, VMA_SHARED, VMA_VDSO,
-    VMA_VSYSCALL,
+    Image, ImageReadError, MmRecord, PageRun, ProcessRecord, Reader, RlimitRecord, Tag,
+    ThreadRecord, VdsoRecord, VerifiedImage, VmaRecord, CPU_FEATURE_WORDS, META_FILE, PAGES_FILE,
+    PAGES_HEADER_LEN, RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RLIMIT_NAMES, VMA_FILE, VMA_SHARED,
+    VMA_VDSO, VMA_VSYSCALL,
 };
 
 use super::RestoreError;
@@ -60,6 +62,35 @@ pub struct Plan {
     /// The stored pages a lazy restore leaves to `crac restore`: those of
     /// private anonymous areas, as `(address, length, page file offset)`.
     pub lazy: Vec<(u64, u64, u64)>,
+    /// The image as checked: the restore passes these bytes and this page
+    /// file descriptor to the restorer instead of opening the paths again.
+    pub(crate) verified: Arc<VerifiedImage>,
+}
+
+/// MemTotal + SwapTotal from /proc/meminfo, in bytes.
+fn memory_and_swap() -> Option<u64> {
+    let info = fs::read_to_string("/proc/meminfo").ok()?;
+    let kib = |key: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    Some(
+        kib("MemTotal:")?
+            .saturating_add(kib("SwapTotal:").unwrap_or(0))
+            .saturating_mul(1024),
+    )
+}
+
+/// `e` and its sources, joined with ": ".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let _ = write!(s, ": {c}");
+        src = c.source();
+    }
+    s
 }
 
 /// The parts of page runs that lie in private anonymous areas (the areas
@@ -408,6 +439,17 @@ fn check_file(f: &FileRecord<'_>, p: &mut Problems) {
             return;
         }
     };
+    if !md.is_file() {
+        // A FIFO or device would block or misbehave when opened or mapped.
+        p.add(
+            ProblemKind::File,
+            format!(
+                "{} (mapped by the image) is not a regular file",
+                path.display()
+            ),
+        );
+        return;
+    }
     let mut diffs = Vec::new();
     if md.size() != f.size {
         diffs.push(format!("size {} → {}", f.size, md.size()));
@@ -452,42 +494,17 @@ fn hex(b: &[u8]) -> String {
     })
 }
 
-fn check_pages(path: &Path, h: &Header, p: &mut Problems) -> u64 {
-    let mut f = match File::open(path) {
-        Ok(f) => f,
-        Err(e) => {
-            p.add(
-                ProblemKind::Image,
-                format!("the page file {} cannot be opened: {e}", path.display()),
-            );
-            return 0;
-        }
-    };
-    let len = f.metadata().map_or(0, |m| m.len());
-    if len != h.pages_len {
-        p.add(
-            ProblemKind::Image,
-            format!(
-                "the page file {} has {len} bytes, the metadata says {}",
-                path.display(),
-                h.pages_len
-            ),
-        );
-        return 0;
-    }
+/// Checksums the page data of `f` (its length and header page were
+/// checked by the strict reader) and returns its page count.
+fn check_pages(f: &File, path: &Path, h: &Header, p: &mut Problems) -> u64 {
+    let len = h.pages_len;
     let mut head = vec![0u8; PAGES_HEADER_LEN as usize];
-    let count = match f.read_exact(&mut head) {
-        Ok(()) => decode_pages_header(&head),
-        Err(_) => None,
-    };
-    let Some(count) = count else {
-        p.add(
-            ProblemKind::Image,
-            format!("the page file {} lacks its header", path.display()),
-        );
-        return 0;
-    };
-    let crc = match pages_crc(&f, PAGES_HEADER_LEN, len) {
+    let count = f
+        .read_exact_at(&mut head, 0)
+        .ok()
+        .and_then(|()| decode_pages_header(&head))
+        .unwrap_or(0);
+    let crc = match pages_crc(f, PAGES_HEADER_LEN, len) {
         Ok(c) => c,
         Err(e) => {
             p.add(
@@ -607,55 +624,48 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         problems: p.0,
     };
     let meta_path = dir.join(META_FILE);
-    let meta = match fs::read(&meta_path) {
-        Ok(m) => m,
-        Err(e) => {
+    // The strict reader: every check `inspect --verify` makes except the
+    // page data checksum (below), on files opened once without following
+    // links or blocking; the restorer gets what was checked here.
+    let verified = match Image::read_verified(dir) {
+        Ok(v) => Arc::new(v),
+        Err(ImageReadError::BodyChecksum {
+            path,
+            stored,
+            computed,
+        }) => {
             p.add(
-                ProblemKind::Image,
+                ProblemKind::Checksum,
                 format!(
-                    "the metadata file {} cannot be read: {e}",
-                    meta_path.display()
+                    "the metadata file {} is damaged (checksum {computed:#010x}, expected {stored:#010x})",
+                    path.display()
                 ),
             );
             return Err(fail(p));
         }
-    };
-    let h = match Header::decode(&meta) {
-        Ok(h) => h,
         Err(e) => {
-            p.add(
-                ProblemKind::Image,
-                format!("the metadata file {} is unusable: {e}", meta_path.display()),
-            );
+            p.add(ProblemKind::Image, error_chain(&e));
             return Err(fail(p));
         }
     };
-    let body_end = HEADER_LEN as u64 + h.body_len;
-    if meta.len() as u64 != body_end {
-        p.add(
-            ProblemKind::Image,
-            format!(
-                "the metadata file {} has {} bytes, its header says {body_end}",
-                meta_path.display(),
-                meta.len()
-            ),
-        );
-        return Err(fail(p));
+    let h = verified.header();
+    let body = verified.body();
+    // Bounded work: a page file larger than this machine could ever hold
+    // (a sparse file, say) is refused before it is checksummed.
+    if let Some(room) = memory_and_swap() {
+        if h.pages_len > room {
+            p.add(
+                ProblemKind::Image,
+                format!(
+                    "the page file {} holds {} bytes of pages, more than this machine's memory and swap ({room} bytes)",
+                    dir.join(PAGES_FILE).display(),
+                    h.pages_len
+                ),
+            );
+            return Err(fail(p));
+        }
     }
-    let body = &meta[HEADER_LEN..];
-    let crc = crc32fast::hash(body);
-    if crc != h.body_crc {
-        p.add(
-            ProblemKind::Checksum,
-            format!(
-                "the metadata file {} is damaged (checksum {crc:#010x}, expected {:#010x})",
-                meta_path.display(),
-                h.body_crc
-            ),
-        );
-        return Err(fail(p));
-    }
-    let page_count = check_pages(&dir.join(PAGES_FILE), &h, &mut p);
+    let page_count = check_pages(&verified.pages, &dir.join(PAGES_FILE), &h, &mut p);
 
     // Decode what the checks need.
     let mut process = None;
@@ -795,6 +805,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         return Err(fail(p));
     }
     Ok(Plan {
+        verified: Arc::clone(&verified),
         dir: dir.to_path_buf(),
         pid: process.pid,
         tids: threads.iter().map(|(t, _)| *t).collect(),

@@ -53,7 +53,7 @@ pub fn free_ids() -> (u32, u32) {
 /// Knobs for damaged or unusual images.
 #[derive(Default)]
 pub struct Tweaks {
-    /// Map the code page here instead of at `BASE` (page data still for BASE).
+    /// An extra one-page area here (no page data).
     pub area_start: Option<u64>,
     /// An extra (file) area with this path.
     pub file: Option<(Vec<u8>, u64, u64)>,
@@ -136,20 +136,24 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
         }
         .encode(&mut w);
     }
-    let start = t.area_start.unwrap_or(BASE);
-    VmaRecord {
+    // Sorted by address, as a dump writes them (the strict reader refuses
+    // anything else).
+    let anon = |start: u64, prot: u32| VmaRecord {
         start,
         end: start + 0x1000,
-        prot: 7,
+        prot,
         flags: 0,
         file: NO_FILE,
         name: b"",
         populated: 0,
         pgoff: 0,
+    };
+    let mut vmas = vec![anon(BASE, 7)];
+    if let Some(start) = t.area_start {
+        vmas.push(anon(start, 3));
     }
-    .encode(&mut w);
     if let Some((path, _, at)) = &t.file {
-        VmaRecord {
+        vmas.push(VmaRecord {
             start: *at,
             end: at + 0x1000,
             prot: 1,
@@ -158,26 +162,16 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
             name: path,
             populated: 0,
             pgoff: 0,
-        }
-        .encode(&mut w);
+        });
     }
     if t.big_pages > 0 {
-        VmaRecord {
-            start: BIG,
+        vmas.push(VmaRecord {
             end: BIG + t.big_pages * 4096,
-            prot: 3,
-            flags: 0,
-            file: NO_FILE,
-            name: b"",
-            populated: 0,
-            pgoff: 0,
-        }
-        .encode(&mut w);
+            ..anon(BIG, 3)
+        });
     }
-    let mut vdso_parts: Vec<_> = parts.iter().filter(|p| p.1 != 0).collect();
-    vdso_parts.sort();
-    for p in vdso_parts {
-        VmaRecord {
+    for p in parts.iter().filter(|p| p.1 != 0) {
+        vmas.push(VmaRecord {
             start: p.0,
             end: p.0 + p.1,
             prot: 5,
@@ -186,8 +180,11 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
             name: b"[vdso]",
             populated: 0,
             pgoff: 0,
-        }
-        .encode(&mut w);
+        });
+    }
+    vmas.sort_by_key(|v| v.start);
+    for v in &vmas {
+        v.encode(&mut w);
     }
     w.section(Tag::Runs as u32, |w| {
         PageRun {
@@ -207,6 +204,7 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
     });
     ThreadRecord {
         tid: pid,
+        flags: crac_image::THREAD_DUMPER,
         ctx_addr: BASE + 0x900,
         name: b"tiny",
         ..Default::default()
@@ -224,6 +222,9 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
         lims[7] = crac_image::RlimitRecord { cur: 0, max: m };
     }
     crac_image::encode_rlimits(&mut w, &lims);
+    crac_image::ArgvRecord { cmdline: &exe }.encode(&mut w);
+    crac_image::encode_sigactions(&mut w, &[crac_image::SigactionRecord::default(); 64]);
+    crac_image::TimersRecord::default().encode(&mut w);
     let body = w.finish().unwrap().to_vec();
 
     let mut page = vec![0u8; 4096];
