@@ -615,7 +615,8 @@ fn open_path(p: &[u8], flags: u64, what: &str) -> R<i32> {
     let c = cpath(p, &mut buf)?;
     // O_NONBLOCK: a FIFO put in a file's place after preflight never
     // blocks the restore (mapping it then fails).
-    open(c, flags | O_CLOEXEC | O_NONBLOCK).map_err(|e| fail!(e, 0, "opening {what} {} failed", B(p)))
+    open(c, flags | O_CLOEXEC | O_NONBLOCK)
+        .map_err(|e| fail!(e, 0, "opening {what} {} failed", B(p)))
 }
 
 /// The last opened mapped file, reused by consecutive areas of one file.
