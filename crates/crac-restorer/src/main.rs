@@ -75,11 +75,11 @@ use crac_image::status::{
     Stage, Status, StatusKind, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
 };
 use crac_image::{
-    DecodeError, FileRecord, Header, MmRecord, PageRun, ProcessRecord, Reader, RestoreInfo, Tag,
-    ThreadRecord, VdsoRecord, VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN, PAGE_SIZE,
-    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_LEN, RESTORE_INFO_MAGIC, RESTORE_LAZY,
-    VMA_ADVICE, VMA_DELETED, VMA_DONTFORK, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED, VMA_VDSO,
-    VMA_VSYSCALL, VMA_WIPEONFORK,
+    CredsRecord, DecodeError, FileRecord, Header, MmRecord, PageRun, ProcessRecord, Reader,
+    RestoreInfo, Tag, ThreadRecord, VdsoRecord, VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN,
+    PAGE_SIZE, RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_LEN, RESTORE_INFO_MAGIC,
+    RESTORE_LAZY, VMA_ADVICE, VMA_DELETED, VMA_DONTFORK, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED,
+    VMA_VDSO, VMA_VSYSCALL, VMA_WIPEONFORK,
 };
 use sys::*;
 
@@ -248,6 +248,9 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 
 type R<T> = Result<T, Status>;
 
+// After `fail!`, which it uses.
+mod creds;
+
 fn page_up(v: u64) -> u64 {
     (v + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
 }
@@ -325,6 +328,7 @@ struct Image {
     vdso: VdsoRecord,
     runs: Reader<'static>,
     threads: u64,
+    creds: CredsRecord<'static>,
 }
 
 fn meta_err(e: DecodeError) -> Status {
@@ -383,6 +387,7 @@ fn load_image() -> R<Image> {
     let mut vdso = VdsoRecord::default();
     let mut runs = Reader::new(&[]);
     let mut threads = 0;
+    let mut creds = None;
     for s in sections(body) {
         let (tag, mut p) = s?;
         match tag {
@@ -391,11 +396,16 @@ fn load_image() -> R<Image> {
             Tag::Vdso => vdso = VdsoRecord::decode(&mut p).map_err(meta_err)?,
             Tag::Runs => runs = p,
             Tag::Thread => threads += 1,
+            Tag::Creds => creds = Some(CredsRecord::decode(&mut p).map_err(meta_err)?),
             _ => {}
         }
     }
     let (Some(process), Some(mm)) = (process, mm) else {
         return Err(fail!(0, 0, "the metadata lacks its process or mm record"));
+    };
+    // Without it the process would run as whoever runs `crac restore`.
+    let Some(creds) = creds else {
+        return Err(fail!(0, 0, "the metadata lacks its credentials record"));
     };
     Ok(Image {
         body,
@@ -404,6 +414,7 @@ fn load_image() -> R<Image> {
         vdso,
         runs,
         threads,
+        creds,
     })
 }
 
@@ -1367,6 +1378,7 @@ struct ThreadArgs {
     rseq_addr: u64,
     affinity: &'static [u8],
     resume_entry: u64,
+    creds: CredsRecord<'static>,
 }
 
 impl ThreadArgs {
@@ -1388,6 +1400,7 @@ impl ThreadArgs {
             rseq_addr: t.rseq_addr,
             affinity: t.affinity,
             resume_entry,
+            creds: CredsRecord::default(),
         }
     }
 }
@@ -1471,7 +1484,7 @@ extern "C" fn thread_entry(arg: u64) -> ! {
     // SAFETY: `arg` points to the ThreadArgs the main thread wrote at the
     // bottom of this thread's stack slot; it stays valid until the jump.
     let a = unsafe { &*(arg as *const ThreadArgs) };
-    if let Err(s) = thread_state(a) {
+    if let Err(s) = thread_state(a).and_then(|()| creds::apply(&a.creds, a.tid as u32)) {
         die(&s);
     }
     THREADS_READY.fetch_add(1, Ordering::Release);
@@ -1529,7 +1542,12 @@ fn create_threads(img: &Image) -> R<ThreadRecord<'static>> {
         let args = slot as *mut ThreadArgs;
         // SAFETY: the slot is mapped and unused; the thread reads the args
         // from there.
-        unsafe { args.write(ThreadArgs::new(&t, img.process.resume_entry)) };
+        unsafe {
+            args.write(ThreadArgs {
+                creds: img.creds,
+                ..ThreadArgs::new(&t, img.process.resume_entry)
+            })
+        };
         let tid = t.tid as i32;
         let ca = crac_sys::clone::CloneArgs {
             flags: crac_sys::clone::THREAD_FLAGS
@@ -1686,8 +1704,20 @@ fn run() -> R<Never> {
         )
     })?;
 
+    // Last: nothing after this needs the restorer's privilege, and every
+    // other thread has set its own (it counted itself ready after that).
+    creds::apply(&img.creds, pid)?;
+    creds::set_dumpable(&img.creds)?;
+
     enter(Stage::Resume);
-    if !lazy {
+    if lazy {
+        // A credential change cleared the parent-death signal.
+        // SAFETY: PR_SET_PDEATHSIG takes no pointers.
+        let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
+        if u64::from(getppid()) != parent {
+            return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
+        }
+    } else {
         // Nothing depends on `crac restore` any more.
         // SAFETY: PR_SET_PDEATHSIG takes no pointers.
         let _ = unsafe { prctl(PR_SET_PDEATHSIG, 0, 0, 0) };

@@ -12,6 +12,7 @@
 //!   descriptors).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
 //! * [`inherit`]: what an inherited descriptor refers to.
+//! * [`creds`]: the calling thread's ids, groups and capabilities.
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
 //! documented wrapper and every `unsafe` block names its invariants.
@@ -19,6 +20,7 @@
 #![deny(unsafe_code)]
 
 pub mod clone;
+pub mod creds;
 pub mod ctx;
 pub mod fdobj;
 pub mod file;

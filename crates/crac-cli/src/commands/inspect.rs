@@ -103,6 +103,7 @@ fn kind_name(kind: ProblemKind) -> &'static str {
         ProblemKind::IdTaken => "id-taken",
         ProblemKind::ZoneCollision => "zone-collision",
         ProblemKind::Rlimit => "rlimit",
+        ProblemKind::Trust => "trust",
         _ => "other",
     }
 }

@@ -640,6 +640,7 @@ fn encode_body(
     }
     .encode(w);
     s.fds.encode(w);
+    f.creds.as_record().encode(w);
 }
 
 /// The temporary image directory: created (name, modes, refusal to replace
@@ -783,6 +784,10 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     // Give freed heap memory back to the kernel so the image stays small.
     stop::malloc_trim();
     let facts = collect::gather().map_err(|e| DumpError::Gather { source: e })?;
+    // Credentials are per thread; the image holds one set for all.
+    if let Some((tid, what)) = crate::creds::differing_thread(&facts.creds) {
+        return Err(DumpError::MixedCredentials { tid, what });
+    }
     // Before the engine opens descriptors of its own.
     let fds = fds::FdSet::plan(&opts.fd_policies);
     let mut tmp = TempDir::create(dir).map_err(|e| DumpError::CreateImage {

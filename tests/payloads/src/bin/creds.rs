@@ -1,0 +1,83 @@
+//! Who a restored process runs as: `creds FILE` starts a second thread,
+//! checkpoints itself, and after restore prints its credentials as
+//! `/proc` shows them for the main thread and for the other thread, then
+//! tries to open FILE for writing. Lines:
+//! `main Uid: ...`, `main Gid: ...`, `main Groups: ...`, `main CapEff: ...`,
+//! `main CapPrm: ...`, `main NoNewPrivs: ...`, the same with `thread`,
+//! `dumpable: N`, then `write FILE: ok` or `write FILE: denied (errno N)`,
+//! then `CREDS DONE`.
+
+use std::sync::mpsc;
+
+const KEYS: [&str; 9] = [
+    "Uid",
+    "Gid",
+    "Groups",
+    "CapInh",
+    "CapPrm",
+    "CapEff",
+    "CapBnd",
+    "CapAmb",
+    "NoNewPrivs",
+];
+
+fn status_lines(who: &str, path: &str) -> Vec<String> {
+    let s = std::fs::read_to_string(path).unwrap_or_else(|e| {
+        println!("FAILED: reading {path}: {e}");
+        std::process::exit(1)
+    });
+    s.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            KEYS.contains(&k).then(|| {
+                format!(
+                    "{who} {k}: {}",
+                    v.split_whitespace().collect::<Vec<_>>().join(" ")
+                )
+            })
+        })
+        .collect()
+}
+
+fn main() {
+    crac::init();
+    let file = std::env::args().nth(1).unwrap_or_else(|| {
+        println!("FAILED: usage: creds FILE");
+        std::process::exit(2)
+    });
+    // A second thread that reports its own credentials once asked to, after
+    // the restore: credentials are per thread.
+    let (ask_tx, ask_rx) = mpsc::channel::<()>();
+    let (tell_tx, tell_rx) = mpsc::channel::<Vec<String>>();
+    let worker = std::thread::spawn(move || {
+        if ask_rx.recv().is_ok() {
+            let _ = tell_tx.send(status_lines("thread", "/proc/thread-self/status"));
+        }
+    });
+    println!("pre-checkpoint PID: {}", std::process::id());
+    if let Err(e) = crac::checkpoint_restore() {
+        println!("FAILED: checkpoint: {e}");
+        std::process::exit(1);
+    }
+    println!("post-restore PID: {}", std::process::id());
+    for l in status_lines("main", "/proc/thread-self/status") {
+        println!("{l}");
+    }
+    ask_tx.send(()).expect("worker alive");
+    for l in tell_rx.recv().expect("worker answers") {
+        println!("{l}");
+    }
+    worker.join().expect("worker ends");
+    // SAFETY: PR_GET_DUMPABLE takes no pointers.
+    #[allow(unsafe_code)]
+    let dumpable = unsafe { libc::prctl(libc::PR_GET_DUMPABLE) };
+    println!("dumpable: {dumpable}");
+    match std::fs::OpenOptions::new().append(true).open(&file) {
+        Ok(_) => println!("write {file}: ok"),
+        Err(e) => println!(
+            "write {file}: denied (errno {})",
+            e.raw_os_error().unwrap_or(0)
+        ),
+    }
+    println!("CREDS DONE");
+}
