@@ -4,6 +4,7 @@
 //! One test binary (ripgrep style): helpers in `util`, the native engine's
 //! end-to-end tests in `native`.
 
+mod creds;
 mod fds;
 mod fds_file;
 mod inherit;

@@ -1,6 +1,7 @@
 //! Who a restored process runs as: `creds FILE` starts a second thread,
-//! checkpoints itself, and after restore prints its credentials as
-//! `/proc` shows them for the main thread and for the other thread, then
+//! prints its credentials (`pre KEY: ...`), checkpoints itself, and after
+//! restore prints them as `/proc` shows them for the main thread and for
+//! the other thread, then
 //! tries to open FILE for writing. Lines:
 //! `main Uid: ...`, `main Gid: ...`, `main Groups: ...`, `main CapEff: ...`,
 //! `main CapPrm: ...`, `main NoNewPrivs: ...`, the same with `thread`,
@@ -54,6 +55,9 @@ fn main() {
             let _ = tell_tx.send(status_lines("thread", "/proc/thread-self/status"));
         }
     });
+    for l in status_lines("pre", "/proc/thread-self/status") {
+        println!("{l}");
+    }
     println!("pre-checkpoint PID: {}", std::process::id());
     if let Err(e) = crac::checkpoint_restore() {
         println!("FAILED: checkpoint: {e}");
