@@ -114,8 +114,17 @@ fn creds_of(text: &str, who: &str) -> BTreeMap<String, String> {
 /// Restores as root within [`CASE`]; returns stdout, checked: same PID,
 /// every thread with the credentials the process had at the checkpoint.
 fn restore_same_creds(image: &Path, pid: u32, before: &Out) -> String {
+    restore_with(&[], image, pid, before).stdout()
+}
+
+/// [`restore_same_creds`] with more options for `crac restore`.
+fn restore_with(opts: &[&str], image: &Path, pid: u32, before: &Out) -> Out {
     let t = Instant::now();
-    let out = crac(["restore"]).arg(image).ok();
+    let mut cmd = crac(["restore"]);
+    for o in opts {
+        cmd.arg(o);
+    }
+    let out = cmd.arg(image).ok();
     assert!(t.elapsed() < CASE, "restore took {:?}", t.elapsed());
     let text = out.stdout();
     assert!(text.contains("CREDS DONE"), "{}", out.dump());
@@ -127,7 +136,7 @@ fn restore_same_creds(image: &Path, pid: u32, before: &Out) -> String {
     let pre = creds_of(&before.stdout(), "pre");
     assert_eq!(creds_of(&text, "main"), pre, "main thread\n{text}");
     assert_eq!(creds_of(&text, "thread"), pre, "other thread\n{text}");
-    text
+    out
 }
 
 #[test]
@@ -160,6 +169,16 @@ fn nobodys_image_restored_by_root_runs_as_nobody_in_every_thread() {
     assert!(
         json.contains("\"creds\"") && json.contains("65534"),
         "{json}"
+    );
+    // Both ways pages get in: lazily (the pager serves a process that is
+    // no longer root's) and eagerly.
+    let lazy = restore_with(&[], &image, pid, &before);
+    lazy.stderr_has("while it runs");
+    let eager = restore_with(&["--eager"], &image, pid, &before);
+    assert!(
+        !eager.stderr().contains("while it runs"),
+        "{}",
+        eager.dump()
     );
 }
 
