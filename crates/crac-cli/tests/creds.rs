@@ -90,7 +90,10 @@ fn nobody_image(s: &Setup, extra: &[&str]) -> (PathBuf, u32, Out) {
     std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
     chmod(&home, 0o700);
     let image = home.join("image");
-    let mut args = vec!["--reuid=65534", "--regid=65534", "--clear-groups"];
+    let mut args = vec!["--reuid=65534", "--regid=65534"];
+    if !extra.iter().any(|a| a.starts_with("--groups=")) {
+        args.push("--clear-groups");
+    }
     args.extend_from_slice(extra);
     let (pid, out) = make_image(s, &args, &image);
     (image, pid, out)
@@ -295,4 +298,52 @@ fn an_image_others_could_write_is_refused() {
     // Root's own files are trusted for any image.
     std::os::unix::fs::chown(&meta, Some(0), None).unwrap();
     restore_same_creds(&image, pid, &before);
+}
+
+/// Supplementary groups come back (root restores; it sets them).
+#[test]
+fn supplementary_groups_come_back() {
+    let s = setup();
+    let (image, pid, before) = nobody_image(&s, &["--groups=27,100"]);
+    let text = restore_same_creds(&image, pid, &before);
+    assert_eq!(creds_of(&text, "main")["Groups"], "27 100", "{text}");
+    crac(["inspect"])
+        .arg(&image)
+        .ok()
+        .stdout_has(", groups 27 (sudo), 100 (users)");
+}
+
+/// A user restores its own image with nothing but CAP_CHECKPOINT_RESTORE
+/// (which `clone3` with `set_tid` needs): the process gets the image's
+/// credentials, not the restorer's capability.
+#[test]
+fn a_user_restores_its_own_image_and_the_restorers_capability_stays_behind() {
+    let s = setup();
+    let (image, pid, before) = nobody_image(&s, &[]);
+    let exe = s.d.join("crac");
+    fs::copy(crate::util::crac_exe(), &exe).unwrap();
+    chmod(&exe, 0o755);
+    let mut cmd = TestCommand::new("/usr/bin/setpriv");
+    for a in [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=+checkpoint_restore",
+        "--ambient-caps=+checkpoint_restore",
+    ] {
+        cmd.arg(a);
+    }
+    let t = Instant::now();
+    let out = cmd.arg(&exe).arg("restore").arg(&image).ok();
+    assert!(t.elapsed() < CASE);
+    let text = out.stdout();
+    assert!(
+        text.contains(&format!("post-restore PID: {pid}")),
+        "{}",
+        out.dump()
+    );
+    let pre = creds_of(&before.stdout(), "pre");
+    assert_eq!(creds_of(&text, "main"), pre, "{text}");
+    assert_eq!(creds_of(&text, "thread"), pre, "{text}");
+    assert_eq!(pre["CapAmb"], "0000000000000000");
 }
