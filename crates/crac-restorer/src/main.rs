@@ -349,6 +349,23 @@ fn sections(body: &'static [u8]) -> impl Iterator<Item = R<(Tag, Reader<'static>
     })
 }
 
+/// Decodes the credentials `crac restore` checked (one `Creds` section).
+fn checked_creds(blob: &'static [u8]) -> R<CredsRecord<'static>> {
+    let bad = || {
+        fail!(
+            0,
+            0,
+            "the checked credentials in the restore arguments are damaged"
+        )
+    };
+    match Reader::new(blob).next_section() {
+        Ok(Some((tag, mut p))) if tag == Tag::Creds as u32 => {
+            CredsRecord::decode(&mut p).map_err(|_| bad())
+        }
+        _ => Err(bad()),
+    }
+}
+
 fn load_image() -> R<Image> {
     let size = file_size(META_FD).map_err(|e| fail!(e, 0, "the metadata file cannot be sized"))?;
     if size < HEADER_LEN as u64 || size > META_MAX {
@@ -1640,11 +1657,29 @@ fn run() -> R<Never> {
             ARGS_MAX - ARGS_HEADER
         ));
     }
+    // The credentials the preflight checked follow the environment.
+    let creds_at = (ARGS_HEADER + env_len).next_multiple_of(8);
+    let mut len = [0u8; 8];
+    if pread(ARGS_FD, &mut len, creds_at) != Ok(8) {
+        return Err(fail!(
+            0,
+            creds_at,
+            "the restore arguments lack the checked credentials"
+        ));
+    }
+    let creds_len = u64::from_le_bytes(len);
+    if creds_len > ARGS_MAX - creds_at - 8 {
+        return Err(fail!(
+            0,
+            creds_len,
+            "the checked credentials have {creds_len} bytes"
+        ));
+    }
     // SAFETY: the arguments area of the zone is reserved for this mapping.
     unsafe {
         mmap(
             ARGS_AREA,
-            page_up(ARGS_HEADER + env_len),
+            page_up(creds_at + 8 + creds_len),
             PROT_READ,
             MAP_PRIVATE | MAP_FIXED,
             ARGS_FD,
@@ -1653,8 +1688,25 @@ fn run() -> R<Never> {
     }
     .map_err(|e| fail!(e, ARGS_AREA, "mapping the restore arguments failed"))?;
 
+    // SAFETY: mapped read-only just above, never unmapped or written while
+    // the restorer runs.
+    let blob: &'static [u8] = unsafe {
+        core::slice::from_raw_parts((ARGS_AREA + creds_at + 8) as *const u8, creds_len as usize)
+    };
+    let checked = checked_creds(blob)?;
+
     enter(Stage::Metadata);
     let img = load_image()?;
+    // The image file may have changed since the preflight read it.
+    if img.creds != checked {
+        return Err(fail!(
+            0,
+            u64::from(img.creds.uids[0]),
+            "the image's credentials (uid {}) are not those the preflight checked (uid {}): the image changed during the restore",
+            img.creds.uids[0],
+            checked.uids[0]
+        ));
+    }
     let pid = img.process.pid;
     if getpid() != pid {
         return Err(fail!(

@@ -60,6 +60,10 @@ pub struct Plan {
     /// The stored pages a lazy restore leaves to `crac restore`: those of
     /// private anonymous areas, as `(address, length, page file offset)`.
     pub lazy: Vec<(u64, u64, u64)>,
+    /// Who the restored process runs as (checked: the caller may restore
+    /// it); handed to the restorer, which refuses an image that says
+    /// otherwise by then.
+    pub creds: crac_image::creds::Creds,
 }
 
 /// The parts of page runs that lie in private anonymous areas (the areas
@@ -829,6 +833,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         areas,
         pages: page_count,
         lazy: lazy_extents(&vmas, &runs),
+        creds: creds.unwrap_or_default(),
         fds,
         files: files
             .iter()
