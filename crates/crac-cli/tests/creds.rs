@@ -347,3 +347,52 @@ fn a_user_restores_its_own_image_and_the_restorers_capability_stays_behind() {
     assert_eq!(creds_of(&text, "thread"), pre, "{text}");
     assert_eq!(pre["CapAmb"], "0000000000000000");
 }
+
+/// The restorer opens the files an image maps with the image's user's
+/// rights: nobody's image that mapped a file nobody may no longer read is
+/// refused, and the file's contents never reach the process.
+#[test]
+fn an_image_cannot_map_a_file_its_user_cannot_open() {
+    let s = setup();
+    let secret = s.d.join("secret");
+    fs::write(&secret, "the secret\n").unwrap();
+    chmod(&secret, 0o644);
+    let home = s.d.join("home");
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    chmod(&home, 0o700);
+    let image = home.join("image");
+    let mut cmd = TestCommand::new("/usr/bin/setpriv");
+    for a in ["--reuid=65534", "--regid=65534", "--clear-groups"] {
+        cmd.arg(a);
+    }
+    let out = cmd
+        .arg(&s.exe)
+        .arg(&s.root_file)
+        .arg(&secret)
+        .env("CRAC_CHECKPOINT_TO", &image)
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .current_dir(s.d.path())
+        .ok();
+    let pid: u32 = out
+        .stdout()
+        .lines()
+        .find_map(|l| l.strip_prefix("pre-checkpoint PID: ")?.trim().parse().ok())
+        .expect("PID line");
+    wait_gone(pid, Duration::from_secs(10));
+    // Readable, it comes back (the mapping works at all).
+    let back = crac(["restore"]).arg(&image).ok();
+    back.stdout_has("mapped: the secret");
+    // Root takes the file away from nobody (same inode, size and mtime).
+    chmod(&secret, 0o600);
+    let t = Instant::now();
+    let out = crac(["restore"]).arg(&image).output();
+    assert!(t.elapsed() < CASE);
+    assert_ne!(out.output.status.code(), Some(0), "{}", out.dump());
+    assert!(!out.stdout().contains("the secret"), "{}", out.dump());
+    assert!(!out.stdout().contains("post-restore"), "{}", out.dump());
+    out.stderr_has(&format!("{}", secret.display()))
+        .stderr_has("EACCES");
+    assert!(!crate::util::alive(pid), "the process runs");
+}

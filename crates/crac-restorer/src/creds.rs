@@ -45,6 +45,38 @@ fn has(set: u64, cap: u64) -> bool {
     set & (1 << cap) != 0
 }
 
+/// Before the restorer opens any file the image names: opens are checked
+/// with the image's filesystem ids and groups, so an image cannot map a file
+/// its user could not open (moving the fs uid away from 0 also drops the
+/// file capabilities from the effective set). Everything else keeps the
+/// restorer's privilege until [`apply`].
+pub fn enter_fs(c: &CredsRecord<'static>) -> R<()> {
+    let groups = groups(c)?;
+    let (eff, _, _) =
+        sc::capget().map_err(|e| fail!(errno(e), 0, "reading the capabilities failed"))?;
+    if has(eff, CAP_SETGID) {
+        sc::setgroups(groups).map_err(|e| {
+            fail!(
+                errno(e),
+                0,
+                "setting {} supplementary groups failed",
+                groups.len()
+            )
+        })?;
+    }
+    let (fu, fg) = (c.uids[3], c.gids[3]);
+    sc::setfsgid(fg);
+    sc::setfsuid(fu);
+    if sc::fsuid_now() != fu || sc::fsgid_now() != fg {
+        return Err(fail!(
+            0,
+            u64::from(fu),
+            "opening files as the image's user (fs uid {fu}, fs gid {fg}) is not permitted"
+        ));
+    }
+    Ok(())
+}
+
 /// Sets the calling thread's credentials to `c` (thread `tid`, for errors).
 pub fn apply(c: &CredsRecord<'static>, tid: u32) -> R<()> {
     let t = tid as u64;

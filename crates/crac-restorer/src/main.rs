@@ -1724,6 +1724,13 @@ fn run() -> R<Never> {
     move_vdso(&img.vdso, &mut block)?;
 
     enter(Stage::MapMemory);
+    creds::enter_fs(&img.creds)?;
+    // Changing the fs ids cleared the parent-death signal.
+    // SAFETY: PR_SET_PDEATHSIG takes no pointers.
+    let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
+    if u64::from(getppid()) != parent {
+        return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
+    }
     let (info_ok, lazy) = map_memory(&img)?;
     let info_addr = img.process.restore_info_addr;
     if !info_ok || info_addr % 8 != 0 {

@@ -6,7 +6,8 @@
 //! `main Uid: ...`, `main Gid: ...`, `main Groups: ...`, `main CapEff: ...`,
 //! `main CapPrm: ...`, `main NoNewPrivs: ...`, the same with `thread`,
 //! `dumpable: N`, then `write FILE: ok` or `write FILE: denied (errno N)`,
-//! then `CREDS DONE`.
+//! then (`creds FILE MAPPED`) `mapped: ` and the first line of MAPPED,
+//! which it maps read-only before the checkpoint, then `CREDS DONE`.
 
 use std::sync::mpsc;
 
@@ -46,6 +47,9 @@ fn main() {
         println!("FAILED: usage: creds FILE");
         std::process::exit(2)
     });
+    // `creds FILE MAPPED`: MAPPED mapped privately, read-only; its first
+    // line is printed after the restore.
+    let mapped = std::env::args().nth(2).map(|p| map_file(&p));
     // A second thread that reports its own credentials once asked to, after
     // the restore: credentials are per thread.
     let (ask_tx, ask_rx) = mpsc::channel::<()>();
@@ -83,5 +87,34 @@ fn main() {
             e.raw_os_error().unwrap_or(0)
         ),
     }
+    if let Some(m) = mapped {
+        let line = m.split(|&b| b == b'\n').next().unwrap_or_default();
+        println!("mapped: {}", String::from_utf8_lossy(line));
+    }
     println!("CREDS DONE");
+}
+
+/// Maps `path` privately, read-only, for the rest of the program.
+fn map_file(path: &str) -> &'static [u8] {
+    let data = std::fs::read(path).unwrap_or_else(|e| {
+        println!("FAILED: reading {path}: {e}");
+        std::process::exit(1)
+    });
+    let f = std::fs::File::open(path).expect("open");
+    use std::os::fd::AsRawFd;
+    #[allow(unsafe_code)]
+    // SAFETY: a fresh private read-only mapping of the whole file; it is
+    // never unmapped, so the slice stays valid.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            data.len(),
+            libc::PROT_READ,
+            libc::MAP_PRIVATE,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(p, libc::MAP_FAILED, "mmap {path}");
+        std::slice::from_raw_parts(p as *const u8, data.len())
+    }
 }
