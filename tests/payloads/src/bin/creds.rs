@@ -102,19 +102,22 @@ fn map_file(path: &str) -> &'static [u8] {
     });
     let f = std::fs::File::open(path).expect("open");
     use std::os::fd::AsRawFd;
+    // SAFETY: a fresh private read-only mapping of the whole file.
     #[allow(unsafe_code)]
-    // SAFETY: a fresh private read-only mapping of the whole file; it is
-    // never unmapped, so the slice stays valid.
-    unsafe {
-        let p = libc::mmap(
+    let p = unsafe {
+        libc::mmap(
             std::ptr::null_mut(),
             data.len(),
             libc::PROT_READ,
             libc::MAP_PRIVATE,
             f.as_raw_fd(),
             0,
-        );
-        assert_ne!(p, libc::MAP_FAILED, "mmap {path}");
+        )
+    };
+    assert_ne!(p, libc::MAP_FAILED, "mmap {path}");
+    // SAFETY: the mapping is never unmapped, so the slice stays valid.
+    #[allow(unsafe_code)]
+    unsafe {
         std::slice::from_raw_parts(p as *const u8, data.len())
     }
 }
