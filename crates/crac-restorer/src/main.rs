@@ -9,7 +9,10 @@
 //!   [`crac_image::status`]),
 //! * fd 6: the restore arguments: `u64` restore start time (ns since the
 //!   epoch), `u64` flags (bit 0: lazy), `u64` PID of `crac restore`, `u64`
-//!   environment length, then `KEY=VALUE\0...`,
+//!   environment length, then `KEY=VALUE\0...`, then (8-aligned) the
+//!   length (`u64`) of the credentials `crac restore`'s preflight checked
+//!   and those as one `Creds` section: the image's own record must equal
+//!   them (the image cannot change who the process runs as after the check),
 //! * from fd 7 up: descriptors the program inherited at start, handed over
 //!   for the library in the restored process to move to their numbers; the
 //!   restorer leaves them alone (it closes only 3 to 6 before the resume).
@@ -34,7 +37,8 @@
 //! anonymous memory (so the executable is no longer mapped and
 //! `PR_SET_MM_MAP` may set `exe_fd`); map the metadata; unmap everything
 //! outside the zone but the vDSO block; move the vDSO block to the image's
-//! addresses; map every memory area, load its pages (images with at least
+//! addresses; take the image's fs ids and groups (so every file the image
+//! names is opened with its user's rights); map every memory area, load its pages (images with at least
 //! 8 MiB of pages on two threads: a helper thread, on a stack in the bss and
 //! with a TID the kernel picks, loads the second half and is gone before any
 //! image thread is created) and protect it (images with at least
@@ -53,8 +57,10 @@
 //! are registered with a new userfaultfd, which is sent to `crac restore`
 //! with a `StatusKind::Lazy` record (`SCM_RIGHTS`) before anything touches
 //! them and then closed here; `crac restore` serves their faults and fills
-//! them. Then `PR_SET_MM_MAP`; create the other threads with their TIDs;
-//! restore the calling thread's kernel state; fill the image's restore-info
+//! them. Then `PR_SET_MM_MAP`; create the other threads with their TIDs
+//! (each takes the image's credentials itself: they are per thread,
+//! [`creds`]); restore the calling thread's kernel state; take the image's
+//! credentials and dumpable flag (nothing after needs privilege); fill the image's restore-info
 //! block; report success and jump into the program at its resume entry. Any
 //! failure writes one error record and exits with status 127.
 #![no_std]
