@@ -396,3 +396,72 @@ fn an_image_cannot_map_a_file_its_user_cannot_open() {
         .stderr_has("EACCES");
     assert!(!crate::util::alive(pid), "the process runs");
 }
+
+/// A service of nobody's, checkpointed by root from outside and restored by
+/// root, runs as nobody; checkpointed again (by root, through its control
+/// channel) it makes an image of nobody's that restores as nobody again.
+#[test]
+fn a_users_service_stays_that_user_across_checkpoints_and_restores() {
+    use crate::util::Service;
+
+    let s = setup();
+    let (crac_copy, warmup) = (s.d.join("crac"), s.d.join("warmup"));
+    fs::copy(crate::util::crac_exe(), &crac_copy).unwrap();
+    fs::copy(payload("warmup"), &warmup).unwrap();
+    chmod(&crac_copy, 0o755);
+    chmod(&warmup, 0o755);
+    let home = s.d.join("home");
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+    chmod(&home, 0o700);
+    let image = home.join("image");
+    let mut cmd = std::process::Command::new("/usr/bin/setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&crac_copy)
+        .args(["run", "--checkpoint-to"])
+        .arg(&image)
+        .arg("--")
+        .arg(&warmup)
+        .args(["--mib", "4"])
+        .current_dir(s.d.path())
+        .env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .env_remove("CRAC_RESTORE_FROM");
+    let service = Service::start(cmd);
+    service.wait_for("serving", Duration::from_secs(60));
+    let pid = service.pid();
+    let uid_line = || {
+        fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(uid_line(), "65534 65534 65534 65534");
+    crac(["checkpoint", &pid.to_string()]).ok();
+    drop(service);
+    wait_gone(pid, Duration::from_secs(10));
+    for round in 0..2 {
+        let mut restore = std::process::Command::new(crate::util::crac_exe());
+        restore.arg("restore").arg(&image);
+        let mut restored = Service::start(restore);
+        restored.also_end(pid, &warmup);
+        restored.wait_for("restored in", CASE);
+        assert_eq!(uid_line(), "65534 65534 65534 65534", "round {round}");
+        crac(["checkpoint", &pid.to_string()]).ok();
+        assert_eq!(
+            restored.wait_exit(CASE).code(),
+            Some(0),
+            "{}",
+            restored.dump()
+        );
+        wait_gone(pid, Duration::from_secs(10));
+        let owner =
+            std::os::unix::fs::MetadataExt::uid(&fs::metadata(image.join("meta.crac")).unwrap());
+        assert_eq!(owner, NOBODY, "the image is nobody's");
+    }
+}
