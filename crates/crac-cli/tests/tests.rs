@@ -6,6 +6,7 @@
 
 mod commit;
 mod control;
+mod creds;
 mod fds;
 mod fds_file;
 mod fds_sock;

@@ -6,6 +6,7 @@
 //! * [`startup`]: facts recorded when the program started (inherited fds).
 #![deny(unsafe_code)]
 
+pub mod creds;
 mod dump;
 mod elf;
 pub mod native;

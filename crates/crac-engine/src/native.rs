@@ -79,6 +79,15 @@ pub enum DumpError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The threads do not share their credentials (the image can hold one
+    /// set for all).
+    #[error("thread {tid} has other {what} than the dumping thread: a process whose threads differ in credentials cannot be checkpointed")]
+    MixedCredentials {
+        /// The differing thread.
+        tid: u32,
+        /// Which part differs.
+        what: &'static str,
+    },
     /// Stopping the other threads failed.
     #[error("cannot stop the other threads: {what} failed with {errno}")]
     Stop {

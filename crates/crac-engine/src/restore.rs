@@ -34,6 +34,8 @@
 //! and 32 KiB per-thread stacks from +112 MiB (at most 4608 threads). The
 //! restored program unmaps the zone once every thread has resumed.
 
+#[cfg(test)]
+mod creds_tests;
 mod inherit;
 mod memfd;
 mod pager;
@@ -245,8 +247,17 @@ const ARG_LAZY: u64 = 1;
 
 /// The restore arguments (fd 6): start time, flags ([`ARG_LAZY`]), the
 /// caller's PID, environment length (`u64` each), then `KEY=VALUE\0`
-/// entries.
-fn restore_args(started_ns: u64, flags: u64, env: &[(OsString, OsString)]) -> Vec<u8> {
+/// entries; then, 8-aligned, the length (`u64`) of the credentials the
+/// preflight checked and those credentials as one `Creds` section. The
+/// restorer gives the process these and refuses an image whose own record
+/// differs: an image file its user rewrites after the preflight cannot
+/// make the process root.
+fn restore_args(
+    started_ns: u64,
+    flags: u64,
+    env: &[(OsString, OsString)],
+    creds: &crac_image::creds::Creds,
+) -> Vec<u8> {
     let mut block = Vec::new();
     for (k, v) in env {
         block.extend_from_slice(k.as_bytes());
@@ -260,6 +271,13 @@ fn restore_args(started_ns: u64, flags: u64, env: &[(OsString, OsString)]) -> Ve
     out.extend_from_slice(&u64::from(std::process::id()).to_le_bytes());
     out.extend_from_slice(&(block.len() as u64).to_le_bytes());
     out.extend_from_slice(&block);
+    out.resize(out.len().next_multiple_of(8), 0);
+    let mut buf = vec![0u8; 128 + creds.groups_le.len()];
+    let mut w = crac_image::Writer::new(&mut buf);
+    creds.as_record().encode(&mut w);
+    let section = w.finish().expect("sized for the record");
+    out.extend_from_slice(&(section.len() as u64).to_le_bytes());
+    out.extend_from_slice(section);
     out
 }
 
@@ -311,7 +329,7 @@ pub fn restore_with_progress(
     let mut args = memfd(c"crac-restore-args", false).map_err(setup("arguments memfd"))?;
     let lazy = !opts.eager && !opts.detach && !plan.lazy.is_empty();
     let flags = if lazy { ARG_LAZY } else { 0 };
-    args.write_all(&restore_args(started_ns, flags, &opts.env))
+    args.write_all(&restore_args(started_ns, flags, &opts.env, &plan.creds))
         .map_err(setup("arguments memfd"))?;
     // A socket, not a pipe: the restorer of a lazy restore sends its
     // userfaultfd along with a record.
@@ -713,16 +731,31 @@ mod tests {
 
     #[test]
     fn restore_args_layout() {
+        let mut creds = crac_image::creds::Creds {
+            uids: [5; 4],
+            ..Default::default()
+        };
+        creds.set_groups(vec![9]);
         let a = restore_args(
             7,
             ARG_LAZY,
             &[("A".into(), "1".into()), ("B".into(), "".into())],
+            &creds,
         );
         assert_eq!(&a[0..8], &7u64.to_le_bytes());
         assert_eq!(&a[8..16], &ARG_LAZY.to_le_bytes());
         assert_eq!(&a[16..24], &u64::from(std::process::id()).to_le_bytes());
         assert_eq!(&a[24..32], &7u64.to_le_bytes());
-        assert_eq!(&a[32..], b"A=1\0B=\0");
+        assert_eq!(&a[32..40], b"A=1\0B=\0\0");
+        let len = u64::from_le_bytes(a[40..48].try_into().unwrap()) as usize;
+        assert_eq!(a.len(), 48 + len);
+        let (tag, mut p) = crac_image::Reader::new(&a[48..])
+            .next_section()
+            .unwrap()
+            .unwrap();
+        assert_eq!(tag, crac_image::Tag::Creds as u32);
+        let back = crac_image::CredsRecord::decode(&mut p).unwrap();
+        assert_eq!(back, creds.as_record());
     }
 
     #[test]

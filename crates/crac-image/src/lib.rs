@@ -19,6 +19,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
+pub mod creds;
 #[cfg(feature = "std")]
 pub mod dir;
 #[cfg(feature = "std")]
@@ -33,6 +34,7 @@ pub mod strict;
 pub mod summary;
 pub mod wire;
 
+pub use creds::{CredsRecord, CREDS_NO_NEW_PRIVS};
 #[cfg(feature = "std")]
 pub use dir::{prepare_temp_dir, ImageDirError, ImageWriteError, TempImageDir};
 #[cfg(feature = "std")]

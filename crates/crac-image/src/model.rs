@@ -473,6 +473,9 @@ pub struct Image {
     pub timers: TimersRecord,
     /// File descriptors the engine carries across (besides stdio).
     pub fds: Vec<Fd>,
+    /// Who the process runs as (`None`: an image without a creds section,
+    /// which restore refuses).
+    pub creds: Option<crate::creds::Creds>,
     /// Sections skipped because their tag is unknown (newer minor).
     pub unknown_sections: Vec<UnknownSection>,
 }
@@ -493,6 +496,7 @@ pub fn tag_name(tag: u32) -> &'static str {
         Some(Tag::Rlimits) => "rlimits",
         Some(Tag::Timers) => "timers",
         Some(Tag::Fd) => "fd",
+        Some(Tag::Creds) => "creds",
         None => "unknown",
     }
 }
@@ -816,6 +820,7 @@ struct Once {
     sigactions: Option<[SigactionRecord; 64]>,
     rlimits: Option<[RlimitRecord; 16]>,
     timers: Option<TimersRecord>,
+    creds: Option<crate::creds::Creds>,
 }
 
 fn set_once<T>(slot: &mut Option<T>, v: T, tag: Tag, offset: usize) -> Result<(), DecodeBodyError> {
@@ -908,6 +913,10 @@ impl Image {
                     let tm = TimersRecord::decode(&mut s).map_err(bad)?;
                     set_once(&mut once.timers, tm, t, offset)?;
                 }
+                Tag::Creds => {
+                    let c = crate::CredsRecord::decode(&mut s).map_err(bad)?;
+                    set_once(&mut once.creds, (&c).into(), t, offset)?;
+                }
             }
         }
         Ok(Image {
@@ -925,6 +934,7 @@ impl Image {
             rlimits: once.rlimits.ok_or(missing(Tag::Rlimits))?,
             timers: once.timers.ok_or(missing(Tag::Timers))?,
             fds,
+            creds: once.creds,
             unknown_sections,
         })
     }
@@ -973,6 +983,9 @@ impl Image {
         self.timers.encode(w);
         for f in &self.fds {
             f.as_record().encode(w);
+        }
+        if let Some(c) = &self.creds {
+            c.as_record().encode(w);
         }
     }
 

@@ -38,6 +38,8 @@ pub enum Tag {
     /// [`FdRecord`], one per file descriptor the engine carries across
     /// (besides stdio, which the restoring side provides).
     Fd = 13,
+    /// [`CredsRecord`](crate::CredsRecord), once: who the process runs as.
+    Creds = 14,
 }
 
 impl Tag {
@@ -57,6 +59,7 @@ impl Tag {
             11 => Tag::Rlimits,
             12 => Tag::Timers,
             13 => Tag::Fd,
+            14 => Tag::Creds,
             _ => return None,
         })
     }

@@ -52,6 +52,9 @@ pub struct ImageSummary {
     pub timers: TimersView,
     /// Sections skipped because this build does not know their tag.
     pub unknown_sections: Vec<UnknownSectionView>,
+    /// Who the restored process runs as (`null`: the image has no creds
+    /// section and cannot be restored).
+    pub creds: Option<crate::creds::CredsView>,
 }
 
 /// `process` in [`ImageSummary`].
@@ -549,6 +552,7 @@ impl Image {
                     bytes: s.len,
                 })
                 .collect(),
+            creds: self.creds.as_ref().map(Into::into),
         }
     }
 }

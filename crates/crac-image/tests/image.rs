@@ -500,6 +500,7 @@ fn json_summary_has_the_documented_shape() {
         [
             "arch",
             "cpu",
+            "creds",
             "fds",
             "files",
             "format_version",
@@ -519,6 +520,16 @@ fn json_summary_has_the_documented_shape() {
     );
     assert_eq!(v["format_version"], "1.1");
     assert_eq!(v["arch"], "x86_64");
+    assert_eq!(
+        v["creds"],
+        serde_json::json!({
+            "uids": [65534, 65534, 65534, 65534], "gids": [65534, 65534, 65534, 100],
+            "groups": [27, 65534], "cap_effective": ["cap_net_bind_service"],
+            "cap_permitted": ["cap_net_bind_service"], "cap_inheritable": [],
+            "cap_bounding": "0x1ffffffffff", "cap_ambient": [], "securebits": "0x0",
+            "no_new_privs": false, "dumpable": 1
+        })
+    );
     assert_eq!(
         v["memory"],
         serde_json::json!({"vmas": 2, "mapped_bytes": 16384, "runs": 1,

@@ -11,7 +11,10 @@
 //!   [`crac_image::status`]),
 //! * fd 6: the restore arguments: `u64` restore start time (ns since the
 //!   epoch), `u64` flags (bit 0: lazy), `u64` PID of `crac restore`, `u64`
-//!   environment length, then `KEY=VALUE\0...`,
+//!   environment length, then `KEY=VALUE\0...`, then (8-aligned) the
+//!   length (`u64`) of the credentials `crac restore`'s preflight checked
+//!   and those as one `Creds` section: the image's own record must equal
+//!   them (the image cannot change who the process runs as after the check),
 //! * from fd 7 up: descriptors the program inherited at start, handed over
 //!   for the library in the restored process to move to their numbers; the
 //!   restorer leaves them alone (it closes only 3 to 6 before the resume).
@@ -36,7 +39,8 @@
 //! anonymous memory (so the executable is no longer mapped and
 //! `PR_SET_MM_MAP` may set `exe_fd`); map the metadata; unmap everything
 //! outside the zone but the vDSO block; move the vDSO block to the image's
-//! addresses; map every memory area, load its pages (images with at least
+//! addresses; take the image's fs ids and groups (so every file the image
+//! names is opened with its user's rights); map every memory area, load its pages (images with at least
 //! 8 MiB of pages on two threads: a helper thread, on a stack in the bss and
 //! with a TID the kernel picks, loads the second half and is gone before any
 //! image thread is created) and protect it (images with at least
@@ -55,8 +59,10 @@
 //! are registered with a new userfaultfd, which is sent to `crac restore`
 //! with a `StatusKind::Lazy` record (`SCM_RIGHTS`) before anything touches
 //! them and then closed here; `crac restore` serves their faults and fills
-//! them. Then `PR_SET_MM_MAP`; create the other threads with their TIDs;
-//! restore the calling thread's kernel state; fill the image's restore-info
+//! them. Then `PR_SET_MM_MAP`; create the other threads with their TIDs
+//! (each takes the image's credentials itself: they are per thread,
+//! [`creds`]); restore the calling thread's kernel state; take the image's
+//! credentials and dumpable flag (nothing after needs privilege); fill the image's restore-info
 //! block; report success and jump into the program at its resume entry. Any
 //! failure writes one error record and exits with status 127.
 #![no_std]
@@ -77,11 +83,11 @@ use crac_image::status::{
     Stage, Status, StatusKind, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
 };
 use crac_image::{
-    DecodeError, FileRecord, Header, MmRecord, PageRun, ProcessRecord, Reader, RestoreInfo, Tag,
-    ThreadRecord, VdsoRecord, VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN, PAGE_SIZE,
-    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_LEN, RESTORE_INFO_MAGIC, RESTORE_LAZY,
-    VMA_ADVICE, VMA_DELETED, VMA_DONTFORK, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED, VMA_VDSO,
-    VMA_VSYSCALL, VMA_WIPEONFORK,
+    CredsRecord, DecodeError, FileRecord, Header, MmRecord, PageRun, ProcessRecord, Reader,
+    RestoreInfo, Tag, ThreadRecord, VdsoRecord, VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN,
+    PAGE_SIZE, RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_LEN, RESTORE_INFO_MAGIC,
+    RESTORE_LAZY, VMA_ADVICE, VMA_DELETED, VMA_DONTFORK, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED,
+    VMA_VDSO, VMA_VSYSCALL, VMA_WIPEONFORK,
 };
 use sys::*;
 
@@ -250,6 +256,9 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 
 type R<T> = Result<T, Status>;
 
+// After `fail!`, which it uses.
+mod creds;
+
 fn page_up(v: u64) -> u64 {
     (v + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
 }
@@ -327,6 +336,7 @@ struct Image {
     vdso: VdsoRecord,
     runs: Reader<'static>,
     threads: u64,
+    creds: CredsRecord<'static>,
 }
 
 fn meta_err(e: DecodeError) -> Status {
@@ -345,6 +355,23 @@ fn sections(body: &'static [u8]) -> impl Iterator<Item = R<(Tag, Reader<'static>
             },
         }
     })
+}
+
+/// Decodes the credentials `crac restore` checked (one `Creds` section).
+fn checked_creds(blob: &'static [u8]) -> R<CredsRecord<'static>> {
+    let bad = || {
+        fail!(
+            0,
+            0,
+            "the checked credentials in the restore arguments are damaged"
+        )
+    };
+    match Reader::new(blob).next_section() {
+        Ok(Some((tag, mut p))) if tag == Tag::Creds as u32 => {
+            CredsRecord::decode(&mut p).map_err(|_| bad())
+        }
+        _ => Err(bad()),
+    }
 }
 
 fn load_image() -> R<Image> {
@@ -385,6 +412,7 @@ fn load_image() -> R<Image> {
     let mut vdso = VdsoRecord::default();
     let mut runs = Reader::new(&[]);
     let mut threads = 0;
+    let mut creds = None;
     for s in sections(body) {
         let (tag, mut p) = s?;
         match tag {
@@ -393,11 +421,16 @@ fn load_image() -> R<Image> {
             Tag::Vdso => vdso = VdsoRecord::decode(&mut p).map_err(meta_err)?,
             Tag::Runs => runs = p,
             Tag::Thread => threads += 1,
+            Tag::Creds => creds = Some(CredsRecord::decode(&mut p).map_err(meta_err)?),
             _ => {}
         }
     }
     let (Some(process), Some(mm)) = (process, mm) else {
         return Err(fail!(0, 0, "the metadata lacks its process or mm record"));
+    };
+    // Without it the process would run as whoever runs `crac restore`.
+    let Some(creds) = creds else {
+        return Err(fail!(0, 0, "the metadata lacks its credentials record"));
     };
     Ok(Image {
         body,
@@ -406,6 +439,7 @@ fn load_image() -> R<Image> {
         vdso,
         runs,
         threads,
+        creds,
     })
 }
 
@@ -1372,6 +1406,7 @@ struct ThreadArgs {
     rseq_addr: u64,
     affinity: &'static [u8],
     resume_entry: u64,
+    creds: CredsRecord<'static>,
 }
 
 impl ThreadArgs {
@@ -1393,6 +1428,7 @@ impl ThreadArgs {
             rseq_addr: t.rseq_addr,
             affinity: t.affinity,
             resume_entry,
+            creds: CredsRecord::default(),
         }
     }
 }
@@ -1476,7 +1512,7 @@ extern "C" fn thread_entry(arg: u64) -> ! {
     // SAFETY: `arg` points to the ThreadArgs the main thread wrote at the
     // bottom of this thread's stack slot; it stays valid until the jump.
     let a = unsafe { &*(arg as *const ThreadArgs) };
-    if let Err(s) = thread_state(a) {
+    if let Err(s) = thread_state(a).and_then(|()| creds::apply(&a.creds, a.tid as u32)) {
         die(&s);
     }
     THREADS_READY.fetch_add(1, Ordering::Release);
@@ -1534,7 +1570,12 @@ fn create_threads(img: &Image) -> R<ThreadRecord<'static>> {
         let args = slot as *mut ThreadArgs;
         // SAFETY: the slot is mapped and unused; the thread reads the args
         // from there.
-        unsafe { args.write(ThreadArgs::new(&t, img.process.resume_entry)) };
+        unsafe {
+            args.write(ThreadArgs {
+                creds: img.creds,
+                ..ThreadArgs::new(&t, img.process.resume_entry)
+            })
+        };
         let tid = t.tid as i32;
         let ca = crac_sys::clone::CloneArgs {
             flags: crac_sys::clone::THREAD_FLAGS
@@ -1642,11 +1683,29 @@ fn run() -> R<Never> {
             ARGS_MAX - ARGS_HEADER
         ));
     }
+    // The credentials the preflight checked follow the environment.
+    let creds_at = (ARGS_HEADER + env_len).next_multiple_of(8);
+    let mut len = [0u8; 8];
+    if pread(ARGS_FD, &mut len, creds_at) != Ok(8) {
+        return Err(fail!(
+            0,
+            creds_at,
+            "the restore arguments lack the checked credentials"
+        ));
+    }
+    let creds_len = u64::from_le_bytes(len);
+    if creds_len > ARGS_MAX - creds_at - 8 {
+        return Err(fail!(
+            0,
+            creds_len,
+            "the checked credentials have {creds_len} bytes"
+        ));
+    }
     // SAFETY: the arguments area of the zone is reserved for this mapping.
     unsafe {
         mmap(
             ARGS_AREA,
-            page_up(ARGS_HEADER + env_len),
+            page_up(creds_at + 8 + creds_len),
             PROT_READ,
             MAP_PRIVATE | MAP_FIXED,
             ARGS_FD,
@@ -1655,8 +1714,25 @@ fn run() -> R<Never> {
     }
     .map_err(|e| fail!(e, ARGS_AREA, "mapping the restore arguments failed"))?;
 
+    // SAFETY: mapped read-only just above, never unmapped or written while
+    // the restorer runs.
+    let blob: &'static [u8] = unsafe {
+        core::slice::from_raw_parts((ARGS_AREA + creds_at + 8) as *const u8, creds_len as usize)
+    };
+    let checked = checked_creds(blob)?;
+
     enter(Stage::Metadata);
     let img = load_image()?;
+    // The image file may have changed since the preflight read it.
+    if img.creds != checked {
+        return Err(fail!(
+            0,
+            u64::from(img.creds.uids[0]),
+            "the image's credentials (uid {}) are not those the preflight checked (uid {}): the image changed during the restore",
+            img.creds.uids[0],
+            checked.uids[0]
+        ));
+    }
     let pid = img.process.pid;
     if getpid() != pid {
         return Err(fail!(
@@ -1674,6 +1750,13 @@ fn run() -> R<Never> {
     move_vdso(&img.vdso, &mut block)?;
 
     enter(Stage::MapMemory);
+    creds::enter_fs(&img.creds)?;
+    // Changing the fs ids cleared the parent-death signal.
+    // SAFETY: PR_SET_PDEATHSIG takes no pointers.
+    let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
+    if u64::from(getppid()) != parent {
+        return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
+    }
     let (info_ok, lazy) = map_memory(&img)?;
     let info_addr = img.process.restore_info_addr;
     if !info_ok || info_addr % 8 != 0 {
@@ -1706,8 +1789,20 @@ fn run() -> R<Never> {
         )
     })?;
 
+    // Last: nothing after this needs the restorer's privilege, and every
+    // other thread has set its own (it counted itself ready after that).
+    creds::apply(&img.creds, pid)?;
+    creds::set_dumpable(&img.creds)?;
+
     enter(Stage::Resume);
-    if !lazy {
+    if lazy {
+        // A credential change cleared the parent-death signal.
+        // SAFETY: PR_SET_PDEATHSIG takes no pointers.
+        let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
+        if u64::from(getppid()) != parent {
+            return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
+        }
+    } else {
         // Nothing depends on `crac restore` any more.
         // SAFETY: PR_SET_PDEATHSIG takes no pointers.
         let _ = unsafe { prctl(PR_SET_PDEATHSIG, 0, 0, 0) };

@@ -16,6 +16,7 @@
 //!   PID or TID still held by a dying process.
 //! * [`peercred`]: `SO_PEERCRED`, who is at the other end of a Unix socket.
 //! * [`sock`]: sockets for carried socket descriptors.
+//! * [`creds`]: the calling thread's ids, groups and capabilities.
 //!
 //! The core is `no_std` so the restorer can use it; everything here is a thin,
 //! documented wrapper and every `unsafe` block names its invariants.
@@ -24,6 +25,7 @@
 
 pub mod clone;
 pub mod commit;
+pub mod creds;
 pub mod ctx;
 pub mod fdobj;
 pub mod file;

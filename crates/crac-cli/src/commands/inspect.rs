@@ -106,6 +106,7 @@ fn kind_name(kind: ProblemKind) -> &'static str {
         ProblemKind::ZoneCollision => "zone-collision",
         ProblemKind::Rlimit => "rlimit",
         ProblemKind::Address => "address",
+        ProblemKind::Trust => "trust",
         _ => "other",
     }
 }
@@ -278,6 +279,7 @@ fn human(r: &InspectReport<'_>) -> String {
         "process     PID {}, uid {}, gid {}, cwd {}",
         p.pid, p.uid, p.gid, p.cwd
     );
+    runs_as(&mut o, s.creds.as_ref());
     let _ = writeln!(o, "threads     {}", s.threads.len());
     for t in &s.threads {
         let _ = writeln!(
@@ -366,6 +368,104 @@ fn human(r: &InspectReport<'_>) -> String {
 }
 
 /// Arguments as a shell would need them quoted.
+/// A name from an `/etc/passwd`-style file (`name:x:id:...`), if listed.
+fn name_of(file: &str, id: u32) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        (f.nth(1)?.parse::<u32>().ok()? == id).then(|| name.to_owned())
+    })
+}
+
+fn ids_text(what: &str, file: &str, ids: &[u32; 4]) -> String {
+    let named = |id: u32| match name_of(file, id) {
+        Some(n) => format!("{id} ({n})"),
+        None => id.to_string(),
+    };
+    if ids.iter().all(|&i| i == ids[0]) {
+        format!("{what} {}", named(ids[0]))
+    } else {
+        format!(
+            "{what} {} (effective {}, saved {}, fs {})",
+            named(ids[0]),
+            named(ids[1]),
+            ids[2],
+            ids[3]
+        )
+    }
+}
+
+fn caps_text(names: &[String]) -> String {
+    let all = crac_image::creds::CAP_NAMES.len();
+    if names.is_empty() {
+        return "none".into();
+    }
+    if names.len() == all {
+        return "all".into();
+    }
+    if names.len() + 3 >= all {
+        let missing: Vec<String> = crac_image::creds::CAP_NAMES
+            .iter()
+            .map(|n| format!("cap_{n}"))
+            .filter(|n| !names.contains(n))
+            .collect();
+        return format!("all but {}", missing.join(", "));
+    }
+    names.join(", ")
+}
+
+/// The `runs as` lines: who the restored process will be.
+fn runs_as(o: &mut String, c: Option<&crac_image::creds::CredsView>) {
+    let Some(c) = c else {
+        let _ = writeln!(
+            o,
+            "runs as     unknown: the image has no credentials record (restore refuses it)"
+        );
+        return;
+    };
+    let groups = if c.groups.is_empty() {
+        "no supplementary groups".to_owned()
+    } else {
+        let g: Vec<String> = c
+            .groups
+            .iter()
+            .map(|&g| match name_of("/etc/group", g) {
+                Some(n) => format!("{g} ({n})"),
+                None => g.to_string(),
+            })
+            .collect();
+        format!("groups {}", g.join(", "))
+    };
+    let _ = writeln!(
+        o,
+        "runs as     {}, {}, {groups}",
+        ids_text("uid", "/etc/passwd", &c.uids),
+        ids_text("gid", "/etc/group", &c.gids)
+    );
+    let mut caps = if c.cap_effective == c.cap_permitted {
+        caps_text(&c.cap_effective)
+    } else {
+        format!(
+            "effective {}; permitted {}",
+            caps_text(&c.cap_effective),
+            caps_text(&c.cap_permitted)
+        )
+    };
+    for (what, set) in [
+        ("inheritable", &c.cap_inheritable),
+        ("ambient", &c.cap_ambient),
+    ] {
+        if !set.is_empty() {
+            caps += &format!("; {what} {}", caps_text(set));
+        }
+    }
+    if c.no_new_privs {
+        caps += "; no_new_privs";
+    }
+    let _ = writeln!(o, "            capabilities {caps}");
+}
+
 fn shell_words(args: &[String]) -> String {
     args.iter()
         .map(|a| {

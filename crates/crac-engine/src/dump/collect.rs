@@ -124,6 +124,8 @@ pub struct Facts {
     /// `(start, end, VMA_* advice bits)` of the mappings with `madvise`
     /// advice (from `/proc/self/smaps`), in address order.
     pub advice: Vec<(u64, u64, u32)>,
+    /// The dumping thread's credentials (the restored process gets them).
+    pub creds: crac_image::creds::Creds,
 }
 
 fn read_bytes(p: &str) -> Vec<u8> {
@@ -170,6 +172,7 @@ pub fn gather() -> std::io::Result<Facts> {
         }
     }
     f.personality = sys::personality();
+    f.creds = crate::creds::current()?;
     f.exe = fs::read_link("/proc/self/exe")?
         .as_os_str()
         .as_bytes()

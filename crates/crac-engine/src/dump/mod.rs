@@ -638,6 +638,7 @@ fn encode_body(
     }
     .encode(w);
     s.fds.encode(w);
+    f.creds.as_record().encode(w);
 }
 
 /// Dumps the calling process; see [`crate::native::checkpoint`].
@@ -702,6 +703,10 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     // Give freed heap memory back to the kernel so the image stays small.
     stop::malloc_trim();
     let facts = collect::gather().map_err(|e| DumpError::Gather { source: e })?;
+    // Credentials are per thread; the image holds one set for all.
+    if let Some((tid, what)) = crate::creds::differing_thread(&facts.creds) {
+        return Err(DumpError::MixedCredentials { tid, what });
+    }
     // Before the engine opens descriptors of its own.
     let fds = fds::FdSet::plan(&opts.fd_policies);
     if let Some(&fd) = fds.left_out.first() {

@@ -65,6 +65,10 @@ pub struct Plan {
     /// The image as checked: the restore passes these bytes and this page
     /// file descriptor to the restorer instead of opening the paths again.
     pub(crate) verified: Arc<VerifiedImage>,
+    /// Who the restored process runs as (checked: the caller may restore
+    /// it); handed to the restorer, which refuses an image that says
+    /// otherwise by then.
+    pub creds: crac_image::creds::Creds,
 }
 
 /// MemTotal + SwapTotal from /proc/meminfo, in bytes.
@@ -137,6 +141,10 @@ pub enum ProblemKind {
     Rlimit,
     /// A listening socket's address is in use or cannot be bound here.
     Address,
+    /// The image was made by another user than the caller, its credentials
+    /// are missing, or another user could have written its directory or
+    /// files.
+    Trust,
 }
 
 /// One reason an image cannot be restored here, as a sentence with the facts.
@@ -611,6 +619,32 @@ fn check_ids(pid: u32, threads: &[(u32, String)], p: &mut Problems) {
     }
 }
 
+/// Who may restore the image and whether its directory can be trusted.
+fn check_creds(dir: &Path, creds: Option<&crac_image::creds::Creds>, p: &mut Problems) {
+    let Some(creds) = creds else {
+        // Without it the restored process would run as the caller.
+        p.add(
+            ProblemKind::Trust,
+            "the image has no credentials record: it does not say which user it runs as".into(),
+        );
+        return;
+    };
+    match crate::creds::current() {
+        Ok(me) => {
+            if let Some(why) = crate::creds::refusal(&me, creds) {
+                p.add(ProblemKind::Trust, why);
+            }
+        }
+        Err(e) => p.add(
+            ProblemKind::Trust,
+            format!("this process's credentials cannot be read: {e}"),
+        ),
+    }
+    for why in crate::creds::image_dir_problems(dir, creds.uids[0]) {
+        p.add(ProblemKind::Trust, why);
+    }
+}
+
 /// Checks that the image in `image_dir` can be restored here and describes
 /// what the restore will create. Reads only: the metadata, the page file
 /// (for its checksum), the mapped files' attributes, this process's CPU,
@@ -681,6 +715,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
     let mut vmas = Vec::new();
     let mut runs = Vec::new();
     let mut damaged = None;
+    let mut creds = None;
     let mut r = Reader::new(body);
     loop {
         let (tag, mut s) = match r.next_section() {
@@ -724,6 +759,8 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
                     );
                 }
             }),
+            Some(Tag::Creds) => crac_image::CredsRecord::decode(&mut s)
+                .map(|c| creds = Some(crac_image::creds::Creds::from(&c))),
             Some(Tag::Runs) => decode_runs(s).try_for_each(|r| r.map(|r| runs.push(r))),
             _ => Ok(()),
         };
@@ -748,6 +785,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         );
         return Err(fail(p));
     };
+    check_creds(dir, creds.as_ref(), &mut p);
     if !threads.iter().any(|(t, _)| *t == process.pid) {
         p.add(
             ProblemKind::Image,
@@ -813,6 +851,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         areas,
         pages: page_count,
         lazy: lazy_extents(&vmas, &runs),
+        creds: creds.unwrap_or_default(),
         fds,
         files: files
             .iter()

@@ -217,6 +217,9 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
         ..Default::default()
     }
     .encode(&mut w);
+    // The test's own credentials: the image restores as whoever runs it.
+    let creds = crate::creds::current().expect("own credentials");
+    creds.as_record().encode(&mut w);
     let mut lims = [crac_image::RlimitRecord { cur: 0, max: 0 }; 16];
     if let Some(m) = t.nofile_max {
         lims[7] = crac_image::RlimitRecord { cur: 0, max: m };

@@ -128,6 +128,20 @@ pub fn sample() -> (Image, Vec<u8>) {
             buffered: 3,
             ..Default::default()
         }],
+        creds: Some({
+            let mut c = crac_image::creds::Creds {
+                uids: [65534, 65534, 65534, 65534],
+                gids: [65534, 65534, 65534, 100],
+                cap_permitted: 1 << 10,
+                cap_effective: 1 << 10,
+                cap_bounding: (1 << 41) - 1,
+                securebits: 0,
+                dumpable: 1,
+                ..Default::default()
+            };
+            c.set_groups(vec![27, 65534]);
+            c
+        }),
         unknown_sections: Vec::new(),
     };
     let pages: Vec<u8> = (0..2 * PAGE_SIZE).map(|i| (i % 251) as u8).collect();
@@ -302,6 +316,7 @@ prop_compose! {
                 .into_iter()
                 .map(|(fd, (kind, flags, id, buffered))| Fd { fd, kind, flags, id, buffered, ..Default::default() })
                 .collect(),
+            creds: None,
             unknown_sections: Vec::new(),
         };
         (image, page_data)
