@@ -1,19 +1,24 @@
-//! Credentials across the restore: the restorer uses the credentials the
-//! preflight checked.
+//! Credentials across the restore: the process runs with the credentials
+//! the preflight checked.
 
 use std::path::Path;
 
-use super::{restore_with_progress, testimg, RestoreOptions};
+use super::{kill_and_reap, restore_with_progress, testimg, RestoreOptions};
 use crac_image::status::Stage;
 
 /// An image its user rewrites after the preflight (here: to claim root)
-/// is refused by the restorer, which compares the image's credentials
-/// with those the preflight checked, before anything runs.
+/// does not change who runs: the restorer gets the metadata preflight
+/// checked (a sealed memfd), not the file, and the process runs as the
+/// user preflight saw.
 #[test]
 fn an_image_rewritten_after_the_preflight_cannot_change_who_runs() {
     let d = tempfile::tempdir().unwrap();
     let (pid, tid) = testimg::free_ids();
-    testimg::write(d.path(), pid, tid, &testimg::Tweaks::default());
+    let tweaks = testimg::Tweaks {
+        wait_signal: true,
+        ..Default::default()
+    };
+    testimg::write(d.path(), pid, tid, &tweaks);
     let meta_path = d.path().join(crac_image::META_FILE);
     let as_root = std::fs::read(&meta_path).unwrap();
     // The same image made by nobody.
@@ -42,14 +47,16 @@ fn an_image_rewritten_after_the_preflight_cannot_change_who_runs() {
             std::fs::write(&meta_path, &as_root).unwrap();
         }
     };
-    let err = restore_with_progress(d.path(), RestoreOptions::default(), &mut swap)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains(
-            "the image's credentials (uid 0) are not those the preflight checked (uid 65534)"
-        ),
-        "{err}"
+    let restored = restore_with_progress(d.path(), RestoreOptions::default(), &mut swap);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    kill_and_reap(pid);
+    let restored = restored.map_err(|e| e.to_string());
+    assert!(restored.is_ok(), "{restored:?}");
+    let uids = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+    assert_eq!(
+        uids.split_whitespace().skip(1).collect::<Vec<_>>(),
+        ["65534"; 4],
+        "{status}"
     );
-    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "it runs");
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "still runs");
 }
