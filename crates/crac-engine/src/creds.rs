@@ -3,7 +3,6 @@
 //! rules of image directories (like ssh's `StrictModes`).
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 
 use crac_image::creds::Creds;
 use crac_sys::creds as sc;
@@ -110,18 +109,18 @@ pub fn refusal(caller: &Creds, image: &Creds) -> Option<String> {
 /// Why a file or directory of an image is not trusted, or `None`: it must be
 /// owned by root or by the image's user and not be writable by group or
 /// others (another user could have put anything there).
-pub fn untrusted(
+fn untrusted(
     what: &str,
     path: &std::path::Path,
-    m: &fs::Metadata,
+    owner: u32,
+    mode: u32,
     image_uid: u32,
 ) -> Option<String> {
-    let mode = m.mode() & 0o7777;
-    if m.uid() != 0 && m.uid() != image_uid {
+    let mode = mode & 0o7777;
+    if owner != 0 && owner != image_uid {
         return Some(format!(
-            "the image {what} {} is owned by uid {}, neither root nor the image's user (uid {image_uid})",
+            "the image {what} {} is owned by uid {owner}, neither root nor the image's user (uid {image_uid})",
             path.display(),
-            m.uid()
         ));
     }
     if mode & 0o022 != 0 {
@@ -138,30 +137,46 @@ pub fn untrusted(
     None
 }
 
-/// The trust problems of image directory `dir` for an image of user
-/// `image_uid`: the directory and both image files (not followed if they
-/// are symbolic links, which a dump never writes).
-pub fn image_dir_problems(dir: &std::path::Path, image_uid: u32) -> Vec<String> {
+/// The trust problems of the image directory `dir` as the strict reader
+/// opened it, for an image of user `image_uid`: the directory and the page
+/// file by their open descriptors, `meta.crac` relative to the directory's
+/// descriptor without following a link (a dump never writes one) — never
+/// by their paths again.
+pub fn image_dir_problems(
+    dir: &std::path::Path,
+    verified: &crac_image::VerifiedImage,
+    image_uid: u32,
+) -> Vec<String> {
+    use rustix::fs::{fstat, statat, AtFlags, FileType};
     let mut out = Vec::new();
-    match fs::metadata(dir) {
-        Ok(m) => out.extend(untrusted("directory", dir, &m, image_uid)),
-        Err(e) => out.push(format!(
-            "the image directory {} cannot be examined: {e}",
-            dir.display()
+    let mut check = |what: &str,
+                     path: std::path::PathBuf,
+                     st: rustix::io::Result<rustix::fs::Stat>| match st {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => out.push(format!(
+            "the image {what} {} is a symbolic link, not a file the dump wrote",
+            path.display()
         )),
-    }
-    for name in [crac_image::META_FILE, crac_image::PAGES_FILE] {
-        let path = dir.join(name);
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.file_type().is_symlink() => out.push(format!(
-                "the image file {} is a symbolic link, not a file the dump wrote",
-                path.display()
-            )),
-            Ok(m) => out.extend(untrusted("file", &path, &m, image_uid)),
-            // Reported by the checks that read it.
-            Err(_) => {}
-        }
-    }
+        Ok(st) => out.extend(untrusted(what, &path, st.st_uid, st.st_mode, image_uid)),
+        Err(e) => out.push(format!(
+            "the image {what} {} cannot be examined: {e}",
+            path.display()
+        )),
+    };
+    check("directory", dir.to_path_buf(), fstat(verified.dir.fd()));
+    check(
+        "file",
+        dir.join(crac_image::META_FILE),
+        statat(
+            verified.dir.fd(),
+            crac_image::META_FILE,
+            AtFlags::SYMLINK_NOFOLLOW,
+        ),
+    );
+    check(
+        "file",
+        dir.join(crac_image::PAGES_FILE),
+        fstat(&verified.pages),
+    );
     out
 }
 

@@ -620,7 +620,12 @@ fn check_ids(pid: u32, threads: &[(u32, String)], p: &mut Problems) {
 }
 
 /// Who may restore the image and whether its directory can be trusted.
-fn check_creds(dir: &Path, creds: Option<&crac_image::creds::Creds>, p: &mut Problems) {
+fn check_creds(
+    dir: &Path,
+    verified: &VerifiedImage,
+    creds: Option<&crac_image::creds::Creds>,
+    p: &mut Problems,
+) {
     let Some(creds) = creds else {
         // Without it the restored process would run as the caller.
         p.add(
@@ -640,7 +645,7 @@ fn check_creds(dir: &Path, creds: Option<&crac_image::creds::Creds>, p: &mut Pro
             format!("this process's credentials cannot be read: {e}"),
         ),
     }
-    for why in crate::creds::image_dir_problems(dir, creds.uids[0]) {
+    for why in crate::creds::image_dir_problems(dir, verified, creds.uids[0]) {
         p.add(ProblemKind::Trust, why);
     }
 }
@@ -785,7 +790,7 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
         );
         return Err(fail(p));
     };
-    check_creds(dir, creds.as_ref(), &mut p);
+    check_creds(dir, &verified, creds.as_ref(), &mut p);
     if !threads.iter().any(|(t, _)| *t == process.pid) {
         p.add(
             ProblemKind::Image,
