@@ -10,6 +10,7 @@ mod fds_sock;
 mod inherit;
 mod lazy;
 mod native;
+mod pause_attacks;
 mod policies;
 mod tokio_svc;
 mod uniqueness;
