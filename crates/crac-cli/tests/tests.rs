@@ -13,6 +13,7 @@ mod fds_sock;
 mod inherit;
 mod lazy;
 mod native;
+mod pause_attacks;
 mod policies;
 mod reader;
 mod tokio_svc;

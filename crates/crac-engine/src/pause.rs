@@ -7,13 +7,21 @@
 //!
 //! # Protocol
 //!
-//! [`pause`] creates the image directory (mode 0700; its parent must exist),
-//! binds a Unix stream socket at `DIR/pause.sock`, then writes its pid in
-//! decimal to `DIR/pid`, so a `pid` file means the socket already listens.
-//! It then blocks in `accept`.
+//! [`pause`] creates the image directory (mode 0700; its parent must exist)
+//! or takes an existing one only if it belongs to the effective uid and no
+//! one else may write to it. It binds a Unix stream socket at
+//! `DIR/pause.sock`, then writes its pid in decimal to `DIR/pid` (a new file
+//! under an unguessable name, `O_EXCL|O_NOFOLLOW`, renamed into place), so a
+//! `pid` file means the socket already listens. It then blocks in `accept`
+//! and reads only from wakers running as root or as its own uid
+//! (`SO_PEERCRED`).
 //!
-//! [`wake`] reads `DIR/pid`, connects to `DIR/pause.sock` and sends one
-//! message (integers little-endian):
+//! [`wake`] reads `DIR/pid` (no symlink, no FIFO, at most 32 bytes), checks
+//! that the directory, the pid file and the socket belong to the effective
+//! uid of that process and that no one else may write to the directory,
+//! connects to `DIR/pause.sock` and checks that the process listening is
+//! that process (`SO_PEERCRED`: its pid and uid) before it sends one message
+//! (integers little-endian):
 //!
 //! ```text
 //! magic            8 bytes  b"CRACWAKE"
@@ -31,14 +39,19 @@
 //! process keeps waiting. The socket file is removed once the process is
 //! woken; `DIR/pid` stays as a record.
 
+use std::collections::hash_map::RandomState;
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, DirBuilder};
+use std::fs::{self, File};
+use std::hash::BuildHasher;
 use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, CWD};
 
 use crate::native::RestoreFacts;
 
@@ -55,6 +68,10 @@ const MAX_ENTRIES: u32 = 65_536;
 const MAX_ENTRY_LEN: u32 = 1 << 20;
 /// How long either side waits for the other in the middle of a message.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// A pid file holds a decimal pid and a newline: anything longer is not one.
+const MAX_PID_FILE: u64 = 32;
+/// Mode bits that let users other than the owner change a directory.
+const OTHERS_WRITE: u32 = 0o022;
 
 /// Why pausing or waking failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +84,42 @@ pub enum PauseError {
         path: PathBuf,
         /// The underlying error.
         source: io::Error,
+    },
+    /// The image directory could not be opened (a symlink, not a
+    /// directory, no permission).
+    #[error("cannot open image directory {}", path.display())]
+    OpenDir {
+        /// The image directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The image directory belongs to another user, who could replace the
+    /// files in it.
+    #[error(
+        "image directory {} belongs to uid {owner}, not to uid {expected}: another user's \
+         directory is not used",
+        path.display()
+    )]
+    ForeignDir {
+        /// The image directory.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The uid it must belong to.
+        expected: u32,
+    },
+    /// Users other than the owner may write to the image directory.
+    #[error(
+        "image directory {} has mode {mode:o}: other users may write to it, so its files \
+         cannot be trusted",
+        path.display()
+    )]
+    WritableDir {
+        /// The image directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
     },
     /// The wake socket could not be bound.
     #[error("cannot listen on {}", path.display())]
@@ -106,6 +159,22 @@ pub enum PauseError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The pid file is not a regular file (a FIFO, a device, a socket).
+    #[error("{} is not a regular file but a {kind}", path.display())]
+    PidNotRegular {
+        /// The pid file path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// The pid file is too large to hold a pid.
+    #[error("{} holds {size} bytes, more than a process id", path.display())]
+    PidTooLarge {
+        /// The pid file path.
+        path: PathBuf,
+        /// Its size.
+        size: u64,
+    },
     /// The pid file does not hold a pid.
     #[error("{} does not hold a process id: {content:?}", path.display())]
     InvalidPid {
@@ -113,6 +182,49 @@ pub enum PauseError {
         path: PathBuf,
         /// What it holds.
         content: String,
+    },
+    /// The process the pid file names does not run.
+    #[error("process {pid} named in {} does not run", path.display())]
+    NotRunning {
+        /// The pid file path.
+        path: PathBuf,
+        /// The pid it names.
+        pid: u32,
+    },
+    /// A file of the pause image belongs to a user other than the paused
+    /// process's.
+    #[error(
+        "{} belongs to uid {owner} but process {pid} runs as uid {uid}: refusing to wake it",
+        path.display()
+    )]
+    ForeignFile {
+        /// The file.
+        path: PathBuf,
+        /// Its owner.
+        owner: u32,
+        /// The paused process.
+        pid: u32,
+        /// The paused process's effective uid.
+        uid: u32,
+    },
+    /// The socket is served by another process than the one the pid file
+    /// names: nothing was sent to it.
+    #[error(
+        "{} is served by process {peer_pid} (uid {peer_uid}), not by the paused process {pid} \
+         (uid {uid}): nothing was sent",
+        path.display()
+    )]
+    WrongPeer {
+        /// The socket path.
+        path: PathBuf,
+        /// The process listening on it.
+        peer_pid: i32,
+        /// Its uid.
+        peer_uid: u32,
+        /// The process the pid file names.
+        pid: u32,
+        /// That process's effective uid.
+        uid: u32,
     },
     /// An environment entry cannot be sent.
     #[error("invalid environment entry {key:?}: {reason}")]
@@ -156,44 +268,57 @@ pub fn is_pause_image(dir: &Path) -> bool {
 
 /// Blocks the calling thread until [`wake`] is called for `dir`.
 ///
+/// An existing `dir` must belong to the effective uid and be writable by
+/// no one else (another user could otherwise plant or swap its files).
 /// Returns the facts the waker handed over: its start time, the time this
 /// process resumed and the environment entries to apply.
 pub fn pause(dir: &Path) -> Result<RestoreFacts, PauseError> {
-    let create_dir = |source| PauseError::CreateDir {
-        path: dir.to_owned(),
-        source,
-    };
-    match DirBuilder::new().mode(0o700).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(create_dir)?;
-        }
-        Err(e) => return Err(create_dir(e)),
-    }
-
+    let dir_fd = own_dir(dir)?;
     let socket_path = dir.join(SOCKET_FILE);
-    // A socket left by an earlier pause in the same directory.
-    if is_pause_image(dir) {
-        let _ = fs::remove_file(&socket_path);
+    // A socket left by an earlier pause in the same directory (only ever a
+    // socket: anything else makes the bind below fail).
+    if rustix::fs::statat(&dir_fd, SOCKET_FILE, AtFlags::SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Socket)
+    {
+        let _ = rustix::fs::unlinkat(&dir_fd, SOCKET_FILE, AtFlags::empty());
     }
-    let listener = UnixListener::bind(&socket_path).map_err(|source| PauseError::Bind {
-        path: socket_path.clone(),
-        source,
-    })?;
-    let _socket_guard = RemoveOnDrop(&socket_path);
+    // Bound through the descriptor so a directory swapped after the checks
+    // is not used; bind never follows a symlink at the socket's name.
+    let listener =
+        UnixListener::bind(in_dir_fd(&dir_fd, SOCKET_FILE)).map_err(|source| PauseError::Bind {
+            path: socket_path.clone(),
+            source,
+        })?;
+    let _socket_guard = RemoveOnDrop(&dir_fd);
 
-    let pid_path = dir.join(PID_FILE);
-    write_pid(dir, &pid_path).map_err(|source| PauseError::WritePid {
-        path: pid_path,
+    write_pid(&dir_fd).map_err(|source| PauseError::WritePid {
+        path: dir.join(PID_FILE),
         source,
     })?;
     tracing::debug!(dir = %dir.display(), "paused, waiting for a waker");
 
+    let euid = rustix::process::geteuid().as_raw();
     loop {
         let (mut stream, _) = listener.accept().map_err(|source| PauseError::Accept {
             path: socket_path.clone(),
             source,
         })?;
+        // Only the owner or root may wake: nothing is read from anyone else.
+        match rustix::net::sockopt::socket_peercred(&stream) {
+            Ok(c) if c.uid.is_root() || c.uid.as_raw() == euid => {}
+            Ok(c) => {
+                tracing::warn!(
+                    "refused a wake from process {} running as uid {}",
+                    c.pid.as_raw_nonzero(),
+                    c.uid.as_raw()
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refused a wake whose sender is unknown");
+                continue;
+            }
+        }
         match receive(&mut stream) {
             Ok((started, env)) => {
                 let _ = stream.write_all(b"OK");
@@ -212,9 +337,64 @@ pub fn pause(dir: &Path) -> Result<RestoreFacts, PauseError> {
     }
 }
 
+/// Creates `dir` (mode 0700), or opens an existing one that belongs to the
+/// effective uid and that no one else may write to, and makes it 0700.
+fn own_dir(dir: &Path) -> Result<OwnedFd, PauseError> {
+    match rustix::fs::mkdirat(CWD, dir, Mode::RWXU) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+        Err(e) => {
+            return Err(PauseError::CreateDir {
+                path: dir.to_owned(),
+                source: e.into(),
+            })
+        }
+    }
+    let open_err = |e: rustix::io::Errno| PauseError::OpenDir {
+        path: dir.to_owned(),
+        source: e.into(),
+    };
+    let fd = rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(open_err)?;
+    let st = rustix::fs::fstat(&fd).map_err(open_err)?;
+    let euid = rustix::process::geteuid().as_raw();
+    if st.st_uid != euid {
+        return Err(PauseError::ForeignDir {
+            path: dir.to_owned(),
+            owner: st.st_uid,
+            expected: euid,
+        });
+    }
+    if st.st_mode & OTHERS_WRITE != 0 {
+        return Err(PauseError::WritableDir {
+            path: dir.to_owned(),
+            mode: st.st_mode & 0o7777,
+        });
+    }
+    rustix::fs::fchmod(&fd, Mode::RWXU).map_err(|e| PauseError::CreateDir {
+        path: dir.to_owned(),
+        source: e.into(),
+    })?;
+    Ok(fd)
+}
+
+/// A path to `name` in the directory open at `dir`, resolved through the
+/// descriptor (not through the directory's path again).
+fn in_dir_fd(dir: &OwnedFd, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}/{name}", dir.as_raw_fd()))
+}
+
 /// Wakes the process paused in `dir`, handing it `env`.
 ///
-/// Returns the pid of the woken process once it acknowledged the message.
+/// Before anything is sent it checks that `dir`, its pid file and socket
+/// belong to the uid of the process the pid file names, that no one else
+/// may write to `dir`, and that the process listening on the socket is that
+/// process (`SO_PEERCRED`). Returns the pid of the woken process once it
+/// acknowledged the message.
 pub fn wake(dir: &Path, env: &[(OsString, OsString)]) -> Result<u32, PauseError> {
     for (key, value) in env {
         check_env(key, value).map_err(|reason| PauseError::InvalidEnv {
@@ -228,23 +408,66 @@ pub fn wake(dir: &Path, env: &[(OsString, OsString)]) -> Result<u32, PauseError>
             reason: "too many entries",
         });
     }
-    if !is_pause_image(dir) {
-        return Err(PauseError::NotPaused {
-            path: dir.to_owned(),
-        });
-    }
-    let pid = read_pid(dir)?;
+    let dir_fd = open_dir(dir)?;
     let socket_path = dir.join(SOCKET_FILE);
-    let mut stream = UnixStream::connect(&socket_path).map_err(|source| PauseError::Connect {
-        path: socket_path.clone(),
-        source,
+    let socket = match rustix::fs::statat(&dir_fd, SOCKET_FILE, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Socket => st,
+        _ => {
+            return Err(PauseError::NotPaused {
+                path: dir.to_owned(),
+            })
+        }
+    };
+    let (pid, pid_owner) = read_pid_at(&dir_fd, dir)?;
+    let uid = process_euid(pid).ok_or_else(|| PauseError::NotRunning {
+        path: dir.join(PID_FILE),
+        pid,
     })?;
-    let message = encode(unix_ns_now(), env);
-    let mut answer = [0u8; 2];
+    let dir_st = rustix::fs::fstat(&dir_fd).map_err(|e| PauseError::OpenDir {
+        path: dir.to_owned(),
+        source: e.into(),
+    })?;
+    let foreign = |path: PathBuf, owner| PauseError::ForeignFile {
+        path,
+        owner,
+        pid,
+        uid,
+    };
+    if dir_st.st_uid != uid {
+        return Err(foreign(dir.to_owned(), dir_st.st_uid));
+    }
+    if pid_owner != uid {
+        return Err(foreign(dir.join(PID_FILE), pid_owner));
+    }
+    if socket.st_uid != uid {
+        return Err(foreign(socket_path, socket.st_uid));
+    }
+
+    let mut stream = UnixStream::connect(in_dir_fd(&dir_fd, SOCKET_FILE)).map_err(|source| {
+        PauseError::Connect {
+            path: socket_path.clone(),
+            source,
+        }
+    })?;
     let transfer = |source| PauseError::Transfer {
         path: socket_path.clone(),
         source,
     };
+    // The listener's credentials from when it listened: the paused
+    // process itself, or someone who put a socket in its place.
+    let peer = rustix::net::sockopt::socket_peercred(&stream).map_err(|e| transfer(e.into()))?;
+    let peer_pid = peer.pid.as_raw_nonzero().get();
+    if u32::try_from(peer_pid).ok() != Some(pid) || peer.uid.as_raw() != uid {
+        return Err(PauseError::WrongPeer {
+            path: socket_path,
+            peer_pid,
+            peer_uid: peer.uid.as_raw(),
+            pid,
+            uid,
+        });
+    }
+    let message = encode(unix_ns_now(), env);
+    let mut answer = [0u8; 2];
     stream
         .set_read_timeout(Some(IO_TIMEOUT))
         .map_err(transfer)?;
@@ -259,23 +482,143 @@ pub fn wake(dir: &Path, env: &[(OsString, OsString)]) -> Result<u32, PauseError>
     Ok(pid)
 }
 
-fn read_pid(dir: &Path) -> Result<u32, PauseError> {
-    let path = dir.join(PID_FILE);
-    let content = fs::read_to_string(&path).map_err(|source| PauseError::ReadPid {
-        path: path.clone(),
-        source,
-    })?;
-    content
-        .trim()
-        .parse()
-        .map_err(|_| PauseError::InvalidPid { path, content })
+/// The pid of the process paused in `dir`, read safely (no symlink, no
+/// FIFO, a bounded read), for `inspect` and `checkpoint`.
+pub fn read_pid(dir: &Path) -> Result<u32, PauseError> {
+    let dir_fd = open_dir(dir)?;
+    read_pid_at(&dir_fd, dir).map(|(pid, _)| pid)
 }
 
-/// Writes the pid file atomically (temporary file, then rename).
-fn write_pid(dir: &Path, pid_path: &Path) -> io::Result<()> {
-    let tmp = dir.join(format!(".{PID_FILE}.tmp"));
-    fs::write(&tmp, format!("{}\n", std::process::id()))?;
-    fs::rename(&tmp, pid_path)
+/// Opens the image directory `dir` (the caller's path: a symlink there is
+/// the caller's choice) and checks no one but its owner may write to it.
+fn open_dir(dir: &Path) -> Result<OwnedFd, PauseError> {
+    let open_err = |e: rustix::io::Errno| PauseError::OpenDir {
+        path: dir.to_owned(),
+        source: e.into(),
+    };
+    let fd = rustix::fs::openat(
+        CWD,
+        dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(open_err)?;
+    let st = rustix::fs::fstat(&fd).map_err(open_err)?;
+    if st.st_mode & OTHERS_WRITE != 0 {
+        return Err(PauseError::WritableDir {
+            path: dir.to_owned(),
+            mode: st.st_mode & 0o7777,
+        });
+    }
+    Ok(fd)
+}
+
+/// Reads the pid file in the directory open at `dir_fd`: never follows a
+/// symlink, never blocks on a FIFO, reads at most [`MAX_PID_FILE`] bytes.
+/// Returns the pid and the file's owner.
+fn read_pid_at(dir_fd: &OwnedFd, dir: &Path) -> Result<(u32, u32), PauseError> {
+    let path = dir.join(PID_FILE);
+    let read_err = |e: io::Error| PauseError::ReadPid {
+        path: path.clone(),
+        source: e,
+    };
+    let fd = rustix::fs::openat(
+        dir_fd,
+        PID_FILE,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    )
+    .map_err(|e| read_err(e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| read_err(e.into()))?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(PauseError::PidNotRegular {
+            path,
+            kind: file_kind(kind),
+        });
+    }
+    let size = u64::try_from(st.st_size).unwrap_or(u64::MAX);
+    if size > MAX_PID_FILE {
+        return Err(PauseError::PidTooLarge { path, size });
+    }
+    let mut bytes = Vec::new();
+    File::from(fd)
+        .take(MAX_PID_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    let content = String::from_utf8_lossy(&bytes).into_owned();
+    match content.trim().parse::<u32>() {
+        Ok(pid) if pid > 0 && bytes.len() as u64 <= MAX_PID_FILE => Ok((pid, st.st_uid)),
+        _ => Err(PauseError::InvalidPid { path, content }),
+    }
+}
+
+fn file_kind(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symbolic link",
+        FileType::Fifo => "FIFO",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        FileType::Unknown => "file of unknown type",
+    }
+}
+
+/// The effective uid of process `pid`, if it runs (not a zombie).
+fn process_euid(pid: u32) -> Option<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let mut state = None;
+    let mut euid = None;
+    for line in status.lines() {
+        if let Some(s) = line.strip_prefix("State:") {
+            state = s.trim().chars().next();
+        } else if let Some(u) = line.strip_prefix("Uid:") {
+            euid = u.split_whitespace().nth(1)?.parse().ok();
+        }
+    }
+    match state {
+        Some('Z' | 'X') | None => None,
+        Some(_) => euid,
+    }
+}
+
+/// Writes the pid file atomically: a new temporary file under an
+/// unguessable name (`O_EXCL|O_NOFOLLOW`, so nothing planted is followed or
+/// reused), then a rename over `pid` (which replaces a symlink there, never
+/// follows it).
+fn write_pid(dir: &OwnedFd) -> io::Result<()> {
+    let content = format!("{}\n", std::process::id());
+    let mut last = io::Error::from(io::ErrorKind::AlreadyExists);
+    for _ in 0..8 {
+        let tmp = format!(
+            ".{PID_FILE}.tmp-{:016x}",
+            RandomState::new().hash_one(unix_ns_now())
+        );
+        let fd = match rustix::fs::openat(
+            dir,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::EXIST) => {
+                last = rustix::io::Errno::EXIST.into();
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let written = File::from(fd).write_all(content.as_bytes());
+        let renamed = written.and_then(|()| {
+            rustix::fs::renameat(dir, tmp.as_str(), dir, PID_FILE).map_err(io::Error::from)
+        });
+        if renamed.is_err() {
+            let _ = rustix::fs::unlinkat(dir, tmp.as_str(), AtFlags::empty());
+        }
+        return renamed;
+    }
+    Err(last)
 }
 
 fn check_env(key: &OsStr, value: &OsStr) -> Result<(), &'static str> {
@@ -375,139 +718,15 @@ fn unix_ns_now() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-struct RemoveOnDrop<'a>(&'a Path);
+/// Removes the wake socket from the directory open at the descriptor.
+struct RemoveOnDrop<'a>(&'a OwnedFd);
 
 impl Drop for RemoveOnDrop<'_> {
     fn drop(&mut self) {
-        let _ = fs::remove_file(self.0);
+        let _ = rustix::fs::unlinkat(self.0.as_fd(), SOCKET_FILE, AtFlags::empty());
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::os::unix::fs::MetadataExt;
-    use std::thread;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (OsString::from(k), OsString::from(v)))
-            .collect()
-    }
-
-    #[test]
-    fn message_round_trips() {
-        let entries = env(&[("A", "1"), ("B", "x=y"), ("EMPTY", "")]);
-        let bytes = encode(42, &entries);
-        let (started, decoded) = decode(&mut bytes.as_slice()).unwrap();
-        assert_eq!(started, 42);
-        assert_eq!(decoded, entries);
-    }
-
-    #[test]
-    fn malformed_messages_are_refused() {
-        let good = encode(1, &env(&[("A", "1")]));
-        let mut bad_magic = good.clone();
-        bad_magic[0] = b'X';
-        assert_eq!(
-            decode(&mut bad_magic.as_slice()).unwrap_err().to_string(),
-            "bad magic"
-        );
-        let truncated = &good[..good.len() - 1];
-        assert_eq!(
-            decode(&mut &truncated[..]).unwrap_err().kind(),
-            io::ErrorKind::UnexpectedEof
-        );
-        let mut no_eq = encode(1, &[]);
-        no_eq.truncate(no_eq.len() - 4);
-        no_eq.extend_from_slice(&1u32.to_le_bytes());
-        no_eq.extend_from_slice(&1u32.to_le_bytes());
-        no_eq.push(b'A');
-        assert_eq!(
-            decode(&mut no_eq.as_slice()).unwrap_err().to_string(),
-            "entry without '='"
-        );
-    }
-
-    #[test]
-    fn wake_rejects_invalid_entries_before_connecting() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = wake(dir.path(), &env(&[("A=B", "1")])).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid environment entry \"A=B\": the key contains '='"
-        );
-        let err = wake(dir.path(), &env(&[("", "1")])).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid environment entry \"\": the key is empty"
-        );
-    }
-
-    #[test]
-    fn wake_without_a_paused_process_fails() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(!is_pause_image(dir.path()));
-        let err = wake(dir.path(), &[]).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "{} is not a pause image (no pause.sock)",
-                dir.path().display()
-            )
-        );
-    }
-
-    #[test]
-    fn stale_socket_gives_a_connect_error() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(UnixListener::bind(dir.path().join(SOCKET_FILE)).unwrap());
-        fs::write(dir.path().join(PID_FILE), "12345\n").unwrap();
-        assert!(is_pause_image(dir.path()));
-        let err = wake(dir.path(), &[]).unwrap_err();
-        assert!(matches!(err, PauseError::Connect { .. }), "{err:?}");
-    }
-
-    #[test]
-    fn pause_and_wake_round_trip() {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("image");
-        let paused = {
-            let dir = dir.clone();
-            thread::spawn(move || pause(&dir))
-        };
-        while !dir.join(PID_FILE).exists() {
-            thread::sleep(Duration::from_millis(5));
-        }
-        let mode = fs::metadata(&dir).unwrap().mode();
-        assert_eq!(mode & 0o777, 0o700);
-        assert!(is_pause_image(&dir));
-
-        // A malformed message does not end the pause.
-        let mut junk = UnixStream::connect(dir.join(SOCKET_FILE)).unwrap();
-        junk.write_all(b"JUNKJUNKJUNK").unwrap();
-        let mut answer = [0u8; 2];
-        junk.read_exact(&mut answer).unwrap();
-        assert_eq!(&answer, b"NO");
-
-        let pid = wake(&dir, &env(&[("CRAC_WOKEN", "yes")])).unwrap();
-        assert_eq!(pid, std::process::id());
-        let facts = paused.join().unwrap().unwrap();
-        assert_eq!(facts.env, env(&[("CRAC_WOKEN", "yes")]));
-        assert!(facts.resumed_unix_ns >= facts.restore_started_unix_ns);
-        assert!(!is_pause_image(&dir), "the socket is removed after waking");
-        assert!(dir.join(PID_FILE).exists());
-    }
-
-    #[test]
-    fn pause_needs_the_parent_directory() {
-        let parent = tempfile::tempdir().unwrap();
-        let dir = parent.path().join("missing").join("image");
-        let err = pause(&dir).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("cannot create image directory {}", dir.display())
-        );
-    }
-}
+#[path = "pause_tests.rs"]
+mod tests;

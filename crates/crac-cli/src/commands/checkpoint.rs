@@ -335,8 +335,7 @@ fn has_control_thread(pid: u32) -> bool {
 /// Whether `dir` holds the pause image of `pid`.
 fn paused_in(dir: &Path, pid: u32) -> bool {
     crac_engine::pause::is_pause_image(dir)
-        && fs::read_to_string(dir.join(crac_engine::pause::PID_FILE))
-            .is_ok_and(|p| p.trim() == pid.to_string())
+        && crac_engine::pause::read_pid(dir).is_ok_and(|p| p == pid)
 }
 
 /// The page size `/proc/PID/statm` counts in (x86-64).

@@ -141,22 +141,22 @@ pub fn inspect(args: &InspectArgs, out: Reporter) -> Result<ExitCode, InspectErr
     }
     if crac_engine::pause::is_pause_image(dir) {
         // No memory image: a paused process waits to be woken.
-        let pid =
-            std::fs::read_to_string(dir.join(crac_engine::pause::PID_FILE)).unwrap_or_default();
+        // Read safely: the directory may be another user's.
+        let pid = crac_engine::pause::read_pid(dir).ok();
         let line = if args.json {
             format!(
                 "{}\n",
                 serde_json::json!({
                     "inspect_version": JSON_VERSION,
                     "dir": dir.display().to_string(),
-                    "paused_pid": pid.trim().parse::<u32>().ok(),
+                    "paused_pid": pid,
                 })
             )
         } else {
             format!(
                 "pause image {}: process {} is paused; wake it with `crac restore {}`\n",
                 dir.display(),
-                pid.trim(),
+                pid.map_or_else(|| "?".to_owned(), |p| p.to_string()),
                 dir.display()
             )
         };
