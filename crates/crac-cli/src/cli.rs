@@ -160,6 +160,11 @@ pub struct RestoreArgs {
     /// by no one else.
     #[arg(long = "env-file", value_name = "FILE")]
     pub env_file: Vec<PathBuf>,
+    /// Write the restored process's PID and a newline to FILE once it has
+    /// resumed (replaced atomically; for scripts and benchmarks). With a
+    /// paused process, the PID of the process woken.
+    #[arg(long = "pid-file", value_name = "FILE")]
+    pub pid_file: Option<PathBuf>,
 }
 
 /// `crac inspect`.

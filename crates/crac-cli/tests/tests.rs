@@ -609,3 +609,39 @@ fn completions_man_page_and_help() {
     crac(["restore", "--env", "novalue", "/tmp"]).fails_with(2);
     crac(["frobnicate"]).fails_with(2);
 }
+
+/// `--pid-file` holds the restored PID once the process runs, lazily and
+/// eagerly; a link planted at its path is replaced, never followed.
+#[test]
+fn restore_writes_the_pid_file_once_the_process_runs() {
+    let d = Dir::new();
+    let image = writer_image(&d);
+    let pid = {
+        let json: serde_json::Value =
+            serde_json::from_str(&crac(["inspect", "--json"]).arg(&image).ok().stdout()).unwrap();
+        json["process"]["pid"].as_u64().unwrap() as u32
+    };
+    let target = d.join("target");
+    fs::write(&target, "keep").unwrap();
+    let pid_file = d.join("restored.pid");
+    std::os::unix::fs::symlink(&target, &pid_file).unwrap();
+    for mode in [None, Some("--eager")] {
+        wait_dead(pid, SHORT);
+        let _ = fs::remove_file(d.join("out.txt"));
+        fs::write(d.join("out.txt"), "hello").unwrap();
+        let mut cmd = crac(["restore"]);
+        cmd.arg(&image).arg("--pid-file").arg(&pid_file);
+        if let Some(m) = mode {
+            cmd.arg(m);
+        }
+        let out = cmd.ok();
+        assert_eq!(out.pid_after("post-restore PID: "), pid, "{}", out.dump());
+        assert_eq!(
+            fs::read_to_string(&pid_file).unwrap(),
+            format!("{pid}\n"),
+            "{mode:?}"
+        );
+        assert!(!fs::symlink_metadata(&pid_file).unwrap().is_symlink());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
+    }
+}

@@ -48,6 +48,17 @@ pub enum RestoreError {
         #[source]
         source: PauseError,
     },
+    /// The PID file could not be written (the process runs).
+    #[error("cannot write the PID file {} (process {pid} runs)", path.display())]
+    PidFile {
+        /// The file asked for.
+        path: PathBuf,
+        /// The process.
+        pid: u32,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
     /// Waiting for the restored process failed (it keeps running).
     #[error("lost track of restored process {pid}")]
     Wait {
@@ -80,6 +91,7 @@ pub fn restore(mut args: RestoreArgs, out: Reporter) -> Result<ExitCode, Restore
             source,
         })?;
         out.status(format!("woke process {pid}, paused in {}", dir.display()));
+        write_pid_file(args.pid_file.as_deref(), pid)?;
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -124,6 +136,13 @@ pub fn restore(mut args: RestoreArgs, out: Reporter) -> Result<ExitCode, Restore
             String::new()
         }
     ));
+    if let Err(e) = write_pid_file(args.pid_file.as_deref(), pid) {
+        if args.detach {
+            return Err(e);
+        }
+        // Attached: keep forwarding signals to the process that runs.
+        eprint!("{}", output::format_error(&e));
+    }
     if args.detach {
         out.status(format!("process {pid} runs on its own"));
         return Ok(ExitCode::SUCCESS);
@@ -151,4 +170,31 @@ pub fn restore(mut args: RestoreArgs, out: Reporter) -> Result<ExitCode, Restore
     let code = status.code().unwrap_or(1);
     tracing::info!("process {pid} exited with status {code}");
     Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)))
+}
+
+/// Writes `pid` and a newline to `path`, if asked, through a new file in
+/// the same directory renamed into place: a reader never sees a partial
+/// file, and a link at `path` is replaced, not followed.
+fn write_pid_file(path: Option<&std::path::Path>, pid: u32) -> Result<(), RestoreError> {
+    use std::io::Write;
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let err = |source| RestoreError::PidFile {
+        path: path.to_owned(),
+        pid,
+        source,
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".crac-pid")
+        .tempfile_in(parent)
+        .map_err(err)?;
+    writeln!(tmp, "{pid}").map_err(err)?;
+    tmp.as_file().sync_all().map_err(err)?;
+    tmp.persist(path).map_err(|e| err(e.error))?;
+    Ok(())
 }
