@@ -381,8 +381,10 @@ impl Snapshot<'_> {
     /// pages past the end of such a file would raise SIGBUS in the dumping
     /// thread, so those go through /proc/self/mem, which reports an error.
     fn readable(&self, addr: u64) -> bool {
-        self.vmas.iter().any(|v| {
-            v.start <= addr && addr < v.end && v.prot & PROT_READ != 0 && v.flags & VMA_DELETED == 0
+        // `vmas` come from /proc/self/maps: sorted and disjoint.
+        let i = self.vmas.partition_point(|v| v.end <= addr);
+        self.vmas.get(i).is_some_and(|v| {
+            v.start <= addr && v.prot & PROT_READ != 0 && v.flags & VMA_DELETED == 0
         })
     }
 
