@@ -1590,10 +1590,10 @@ fn create_threads(img: &Image) -> R<ThreadRecord<'static>> {
             ..Default::default()
         };
         let create = || {
+            // A failed clone3 started nothing: trying again is as safe as
+            // the first try.
             // SAFETY: the thread runs on its own slot of the zone and only
-            // reads its args and the (immutable) zone until it jumps into the
-            // program; a failed clone3 started nothing, so trying again is
-            // as safe as the first try.
+            // reads its args and the (immutable) zone until it jumps in.
             let r = unsafe { crac_sys::clone::clone3_thread(&ca, thread_entry, args as u64) };
             if r < 0 {
                 Err(crac_sys::Errno((-r) as i32))
