@@ -42,6 +42,13 @@ fn warmup(dir: &Path, engine: Option<&str>, extra: &[&str]) -> Service {
     service
 }
 
+/// The PID an image restores with, as `crac inspect --json` tells it.
+fn image_pid(image: &Path) -> u32 {
+    let json: serde_json::Value =
+        serde_json::from_str(&crac(["inspect", "--json"]).arg(image).ok().stdout()).unwrap();
+    json["process"]["pid"].as_u64().unwrap() as u32
+}
+
 /// Makes an image of the classic writer example (it checkpoints itself).
 fn writer_image(d: &Dir) -> std::path::PathBuf {
     let image = d.join("image");
@@ -492,11 +499,7 @@ fn missing_images_are_named() {
 fn corrupt_images_are_refused_with_the_reason() {
     let d = Dir::new();
     let image = writer_image(&d);
-    let pid = {
-        let json: serde_json::Value =
-            serde_json::from_str(&crac(["inspect", "--json"]).arg(&image).ok().stdout()).unwrap();
-        json["process"]["pid"].as_u64().unwrap() as u32
-    };
+    let pid = image_pid(&image);
     wait_gone(pid, SHORT);
 
     // A damaged metadata body.
@@ -616,11 +619,7 @@ fn completions_man_page_and_help() {
 fn restore_writes_the_pid_file_once_the_process_runs() {
     let d = Dir::new();
     let image = writer_image(&d);
-    let pid = {
-        let json: serde_json::Value =
-            serde_json::from_str(&crac(["inspect", "--json"]).arg(&image).ok().stdout()).unwrap();
-        json["process"]["pid"].as_u64().unwrap() as u32
-    };
+    let pid = image_pid(&image);
     let target = d.join("target");
     fs::write(&target, "keep").unwrap();
     let pid_file = d.join("restored.pid");
