@@ -349,18 +349,8 @@ fn own_dir(dir: &Path) -> Result<OwnedFd, PauseError> {
             })
         }
     }
-    let open_err = |e: rustix::io::Errno| PauseError::OpenDir {
-        path: dir.to_owned(),
-        source: e.into(),
-    };
-    let fd = rustix::fs::openat(
-        CWD,
-        dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(open_err)?;
-    let st = rustix::fs::fstat(&fd).map_err(open_err)?;
+    // Not followed: a link here could lead anywhere another user chose.
+    let (fd, st) = open_dir_with(dir, OFlags::NOFOLLOW)?;
     let euid = rustix::process::geteuid().as_raw();
     if st.st_uid != euid {
         return Err(PauseError::ForeignDir {
@@ -369,12 +359,7 @@ fn own_dir(dir: &Path) -> Result<OwnedFd, PauseError> {
             expected: euid,
         });
     }
-    if st.st_mode & OTHERS_WRITE != 0 {
-        return Err(PauseError::WritableDir {
-            path: dir.to_owned(),
-            mode: st.st_mode & 0o7777,
-        });
-    }
+    not_writable_by_others(dir, &st)?;
     rustix::fs::fchmod(&fd, Mode::RWXU).map_err(|e| PauseError::CreateDir {
         path: dir.to_owned(),
         source: e.into(),
@@ -492,6 +477,13 @@ pub fn read_pid(dir: &Path) -> Result<u32, PauseError> {
 /// Opens the image directory `dir` (the caller's path: a symlink there is
 /// the caller's choice) and checks no one but its owner may write to it.
 fn open_dir(dir: &Path) -> Result<OwnedFd, PauseError> {
+    let (fd, st) = open_dir_with(dir, OFlags::empty())?;
+    not_writable_by_others(dir, &st)?;
+    Ok(fd)
+}
+
+/// Opens directory `dir` (with `extra` flags) and reads what it is.
+fn open_dir_with(dir: &Path, extra: OFlags) -> Result<(OwnedFd, rustix::fs::Stat), PauseError> {
     let open_err = |e: rustix::io::Errno| PauseError::OpenDir {
         path: dir.to_owned(),
         source: e.into(),
@@ -499,18 +491,23 @@ fn open_dir(dir: &Path) -> Result<OwnedFd, PauseError> {
     let fd = rustix::fs::openat(
         CWD,
         dir,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | extra,
         Mode::empty(),
     )
     .map_err(open_err)?;
     let st = rustix::fs::fstat(&fd).map_err(open_err)?;
+    Ok((fd, st))
+}
+
+/// Refuses a directory that group or others may write to.
+fn not_writable_by_others(dir: &Path, st: &rustix::fs::Stat) -> Result<(), PauseError> {
     if st.st_mode & OTHERS_WRITE != 0 {
         return Err(PauseError::WritableDir {
             path: dir.to_owned(),
             mode: st.st_mode & 0o7777,
         });
     }
-    Ok(fd)
+    Ok(())
 }
 
 /// Reads the pid file in the directory open at `dir_fd`: never follows a
