@@ -12,6 +12,7 @@ mod fds_file;
 mod fds_sock;
 mod inherit;
 mod lazy;
+mod live;
 mod native;
 mod pause_attacks;
 mod policies;
