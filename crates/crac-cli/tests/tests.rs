@@ -10,6 +10,7 @@ mod creds;
 mod fds;
 mod fds_file;
 mod fds_sock;
+mod identity;
 mod inherit;
 mod lazy;
 mod live;

@@ -52,7 +52,7 @@ pub use wire::{DecodeError, EncodeError, Reader, Writer};
 ///
 /// Readers accept the same major and a minor no newer than theirs; unknown
 /// sections of an older minor are skipped.
-pub const FORMAT_VERSION: (u16, u16) = (1, 1);
+pub const FORMAT_VERSION: (u16, u16) = (1, 2);
 
 /// Magic at the start of `meta.crac`.
 pub const META_MAGIC: [u8; 8] = *b"CRACIMG\0";

@@ -224,6 +224,7 @@ pub struct FileRef {
     pub mode: u32,
     pub build_id: Vec<u8>,
     pub path: Vec<u8>,
+    pub content_hash: Vec<u8>,
 }
 
 impl From<&FileRecord<'_>> for FileRef {
@@ -238,6 +239,7 @@ impl From<&FileRecord<'_>> for FileRef {
             mode: r.mode,
             build_id: r.build_id.to_vec(),
             path: r.path.to_vec(),
+            content_hash: r.content_hash.to_vec(),
         }
     }
 }
@@ -255,6 +257,7 @@ impl FileRef {
             mode: self.mode,
             build_id: &self.build_id,
             path: &self.path,
+            content_hash: &self.content_hash,
         }
     }
 }

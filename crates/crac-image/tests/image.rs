@@ -518,7 +518,7 @@ fn json_summary_has_the_documented_shape() {
             "vmas"
         ]
     );
-    assert_eq!(v["format_version"], "1.1");
+    assert_eq!(v["format_version"], "1.2");
     assert_eq!(v["arch"], "x86_64");
     assert_eq!(
         v["creds"],
