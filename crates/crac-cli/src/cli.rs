@@ -65,6 +65,10 @@ pub enum Command {
     /// Describe an image: program, when and where it was made, threads,
     /// memory, the files it depends on and whether it can be restored here.
     Inspect(InspectArgs),
+    /// List the caller's crac-enabled processes (root: everyone's): PID,
+    /// engine, how many times each was restored, program and image
+    /// directory (like `jcmd` without arguments).
+    List(ListArgs),
     /// Check that this machine has every kernel feature the engine uses.
     Check,
     /// Print a shell completion script.
@@ -130,6 +134,11 @@ pub struct CheckpointArgs {
     /// `after_restore` hooks run in it).
     #[arg(long)]
     pub leave_running: bool,
+    /// Write this checkpoint's image to DIR instead of the process's
+    /// configured directory (CRAC_CHECKPOINT_TO). The process writes it
+    /// with its own rights.
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
 }
 
 /// `crac restore`.
@@ -179,6 +188,15 @@ pub struct InspectArgs {
     /// Also check the checksum of every stored page.
     #[arg(long)]
     pub verify: bool,
+}
+
+/// `crac list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print the list as JSON: an array of {pid, uid, program, dir, engine,
+    /// restores, busy}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses `KEY=VALUE`.

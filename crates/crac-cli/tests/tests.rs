@@ -13,6 +13,7 @@ mod fds_sock;
 mod identity;
 mod inherit;
 mod lazy;
+mod lifecycle;
 mod live;
 mod native;
 mod pause_attacks;

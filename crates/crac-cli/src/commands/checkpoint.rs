@@ -225,14 +225,14 @@ impl Lines<'_> {
 
 /// The process to checkpoint, held by a pidfd so that a reused PID is
 /// noticed, with its effective uid.
-struct Target {
-    pid: u32,
+pub(crate) struct Target {
+    pub(crate) pid: u32,
     pidfd: OwnedFd,
     euid: u32,
 }
 
 impl Target {
-    fn open(pid: u32) -> Result<Target, CheckpointError> {
+    pub(crate) fn open(pid: u32) -> Result<Target, CheckpointError> {
         let raw = i32::try_from(pid)
             .ok()
             .and_then(rustix::process::Pid::from_raw)
@@ -453,12 +453,14 @@ fn image_bytes(dir: &Path) -> u64 {
 
 /// Connects to the target's channel, checks who serves it and sends the
 /// request.
-fn send_request(target: &Target, leave_running: bool) -> Result<UnixStream, CheckpointError> {
+/// Connects to the target's control channel and checks that the target
+/// itself serves it.
+pub(crate) fn connect(target: &Target) -> Result<UnixStream, CheckpointError> {
     let pid = target.pid;
     let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
     let addr =
         SocketAddr::from_abstract_name(control::socket_name(pid)).map_err(io_err("address"))?;
-    let mut stream = match UnixStream::connect_addr(&addr) {
+    let stream = match UnixStream::connect_addr(&addr) {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             return Err(if has_control_thread(pid) {
@@ -471,7 +473,18 @@ fn send_request(target: &Target, leave_running: bool) -> Result<UnixStream, Chec
     };
     // Nothing is sent to, nor believed from, anyone but the target.
     target.check_server(&stream)?;
-    match stream.write_all(control::request_line(leave_running).as_bytes()) {
+    Ok(stream)
+}
+
+fn send_request(
+    target: &Target,
+    leave_running: bool,
+    to: Option<&Path>,
+) -> Result<UnixStream, CheckpointError> {
+    let pid = target.pid;
+    let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
+    let mut stream = connect(target)?;
+    match stream.write_all(control::request_line(leave_running, to).as_bytes()) {
         // A refusal comes without reading the request: read it.
         Err(e) if closed_by_peer(&e) => {}
         r => r.map_err(io_err("send the request to"))?,
@@ -492,7 +505,14 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
         .ok()
         .and_then(|s| statm_resident_bytes(&s));
     let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
-    let stream = send_request(&target, args.leave_running)?;
+    // The process resolves paths against its own working directory.
+    let to = match &args.to {
+        Some(dir) => {
+            Some(std::path::absolute(dir).map_err(io_err("resolve the image directory for"))?)
+        }
+        None => None,
+    };
+    let stream = send_request(&target, args.leave_running, to.as_deref())?;
     let spinner = out.spinner(format!("checkpointing process {pid}"));
     let mut lines = Lines {
         stream: &stream,

@@ -5,5 +5,6 @@ pub mod checkpoint;
 pub mod envfile;
 pub mod inspect;
 pub mod leftovers;
+pub mod list;
 pub mod restore;
 pub mod run;
