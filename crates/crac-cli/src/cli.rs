@@ -86,8 +86,31 @@ pub enum Command {
 pub struct RunArgs {
     /// Image directory for checkpoints; `%p` stands for the PID. Made
     /// absolute. Default: $CRAC_CHECKPOINT_TO.
-    #[arg(long, value_name = "DIR", env = "CRAC_CHECKPOINT_TO")]
-    pub checkpoint_to: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CRAC_CHECKPOINT_TO",
+        required_unless_present = "image"
+    )]
+    pub checkpoint_to: Option<PathBuf>,
+    /// Restore DIR if it holds an image that can be restored here (as
+    /// `crac restore DIR`), else start PROGRAM fresh with checkpoints going
+    /// to DIR, saying once why (like CRaC's -XX:CRaCRestoreFrom with
+    /// CRaCIgnoreRestoreIfUnavailable, FastFreeze's `run`). Overrides
+    /// --checkpoint-to.
+    #[arg(long, value_name = "DIR")]
+    pub image: Option<PathBuf>,
+    /// With --image: checkpoint the program live (it keeps running) every
+    /// DURATION (`30s`, `5min`, `500ms`), replacing the image atomically;
+    /// crac stays its parent.
+    #[arg(long, value_name = "DURATION", requires = "image", value_parser = humantime::parse_duration)]
+    pub checkpoint_every: Option<std::time::Duration>,
+    /// With --image: when the program dies (a signal crac did not forward,
+    /// or a non-zero exit), restore it from the last image, at most N times
+    /// in a row (a checkpoint after a restore starts the count again); crac
+    /// stays its parent.
+    #[arg(long, value_name = "N", requires = "image")]
+    pub restore_on_crash: Option<u32>,
     /// The engine that makes checkpoints. Default: $CRAC_ENGINE, else native.
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub engine: Option<Engine>,

@@ -52,7 +52,7 @@ fn main_exec() -> Result<ExitCode, CliError> {
     output::init_logging(cli.quiet, cli.verbose);
     let out = Reporter::new(cli.quiet);
     match cli.command {
-        Command::Run(args) => Ok(commands::run::run(args)?),
+        Command::Run(args) => Ok(commands::run::run(args, out)?),
         Command::Checkpoint(args) => Ok(commands::checkpoint::checkpoint(&args, out)?),
         Command::Restore(args) => Ok(commands::restore::restore(args, out)?),
         Command::Inspect(args) => Ok(commands::inspect::inspect(&args, out)?),

@@ -145,7 +145,7 @@ pub enum CheckpointError {
 pub struct Report(String);
 
 /// How the checkpoint ended, when it succeeded.
-enum Success {
+pub(crate) enum Success {
     /// Image durable; the process exited.
     Exited,
     /// Image durable; the process keeps running.
@@ -496,6 +496,43 @@ fn send_request(
 pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, CheckpointError> {
     let pid = args.pid;
     let started = Instant::now();
+    let (success, dir) = request(pid, args.leave_running, args.to.as_deref(), out)?;
+    let took = output::duration(started.elapsed());
+    let size = output::bytes(image_bytes(&dir));
+    let d = dir.display();
+    match success {
+        Success::Exited => {
+            println!("checkpointed process {pid} into {d} ({size}, {took}); the process exited")
+        }
+        Success::LeftRunning => println!(
+            "checkpointed process {pid} into {d} ({size}, {took}); the process keeps running"
+        ),
+        Success::CommittedUnreported => println!(
+            "checkpointed process {pid} into {d} ({size}, {took}); the process ended before \
+             reporting it, but the image is committed and complete"
+        ),
+        Success::Simulated => {
+            println!("process {pid} ran its checkpoint hooks (simulate engine: no image; {took})")
+        }
+        Success::Paused => {
+            println!("process {pid} is paused ({took}); wake it with `crac restore {d}`")
+        }
+    }
+    if let Success::Exited | Success::LeftRunning | Success::CommittedUnreported = success {
+        out.status(format!("restore it with `crac restore {d}`"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks process `pid` for a checkpoint (into `to`, else its configured
+/// directory) and waits for the real outcome: how it succeeded and the
+/// image directory.
+pub(crate) fn request(
+    pid: u32,
+    leave_running: bool,
+    to: Option<&Path>,
+    out: Reporter,
+) -> Result<(Success, PathBuf), CheckpointError> {
     if !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CheckpointError::NoSuchProcess { pid });
     }
@@ -506,13 +543,13 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
         .and_then(|s| statm_resident_bytes(&s));
     let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
     // The process resolves paths against its own working directory.
-    let to = match &args.to {
+    let to = match to {
         Some(dir) => {
             Some(std::path::absolute(dir).map_err(io_err("resolve the image directory for"))?)
         }
         None => None,
     };
-    let stream = send_request(&target, args.leave_running, to.as_deref())?;
+    let stream = send_request(&target, leave_running, to.as_deref())?;
     let spinner = out.spinner(format!("checkpointing process {pid}"));
     let mut lines = Lines {
         stream: &stream,
@@ -626,31 +663,7 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
     };
     drop(watch);
     drop(spinner);
-    let took = output::duration(started.elapsed());
-    let size = output::bytes(image_bytes(&dir));
-    let d = dir.display();
-    match success {
-        Success::Exited => {
-            println!("checkpointed process {pid} into {d} ({size}, {took}); the process exited")
-        }
-        Success::LeftRunning => println!(
-            "checkpointed process {pid} into {d} ({size}, {took}); the process keeps running"
-        ),
-        Success::CommittedUnreported => println!(
-            "checkpointed process {pid} into {d} ({size}, {took}); the process ended before \
-             reporting it, but the image is committed and complete"
-        ),
-        Success::Simulated => {
-            println!("process {pid} ran its checkpoint hooks (simulate engine: no image; {took})")
-        }
-        Success::Paused => {
-            println!("process {pid} is paused ({took}); wake it with `crac restore {d}`")
-        }
-    }
-    if let Success::Exited | Success::LeftRunning | Success::CommittedUnreported = success {
-        out.status(format!("restore it with `crac restore {d}`"));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((success, dir))
 }
 
 /// Parses `accepted engine=ENGINE dir=DIR`.

@@ -8,3 +8,4 @@ pub mod leftovers;
 pub mod list;
 pub mod restore;
 pub mod run;
+pub mod supervise;
