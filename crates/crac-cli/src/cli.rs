@@ -197,6 +197,15 @@ pub struct RestoreArgs {
     /// paused process, the PID of the process woken.
     #[arg(long = "pid-file", value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
+    /// Restore into a new PID namespace, where the process has the image's
+    /// PID and TIDs whatever runs outside (any number of copies of one
+    /// image at once). crac is the namespace's init: it reaps, forwards
+    /// signals and ends as the program does. The namespace has its own
+    /// /proc, and CLOCK_MONOTONIC and CLOCK_BOOTTIME continue from their
+    /// values at the checkpoint. The PID file, if any, holds the PID in
+    /// the namespace.
+    #[arg(long, conflicts_with = "detach")]
+    pub pidns: bool,
 }
 
 /// `crac inspect`.

@@ -17,6 +17,7 @@ mod lifecycle;
 mod live;
 mod native;
 mod pause_attacks;
+mod pidns;
 mod policies;
 mod reader;
 mod tokio_svc;

@@ -39,6 +39,7 @@ mod creds_tests;
 mod inherit;
 mod memfd;
 mod pager;
+pub mod pidns;
 mod preflight;
 mod preflight_files;
 mod preflight_sock;
@@ -667,6 +668,24 @@ pub fn wait_and_forward_with(
     pid: u32,
     on_forward: &mut dyn FnMut(i32),
 ) -> Result<ExitStatus, RestoreError> {
+    wait_and_forward_impl(pid, false, on_forward)
+}
+
+/// [`wait_and_forward_with`] for the init of a PID namespace
+/// ([`pidns`]): also reaps every other process that ends in it (orphans
+/// are the init's children).
+pub fn wait_and_forward_as_init(
+    pid: u32,
+    on_forward: &mut dyn FnMut(i32),
+) -> Result<ExitStatus, RestoreError> {
+    wait_and_forward_impl(pid, true, on_forward)
+}
+
+fn wait_and_forward_impl(
+    pid: u32,
+    init: bool,
+    on_forward: &mut dyn FnMut(i32),
+) -> Result<ExitStatus, RestoreError> {
     use crac_sys::raw::{sigmask, sigwaitinfo};
     const SIG_BLOCK: i32 = 0;
     const SIG_SETMASK: i32 = 2;
@@ -679,13 +698,28 @@ pub fn wait_and_forward_with(
         set |= 1 << (sig - 1);
     }
     let old = sigmask(SIG_BLOCK, set).map_err(|e| wait_err(e.into()))?;
-    let same_group = rustix::process::getpgid(Some(p)).ok() == Some(rustix::process::getpgrp());
-    let result = loop {
-        match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG) {
-            Ok(Some((_, st))) => break Ok(ExitStatus::from_raw(st.as_raw())),
-            Ok(None) => {}
-            Err(rustix::io::Errno::INTR) => continue,
-            Err(e) => break Err(wait_err(e.into())),
+    // The init of a PID namespace gets signals only from the crac outside,
+    // which already left out the terminal's (and its process group lies
+    // outside the namespace, where it has no number).
+    let same_group =
+        !init && rustix::process::getpgid(Some(p)).ok() == Some(rustix::process::getpgrp());
+    let result = 'outer: loop {
+        loop {
+            let waited = if init {
+                rustix::process::wait(rustix::process::WaitOptions::NOHANG)
+            } else {
+                rustix::process::waitpid(Some(p), rustix::process::WaitOptions::NOHANG)
+            };
+            match waited {
+                Ok(Some((who, st))) if who == p => {
+                    break 'outer Ok(ExitStatus::from_raw(st.as_raw()))
+                }
+                // An orphan the init reaped: look for more.
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => break 'outer Err(wait_err(e.into())),
+            }
         }
         let (sig, code, _) = match sigwaitinfo(set) {
             Ok(s) => s,

@@ -34,15 +34,37 @@ pub enum Fork {
     },
 }
 
+/// `CLONE_NEWNS`: a new mount namespace.
+pub const CLONE_NEWNS: u64 = 0x0002_0000;
+/// `CLONE_NEWPID`: a new PID namespace (the child is its PID 1).
+pub const CLONE_NEWPID: u64 = 0x2000_0000;
+
 /// Creates a copy-on-write copy of the calling process (see the module
 /// docs) that returns [`Fork::Child`] while the caller gets
 /// [`Fork::Parent`].
 pub fn fork_cow() -> Result<Fork, Errno> {
+    fork_with(CLONE_PIDFD, 0)
+}
+
+/// Forks with the namespace `flags` given (`CLONE_NEWPID`, `CLONE_NEWNS`)
+/// and `SIGCHLD` as the exit signal, for a child that goes on as ordinary
+/// code: call it only while the process has one thread. The parent's
+/// `pidfd` is -1.
+pub fn fork_into_namespaces(flags: u64) -> Result<Fork, Errno> {
+    const SIGCHLD: u64 = 17;
+    fork_with(flags & (CLONE_NEWNS | CLONE_NEWPID), SIGCHLD)
+}
+
+fn fork_with(flags: u64, exit_signal: u64) -> Result<Fork, Errno> {
     let mut pidfd: i32 = -1;
     let args = CloneArgs {
-        flags: CLONE_PIDFD,
-        pidfd: &mut pidfd as *mut i32 as u64,
-        exit_signal: 0,
+        flags,
+        pidfd: if flags & CLONE_PIDFD != 0 {
+            &mut pidfd as *mut i32 as u64
+        } else {
+            0
+        },
+        exit_signal,
         ..Default::default()
     };
     // SAFETY: without CLONE_VM and without a stack the child runs on a copy
@@ -108,6 +130,17 @@ pub fn wait_pidfd(pidfd: i32) -> Result<Exit, Errno> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// `unshare(CLONE_NEWTIME)`: children created from now on live in a new
+/// time namespace, whose offsets may be written to
+/// `/proc/self/timens_offsets` until the first of them starts. The caller
+/// itself stays in its time namespace.
+pub fn unshare_time_namespace() -> Result<(), Errno> {
+    const CLONE_NEWTIME: usize = 0x80;
+    // SAFETY: CLONE_NEWTIME changes only which time namespace later
+    // children join; no memory or descriptor table is touched.
+    check(unsafe { syscall6(nr::UNSHARE, CLONE_NEWTIME, 0, 0, 0, 0, 0) }).map(drop)
 }
 
 /// One page of memory shared between a process and the copies it forks

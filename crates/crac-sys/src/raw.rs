@@ -142,6 +142,7 @@ pub mod nr {
     pub const TGKILL: usize = 234;
     pub const WAITID: usize = 247;
     pub const OPENAT: usize = 257;
+    pub const UNSHARE: usize = 272;
     pub const SET_ROBUST_LIST: usize = 273;
     pub const GET_ROBUST_LIST: usize = 274;
     pub const PREADV: usize = 295;

@@ -6,7 +6,9 @@
 //! If `CRAC_CHECKPOINT_TO` is set (and not empty) when the library is first
 //! used ([`init`](crate::init), [`global_context`](crate::global_context) or
 //! [`checkpoint_restore`](crate::checkpoint_restore)), the library listens on
-//! the abstract Unix stream socket `@crac/PID` ([`socket_name`]) and serves it
+//! the abstract Unix stream socket `@crac/PID` ([`socket_name`]; in a PID
+//! namespace other than the initial one `@crac/pidns-INODE/PID`,
+//! [`socket_name_in`]) and serves it
 //! from a thread named `crac-control` ([`THREAD_NAME`]). An abstract socket
 //! leaves no file behind and vanishes with the process. The decision is made
 //! once: setting the variable later opens no channel. `crac run` sets it.
@@ -133,6 +135,30 @@ const REFUSAL_LOG_UIDS: usize = 16;
 /// channel: `crac/PID`, shown as `@crac/PID` by `ss -x`.
 pub fn socket_name(pid: u32) -> String {
     format!("crac/{pid}")
+}
+
+/// The inode of the initial PID namespace (`PROC_PID_INIT_INO`, fixed by
+/// the kernel).
+pub const INITIAL_PID_NAMESPACE: u64 = 0xEFFF_FFFC;
+
+/// The control socket name of process `pid` (as its own PID namespace
+/// numbers it) in PID namespace `pidns` (its inode): `crac/PID` in the
+/// initial namespace, `crac/pidns-INODE/PID` in any other, so copies of
+/// one image restored with `crac restore --pidns` (same PID, one network
+/// namespace) each have their own.
+pub fn socket_name_in(pidns: u64, pid: u32) -> String {
+    if pidns == INITIAL_PID_NAMESPACE {
+        socket_name(pid)
+    } else {
+        format!("crac/pidns-{pidns}/{pid}")
+    }
+}
+
+/// This process's control socket name ([`socket_name_in`]).
+fn own_socket_name() -> String {
+    use std::os::unix::fs::MetadataExt;
+    let pidns = std::fs::metadata("/proc/self/ns/pid").map_or(INITIAL_PID_NAMESPACE, |m| m.ino());
+    socket_name_in(pidns, std::process::id())
 }
 
 /// The request line for a checkpoint, newline included.
@@ -278,8 +304,9 @@ fn open_listener() -> Option<Arc<UnixListener>> {
         ch.open = true;
     }
     let pid = std::process::id();
-    let bound = SocketAddr::from_abstract_name(socket_name(pid))
-        .and_then(|addr| UnixListener::bind_addr(&addr));
+    let name = own_socket_name();
+    let bound =
+        SocketAddr::from_abstract_name(&name).and_then(|addr| UnixListener::bind_addr(&addr));
     let mut ch = channel();
     match bound {
         Ok(listener) => {
@@ -305,11 +332,11 @@ fn open_listener() -> Option<Arc<UnixListener>> {
                         "crac: the control socket name @{} is taken by another process; \
                          `crac checkpoint {pid}` cannot reach this process until it is free \
                          (retrying)",
-                        socket_name(pid)
+                        name
                     );
                 }
             } else {
-                tracing::warn!(error = %e, name = %socket_name(pid),
+                tracing::warn!(error = %e, %name,
                     "cannot open the crac control channel; retrying");
             }
             None
@@ -801,5 +828,7 @@ mod tests {
             ("native", 3, true, std::path::PathBuf::from("/a b\nc"))
         );
         assert_eq!(socket_name(42), "crac/42");
+        assert_eq!(socket_name_in(INITIAL_PID_NAMESPACE, 42), "crac/42");
+        assert_eq!(socket_name_in(4026532999, 42), "crac/pidns-4026532999/42");
     }
 }

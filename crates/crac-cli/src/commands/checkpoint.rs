@@ -301,6 +301,32 @@ impl Target {
     }
 }
 
+/// The control socket name of process `pid` (a PID of this namespace):
+/// named after its PID in its own PID namespace if that is another one
+/// (a copy restored with `--pidns`).
+fn target_socket_name(pid: u32) -> String {
+    let pidns = fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| m.ino());
+    let inner = fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| innermost_pid(&s));
+    match (pidns, inner) {
+        (Ok(ns), Some(inner)) => control::socket_name_in(ns, inner),
+        _ => control::socket_name(pid),
+    }
+}
+
+/// The last PID of the `NSpid:` line (the process's PID in its own PID
+/// namespace).
+fn innermost_pid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
+}
+
 /// The effective uid on the `Uid:` line of a `/proc/PID/status` text.
 fn status_euid(status: &str) -> Option<u32> {
     status
@@ -459,7 +485,7 @@ pub(crate) fn connect(target: &Target) -> Result<UnixStream, CheckpointError> {
     let pid = target.pid;
     let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
     let addr =
-        SocketAddr::from_abstract_name(control::socket_name(pid)).map_err(io_err("address"))?;
+        SocketAddr::from_abstract_name(target_socket_name(pid)).map_err(io_err("address"))?;
     let stream = match UnixStream::connect_addr(&addr) {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
@@ -687,6 +713,13 @@ mod tests {
         );
         assert_eq!(parse_accepted("accepted engine=native"), None);
         assert_eq!(parse_accepted("durable"), None);
+    }
+
+    #[test]
+    fn innermost_pid_from_status() {
+        assert_eq!(innermost_pid("Name:\tx\nNSpid:\t4021\t17\n"), Some(17));
+        assert_eq!(innermost_pid("NSpid:\t4021\n"), Some(4021));
+        assert_eq!(innermost_pid("Name:\tx\n"), None);
     }
 
     #[test]

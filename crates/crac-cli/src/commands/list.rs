@@ -45,13 +45,52 @@ struct Entry {
     busy: bool,
 }
 
-/// The PIDs named by listening `@crac/PID` sockets in `/proc/net/unix`.
-fn candidates(net_unix: &str) -> BTreeSet<u32> {
+/// The processes named by listening control sockets in `/proc/net/unix`:
+/// `@crac/PID`, or `@crac/pidns-INODE/PID` for a process in another PID
+/// namespace (numbered there), as (namespace inode or 0, PID).
+fn candidates(net_unix: &str) -> BTreeSet<(u64, u32)> {
     net_unix
         .lines()
         .skip(1)
         .filter_map(|l| l.split_whitespace().nth(7))
-        .filter_map(|path| path.strip_prefix("@crac/")?.parse().ok())
+        .filter_map(|path| {
+            let name = path.strip_prefix("@crac/")?;
+            match name.strip_prefix("pidns-") {
+                None => Some((0, name.parse().ok()?)),
+                Some(rest) => {
+                    let (ns, pid) = rest.split_once('/')?;
+                    Some((ns.parse().ok()?, pid.parse().ok()?))
+                }
+            }
+        })
+        .collect()
+}
+
+/// The PIDs, in this namespace, of the processes that are `inner` in the
+/// PID namespaces given as (inode, inner PID).
+fn resolve(wanted: &BTreeSet<(u64, u32)>) -> Vec<u32> {
+    use std::os::unix::fs::MetadataExt;
+    if wanted.is_empty() {
+        return Vec::new();
+    }
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let ns = fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| m.ino());
+            let inner = fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("NSpid:"))?
+                        .split_whitespace()
+                        .last()?
+                        .parse::<u32>()
+                        .ok()
+                });
+            matches!((ns, inner), (Ok(ns), Some(i)) if wanted.contains(&(ns, i)))
+        })
         .collect()
 }
 
@@ -83,8 +122,13 @@ fn status_of(pid: u32) -> Option<control::Status> {
 pub fn list(args: &ListArgs) -> Result<ExitCode, ListError> {
     let me = rustix::process::geteuid().as_raw();
     let net = fs::read_to_string("/proc/net/unix").map_err(ListError::Sockets)?;
+    let (plain, other): (BTreeSet<_>, BTreeSet<_>) =
+        candidates(&net).into_iter().partition(|(ns, _)| *ns == 0);
+    let mut pids: Vec<u32> = plain.into_iter().map(|(_, p)| p).collect();
+    pids.extend(resolve(&other));
+    pids.sort_unstable();
     let mut entries = Vec::new();
-    for pid in candidates(&net) {
+    for pid in pids {
         let Some(uid) = euid_of(pid) else {
             continue;
         };
@@ -150,7 +194,11 @@ mod tests {
 0000000000000000: 00000002 00000000 00010000 0001 01 31339 /run/crac/17
 0000000000000000: 00000003 00000000 00000000 0001 03 31340
 0000000000000000: 00000002 00000000 00010000 0001 01 31341 @crac/12
+0000000000000000: 00000002 00000000 00010000 0001 01 31342 @crac/pidns-4026532999/7
 ";
-        assert_eq!(candidates(net).into_iter().collect::<Vec<_>>(), [12, 4242]);
+        assert_eq!(
+            candidates(net).into_iter().collect::<Vec<_>>(),
+            [(0, 12), (0, 4242), (4026532999, 7)]
+        );
     }
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crac_engine::pause::{self, PauseError};
-use crac_engine::restore::{self, RestoreOptions};
+use crac_engine::restore::{self, pidns, RestoreOptions};
 
 use crate::cli::RestoreArgs;
 use crate::output::{self, Reporter};
@@ -93,6 +93,8 @@ pub(crate) enum Started {
 pub(crate) struct Running {
     pub(crate) pid: u32,
     restored: restore::Restored,
+    /// This command is the init of the process's PID namespace.
+    init: Option<pidns::Init>,
 }
 
 impl Running {
@@ -103,9 +105,20 @@ impl Running {
         self,
         forwarded: &mut dyn FnMut(i32),
     ) -> Result<(u32, std::process::ExitStatus), RestoreError> {
-        let Running { pid, mut restored } = self;
-        let status = restore::wait_and_forward_with(pid, forwarded)
-            .map_err(|source| RestoreError::Wait { pid, source })?;
+        let Running {
+            pid,
+            mut restored,
+            init,
+        } = self;
+        let status = if init.is_some() {
+            restore::wait_and_forward_as_init(pid, forwarded)
+        } else {
+            restore::wait_and_forward_with(pid, forwarded)
+        }
+        .map_err(|source| RestoreError::Wait { pid, source })?;
+        if let Some(init) = init {
+            init.report(status);
+        }
         // The process has ended; children it forked may still be loading.
         match restored.finish() {
             Ok(l) if l.spaces > 0 => tracing::debug!(
@@ -161,6 +174,23 @@ pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, Res
         return Ok(Started::Done(ExitCode::SUCCESS));
     }
 
+    let mut init = None;
+    if args.pidns {
+        match pidns::enter(&dir).map_err(|source| RestoreError::Restore {
+            dir: dir.clone(),
+            source,
+        })? {
+            // The init restores; this process waits for it.
+            pidns::Side::Outside(outside) => {
+                let pid = outside.init;
+                let status = restore::wait_and_forward(pid)
+                    .map_err(|source| RestoreError::Wait { pid, source })?;
+                let status = outside.program_status(status);
+                return Ok(Started::Done(exit_like(pid, status)));
+            }
+            pidns::Side::Init(i) => init = Some(i),
+        }
+    }
     let shown = dir.display().to_string();
     let spinner = out.spinner(format!("restoring {shown}: checking the image"));
     let options = RestoreOptions {
@@ -213,7 +243,11 @@ pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, Res
         out.status(format!("process {pid} runs on its own"));
         return Ok(Started::Done(ExitCode::SUCCESS));
     }
-    Ok(Started::Attached(Running { pid, restored }))
+    Ok(Started::Attached(Running {
+        pid,
+        restored,
+        init,
+    }))
 }
 
 /// Writes `pid` and a newline to `path`, if asked, through a new file in

@@ -44,6 +44,7 @@ fn restore_args(dir: &Path) -> RestoreArgs {
         env: Vec::new(),
         env_file: Vec::new(),
         pid_file: None,
+        pidns: false,
     }
 }
 

@@ -557,7 +557,11 @@ fn check_ids(pid: u32, threads: &[(u32, String)], p: &mut Problems) {
         } else if Path::new(&format!("/proc/{id}")).exists() {
             p.add(
                 ProblemKind::IdTaken,
-                format!("{what} is taken by {}", holder(*id)),
+                format!(
+                    "{what} is taken by {} (`crac restore --pidns` restores a copy in a PID \
+                     namespace of its own)",
+                    holder(*id)
+                ),
             );
         }
     }

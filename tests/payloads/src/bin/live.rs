@@ -11,7 +11,7 @@
 //! would show pages past the cursor already at `gen + 1`.
 //!
 //! Prints `ready PID`, then on SIGUSR1 (checked between pages) `ok GEN
-//! CURSOR SWEEPS` or `BAD ...`; after a restore `restored` first (a crac
+//! CURSOR SWEEPS PID MONOTONIC_NS` or `BAD ...`; after a restore `restored` first (a crac
 //! resource). SIGTERM ends it.
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,6 +33,16 @@ impl crac::Resource for Announce {
         println!("restored");
         Ok(())
     }
+}
+
+fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `t` is a live timespec the call fills.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 struct State {
@@ -111,7 +121,14 @@ fn main() {
         }
         if CHECK.swap(false, Ordering::SeqCst) {
             match s.check() {
-                Ok(()) => println!("ok {} {} {}", s.gen, s.cursor, s.sweeps),
+                Ok(()) => println!(
+                    "ok {} {} {} {} {}",
+                    s.gen,
+                    s.cursor,
+                    s.sweeps,
+                    std::process::id(),
+                    monotonic_ns()
+                ),
                 Err(e) => println!("BAD {e}"),
             }
         }
