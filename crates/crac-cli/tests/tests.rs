@@ -20,6 +20,7 @@ mod pause_attacks;
 mod pidns;
 mod policies;
 mod reader;
+mod rootless;
 mod tokio_svc;
 mod uniqueness;
 mod util;

@@ -163,6 +163,15 @@ pub enum RestoreError {
         /// Who holds it, e.g. `process 1234 (sleep)`.
         holder: String,
     },
+    /// A caller other than root lacks the capability to choose PIDs.
+    #[error(
+        "could not create process {pid} with its PID: this user lacks CAP_CHECKPOINT_RESTORE \
+         (`crac restore --pidns` restores it in user and PID namespaces of its own)"
+    )]
+    SpawnRefused {
+        /// The image's PID.
+        pid: u32,
+    },
     /// `clone3` failed otherwise.
     #[error("could not create process {pid}")]
     Spawn {
@@ -311,6 +320,11 @@ pub fn restore_with_progress(
     let plan = preflight(dir)?;
     let pid = plan.pid;
     progress(Stage::Start, 0, 0);
+    if !rustix::process::geteuid().is_root() {
+        // Best effort: without capabilities the restorer reports what it
+        // was refused.
+        let _ = pidns::keep_capabilities_across_exec();
+    }
 
     // The restorer gets what preflight checked, never the paths again: the
     // metadata bytes in a sealed memfd, the page file's descriptor.
@@ -387,6 +401,9 @@ pub fn restore_with_progress(
                 pid,
                 holder: preflight::holder(pid),
             })
+        }
+        Err(Errno::EPERM) if !rustix::process::geteuid().is_root() => {
+            return Err(RestoreError::SpawnRefused { pid })
         }
         Err(e) => {
             return Err(RestoreError::Spawn {

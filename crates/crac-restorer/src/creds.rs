@@ -41,6 +41,27 @@ fn groups(c: &CredsRecord<'static>) -> R<&'static [u32]> {
     Ok(unsafe { core::slice::from_raw_parts(b.as_ptr() as *const u32, b.len() / 4) })
 }
 
+/// `setgroups(groups)`, except where the kernel allows no process to set
+/// groups: in a user namespace whose `setgroups` is `deny` (a rootless
+/// restore, `crac restore --pidns` as another user than root), the caller
+/// keeps its own groups, which the preflight found to include the image's.
+fn set_groups(groups: &[u32]) -> Result<(), crac_sys::Errno> {
+    match sc::setgroups(groups) {
+        Err(e) if e.0 == 1 && setgroups_denied() => Ok(()),
+        r => r,
+    }
+}
+
+fn setgroups_denied() -> bool {
+    let Ok(fd) = crate::sys::open(b"/proc/self/setgroups\0", 0) else {
+        return false;
+    };
+    let mut b = [0u8; 8];
+    let n = crate::sys::read(fd, &mut b).unwrap_or(0);
+    let _ = crate::sys::close(fd);
+    b[..n].starts_with(b"deny")
+}
+
 fn has(set: u64, cap: u64) -> bool {
     set & (1 << cap) != 0
 }
@@ -55,7 +76,7 @@ pub fn enter_fs(c: &CredsRecord<'static>) -> R<()> {
     let (eff, _, _) =
         sc::capget().map_err(|e| fail!(errno(e), 0, "reading the capabilities failed"))?;
     if has(eff, CAP_SETGID) {
-        sc::setgroups(groups).map_err(|e| {
+        set_groups(groups).map_err(|e| {
             fail!(
                 errno(e),
                 0,
@@ -86,7 +107,7 @@ pub fn apply(c: &CredsRecord<'static>, tid: u32) -> R<()> {
     // Without CAP_SETGID the caller restores its own image (preflight) and
     // keeps its own groups.
     if has(eff, CAP_SETGID) {
-        sc::setgroups(groups).map_err(|e| {
+        set_groups(groups).map_err(|e| {
             fail!(
                 errno(e),
                 t,

@@ -143,6 +143,17 @@ pub fn unshare_time_namespace() -> Result<(), Errno> {
     check(unsafe { syscall6(nr::UNSHARE, CLONE_NEWTIME, 0, 0, 0, 0, 0) }).map(drop)
 }
 
+/// `unshare(CLONE_NEWUSER)`: the caller moves into a new user namespace,
+/// where it has every capability, until its uid and gid maps are written
+/// (`/proc/self/uid_map`, `gid_map`). The kernel refuses it (`EINVAL`) in
+/// a process with more than one thread.
+pub fn unshare_user_namespace() -> Result<(), Errno> {
+    const CLONE_NEWUSER: usize = 0x1000_0000;
+    // SAFETY: CLONE_NEWUSER changes only the caller's credentials'
+    // namespace; no memory or descriptor table is touched.
+    check(unsafe { syscall6(nr::UNSHARE, CLONE_NEWUSER, 0, 0, 0, 0, 0) }).map(drop)
+}
+
 /// One page of memory shared between a process and the copies it forks
 /// afterwards (`MAP_SHARED | MAP_ANONYMOUS`): how a child reports back to
 /// its parent without a pipe's framing. Unmapped on drop.

@@ -11,6 +11,12 @@
 //! The time namespace's offsets make CLOCK_MONOTONIC and CLOCK_BOOTTIME
 //! read, at the restore, what they read at the checkpoint: they continue
 //! from there, never backwards, even after a reboot.
+//!
+//! A caller other than root first enters a new user namespace in which it
+//! is itself (its uid and gid mapped to themselves, `setgroups` denied, as
+//! an unprivileged process may) and holds the capabilities the namespaces
+//! and the restore need over what it owns: rootless restores, as CRIU's
+//! and FastFreeze's. Its supplementary groups stay what they are.
 
 use std::io;
 use std::os::unix::process::ExitStatusExt;
@@ -84,6 +90,32 @@ fn offset(then: u64, now: u64) -> (i64, u32) {
     (secs as i64, nanos as u32)
 }
 
+/// For a caller other than root, an `execve` drops every capability (file
+/// capabilities of `crac`, `setcap cap_checkpoint_restore+ep`, or those of
+/// a user namespace): raise the permitted ones into the ambient set, so
+/// the restorer keeps what it needs (`PR_SET_MM_MAP`, `clone3` with
+/// `set_tid` for threads) until it gives the process the image's
+/// credentials.
+pub(crate) fn keep_capabilities_across_exec() -> rustix::io::Result<()> {
+    use rustix::thread::{self, CapabilitySet, CapabilitySets};
+    let all = thread::capabilities(None)?.permitted;
+    thread::set_capabilities(
+        None,
+        CapabilitySets {
+            effective: all,
+            permitted: all,
+            inheritable: all,
+        },
+    )?;
+    for bit in 0..64 {
+        let cap = CapabilitySet::from_bits_retain(1 << bit);
+        if all.contains(cap) {
+            thread::configure_capability_in_ambient_set(cap, true)?;
+        }
+    }
+    Ok(())
+}
+
 /// Forks the init of a new PID, mount and time namespace (see the module
 /// docs). Call it while the process has one thread, before the restore.
 pub fn enter(image_dir: &Path) -> Result<Side, RestoreError> {
@@ -94,6 +126,18 @@ pub fn enter(image_dir: &Path) -> Result<Side, RestoreError> {
         source: io::Error::other(e.to_string()),
     })?;
     let (then_mono, then_boot) = (image.process.monotonic_ns, image.process.boottime_ns);
+    let (uid, gid) = (rustix::process::geteuid(), rustix::process::getegid());
+    if !uid.is_root() {
+        // Rootless: a user namespace where this user is itself (the only
+        // id it may map) and holds the capabilities the namespaces and the
+        // restore need, over what it owns.
+        fork::unshare_user_namespace().map_err(|e| setup("create a user namespace")(e.into()))?;
+        let (u, g) = (uid.as_raw(), gid.as_raw());
+        std::fs::write("/proc/self/setgroups", "deny")
+            .and_then(|()| std::fs::write("/proc/self/uid_map", format!("{u} {u} 1\n")))
+            .and_then(|()| std::fs::write("/proc/self/gid_map", format!("{g} {g} 1\n")))
+            .map_err(setup("map the user into its user namespace"))?;
+    }
     fork::unshare_time_namespace().map_err(|e| setup("create a time namespace")(e.into()))?;
     let (mono, boot) = (
         offset(then_mono, crac_sys::sys::clock_ns(1)),
@@ -137,6 +181,11 @@ pub fn enter(image_dir: &Path) -> Result<Side, RestoreError> {
                 )
             });
             r.map_err(|e| setup("mount /proc for the PID namespace")(e.into()))?;
+            if !uid.is_root() {
+                keep_capabilities_across_exec().map_err(|e| {
+                    setup("keep the user namespace's capabilities for the restorer")(e.into())
+                })?;
+            }
             Ok(Side::Init(Init { report: writer }))
         }
     }
@@ -151,5 +200,134 @@ mod tests {
         assert_eq!(offset(5_000_000_000, 2_000_000_000), (3, 0));
         assert_eq!(offset(2_000_000_000, 5_000_000_001), (-4, 999_999_999));
         assert_eq!(offset(1_500_000_000, 1_000_000_000), (0, 500_000_000));
+    }
+}
+
+/// Whether `crac restore --pidns` can work for the caller here: in a child
+/// (this process keeps its namespaces), the steps [`enter`] takes and the
+/// restore's `clone3` with `set_tid` inside the new namespace, each for
+/// real. `Ok(what it used)` or `Err(the step that failed)`.
+pub fn probe() -> Result<String, String> {
+    const STEPS: [&str; 8] = [
+        "",
+        "create a user namespace (kernel.unprivileged_userns_clone, user.max_user_namespaces or an LSM may forbid it)",
+        "map the user into its user namespace",
+        "create a time namespace",
+        "set the time namespace's clocks",
+        "create a PID and mount namespace",
+        "mount /proc for the PID namespace",
+        "create a process with a chosen PID in the namespace",
+    ];
+    let root = rustix::process::geteuid().is_root();
+    let pid = match fork::fork_into_namespaces(0) {
+        Err(e) => return Err(format!("cannot fork a process for the probe: {e}")),
+        Ok(Fork::Child) => crac_sys::sys::exit_group(match probe_steps(root) {
+            Ok(()) => 0,
+            Err(step) => step,
+        }),
+        Ok(Fork::Parent { pid, .. }) => pid,
+    };
+    let status = rustix::process::Pid::from_raw(pid)
+        .ok_or_else(|| "the probe has no PID".to_string())
+        .and_then(|p| {
+            rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty())
+                .map_err(|e| format!("cannot wait for the probe: {e}"))
+        })?
+        .map(|(_, st)| st);
+    match status.and_then(|st| st.exit_status()) {
+        Some(0) => Ok(format!(
+            "{}PID, mount and time namespaces; a process with a chosen PID in them",
+            if root { "" } else { "a user namespace, " }
+        )),
+        Some(step) => Err(format!(
+            "cannot {}",
+            STEPS.get(step as usize).copied().unwrap_or("run the probe")
+        )),
+        None => Err("the probe was killed".to_string()),
+    }
+}
+
+/// The probe's steps, in the child: `Err(step)` numbers the one that
+/// failed (see [`probe`]).
+fn probe_steps(root: bool) -> Result<(), i32> {
+    let (u, g) = (
+        rustix::process::geteuid().as_raw(),
+        rustix::process::getegid().as_raw(),
+    );
+    if !root {
+        fork::unshare_user_namespace().map_err(|_| 1)?;
+        std::fs::write("/proc/self/setgroups", "deny")
+            .and_then(|()| std::fs::write("/proc/self/uid_map", format!("{u} {u} 1\n")))
+            .and_then(|()| std::fs::write("/proc/self/gid_map", format!("{g} {g} 1\n")))
+            .map_err(|_| 2)?;
+    }
+    fork::unshare_time_namespace().map_err(|_| 3)?;
+    std::fs::write("/proc/self/timens_offsets", "monotonic 1 0\nboottime 1 0\n").map_err(|_| 4)?;
+    match fork::fork_into_namespaces(fork::CLONE_NEWPID | fork::CLONE_NEWNS).map_err(|_| 5)? {
+        Fork::Parent { pid, .. } => {
+            let p = rustix::process::Pid::from_raw(pid).ok_or(5)?;
+            match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty()) {
+                Ok(Some((_, st))) => match st.exit_status() {
+                    Some(0) => Ok(()),
+                    Some(step) => Err(step as i32),
+                    None => Err(7),
+                },
+                _ => Err(7),
+            }
+        }
+        Fork::Child => {
+            use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
+            let code = if mount_change(
+                "/",
+                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+            )
+            .and_then(|()| {
+                mount(
+                    "proc",
+                    "/proc",
+                    "proc",
+                    MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                    None,
+                )
+            })
+            .is_err()
+            {
+                6
+            } else if chosen_pid_child(4242) {
+                0
+            } else {
+                7
+            };
+            crac_sys::sys::exit_group(code)
+        }
+    }
+}
+
+/// Creates a child with PID `pid` that exits at once (its exec fails on
+/// purpose), as the restore creates the restored process.
+fn chosen_pid_child(pid: i32) -> bool {
+    let Ok(devnull) = std::fs::File::options().write(true).open("/dev/null") else {
+        return false;
+    };
+    let child = crac_sys::raw::ExecChild {
+        fds: &[],
+        close_from: 3,
+        exec_fd: -1,
+        argv: &[c"crac-probe"],
+        envp: &[],
+        fail_fd: std::os::fd::AsRawFd::as_raw_fd(&devnull),
+        fail_record: &[0; 16],
+        fail_errno_at: 0,
+        fail_step_at: 8,
+        new_session: false,
+    };
+    match crac_sys::raw::spawn_exec_with_pid(pid, &child) {
+        Ok(got) => {
+            if let Some(p) = rustix::process::Pid::from_raw(got) {
+                let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
+            }
+            got == pid
+        }
+        Err(_) => false,
     }
 }
