@@ -191,18 +191,6 @@ pub fn enter(image_dir: &Path) -> Result<Side, RestoreError> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::offset;
-
-    #[test]
-    fn offsets_carry_the_clock_back_or_forward() {
-        assert_eq!(offset(5_000_000_000, 2_000_000_000), (3, 0));
-        assert_eq!(offset(2_000_000_000, 5_000_000_001), (-4, 999_999_999));
-        assert_eq!(offset(1_500_000_000, 1_000_000_000), (0, 500_000_000));
-    }
-}
-
 /// Whether `crac restore --pidns` can work for the caller here: in a child
 /// (this process keeps its namespaces), the steps [`enter`] takes and the
 /// restore's `clone3` with `set_tid` inside the new namespace, each for
@@ -269,7 +257,7 @@ fn probe_steps(root: bool) -> Result<(), i32> {
             match rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty()) {
                 Ok(Some((_, st))) => match st.exit_status() {
                     Some(0) => Ok(()),
-                    Some(step) => Err(step as i32),
+                    Some(step) => Err(step),
                     None => Err(7),
                 },
                 _ => Err(7),
@@ -329,5 +317,17 @@ fn chosen_pid_child(pid: i32) -> bool {
             got == pid
         }
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::offset;
+
+    #[test]
+    fn offsets_carry_the_clock_back_or_forward() {
+        assert_eq!(offset(5_000_000_000, 2_000_000_000), (3, 0));
+        assert_eq!(offset(2_000_000_000, 5_000_000_001), (-4, 999_999_999));
+        assert_eq!(offset(1_500_000_000, 1_000_000_000), (0, 500_000_000));
     }
 }
