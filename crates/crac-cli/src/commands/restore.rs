@@ -59,6 +59,16 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A damaged piece of the page file was about to be loaded: the
+    /// process was killed before it could read it.
+    #[error("cannot restore {}", dir.display())]
+    Damaged {
+        /// The image.
+        dir: PathBuf,
+        /// The piece and the memory it holds.
+        #[source]
+        source: Box<restore::LoadError>,
+    },
     /// Waiting for the restored process failed (it keeps running).
     #[error("lost track of restored process {pid}")]
     Wait {
@@ -101,6 +111,7 @@ pub fn restore(mut args: RestoreArgs, out: Reporter) -> Result<ExitCode, Restore
         detach: args.detach,
         env: args.env,
         eager: args.eager,
+        verify: args.verify,
     };
     // The bar leaves room for the bytes: while pages load the stage is
     // not named.
@@ -160,6 +171,13 @@ pub fn restore(mut args: RestoreArgs, out: Reporter) -> Result<ExitCode, Restore
             output::duration(l.elapsed)
         ),
         Ok(_) => {}
+        // Its end (SIGKILL) is the pager's doing, not the program's.
+        Err(source @ restore::LoadError::Damaged { .. }) => {
+            return Err(RestoreError::Damaged {
+                dir,
+                source: Box::new(source),
+            });
+        }
         Err(e) => tracing::error!("{e}"),
     }
     if let Some(sig) = status.signal() {
