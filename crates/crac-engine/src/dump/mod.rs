@@ -802,7 +802,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         pages_fd: tmp.pages_fd,
         failure: None,
         pages_len: 0,
-        pieces: Pieces::with_capacity(pieces_estimate()),
+        pieces: Pieces::with_capacity(pieces_estimate(facts.deleted_bytes)),
         fds,
     };
     let meta_cap = 256 * 1024
@@ -977,9 +977,9 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
 }
 
 /// An upper bound on the pieces of the page file: pages are stored only
-/// if they are resident or swapped out (or belong to a deleted file's
-/// private mapping), with room for growth until the stop.
-fn pieces_estimate() -> usize {
+/// if they are resident or swapped out, or belong to a deleted file's
+/// mapping (`deleted_bytes`), with room for growth until the stop.
+fn pieces_estimate(deleted_bytes: u64) -> usize {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib = |key: &str| {
         status
@@ -988,17 +988,7 @@ fn pieces_estimate() -> usize {
             .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    let maps = std::fs::read("/proc/self/maps").unwrap_or_default();
-    let deleted: u64 = maps
-        .split(|&b| b == b'\n')
-        .filter(|l| l.ends_with(b" (deleted)"))
-        .filter_map(|l| {
-            let range = l.split(|&b| b == b' ').next()?;
-            let dash = range.iter().position(|&b| b == b'-')?;
-            Some(parse_hex(&range[dash + 1..])?.saturating_sub(parse_hex(&range[..dash])?))
-        })
-        .sum();
-    let bytes = (kib("VmRSS:") + kib("VmSwap:")) * 1024 + deleted;
+    let bytes = (kib("VmRSS:") + kib("VmSwap:")) * 1024 + deleted_bytes;
     let pieces = (bytes / crac_image::PIECE_LEN) as usize;
     // An eighth more and 1 GiB of growth (128 KiB of table).
     pieces + pieces / 8 + 16384
@@ -1016,4 +1006,28 @@ fn runs_estimate() -> usize {
         })
         .unwrap_or(1 << 16);
     rss_pages + 65536
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_are_hashed_in_file_order_and_a_full_table_fails() {
+        let data: Vec<u8> = (0..2 * 65536 + 4096).map(|i| (i % 241) as u8).collect();
+        let mut p = Pieces::with_capacity(3);
+        // Fed in uneven steps, as runs and the bounce buffer cut them.
+        for c in data.chunks(12_288) {
+            p.update(c);
+        }
+        p.finish().unwrap();
+        let want: Vec<u64> = data.chunks(65536).map(crac_image::piece_hash).collect();
+        assert_eq!(p.hashes, want);
+
+        let mut p = Pieces::with_capacity(1);
+        let cap = p.hashes.capacity();
+        p.update(&data);
+        assert_eq!(p.hashes.capacity(), cap, "never grows");
+        assert!(matches!(p.finish(), Err(SnapFailure::Overflow(_))));
+    }
 }
