@@ -668,15 +668,23 @@ impl Source {
         let pages_len = self.image.image.header.pages_len;
         for index in crac_image::pieces_of(off, len) {
             let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
-            let Some(cell) = self.checked.get(word) else {
-                continue;
+            // Past the table (the preflight's checks rule that out): never
+            // load what no hash covers.
+            let (Some(cell), Some((start, end))) = (
+                self.checked.get(word),
+                crac_image::piece_range(index, pages_len),
+            ) else {
+                return Err(Damage {
+                    index,
+                    start: off,
+                    end: off + len,
+                    stored: 0,
+                    computed: 0,
+                });
             };
             if cell.get() & bit != 0 {
                 continue;
             }
-            let Some((start, end)) = crac_image::piece_range(index, pages_len) else {
-                continue;
-            };
             let stored = table.get(index as usize).copied().unwrap_or(0);
             let computed = self.hash_piece(start, end);
             if computed != stored {
