@@ -65,6 +65,10 @@ pub enum Command {
     /// Describe an image: program, when and where it was made, threads,
     /// memory, the files it depends on and whether it can be restored here.
     Inspect(InspectArgs),
+    /// List the caller's crac-enabled processes (root: everyone's): PID,
+    /// engine, how many times each was restored, program and image
+    /// directory (like `jcmd` without arguments).
+    List(ListArgs),
     /// Check that this machine has every kernel feature the engine uses.
     Check,
     /// Print a shell completion script.
@@ -82,8 +86,31 @@ pub enum Command {
 pub struct RunArgs {
     /// Image directory for checkpoints; `%p` stands for the PID. Made
     /// absolute. Default: $CRAC_CHECKPOINT_TO.
-    #[arg(long, value_name = "DIR", env = "CRAC_CHECKPOINT_TO")]
-    pub checkpoint_to: PathBuf,
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "CRAC_CHECKPOINT_TO",
+        required_unless_present = "image"
+    )]
+    pub checkpoint_to: Option<PathBuf>,
+    /// Restore DIR if it holds an image that can be restored here (as
+    /// `crac restore DIR`), else start PROGRAM fresh with checkpoints going
+    /// to DIR, saying once why (like CRaC's -XX:CRaCRestoreFrom with
+    /// CRaCIgnoreRestoreIfUnavailable, FastFreeze's `run`). Overrides
+    /// --checkpoint-to.
+    #[arg(long, value_name = "DIR")]
+    pub image: Option<PathBuf>,
+    /// With --image: checkpoint the program live (it keeps running) every
+    /// DURATION (`30s`, `5min`, `500ms`), replacing the image atomically;
+    /// crac stays its parent.
+    #[arg(long, value_name = "DURATION", requires = "image", value_parser = humantime::parse_duration)]
+    pub checkpoint_every: Option<std::time::Duration>,
+    /// With --image: when the program dies (a signal crac did not forward,
+    /// or a non-zero exit), restore it from the last image, at most N times
+    /// in a row (a checkpoint after a restore starts the count again); crac
+    /// stays its parent.
+    #[arg(long, value_name = "N", requires = "image")]
+    pub restore_on_crash: Option<u32>,
     /// The engine that makes checkpoints. Default: $CRAC_ENGINE, else native.
     #[arg(long, value_enum, value_name = "ENGINE")]
     pub engine: Option<Engine>,
@@ -130,6 +157,11 @@ pub struct CheckpointArgs {
     /// `after_restore` hooks run in it).
     #[arg(long)]
     pub leave_running: bool,
+    /// Write this checkpoint's image to DIR instead of the process's
+    /// configured directory (CRAC_CHECKPOINT_TO). The process writes it
+    /// with its own rights.
+    #[arg(long, value_name = "DIR")]
+    pub to: Option<PathBuf>,
 }
 
 /// `crac restore`.
@@ -183,6 +215,15 @@ pub struct InspectArgs {
     /// Also check every piece of the stored page data against its hash.
     #[arg(long)]
     pub verify: bool,
+}
+
+/// `crac list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print the list as JSON: an array of {pid, uid, program, dir, engine,
+    /// restores, busy}.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Parses `KEY=VALUE`.

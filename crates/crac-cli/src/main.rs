@@ -1,4 +1,4 @@
-//! The `crac` command: run, checkpoint, restore, inspect, check.
+//! The `crac` command: run, checkpoint, restore, inspect, list, check.
 //!
 //! A thin binary: argument definitions in [`cli`], one module per
 //! subcommand in [`commands`], one error enum per operation, gathered in
@@ -30,6 +30,8 @@ enum CliError {
     Inspect(#[from] commands::inspect::InspectError),
     #[error(transparent)]
     Check(#[from] commands::check::CheckError),
+    #[error(transparent)]
+    List(#[from] commands::list::ListError),
     /// Writing the output asked for failed.
     #[error("cannot write the output")]
     Output(#[source] std::io::Error),
@@ -50,10 +52,11 @@ fn main_exec() -> Result<ExitCode, CliError> {
     output::init_logging(cli.quiet, cli.verbose);
     let out = Reporter::new(cli.quiet);
     match cli.command {
-        Command::Run(args) => Ok(commands::run::run(args)?),
+        Command::Run(args) => Ok(commands::run::run(args, out)?),
         Command::Checkpoint(args) => Ok(commands::checkpoint::checkpoint(&args, out)?),
         Command::Restore(args) => Ok(commands::restore::restore(args, out)?),
         Command::Inspect(args) => Ok(commands::inspect::inspect(&args, out)?),
+        Command::List(args) => Ok(commands::list::list(&args)?),
         Command::Check => Ok(commands::check::check(out)?),
         Command::Completions { shell } => {
             let mut cmd = Cli::command();

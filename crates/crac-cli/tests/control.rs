@@ -17,7 +17,7 @@ const LONG: Duration = Duration::from_secs(60);
 
 /// `exe` run as user nobody (uid 65534, no capabilities) through
 /// `setpriv`, from a copy nobody may execute; keep the `Dir` alive.
-fn as_nobody(exe: &Path) -> (Dir, Command) {
+pub fn as_nobody(exe: &Path) -> (Dir, Command) {
     assert!(
         Path::new("/usr/bin/setpriv").exists(),
         "this test needs setpriv (util-linux)"

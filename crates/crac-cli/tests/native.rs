@@ -220,6 +220,10 @@ fn copy_image(from: &Path, to: &Path) {
 #[test]
 fn corrupt_truncated_and_foreign_images_are_refused_and_nothing_runs() {
     let (dir, image, file, pid) = writer_image();
+    let too_new = format!(
+        "format version 9.{} is not supported",
+        crac_image::FORMAT_VERSION.1
+    );
     let cases: Vec<(&str, Damage, &str)> = vec![
         (
             "flipped body byte",
@@ -266,7 +270,7 @@ fn corrupt_truncated_and_foreign_images_are_refused_and_nothing_runs() {
             Box::new(|d: &Path| {
                 rewrite_header(d, |h| h[8..10].copy_from_slice(&9u16.to_le_bytes()))
             }),
-            "format version 9.2 is not supported",
+            &too_new,
         ),
         (
             "not an image",

@@ -114,6 +114,13 @@ where
     t
 }
 
+impl From<Command> for TestCommand {
+    fn from(mut cmd: Command) -> TestCommand {
+        cmd.stdin(Stdio::null());
+        TestCommand { cmd, listing: None }
+    }
+}
+
 impl TestCommand {
     pub fn new(program: impl AsRef<std::ffi::OsStr>) -> TestCommand {
         let mut cmd = Command::new(program);

@@ -26,6 +26,11 @@ pub fn build_id(path: &Path) -> Option<Vec<u8>> {
     if !f.metadata().ok()?.is_file() {
         return None;
     }
+    build_id_of(&f)
+}
+
+/// The GNU build-id of the open 64-bit little-endian ELF file `f`.
+pub fn build_id_of(f: &std::fs::File) -> Option<Vec<u8>> {
     let mut eh = [0u8; 64];
     f.read_exact_at(&mut eh, 0).ok()?;
     if &eh[0..4] != b"\x7fELF" || eh[4] != 2 || eh[5] != 1 {

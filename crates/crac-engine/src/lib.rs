@@ -9,6 +9,7 @@
 pub mod creds;
 mod dump;
 mod elf;
+pub mod identity;
 pub mod native;
 pub mod pause;
 pub mod restore;

@@ -15,7 +15,9 @@ pub struct DumpOptions {
     /// Called once the image is complete, synced and renamed into place,
     /// right before the process exits (or the threads are released). Other
     /// threads may still be stopped, possibly holding the allocator's lock:
-    /// the callback must not allocate (a `write` to a socket is fine).
+    /// the callback must not allocate (a `write` to a socket is fine). With
+    /// `leave_running` the threads usually run again already (a copy of the
+    /// process wrote the image).
     pub on_durable: Option<std::sync::Arc<dyn Fn() + Send + Sync>>,
     /// Resource policies for single descriptors (CRaC's `close`, `ignore`,
     /// `reopen`), overriding the engine's default for those numbers.
@@ -139,6 +141,15 @@ pub enum DumpError {
     StillLoading {
         /// How long the dump waited.
         secs: u64,
+    },
+    /// The copy of the process that writes a live checkpoint's image ended
+    /// without committing it.
+    #[error("the process writing the image (PID {pid}, a copy of this one) {how} before the image was complete")]
+    WriterDied {
+        /// Its PID.
+        pid: i32,
+        /// How it ended ("was killed by SIGKILL").
+        how: String,
     },
     /// A system call failed while writing the image.
     #[error("cannot {what}: {errno}")]

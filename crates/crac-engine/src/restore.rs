@@ -661,6 +661,15 @@ fn forwarded(sig: i32) -> bool {
 /// own copy). The signals are blocked in the calling thread for the
 /// duration; in a multi-threaded caller other threads should block them too.
 pub fn wait_and_forward(pid: u32) -> Result<ExitStatus, RestoreError> {
+    wait_and_forward_with(pid, &mut |_| {})
+}
+
+/// [`wait_and_forward`], calling `forwarded(signal)` for every signal it
+/// forwards (a supervisor tells a death it asked for from a crash).
+pub fn wait_and_forward_with(
+    pid: u32,
+    on_forward: &mut dyn FnMut(i32),
+) -> Result<ExitStatus, RestoreError> {
     use crac_sys::raw::{sigmask, sigwaitinfo};
     const SIG_BLOCK: i32 = 0;
     const SIG_SETMASK: i32 = 2;
@@ -690,6 +699,7 @@ pub fn wait_and_forward(pid: u32) -> Result<ExitStatus, RestoreError> {
             continue;
         }
         if let Some(s) = rustix::process::Signal::from_named_raw(sig) {
+            on_forward(sig);
             let _ = rustix::process::kill_process(p, s);
         }
     };

@@ -57,11 +57,11 @@ pub use wire::{DecodeError, EncodeError, Reader, Writer};
 ///
 /// Readers accept the same major and a minor no newer than theirs; unknown
 /// sections of an older minor are skipped.
-pub const FORMAT_VERSION: (u16, u16) = (1, 2);
+pub const FORMAT_VERSION: (u16, u16) = (1, 3);
 
 /// First minor version whose images carry a piece table ([`PieceTable`]);
 /// its readers ignore the header's page data CRC (written as 0).
-pub const PIECES_MINOR: u16 = 2;
+pub const PIECES_MINOR: u16 = 3;
 
 /// Magic at the start of `meta.crac`.
 pub const META_MAGIC: [u8; 8] = *b"CRACIMG\0";

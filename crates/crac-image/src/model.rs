@@ -227,6 +227,7 @@ pub struct FileRef {
     pub mode: u32,
     pub build_id: Vec<u8>,
     pub path: Vec<u8>,
+    pub content_hash: Vec<u8>,
 }
 
 impl From<&FileRecord<'_>> for FileRef {
@@ -241,6 +242,7 @@ impl From<&FileRecord<'_>> for FileRef {
             mode: r.mode,
             build_id: r.build_id.to_vec(),
             path: r.path.to_vec(),
+            content_hash: r.content_hash.to_vec(),
         }
     }
 }
@@ -258,6 +260,7 @@ impl FileRef {
             mode: self.mode,
             build_id: &self.build_id,
             path: &self.path,
+            content_hash: &self.content_hash,
         }
     }
 }
@@ -480,7 +483,7 @@ pub struct Image {
     /// which restore refuses).
     pub creds: Option<crate::creds::Creds>,
     /// The piece table: the hash of every [`PIECE_LEN`] bytes of page data
-    /// (`None` only in images older than format 1.2, whose header CRC
+    /// (`None` only in images older than format 1.3, whose header CRC
     /// covers the page data instead). [`Image::write`] computes it.
     pub pieces: Option<Vec<u64>>,
     /// Sections skipped because their tag is unknown (newer minor).
@@ -625,7 +628,7 @@ pub enum SanityError {
         /// Length of the run in pages.
         pages: u64,
     },
-    /// An image of format 1.2 or later without a piece table.
+    /// An image of format 1.3 or later without a piece table.
     #[error("the image (format {major}.{minor}) has no piece table")]
     NoPieceTable {
         /// Format major version.
@@ -834,7 +837,7 @@ pub enum VerifyError {
         /// Address ranges of the memory it holds.
         memory: Vec<(u64, u64)>,
     },
-    /// The page data checksum does not match (images older than format 1.2).
+    /// The page data checksum does not match (images older than format 1.3).
     #[error(
         "page file {} is corrupt: page data CRC-32 is {computed:#010x}, the header says \
          {stored:#010x}",
@@ -1062,7 +1065,7 @@ impl Image {
     /// * page runs sorted and disjoint, every page inside a mapping, the data
     ///   of every run inside the page data of `pages.crac`;
     /// * descriptor numbers of fd records unique;
-    /// * a piece table (required from format 1.2 on) with one hash per
+    /// * a piece table (required from format 1.3 on) with one hash per
     ///   piece of the page file.
     pub fn sanity_check(&self) -> Result<(), SanityError> {
         self.check_threads()?;
@@ -1203,7 +1206,7 @@ impl Image {
     }
 
     /// Checks the page data in `dir/pages.crac`: the hash of every piece
-    /// against the piece table, or, in an image older than format 1.2, the
+    /// against the piece table, or, in an image older than format 1.3, the
     /// CRC-32 of all of it against the header's.
     pub fn verify_pages(&self, dir: &Path) -> Result<(), VerifyError> {
         let path = dir.join(PAGES_FILE);
@@ -1300,7 +1303,7 @@ impl Image {
             .collect()
     }
 
-    /// The whole-file CRC-32 of images older than format 1.2.
+    /// The whole-file CRC-32 of images older than format 1.3.
     fn verify_crc(&self, f: &std::fs::File, path: &Path) -> Result<(), VerifyError> {
         let path = path.to_path_buf();
         let expected = self.header.pages_len.saturating_sub(PAGES_HEADER_LEN);

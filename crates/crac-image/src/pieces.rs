@@ -51,7 +51,7 @@ pub fn pieces_of(off: u64, len: u64) -> core::ops::Range<u64> {
     data / PIECE_LEN..end.div_ceil(PIECE_LEN)
 }
 
-/// The piece table: tag 15, once per image of format 1.2 and later.
+/// The piece table: tag 15, once per image of format 1.3 and later.
 ///
 /// | offset | size | field |
 /// |---|---|---|

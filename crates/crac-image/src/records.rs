@@ -40,7 +40,7 @@ pub enum Tag {
     Fd = 13,
     /// [`CredsRecord`](crate::CredsRecord), once: who the process runs as.
     Creds = 14,
-    /// [`PieceTable`](crate::PieceTable), once from format 1.2 on: a hash
+    /// [`PieceTable`](crate::PieceTable), once from format 1.3 on: a hash
     /// of every 64 KiB piece of the page data.
     Pieces = 15,
 }
@@ -420,6 +420,10 @@ pub struct FileRecord<'a> {
     pub build_id: &'a [u8],
     /// Absolute path.
     pub path: &'a [u8],
+    /// BLAKE3 hash of the whole file, for files without a build-id (their
+    /// content identity: a byte-identical copy restores); empty if not
+    /// recorded (ELF files, images before format 1.2).
+    pub content_hash: &'a [u8],
 }
 
 impl<'a> FileRecord<'a> {
@@ -435,6 +439,7 @@ impl<'a> FileRecord<'a> {
             w.u32(self.mtime_nsec);
             w.str(self.build_id);
             w.str(self.path);
+            w.str(self.content_hash);
         });
     }
     /// Decodes a [`Tag::File`] payload.
@@ -451,6 +456,8 @@ impl<'a> FileRecord<'a> {
             mtime_nsec: r.u32()?,
             build_id: r.str()?,
             path: r.str()?,
+            // Absent in images before format 1.2.
+            content_hash: if r.remaining() > 0 { r.str()? } else { &[] },
         })
     }
 }

@@ -29,7 +29,7 @@ pub struct ImageSummary {
     /// CRC-32 of the page data, as recorded in the header (`0x00000000`,
     /// unused, in images with a piece table).
     pub pages_crc32: String,
-    /// The piece table (`null` in images older than format 1.2).
+    /// The piece table (`null` in images older than format 1.3).
     pub pieces: Option<PiecesView>,
     /// Process-wide facts.
     pub process: ProcessView,

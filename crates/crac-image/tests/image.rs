@@ -554,7 +554,7 @@ fn verify_names_the_piece_of_a_large_page_file() {
     }
 }
 
-/// A piece table that does not fit the page file, or none in a 1.2 image,
+/// A piece table that does not fit the page file, or none in a 1.3 image,
 /// is refused when the image is read.
 #[test]
 fn a_bad_piece_table_is_refused() {
@@ -591,7 +591,7 @@ fn a_bad_piece_table_is_refused() {
         matches!(
             e,
             ImageReadError::Sanity {
-                source: SanityError::NoPieceTable { major: 1, minor: 2 },
+                source: SanityError::NoPieceTable { major: 1, minor: 3 },
                 ..
             }
         ),
@@ -617,7 +617,7 @@ fn a_bad_piece_table_is_refused() {
     }
 }
 
-/// An image of format 1.1 (no piece table) is still read, and its page
+/// An image of format 1.2 (no piece table) is still read, and its page
 /// data is checked against the header's CRC-32.
 #[test]
 fn an_image_without_pieces_is_checked_by_its_crc() {
@@ -625,11 +625,11 @@ fn an_image_without_pieces_is_checked_by_its_crc() {
     image.pieces = None;
     let body = image.encode_body();
     let mut h = header_for(&body, &pages);
-    h.minor = 1;
+    h.minor = 2;
     h.pages_crc = crac_image::crc32(0, &pages);
     let tmp = tempfile::tempdir().unwrap();
     let mut pagefile = crac_image::encode_pages_header(pages.len() as u64 / 4096).to_vec();
-    pagefile[10..12].copy_from_slice(&1u16.to_le_bytes());
+    pagefile[10..12].copy_from_slice(&2u16.to_le_bytes());
     pagefile.extend_from_slice(&pages);
     write_raw(tmp.path(), &meta_bytes(&h, &body), &pagefile);
     let back = Image::read(tmp.path()).unwrap();
@@ -692,7 +692,7 @@ fn json_summary_has_the_documented_shape() {
             "vmas"
         ]
     );
-    assert_eq!(v["format_version"], "1.2");
+    assert_eq!(v["format_version"], "1.3");
     assert_eq!(v["arch"], "x86_64");
     assert_eq!(v["pages_crc32"], "0x00000000");
     assert_eq!(

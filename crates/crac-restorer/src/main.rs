@@ -338,7 +338,7 @@ struct Image {
     runs: Reader<'static>,
     threads: u64,
     creds: CredsRecord<'static>,
-    /// The piece table (`None` in images older than format 1.2, whose page
+    /// The piece table (`None` in images older than format 1.3, whose page
     /// data `crac restore` checked whole) and the page file length.
     pieces: Option<PieceTable<'static>>,
     pages_len: u64,

@@ -8,6 +8,7 @@
 //!   descriptors.
 //! * [`handler`]: the handler side of another process's userfaultfd (lazy
 //!   restore).
+//! * [`fork`]: a copy-on-write copy of the process for the live dump.
 //! * [`file`]: offsets and identities of open regular files (carried
 //!   descriptors).
 //! * [`probe`]: harmless probes of kernel features (`crac check`).
@@ -29,6 +30,7 @@ pub mod creds;
 pub mod ctx;
 pub mod fdobj;
 pub mod file;
+pub mod fork;
 #[cfg(feature = "std")]
 pub mod handler;
 pub mod inherit;

@@ -140,6 +140,7 @@ pub mod nr {
     pub const CLOCK_GETTIME: usize = 228;
     pub const EXIT_GROUP: usize = 231;
     pub const TGKILL: usize = 234;
+    pub const WAITID: usize = 247;
     pub const OPENAT: usize = 257;
     pub const SET_ROBUST_LIST: usize = 273;
     pub const GET_ROBUST_LIST: usize = 274;

@@ -669,3 +669,24 @@ pub fn eventfd2(initval: u32, flags: i32) -> Result<i32, Errno> {
     check(unsafe { syscall6(290, initval as usize, flags as usize, 0, 0, 0, 0) })
         .map(|fd| fd as i32)
 }
+
+/// `madvise(addr, len, MADV_COLLAPSE)`: backs the range with transparent
+/// huge pages where the kernel can. The contents stay as they are, so this
+/// is safe for any range; an unmapped one fails with `ENOMEM`.
+pub fn collapse_huge(addr: u64, len: u64) -> Result<(), Errno> {
+    const MADV_COLLAPSE: usize = 25;
+    // SAFETY: MADV_COLLAPSE changes how memory is backed, never what it
+    // holds; no memory is passed to the kernel for it to write.
+    check(unsafe {
+        syscall6(
+            nr::MADVISE,
+            addr as usize,
+            len as usize,
+            MADV_COLLAPSE,
+            0,
+            0,
+            0,
+        )
+    })
+    .map(drop)
+}

@@ -215,6 +215,11 @@ impl Config {
         &self.checkpoint_to
     }
 
+    /// Sends one checkpoint's image elsewhere (`crac checkpoint --to`).
+    pub(crate) fn set_checkpoint_to(&mut self, dir: &Path) {
+        dir.clone_into(&mut self.checkpoint_to);
+    }
+
     /// `CRAC_RESTORE_FROM`, if set.
     pub fn restore_from(&self) -> Option<&Path> {
         self.restore_from.as_deref()

@@ -47,9 +47,17 @@
 //!
 //! ```text
 //! checkpoint leave_running=0        (or leave_running=1)
+//! checkpoint leave_running=1 to=DIR (this checkpoint's image goes to DIR,
+//!                                    an absolute path, escaped as below)
+//! status
 //! ```
 //!
-//! The process answers with, in order:
+//! `status` is answered at once, even during a checkpoint, with one line
+//! `status engine=ENGINE restores=N busy=0|1 dir=DIR` (`restores`: how many
+//! times this process was restored; `dir`: where checkpoints go, escaped),
+//! then the connection closes (`crac list`).
+//!
+//! To a `checkpoint` request the process answers with, in order:
 //!
 //! * `refused`, then one line saying why, then it closes the connection;
 //! * `busy`: another request is being carried out; or
@@ -105,6 +113,8 @@ pub const OK_LEFT_RUNNING: &str = "ok left-running";
 pub const OK_SIMULATED: &str = "ok simulated";
 /// Line sent when a paused process was woken.
 pub const OK_RESTORED: &str = "ok restored";
+/// The request for the process's state, and the first word of its answer.
+pub const STATUS: &str = "status";
 
 /// Longest request line accepted, newline included.
 const MAX_REQUEST: u64 = 256;
@@ -126,8 +136,56 @@ pub fn socket_name(pid: u32) -> String {
 }
 
 /// The request line for a checkpoint, newline included.
-pub fn request_line(leave_running: bool) -> String {
-    format!("checkpoint leave_running={}\n", u8::from(leave_running))
+pub fn request_line(leave_running: bool, to: Option<&std::path::Path>) -> String {
+    match to {
+        None => format!("checkpoint leave_running={}\n", u8::from(leave_running)),
+        Some(dir) => format!(
+            "checkpoint leave_running={} to={}\n",
+            u8::from(leave_running),
+            escape_dir(dir)
+        ),
+    }
+}
+
+/// A `status` answer's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// The engine checkpoints use.
+    pub engine: String,
+    /// How many times this process was restored.
+    pub restores: u32,
+    /// Whether a checkpoint is being carried out.
+    pub busy: bool,
+    /// Where checkpoints go.
+    pub dir: std::path::PathBuf,
+}
+
+/// Parses a `status` answer line (without its newline).
+pub fn parse_status(line: &str) -> Option<Status> {
+    let rest = line.strip_prefix("status engine=")?;
+    let (engine, rest) = rest.split_once(" restores=")?;
+    let (restores, rest) = rest.split_once(" busy=")?;
+    let (busy, dir) = rest.split_once(" dir=")?;
+    Some(Status {
+        engine: engine.to_string(),
+        restores: restores.parse().ok()?,
+        busy: match busy {
+            "0" => false,
+            "1" => true,
+            _ => return None,
+        },
+        dir: unescape_dir(dir),
+    })
+}
+
+/// What a caller asked for.
+#[derive(Debug, PartialEq, Eq)]
+enum Asked {
+    Checkpoint {
+        leave_running: bool,
+        to: Option<std::path::PathBuf>,
+    },
+    Status,
 }
 
 /// Writes `dir` as the `accepted` line carries it (see the module docs).
@@ -497,9 +555,10 @@ fn handle(stream: UnixStream) {
             tracing::warn!("crac control channel: {reason}");
             format!("{REFUSED}\n{reason}\n")
         }
-        Ok(leave_running) => match RequestRunning::take() {
+        Ok(Asked::Status) => status_line(),
+        Ok(Asked::Checkpoint { leave_running, to }) => match RequestRunning::take() {
             Some(running) => {
-                checkpoint_for(stream, fd, leave_running, restores_before);
+                checkpoint_for(stream, fd, leave_running, to, restores_before);
                 drop(running);
                 return;
             }
@@ -541,17 +600,57 @@ fn check_peer(stream: &UnixStream) -> Result<(), Refusal> {
     })
 }
 
-/// Reads the request line; returns `leave_running`.
-fn read_request(stream: &UnixStream) -> Result<bool, String> {
+/// Reads the request line.
+fn read_request(stream: &UnixStream) -> Result<Asked, String> {
     let mut line = String::new();
     BufReader::new(stream.take(MAX_REQUEST))
         .read_line(&mut line)
         .map_err(|e| format!("cannot read the request: {e}"))?;
-    match line.strip_suffix('\n') {
-        Some("checkpoint leave_running=0") => Ok(false),
-        Some("checkpoint leave_running=1") => Ok(true),
-        _ => Err(format!("malformed request {line:?}")),
+    parse_request(&line)
+}
+
+fn parse_request(line: &str) -> Result<Asked, String> {
+    let malformed = || format!("malformed request {line:?}");
+    let body = line.strip_suffix('\n').ok_or_else(malformed)?;
+    if body == STATUS {
+        return Ok(Asked::Status);
     }
+    let rest = body
+        .strip_prefix("checkpoint leave_running=")
+        .ok_or_else(malformed)?;
+    let (flag, to) = match rest.split_once(' ') {
+        None => (rest, None),
+        Some((flag, to)) => (flag, Some(to.strip_prefix("to=").ok_or_else(malformed)?)),
+    };
+    let leave_running = match flag {
+        "0" => false,
+        "1" => true,
+        _ => return Err(malformed()),
+    };
+    let to = to.map(unescape_dir);
+    if let Some(dir) = &to {
+        if !dir.is_absolute() {
+            return Err(format!(
+                "the image directory {} of a checkpoint request is not an absolute path",
+                dir.display()
+            ));
+        }
+    }
+    Ok(Asked::Checkpoint { leave_running, to })
+}
+
+/// The answer to `status`.
+fn status_line() -> String {
+    let (engine, dir) = match Config::from_env() {
+        Ok(c) => (c.engine().to_string(), escape_dir(c.checkpoint_to())),
+        Err(_) => ("none".to_string(), String::new()),
+    };
+    let busy = REQUEST_RUNNING.load(Ordering::SeqCst);
+    format!(
+        "{STATUS} engine={engine} restores={} busy={} dir={dir}\n",
+        crate::restore_info().restore_count,
+        u8::from(busy)
+    )
 }
 
 /// Runs a checkpoint for the caller on `stream` and reports the outcome.
@@ -559,15 +658,17 @@ fn checkpoint_for(
     stream: UnixStream,
     fd: std::os::fd::RawFd,
     leave_running: bool,
+    to: Option<std::path::PathBuf>,
     restores_before: u32,
 ) {
     let stream = Arc::new(stream);
     let engine = match Config::from_env() {
         Ok(config) => {
+            let dir = to.as_deref().unwrap_or(config.checkpoint_to());
             let line = format!(
                 "{ACCEPTED} engine={} dir={}\n",
                 config.engine(),
-                escape_dir(config.checkpoint_to())
+                escape_dir(dir)
             );
             send_all(&stream, line.as_bytes());
             Some(config.engine())
@@ -584,6 +685,7 @@ fn checkpoint_for(
     let request = Request {
         leave_running,
         on_durable: Some(on_durable),
+        dir: to,
     };
     let result = crate::checkpoint_restore_with(&request);
     drop(request);
@@ -662,8 +764,42 @@ mod tests {
 
     #[test]
     fn request_lines() {
-        assert_eq!(request_line(false), "checkpoint leave_running=0\n");
-        assert_eq!(request_line(true), "checkpoint leave_running=1\n");
+        assert_eq!(request_line(false, None), "checkpoint leave_running=0\n");
+        assert_eq!(request_line(true, None), "checkpoint leave_running=1\n");
+        let to = std::path::Path::new("/img/a b\nc");
+        assert_eq!(
+            request_line(true, Some(to)),
+            "checkpoint leave_running=1 to=/img/a b\\nc\n"
+        );
+        for leave_running in [false, true] {
+            for to in [None, Some(to)] {
+                assert_eq!(
+                    parse_request(&request_line(leave_running, to)),
+                    Ok(Asked::Checkpoint {
+                        leave_running,
+                        to: to.map(std::path::Path::to_path_buf)
+                    })
+                );
+            }
+        }
+        assert_eq!(parse_request("status\n"), Ok(Asked::Status));
+        assert!(parse_request("checkpoint leave_running=1 to=img\n")
+            .unwrap_err()
+            .contains("not an absolute path"));
+        for bad in [
+            "checkpoint leave_running=2\n",
+            "checkpoint leave_running=1 x=/a\n",
+            "status",
+        ] {
+            assert!(parse_request(bad)
+                .unwrap_err()
+                .starts_with("malformed request"));
+        }
+        let s = parse_status("status engine=native restores=3 busy=1 dir=/a b\\nc").unwrap();
+        assert_eq!(
+            (s.engine.as_str(), s.restores, s.busy, s.dir),
+            ("native", 3, true, std::path::PathBuf::from("/a b\nc"))
+        );
         assert_eq!(socket_name(42), "crac/42");
     }
 }

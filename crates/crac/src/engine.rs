@@ -30,6 +30,9 @@ pub(crate) struct Request {
     /// Called once the image is complete and durable, before the process
     /// exits or its threads are released (native engine). Must not allocate.
     pub(crate) on_durable: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// This checkpoint's image directory instead of `CRAC_CHECKPOINT_TO`'s
+    /// (`crac checkpoint PID --to DIR`).
+    pub(crate) dir: Option<std::path::PathBuf>,
 }
 
 /// What an engine does at a checkpoint.

@@ -252,8 +252,11 @@ pub(crate) fn checkpoint_restore_with(request: &Request) -> Result<(), Checkpoin
     let _lock = CHECKPOINT_LOCK
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    let config =
+    let mut config =
         Config::from_env().map_err(|e| CheckpointError::new(vec![CheckpointProblem::Config(e)]))?;
+    if let Some(dir) = &request.dir {
+        config.set_checkpoint_to(dir);
+    }
     // Read at every checkpoint, so that an edited file (or, after a restore,
     // another file) applies.
     let policies = Policies::load(config.resource_policies()).map_err(|errors| {

@@ -145,7 +145,7 @@ pub enum CheckpointError {
 pub struct Report(String);
 
 /// How the checkpoint ended, when it succeeded.
-enum Success {
+pub(crate) enum Success {
     /// Image durable; the process exited.
     Exited,
     /// Image durable; the process keeps running.
@@ -225,14 +225,14 @@ impl Lines<'_> {
 
 /// The process to checkpoint, held by a pidfd so that a reused PID is
 /// noticed, with its effective uid.
-struct Target {
-    pid: u32,
+pub(crate) struct Target {
+    pub(crate) pid: u32,
     pidfd: OwnedFd,
     euid: u32,
 }
 
 impl Target {
-    fn open(pid: u32) -> Result<Target, CheckpointError> {
+    pub(crate) fn open(pid: u32) -> Result<Target, CheckpointError> {
         let raw = i32::try_from(pid)
             .ok()
             .and_then(rustix::process::Pid::from_raw)
@@ -453,12 +453,14 @@ fn image_bytes(dir: &Path) -> u64 {
 
 /// Connects to the target's channel, checks who serves it and sends the
 /// request.
-fn send_request(target: &Target, leave_running: bool) -> Result<UnixStream, CheckpointError> {
+/// Connects to the target's control channel and checks that the target
+/// itself serves it.
+pub(crate) fn connect(target: &Target) -> Result<UnixStream, CheckpointError> {
     let pid = target.pid;
     let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
     let addr =
         SocketAddr::from_abstract_name(control::socket_name(pid)).map_err(io_err("address"))?;
-    let mut stream = match UnixStream::connect_addr(&addr) {
+    let stream = match UnixStream::connect_addr(&addr) {
         Ok(s) => s,
         Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
             return Err(if has_control_thread(pid) {
@@ -471,7 +473,18 @@ fn send_request(target: &Target, leave_running: bool) -> Result<UnixStream, Chec
     };
     // Nothing is sent to, nor believed from, anyone but the target.
     target.check_server(&stream)?;
-    match stream.write_all(control::request_line(leave_running).as_bytes()) {
+    Ok(stream)
+}
+
+fn send_request(
+    target: &Target,
+    leave_running: bool,
+    to: Option<&Path>,
+) -> Result<UnixStream, CheckpointError> {
+    let pid = target.pid;
+    let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
+    let mut stream = connect(target)?;
+    match stream.write_all(control::request_line(leave_running, to).as_bytes()) {
         // A refusal comes without reading the request: read it.
         Err(e) if closed_by_peer(&e) => {}
         r => r.map_err(io_err("send the request to"))?,
@@ -483,6 +496,43 @@ fn send_request(target: &Target, leave_running: bool) -> Result<UnixStream, Chec
 pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, CheckpointError> {
     let pid = args.pid;
     let started = Instant::now();
+    let (success, dir) = request(pid, args.leave_running, args.to.as_deref(), out)?;
+    let took = output::duration(started.elapsed());
+    let size = output::bytes(image_bytes(&dir));
+    let d = dir.display();
+    match success {
+        Success::Exited => {
+            println!("checkpointed process {pid} into {d} ({size}, {took}); the process exited")
+        }
+        Success::LeftRunning => println!(
+            "checkpointed process {pid} into {d} ({size}, {took}); the process keeps running"
+        ),
+        Success::CommittedUnreported => println!(
+            "checkpointed process {pid} into {d} ({size}, {took}); the process ended before \
+             reporting it, but the image is committed and complete"
+        ),
+        Success::Simulated => {
+            println!("process {pid} ran its checkpoint hooks (simulate engine: no image; {took})")
+        }
+        Success::Paused => {
+            println!("process {pid} is paused ({took}); wake it with `crac restore {d}`")
+        }
+    }
+    if let Success::Exited | Success::LeftRunning | Success::CommittedUnreported = success {
+        out.status(format!("restore it with `crac restore {d}`"));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Asks process `pid` for a checkpoint (into `to`, else its configured
+/// directory) and waits for the real outcome: how it succeeded and the
+/// image directory.
+pub(crate) fn request(
+    pid: u32,
+    leave_running: bool,
+    to: Option<&Path>,
+    out: Reporter,
+) -> Result<(Success, PathBuf), CheckpointError> {
     if !Path::new(&format!("/proc/{pid}")).exists() {
         return Err(CheckpointError::NoSuchProcess { pid });
     }
@@ -492,7 +542,14 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
         .ok()
         .and_then(|s| statm_resident_bytes(&s));
     let io_err = |step: &'static str| move |source| CheckpointError::Io { pid, step, source };
-    let stream = send_request(&target, args.leave_running)?;
+    // The process resolves paths against its own working directory.
+    let to = match to {
+        Some(dir) => {
+            Some(std::path::absolute(dir).map_err(io_err("resolve the image directory for"))?)
+        }
+        None => None,
+    };
+    let stream = send_request(&target, leave_running, to.as_deref())?;
     let spinner = out.spinner(format!("checkpointing process {pid}"));
     let mut lines = Lines {
         stream: &stream,
@@ -606,31 +663,7 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
     };
     drop(watch);
     drop(spinner);
-    let took = output::duration(started.elapsed());
-    let size = output::bytes(image_bytes(&dir));
-    let d = dir.display();
-    match success {
-        Success::Exited => {
-            println!("checkpointed process {pid} into {d} ({size}, {took}); the process exited")
-        }
-        Success::LeftRunning => println!(
-            "checkpointed process {pid} into {d} ({size}, {took}); the process keeps running"
-        ),
-        Success::CommittedUnreported => println!(
-            "checkpointed process {pid} into {d} ({size}, {took}); the process ended before \
-             reporting it, but the image is committed and complete"
-        ),
-        Success::Simulated => {
-            println!("process {pid} ran its checkpoint hooks (simulate engine: no image; {took})")
-        }
-        Success::Paused => {
-            println!("process {pid} is paused ({took}); wake it with `crac restore {d}`")
-        }
-    }
-    if let Success::Exited | Success::LeftRunning | Success::CommittedUnreported = success {
-        out.status(format!("restore it with `crac restore {d}`"));
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok((success, dir))
 }
 
 /// Parses `accepted engine=ENGINE dir=DIR`.

@@ -5,6 +5,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crac_engine::identity::{self, FileMatch};
 use crac_engine::restore::{self, ProblemKind};
 use crac_image::{Image, ImageReadError, ImageSummary, VerifyError};
 use serde::Serialize;
@@ -70,6 +71,9 @@ struct FileHere {
     path: String,
     matches: bool,
     problem: Option<String>,
+    /// How a file with the same content differs (another inode, mtime).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
 }
 
 /// Whether the image can be restored here.
@@ -207,20 +211,25 @@ pub fn inspect(args: &InspectArgs, out: Reporter) -> Result<ExitCode, InspectErr
             },
         );
     }
-    let files_here = summary
+    let files_here = image
         .files
         .iter()
         .map(|f| {
-            let prefix = format!("{} ", f.path);
-            let problem = restore
-                .problems
-                .iter()
-                .find(|p| p.kind == "file" && p.message.starts_with(&prefix))
-                .map(|p| p.message.clone());
+            let path = String::from_utf8_lossy(&f.path).into_owned();
+            let (problem, note) = match identity::mapped_file(&f.as_record()) {
+                FileMatch::Same => (None, None),
+                FileMatch::SameContent { moved } => {
+                    (None, Some(format!("same content; {}", moved.join(", "))))
+                }
+                FileMatch::Differs(what) => {
+                    (Some(format!("{path} (mapped by the image) {what}")), None)
+                }
+            };
             FileHere {
-                path: f.path.clone(),
+                path,
                 matches: problem.is_none(),
                 problem,
+                note,
             }
         })
         .collect();
@@ -335,9 +344,14 @@ fn human(r: &InspectReport<'_>) -> String {
     let _ = writeln!(o, "files       {}", r.files_here.len());
     for f in &r.files_here {
         match &f.problem {
-            None => {
-                let _ = writeln!(o, "  {}  (matches)", f.path);
-            }
+            None => match &f.note {
+                None => {
+                    let _ = writeln!(o, "  {}  (matches)", f.path);
+                }
+                Some(note) => {
+                    let _ = writeln!(o, "  {}  (matches: {note})", f.path);
+                }
+            },
             Some(problem) => {
                 let _ = writeln!(o, "  {}  (DIFFERS: {problem})", f.path);
             }

@@ -5,5 +5,7 @@ pub mod checkpoint;
 pub mod envfile;
 pub mod inspect;
 pub mod leftovers;
+pub mod list;
 pub mod restore;
 pub mod run;
+pub mod supervise;

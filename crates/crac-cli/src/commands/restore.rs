@@ -81,7 +81,86 @@ pub enum RestoreError {
 }
 
 /// Runs `crac restore`.
-pub fn restore(mut args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreError> {
+pub fn restore(args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreError> {
+    match start(args, out)? {
+        Started::Done(code) => Ok(code),
+        Started::Attached(running) => {
+            let (pid, status) = running.wait(&mut |_| {})?;
+            Ok(exit_like(pid, status))
+        }
+    }
+}
+
+/// What [`start`] left behind.
+pub(crate) enum Started {
+    /// Nothing to wait for (a paused process woken, or a detached restore).
+    Done(ExitCode),
+    /// A restored child to wait for.
+    Attached(Running),
+}
+
+/// A restored process this command is the parent of.
+pub(crate) struct Running {
+    pub(crate) pid: u32,
+    /// The image, for errors.
+    dir: PathBuf,
+    restored: restore::Restored,
+}
+
+impl Running {
+    /// Waits for the process to end, forwarding signals (`forwarded` sees
+    /// each), and finishes the lazy loading. Returns the PID and how it
+    /// ended.
+    pub(crate) fn wait(
+        self,
+        forwarded: &mut dyn FnMut(i32),
+    ) -> Result<(u32, std::process::ExitStatus), RestoreError> {
+        let Running {
+            pid,
+            dir,
+            mut restored,
+        } = self;
+        let status = restore::wait_and_forward_with(pid, forwarded)
+            .map_err(|source| RestoreError::Wait { pid, source })?;
+        // The process has ended; children it forked may still be loading.
+        match restored.finish() {
+            Ok(l) if l.spaces > 0 => tracing::debug!(
+                "loaded {} lazily ({} faults served, {} address space{}) in {}",
+                output::bytes(l.bytes),
+                l.faults,
+                l.spaces,
+                if l.spaces == 1 { "" } else { "s" },
+                output::duration(l.elapsed)
+            ),
+            Ok(_) => {}
+            // Its end (SIGKILL) is the pager's doing, not the program's.
+            Err(source @ restore::LoadError::Damaged { .. }) => {
+                return Err(RestoreError::Damaged {
+                    dir,
+                    source: Box::new(source),
+                });
+            }
+            Err(e) => tracing::error!("{e}"),
+        }
+        Ok((pid, status))
+    }
+}
+
+/// Ends like the process did: by the same signal, or with its exit status.
+pub(crate) fn exit_like(pid: u32, status: std::process::ExitStatus) -> ExitCode {
+    if let Some(sig) = status.signal() {
+        tracing::info!("process {pid} was ended by {}", restore::signal_name(sig));
+        // Like CRaC's restore wrapper: end by the same signal.
+        crac_engine::die_of_signal(sig);
+    }
+    let code = status.code().unwrap_or(1);
+    tracing::info!("process {pid} exited with status {code}");
+    ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1))
+}
+
+/// Restores (or wakes) what `args` names; an attached restore is left
+/// running for the caller to wait for.
+pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, RestoreError> {
     let mut env = Vec::new();
     for f in &args.env_file {
         env.extend(super::envfile::read(f)?);
@@ -102,7 +181,7 @@ pub fn restore(mut args: RestoreArgs, out: Reporter) -> Result<ExitCode, Restore
         })?;
         out.status(format!("woke process {pid}, paused in {}", dir.display()));
         write_pid_file(args.pid_file.as_deref(), pid)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Started::Done(ExitCode::SUCCESS));
     }
 
     let shown = dir.display().to_string();
@@ -125,7 +204,7 @@ pub fn restore(mut args: RestoreArgs, out: Reporter) -> Result<ExitCode, Restore
     };
     let result = restore::restore_with_progress(&dir, options, &mut progress);
     drop(spinner);
-    let mut restored = result.map_err(|source| RestoreError::Restore {
+    let restored = result.map_err(|source| RestoreError::Restore {
         dir: dir.clone(),
         source,
     })?;
@@ -156,38 +235,9 @@ pub fn restore(mut args: RestoreArgs, out: Reporter) -> Result<ExitCode, Restore
     }
     if args.detach {
         out.status(format!("process {pid} runs on its own"));
-        return Ok(ExitCode::SUCCESS);
+        return Ok(Started::Done(ExitCode::SUCCESS));
     }
-    let status =
-        restore::wait_and_forward(pid).map_err(|source| RestoreError::Wait { pid, source })?;
-    // The process has ended; children it forked may still be loading.
-    match restored.finish() {
-        Ok(l) if l.spaces > 0 => tracing::debug!(
-            "loaded {} lazily ({} faults served, {} address space{}) in {}",
-            output::bytes(l.bytes),
-            l.faults,
-            l.spaces,
-            if l.spaces == 1 { "" } else { "s" },
-            output::duration(l.elapsed)
-        ),
-        Ok(_) => {}
-        // Its end (SIGKILL) is the pager's doing, not the program's.
-        Err(source @ restore::LoadError::Damaged { .. }) => {
-            return Err(RestoreError::Damaged {
-                dir,
-                source: Box::new(source),
-            });
-        }
-        Err(e) => tracing::error!("{e}"),
-    }
-    if let Some(sig) = status.signal() {
-        tracing::info!("process {pid} was ended by {}", restore::signal_name(sig));
-        // Like CRaC's restore wrapper: end by the same signal.
-        crac_engine::die_of_signal(sig);
-    }
-    let code = status.code().unwrap_or(1);
-    tracing::info!("process {pid} exited with status {code}");
-    Ok(ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)))
+    Ok(Started::Attached(Running { pid, dir, restored }))
 }
 
 /// Writes `pid` and a newline to `path`, if asked, through a new file in

@@ -4,10 +4,11 @@ use std::ffi::OsString;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use crate::cli::RunArgs;
+use crate::output::Reporter;
 
 /// Why `crac run` could not start the program.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +28,33 @@ pub enum RunError {
         /// The image directory.
         dir: PathBuf,
     },
+    /// The image could not be restored (`--image`).
+    #[error(transparent)]
+    Restore(#[from] super::restore::RestoreError),
+    /// The program could not be started (`--image` with a supervisor).
+    #[error("cannot start {}", program.to_string_lossy())]
+    Spawn {
+        /// The program.
+        program: OsString,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// Waiting for the program failed (it keeps running).
+    #[error("lost track of process {pid}")]
+    Wait {
+        /// The program's process.
+        pid: u32,
+        /// What went wrong.
+        #[source]
+        source: crac_engine::restore::RestoreError,
+    },
+    /// The image directory holds a pause image, which cannot be supervised.
+    #[error("{} holds a pause image: it wakes a paused process, which crac cannot supervise", dir.display())]
+    NotSupervised {
+        /// The image directory.
+        dir: PathBuf,
+    },
     /// `execve` failed.
     #[error("cannot run {}", program.to_string_lossy())]
     Exec {
@@ -38,32 +66,65 @@ pub enum RunError {
     },
 }
 
-/// Sets the configuration and executes the program; returns only on failure.
-pub fn run(args: RunArgs) -> Result<ExitCode, RunError> {
-    let dir = std::path::absolute(&args.checkpoint_to).map_err(|source| RunError::Absolute {
-        dir: args.checkpoint_to.clone(),
-        source,
-    })?;
-    // A `%p` placeholder may stand in a parent; only check plain paths.
-    if !dir.as_os_str().as_bytes().contains(&b'%') {
-        if let Some(parent) = dir.parent() {
-            if !parent.is_dir() {
-                return Err(RunError::NoParent { dir });
-            }
-        }
+/// Runs `crac run`: with `--image`, restore or start ([`super::supervise`]);
+/// otherwise set the configuration and execute the program in place.
+pub fn run(args: RunArgs, out: Reporter) -> Result<ExitCode, RunError> {
+    if args.image.is_some() {
+        return super::supervise::run_image(args, out);
     }
+    let given = args
+        .checkpoint_to
+        .clone()
+        .expect("clap requires --checkpoint-to without --image");
+    let dir = absolute(&given)?;
+    exec_in_place(&args, &dir)
+}
+
+/// `dir`, made absolute.
+pub(crate) fn absolute(dir: &Path) -> Result<PathBuf, RunError> {
+    std::path::absolute(dir).map_err(|source| RunError::Absolute {
+        dir: dir.to_owned(),
+        source,
+    })
+}
+
+/// The program with the configuration for checkpoints into `dir`.
+pub(crate) fn program_command(args: &RunArgs, dir: &Path) -> std::process::Command {
     let (program, program_args) = args.program.split_first().expect("clap requires PROGRAM");
     let mut command = std::process::Command::new(program);
     command
         .args(program_args)
-        .env(crac::config::CHECKPOINT_TO_VAR, &dir);
+        .env(crac::config::CHECKPOINT_TO_VAR, dir);
     if let Some(engine) = args.engine {
         command.env(crac::config::ENGINE_VAR, engine.name());
     }
+    command
+}
+
+/// Executes the program in place (same PID); returns only on failure.
+pub(crate) fn exec_in_place(args: &RunArgs, dir: &Path) -> Result<ExitCode, RunError> {
+    check_parent(dir)?;
+    let mut command = program_command(args, dir);
+    let program = &args.program[0];
     tracing::debug!(?program, dir = %dir.display(), "executing");
     let source = command.exec();
     Err(RunError::Exec {
         program: program.clone(),
         source,
     })
+}
+
+/// Fails if no checkpoint into `dir` could work (its parent is missing).
+pub(crate) fn check_parent(dir: &Path) -> Result<(), RunError> {
+    // A `%p` placeholder may stand in a parent; only check plain paths.
+    if !dir.as_os_str().as_bytes().contains(&b'%') {
+        if let Some(parent) = dir.parent() {
+            if !parent.is_dir() {
+                return Err(RunError::NoParent {
+                    dir: dir.to_owned(),
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -299,6 +299,13 @@ pub fn map_path(line: &[u8]) -> Option<&[u8]> {
 fn file_meta(path: &[u8]) -> Option<FileMeta> {
     let p = Path::new(std::ffi::OsStr::from_bytes(path));
     let md = fs::metadata(p).ok()?;
+    let build_id = crate::elf::build_id(p).unwrap_or_default();
+    // Files without a build-id are identified by their content.
+    let content_hash = if build_id.is_empty() {
+        crate::identity::content_hash(p)
+    } else {
+        Vec::new()
+    };
     Some(FileMeta {
         id: 0,
         path: path.to_vec(),
@@ -308,7 +315,8 @@ fn file_meta(path: &[u8]) -> Option<FileMeta> {
         mtime_sec: md.mtime(),
         mtime_nsec: md.mtime_nsec() as u32,
         mode: md.mode(),
-        build_id: crate::elf::build_id(p).unwrap_or_default(),
+        build_id,
+        content_hash,
     })
 }
 

@@ -15,9 +15,11 @@
 //!    back the process-wide state the restorer does not handle, releases the
 //!    threads and unmaps the restorer's zone.
 
+mod collapse;
 pub(crate) mod collect;
 mod commit;
 pub(crate) mod fds;
+mod live;
 mod resume;
 pub(crate) mod stop;
 
@@ -26,8 +28,8 @@ use std::sync::atomic::Ordering;
 use crac_image::{
     ArgvRecord, CpuRecord, Header, MmRecord, PageRun, ProcessRecord, Tag, ThreadRecord,
     TimersRecord, VdsoRecord, VmaRecord, Writer, FORMAT_VERSION, NO_FILE, PAGE_SIZE, PROT_EXEC,
-    PROT_READ, PROT_WRITE, THREAD_DUMPER, VMA_DELETED, VMA_FILE, VMA_GROWSDOWN, VMA_HEAP,
-    VMA_SHARED, VMA_STACK, VMA_VDSO, VMA_VSYSCALL,
+    PROT_READ, PROT_WRITE, THREAD_DUMPER, VMA_DELETED, VMA_DONTFORK, VMA_FILE, VMA_GROWSDOWN,
+    VMA_HEAP, VMA_SHARED, VMA_STACK, VMA_VDSO, VMA_VSYSCALL, VMA_WIPEONFORK,
 };
 use crac_sys::sys;
 use crac_sys::Errno;
@@ -98,6 +100,8 @@ struct Snapshot<'a> {
     /// The piece table, filled by `write_pages` (capacity sized before the
     /// stop).
     pieces: Pieces,
+    /// CLOCK_REALTIME, CLOCK_MONOTONIC and CLOCK_BOOTTIME at the stop.
+    clocks: [u64; 3],
     fds: fds::FdSet,
 }
 
@@ -167,21 +171,53 @@ impl Snapshot<'_> {
         &self.maps[off as usize..(off + len) as usize]
     }
 
+    /// The error for a failure of the stopped phase (or of the live
+    /// dump's copy).
+    fn error(&self, failure: Option<SnapFailure>) -> DumpError {
+        let maps = &self.maps[..self.maps_len];
+        let name = |off: u32, len: u32| {
+            String::from_utf8_lossy(maps.get(off as usize..(off + len) as usize).unwrap_or(b""))
+                .into_owned()
+        };
+        match failure {
+            Some(SnapFailure::Sys(what, errno)) => DumpError::Io { what, errno },
+            Some(SnapFailure::UnsupportedMapping {
+                start,
+                end,
+                name_off,
+                name_len,
+            }) => DumpError::UnsupportedMapping {
+                start,
+                end,
+                name: name(name_off, name_len),
+            },
+            Some(SnapFailure::NewFile) => DumpError::Changed {
+                what: "a file was mapped during the dump",
+            },
+            Some(SnapFailure::Overflow(what)) => DumpError::Changed { what },
+            Some(SnapFailure::Encode { needed }) => DumpError::MetadataTooLarge { needed },
+            None => DumpError::Io {
+                what: "dump the process",
+                errno: Errno(5),
+            },
+        }
+    }
+
     fn fail(&mut self, f: SnapFailure) -> u64 {
         self.failure = Some(f);
         1
     }
 
-    /// The whole stopped phase. Returns 0 on success.
-    fn run(&mut self) -> u64 {
+    /// What must be read while the threads are stopped, before the memory:
+    /// carried descriptors, the memory map, the clocks.
+    fn prepare(&mut self) -> Result<(), SnapFailure> {
         match self.fds.capture() {
             Ok(()) => {}
-            Err((what, fds::CHANGED)) => return self.fail(SnapFailure::Overflow(what)),
-            Err((what, e)) => return self.fail(SnapFailure::Sys(what, e)),
+            Err((what, fds::CHANGED)) => return Err(SnapFailure::Overflow(what)),
+            Err((what, e)) => return Err(SnapFailure::Sys(what, e)),
         }
-        if let Err(f) = self.read_maps() {
-            return self.fail(f);
-        }
+        self.read_maps()?;
+        self.clocks = [sys::clock_ns(0), sys::clock_ns(1), sys::clock_ns(7)];
         // An address on this thread's stack.
         let probe = [0u8; 1];
         let sp = std::hint::black_box(&probe).as_ptr() as u64;
@@ -201,13 +237,66 @@ impl Snapshot<'_> {
                 self.volatile.push(range);
             }
         }
-        if let Err(f) = self.scan_pages() {
-            return self.fail(f);
-        }
-        if let Err(f) = self.write_pages() {
-            return self.fail(f);
-        }
-        0
+        Ok(())
+    }
+
+    /// Whether a fork copies every stored area as it is (see [`live`]).
+    fn forkable(&self) -> bool {
+        self.vmas
+            .iter()
+            .all(|v| v.store == 0 || v.flags & (VMA_DONTFORK | VMA_WIPEONFORK) == 0)
+    }
+
+    /// In the live dump's copy: opens this process's own `/proc` files (the
+    /// ones opened before the fork describe the original, which runs on).
+    fn reopen_proc(&mut self) -> Result<(), SnapFailure> {
+        self.pagemap_fd = sys::open(b"/proc/self/pagemap\0", 0o2000000, 0)
+            .map_err(|e| SnapFailure::Sys("open /proc/self/pagemap", e))?;
+        self.mem_fd = sys::open(b"/proc/self/mem\0", 0o2000000, 0)
+            .map_err(|e| SnapFailure::Sys("open /proc/self/mem", e))?;
+        Ok(())
+    }
+
+    /// Writes the page file from this process's memory as it is now.
+    fn write_memory(&mut self) -> Result<(), SnapFailure> {
+        self.scan_pages()?;
+        self.write_pages()?;
+        Ok(())
+    }
+
+    /// Encodes the metadata and writes it with its header.
+    fn write_meta(
+        &mut self,
+        slots: &[ThreadSlot],
+        own: &ThreadSlot,
+        own_ctx: u64,
+    ) -> Result<(), SnapFailure> {
+        let mut meta = std::mem::take(&mut self.meta);
+        let r = {
+            let mut w = Writer::new(&mut meta);
+            encode_body(self, slots, own, own_ctx, &mut w);
+            match w.finish() {
+                Ok(body) => {
+                    let header = Header {
+                        major: FORMAT_VERSION.0,
+                        minor: FORMAT_VERSION.1,
+                        body_len: body.len() as u64,
+                        body_crc: crc32fast::hash(body),
+                        arch: crac_image::ARCH_X86_64,
+                        pages_len: self.pages_len,
+                        // Unused from format 1.3 on: the piece table
+                        // covers the page data.
+                        pages_crc: 0,
+                    };
+                    sys::write_all(self.meta_fd, &header.encode())
+                        .and_then(|()| sys::write_all(self.meta_fd, body))
+                        .map_err(|e| SnapFailure::Sys("write the metadata file", e))
+                }
+                Err(e) => Err(SnapFailure::Encode { needed: e.needed }),
+            }
+        };
+        self.meta = meta;
+        r
     }
 
     fn read_maps(&mut self) -> Result<(), SnapFailure> {
@@ -577,9 +666,9 @@ fn encode_body(
         umask: f.umask,
         personality: f.personality,
         dumping_tid: own_tid,
-        realtime_ns: sys::clock_ns(0),
-        monotonic_ns: sys::clock_ns(1),
-        boottime_ns: sys::clock_ns(7),
+        realtime_ns: s.clocks[0],
+        monotonic_ns: s.clocks[1],
+        boottime_ns: s.clocks[2],
         resume_entry: crac_sys::ctx::resume_entry(),
         restore_info_addr: RESTORE_INFO.0.as_ptr() as u64,
         exe: &f.exe,
@@ -715,6 +804,10 @@ pub fn checkpoint(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     result
 }
 
+/// What the stopped phase returns when a copy of the process writes the
+/// image (the live dump, [`live`]).
+const FORKED: u64 = 2;
+
 /// Set in a process restored lazily until a dump saw its memory complete.
 pub(super) static LAZY_LOADING: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
@@ -759,6 +852,10 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     }
     // Give freed heap memory back to the kernel so the image stays small.
     stop::malloc_trim();
+    if opts.leave_running {
+        // A shorter page-table copy, so a shorter pause (see `collapse`).
+        collapse::collapse_dense_memory();
+    }
     let facts = collect::gather().map_err(|e| DumpError::Gather { source: e })?;
     // Credentials are per thread; the image holds one set for all.
     if let Some((tid, what)) = crate::creds::differing_thread(&facts.creds) {
@@ -803,6 +900,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         failure: None,
         pages_len: 0,
         pieces: Pieces::with_capacity(pieces_estimate(facts.deleted_bytes)),
+        clocks: [0; 3],
         fds,
     };
     let meta_cap = 256 * 1024
@@ -845,6 +943,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     own.record_current(own_mask);
     let round_ref = &round;
     let own_ref = &*own;
+    let mut live_writer = None;
     let mut result = stop::call_saving_context(&mut own_ctx, &mut || {
         snap.volatile.clear();
         for slot in round_ref
@@ -859,46 +958,60 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
                 snap.volatile.push((page, page + 2 * PAGE_SIZE));
             }
         }
-        let r = snap.run();
-        if r != 0 {
-            return r;
+        if let Err(f) = snap.prepare() {
+            return snap.fail(f);
         }
-        let mut meta = std::mem::take(&mut snap.meta);
-        let r = {
-            let mut w = Writer::new(&mut meta);
-            encode_body(
-                &snap,
-                round_ref.stopped_slots(),
-                own_ref,
-                own_ctx_addr,
-                &mut w,
-            );
-            match w.finish() {
-                Ok(body) => {
-                    let header = Header {
-                        major: FORMAT_VERSION.0,
-                        minor: FORMAT_VERSION.1,
-                        body_len: body.len() as u64,
-                        body_crc: crc32fast::hash(body),
-                        arch: crac_image::ARCH_X86_64,
-                        pages_len: snap.pages_len,
-                        // Unused from format 1.2 on: the piece table
-                        // covers the page data.
-                        pages_crc: 0,
-                    };
-                    let written = sys::write_all(snap.meta_fd, &header.encode())
-                        .and_then(|()| sys::write_all(snap.meta_fd, body));
-                    match written {
-                        Ok(()) => 0,
-                        Err(e) => snap.fail(SnapFailure::Sys("write the metadata file", e)),
-                    }
-                }
-                Err(e) => snap.fail(SnapFailure::Encode { needed: e.needed }),
+        let slots = round_ref.stopped_slots();
+        if opts.leave_running && snap.forkable() {
+            let snap = &mut snap;
+            let tmp = &mut tmp;
+            let writer = live::fork_writer(|| {
+                snap.reopen_proc()?;
+                snap.write_memory()?;
+                snap.write_meta(slots, own_ref, own_ctx_addr)?;
+                tmp.commit().map_err(|(what, e)| SnapFailure::Sys(what, e))
+            });
+            if let Some(w) = writer {
+                live_writer = Some(w);
+                return FORKED;
             }
-        };
-        snap.meta = meta;
-        r
+        }
+        match snap
+            .write_memory()
+            .and_then(|()| snap.write_meta(slots, own_ref, own_ctx_addr))
+        {
+            Ok(()) => 0,
+            Err(f) => snap.fail(f),
+        }
     });
+    if let (Ok(FORKED), Some(w)) = (result, live_writer.take()) {
+        // The copy writes the image; the program runs on meanwhile.
+        round.release();
+        let _ = sys::sigprocmask(2, Some(own_mask));
+        snap.close_fds();
+        return match w.wait() {
+            Ok(()) => {
+                if let Some(notify) = &opts.on_durable {
+                    notify();
+                }
+                Ok(DumpOutcome::LeftRunning)
+            }
+            Err(live::WriterFailure::Snap(f)) => Err(snap.error(Some(f))),
+            Err(live::WriterFailure::Died { pid, exit }) => Err(DumpError::WriterDied {
+                pid,
+                how: match exit {
+                    crac_sys::fork::Exit::Code(c) => format!("exited with status {c}"),
+                    crac_sys::fork::Exit::Signal(s) => {
+                        format!("was killed by {}", crate::restore::signal_name(s))
+                    }
+                },
+            }),
+            Err(live::WriterFailure::Wait(errno)) => Err(DumpError::Io {
+                what: "wait for the process writing the image",
+                errno,
+            }),
+        };
+    }
     if let Ok(0) = result {
         if let Err((what, errno)) = tmp.commit() {
             snap.failure = Some(SnapFailure::Sys(what, errno));
@@ -924,33 +1037,7 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         Ok(_) => {
             round.release();
             let _ = sys::sigprocmask(2, Some(own_mask));
-            let maps = &snap.maps[..snap.maps_len];
-            let name = |off: u32, len: u32| {
-                String::from_utf8_lossy(maps.get(off as usize..(off + len) as usize).unwrap_or(b""))
-                    .into_owned()
-            };
-            Err(match snap.failure {
-                Some(SnapFailure::Sys(what, errno)) => DumpError::Io { what, errno },
-                Some(SnapFailure::UnsupportedMapping {
-                    start,
-                    end,
-                    name_off,
-                    name_len,
-                }) => DumpError::UnsupportedMapping {
-                    start,
-                    end,
-                    name: name(name_off, name_len),
-                },
-                Some(SnapFailure::NewFile) => DumpError::Changed {
-                    what: "a file was mapped during the dump",
-                },
-                Some(SnapFailure::Overflow(what)) => DumpError::Changed { what },
-                Some(SnapFailure::Encode { needed }) => DumpError::MetadataTooLarge { needed },
-                None => DumpError::Io {
-                    what: "dump the process",
-                    errno: Errno(5),
-                },
-            })
+            Err(snap.error(snap.failure))
         }
         Err(stop::Resumed) => {
             // The descriptors the dump opened do not exist in the restored

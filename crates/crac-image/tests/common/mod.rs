@@ -204,9 +204,9 @@ prop_compose! {
     fn arb_file()(
         dev in any::<u64>(), ino in any::<u64>(), size in any::<u64>(),
         mtime_sec in any::<i64>(), mtime_nsec in any::<u32>(), mode in any::<u32>(),
-        build_id in bytes(20), path in bytes(64),
+        build_id in bytes(20), path in bytes(64), content_hash in bytes(32),
     ) -> FileRef {
-        FileRef { id: 0, dev, ino, size, mtime_sec, mtime_nsec, mode, build_id, path }
+        FileRef { id: 0, dev, ino, size, mtime_sec, mtime_nsec, mode, build_id, path, content_hash }
     }
 }
 
