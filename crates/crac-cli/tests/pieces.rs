@@ -107,7 +107,6 @@ fn a_damaged_piece_fails_an_eager_restore_before_the_program_resumes() {
     let d = Dir::new();
     let (image, pid) = memhog_image(&d);
     let (bad, piece, _) = damaged_copy(&d, &image, "bad");
-    let piece = piece.replace("file bytes", "bytes");
     let out = crac(["restore", "--eager"]).arg(&bad).fails_with(1);
     wait_dead(pid, SHORT);
     out.stderr_has(&format!("error: cannot restore {}", bad.display()))

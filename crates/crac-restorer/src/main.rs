@@ -900,7 +900,7 @@ fn check_pieces(img: &Image, slot: usize, addr: u64, off: u64, len: u64) -> R<()
             return Err(fail!(
                 0,
                 start,
-                "page file piece {index} (bytes {start:#x}-{end:#x}) is damaged: hash {computed:#x}, \
+                "page file piece {index} (file bytes {start:#x}-{end:#x}) is damaged: hash {computed:#x}, \
                  expected {stored:#x}; not loaded into {addr:#x}-{:#x}",
                 addr + len
             )
