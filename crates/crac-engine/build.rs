@@ -4,7 +4,10 @@
 //! The restorer is a static `no_std` program at a fixed address with its own
 //! profile and flags (`crates/crac-restorer/.cargo/config.toml`), so it is
 //! built by a nested `cargo build` run from its directory, with the outer
-//! build's flags removed. It has no external dependencies: `--offline`.
+//! build's flags removed. `--offline --locked`: its one registry dependency
+//! (`xxhash-rust`, through crac-image) is locked in its own `Cargo.lock` to
+//! the version the root `Cargo.lock` has, which the outer build fetched
+//! before it ran this script.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -46,6 +49,7 @@ fn main() {
         .arg("build")
         .arg("--release")
         .arg("--offline")
+        .arg("--locked")
         .arg("--target")
         .arg(TARGET)
         .arg("--manifest-path")

@@ -1,11 +1,12 @@
 //! Arbitrary bytes as a `meta.crac` body, through the section and record
-//! decoders, the sanity check and the inspect summary. Nothing may panic.
+//! decoders (the piece table's also on its own), the sanity check and the
+//! inspect summary. Nothing may panic.
 //!
 //! The same entry points run on stable in
 //! `crates/crac-image/tests/decode_fuzz.rs`.
 #![no_main]
 
-use crac_image::{Header, Image, ARCH_X86_64, FORMAT_VERSION};
+use crac_image::{Header, Image, PieceTable, Reader, Tag, ARCH_X86_64, FORMAT_VERSION};
 use libfuzzer_sys::{fuzz_target, Corpus};
 
 fuzz_target!(|body: &[u8]| -> Corpus {
@@ -27,6 +28,17 @@ fuzz_target!(|body: &[u8]| -> Corpus {
         let _ = image.sanity_check();
         let _ = image.stored_pages_per_vma();
         let _ = image.summary();
+    }
+    // The piece table decoder on its own too: the restorer and the lazy
+    // pager use it without the owned model.
+    let mut r = Reader::new(body);
+    while let Ok(Some((tag, mut s))) = r.next_section() {
+        if tag == Tag::Pieces as u32 {
+            if let Ok(t) = PieceTable::decode(&mut s) {
+                let _ = t.check(4096 + 65536 * t.len().min(1 << 40));
+                let _ = (t.iter().count(), t.get(t.len()), t.get(0));
+            }
+        }
     }
     Corpus::Keep
 });

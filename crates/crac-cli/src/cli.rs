@@ -180,6 +180,10 @@ pub struct RestoreArgs {
     /// ends, the process is tied to `crac restore` (killed if it is killed).
     #[arg(long)]
     pub eager: bool,
+    /// Check every piece of the page data before restoring anything
+    /// (without it each piece is checked as it is loaded).
+    #[arg(long)]
+    pub verify: bool,
     /// Set an environment variable in the restored process before its
     /// `after_restore` hooks run (repeatable). The value is visible to
     /// every user in this command's /proc/PID/cmdline while it runs: pass
@@ -217,7 +221,7 @@ pub struct InspectArgs {
     /// Print the description as JSON (stable; documented in the crate's README).
     #[arg(long)]
     pub json: bool,
-    /// Also check the checksum of every stored page.
+    /// Also check every piece of the stored page data against its hash.
     #[arg(long)]
     pub verify: bool,
 }

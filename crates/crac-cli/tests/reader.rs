@@ -315,10 +315,14 @@ fn a_page_file_larger_than_the_machine_is_refused_before_it_is_read() {
     pages
         .write_all_at(&(len / 4096 - 1).to_le_bytes(), 16)
         .unwrap();
-    let mut meta = fs::read(dir.join(META_FILE)).unwrap();
-    let mut h = crac_image::Header::decode(&meta).unwrap();
+    // A piece table of the right count, so the image is consistent.
+    let mut img = Image::read(&s.image).unwrap();
+    img.pieces = Some(vec![0; crac_image::piece_count(len) as usize]);
+    let body = img.encode_body();
+    let mut h = header_for(&body, &[]);
     h.pages_len = len;
-    meta[..crac_image::HEADER_LEN].copy_from_slice(&h.encode());
+    let mut meta = h.encode().to_vec();
+    meta.extend_from_slice(&body);
     fs::write(dir.join(META_FILE), meta).unwrap();
     s.restore_refused(&dir, "more than this machine's memory and swap");
 }

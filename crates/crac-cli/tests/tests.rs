@@ -18,6 +18,7 @@ mod live;
 mod native;
 mod pause_attacks;
 mod pidns;
+mod pieces;
 mod policies;
 mod reader;
 mod rootless;
@@ -530,7 +531,9 @@ fn corrupt_images_are_refused_with_the_reason() {
         ))
         .stderr_has("is corrupt: body CRC-32 is");
 
-    // A damaged page: inspect shows it cannot be restored; --verify fails.
+    // A damaged page: found by --verify, which inspect then counts against
+    // a restore; without it the page data is not read (a restore checks
+    // each piece as it loads it).
     let bad = d.join("bad-pages");
     fs::create_dir(&bad).unwrap();
     for f in ["meta.crac", "pages.crac"] {
@@ -540,15 +543,15 @@ fn corrupt_images_are_refused_with_the_reason() {
     crac(["inspect"])
         .arg(&bad)
         .ok()
-        .stdout_has("restore     NOT possible here")
-        .stdout_has("is damaged (checksum");
+        .stdout_has("checksums   metadata ok, pages not-checked");
     let out = crac(["inspect", "--verify"]).arg(&bad).fails_with(1);
     out.stdout_has("pages corrupt")
+        .stdout_has("restore     NOT possible here")
         .stderr_has(&format!(
             "error: the image in {} failed verification\n  caused by: page file ",
             bad.display()
         ))
-        .stderr_has("is corrupt: page data CRC-32 is");
+        .stderr_has("is damaged: piece ");
     let json: serde_json::Value = serde_json::from_str(
         &crac(["inspect", "--json", "--verify"])
             .arg(&bad)
@@ -559,6 +562,11 @@ fn corrupt_images_are_refused_with_the_reason() {
     assert_eq!(json["checksums"]["pages"], "corrupt");
     assert_eq!(json["restore"]["possible"], false);
     assert_eq!(json["restore"]["problems"][0]["kind"], "checksum");
+    // An eager restore loads every piece: it fails before anything runs.
+    let out = crac(["restore", "--eager"]).arg(&bad).fails_with(1);
+    out.stderr_has(&format!("error: cannot restore {}", bad.display()))
+        .stderr_has("is damaged: hash ");
+    assert!(out.stdout().is_empty(), "nothing ran: {}", out.dump());
     assert!(!util::alive(pid));
 }
 

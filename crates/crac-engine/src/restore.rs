@@ -62,7 +62,7 @@ use memfd::{memfd, sealed_memfd};
 
 pub use inherit::RestoreWarning;
 pub use pager::{LoadError, Loaded, Pager};
-pub use preflight::{preflight, Plan, Problem, ProblemKind};
+pub use preflight::{preflight, preflight_with, Plan, Problem, ProblemKind};
 
 /// The restorer program, built by `build.rs` from `crates/crac-restorer`.
 static RESTORER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/crac-restorer"));
@@ -92,6 +92,9 @@ pub struct RestoreOptions {
     /// caller's pager thread serves its page faults and loads the rest in
     /// the background (see [`Restored::finish`]).
     pub eager: bool,
+    /// Check every piece of the page data before anything is restored
+    /// (otherwise each piece is checked as it is loaded).
+    pub verify: bool,
 }
 
 /// A process restored and running.
@@ -317,7 +320,7 @@ pub fn restore_with_progress(
     let t0 = Instant::now();
     let started_ns = now_unix_ns();
     let dir = image_dir.as_ref();
-    let plan = preflight(dir)?;
+    let plan = preflight_with(dir, opts.verify)?;
     let pid = plan.pid;
     progress(Stage::Start, 0, 0);
     if !rustix::process::geteuid().is_root() {
@@ -492,7 +495,7 @@ pub fn restore_with_progress(
                         ),
                     });
                 }
-                match Pager::start(fd, pid, pages, &plan.lazy) {
+                match Pager::start(fd, pid, pages, plan.verified.clone(), &plan.lazy) {
                     Ok(p) => pager = Some(p),
                     Err(source) => {
                         kill_and_reap(pid);
@@ -869,12 +872,17 @@ mod tests {
             ..Default::default()
         };
         testimg::write(d.path(), me, me + 1, &tweaks);
-        // Damage the page data.
+        // Damage the page data: only a preflight that verifies every
+        // piece reads it (a restore checks each piece as it loads it).
         let pages = d.path().join(crac_image::PAGES_FILE);
         let mut b = std::fs::read(&pages).unwrap();
         b[4096] ^= 0xff;
         std::fs::write(&pages, b).unwrap();
-        let err = preflight(d.path()).unwrap_err();
+        let RestoreError::Preflight { problems, .. } = preflight(d.path()).unwrap_err() else {
+            panic!("not a preflight error");
+        };
+        assert!(problems.iter().all(|p| p.kind != ProblemKind::Checksum));
+        let err = preflight_with(d.path(), true).unwrap_err();
         let RestoreError::Preflight { problems, .. } = &err else {
             panic!("{err}");
         };
@@ -893,6 +901,13 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("/nonexistent/lib.so"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "page file {}/pages.crac is damaged: piece 0 (file bytes 0x1000-0x2000) hashes to",
+                d.path().display()
+            )),
+            "{text}"
+        );
         let hard_nofile = crac_sys::sys::prlimit(7, None).unwrap().1;
         if hard_nofile != u64::MAX {
             assert!(kinds.contains(&ProblemKind::Rlimit), "{text}");

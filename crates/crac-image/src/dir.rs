@@ -401,7 +401,8 @@ impl Image {
     ///
     /// For tools and tests: the dump itself writes through
     /// [`prepare_temp_dir`] without allocating. The header is computed
-    /// afresh with this build's version; [`Image::header`] is ignored, as are
+    /// afresh with this build's version, and so is the piece table;
+    /// [`Image::header`] and [`Image::pieces`] are ignored, as are
     /// [`Image::unknown_sections`].
     pub fn write(&self, dir: &Path, page_data: &[u8]) -> Result<(), ImageWriteError> {
         if !(page_data.len() as u64).is_multiple_of(PAGE_SIZE) {
@@ -409,9 +410,10 @@ impl Image {
                 len: page_data.len(),
             });
         }
-        let body = self.encode_body();
-        let header = header_for(&body, page_data);
         let mut check = self.clone();
+        check.set_pieces(page_data);
+        let body = check.encode_body();
+        let header = header_for(&body, page_data);
         check.header = header;
         check
             .sanity_check()

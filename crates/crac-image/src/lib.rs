@@ -26,6 +26,7 @@ pub mod dir;
 pub mod leftover;
 #[cfg(feature = "std")]
 pub mod model;
+pub mod pieces;
 pub mod records;
 pub mod status;
 #[cfg(feature = "std")]
@@ -41,6 +42,10 @@ pub use dir::{prepare_temp_dir, ImageDirError, ImageWriteError, TempImageDir};
 pub use leftover::{clean_leftovers, find_leftovers, Leftover, LeftoverState};
 #[cfg(feature = "std")]
 pub use model::{DecodeBodyError, Image, ImageReadError, SanityError, VerifyError, MAX_META_LEN};
+pub use pieces::{
+    piece_count, piece_hash, piece_range, pieces_of, PieceCountError, PieceHasher, PieceTable,
+    PIECE_HASH_XXH3_64, PIECE_LEN,
+};
 pub use records::*;
 #[cfg(feature = "std")]
 pub use strict::{ImageDir, VerifiedImage};
@@ -52,7 +57,11 @@ pub use wire::{DecodeError, EncodeError, Reader, Writer};
 ///
 /// Readers accept the same major and a minor no newer than theirs; unknown
 /// sections of an older minor are skipped.
-pub const FORMAT_VERSION: (u16, u16) = (1, 2);
+pub const FORMAT_VERSION: (u16, u16) = (1, 3);
+
+/// First minor version whose images carry a piece table ([`PieceTable`]);
+/// its readers ignore the header's page data CRC (written as 0).
+pub const PIECES_MINOR: u16 = 3;
 
 /// Magic at the start of `meta.crac`.
 pub const META_MAGIC: [u8; 8] = *b"CRACIMG\0";
@@ -88,7 +97,8 @@ pub const RESTORER_ZONE_LEN: u64 = 0x1000_0000;
 /// | 24 | body CRC-32 u32 |
 /// | 28 | architecture u32 (62 = x86-64) |
 /// | 32 | page file length u64 |
-/// | 40 | page file data CRC-32 u32 (bytes after the header page) |
+/// | 40 | page file data CRC-32 u32 (bytes after the header page); 0 and
+///        unused from minor [`PIECES_MINOR`] on (the piece table replaces it) |
 /// | 44 | reserved, zero (16 bytes) |
 /// | 60 | header CRC-32 u32 over bytes 0..60 |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +115,8 @@ pub struct Header {
     pub arch: u32,
     /// Total length of `pages.crac`, header page included.
     pub pages_len: u64,
-    /// CRC-32 (IEEE) of the page data after the header page.
+    /// CRC-32 (IEEE) of the page data after the header page; 0 and unused
+    /// in images with a piece table (minor [`PIECES_MINOR`] and later).
     pub pages_crc: u32,
 }
 

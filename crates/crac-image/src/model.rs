@@ -11,16 +11,19 @@
 //! 2. the meaning: [`Image::sanity_check`] (threads, mappings, page runs,
 //!    file references).
 //!
-//! The page data itself is only checksummed on request
-//! ([`Image::verify_pages`]): that reads the whole page file.
+//! The page data itself is only checked on request ([`Image::verify_pages`]:
+//! every piece of the piece table, which reads the whole page file); a
+//! restore checks each piece as it loads it.
 
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
 
+use crate::pieces::{piece_count, piece_hash, piece_range, PieceCountError, PieceTable, PIECE_LEN};
 use crate::records::*;
 use crate::wire::{DecodeError, Reader, Writer};
 use crate::{
     Header, HeaderError, ARCH_X86_64, FORMAT_VERSION, PAGES_FILE, PAGES_HEADER_LEN, PAGE_SIZE,
+    PIECES_MINOR,
 };
 
 /// Largest `meta.crac` [`Image::read`] accepts, header included.
@@ -479,6 +482,10 @@ pub struct Image {
     /// Who the process runs as (`None`: an image without a creds section,
     /// which restore refuses).
     pub creds: Option<crate::creds::Creds>,
+    /// The piece table: the hash of every [`PIECE_LEN`] bytes of page data
+    /// (`None` only in images older than format 1.3, whose header CRC
+    /// covers the page data instead). [`Image::write`] computes it.
+    pub pieces: Option<Vec<u64>>,
     /// Sections skipped because their tag is unknown (newer minor).
     pub unknown_sections: Vec<UnknownSection>,
 }
@@ -500,6 +507,7 @@ pub fn tag_name(tag: u32) -> &'static str {
         Some(Tag::Timers) => "timers",
         Some(Tag::Fd) => "fd",
         Some(Tag::Creds) => "creds",
+        Some(Tag::Pieces) => "pieces",
         None => "unknown",
     }
 }
@@ -620,6 +628,17 @@ pub enum SanityError {
         /// Length of the run in pages.
         pages: u64,
     },
+    /// An image of format 1.3 or later without a piece table.
+    #[error("the image (format {major}.{minor}) has no piece table")]
+    NoPieceTable {
+        /// Format major version.
+        major: u16,
+        /// Format minor version.
+        minor: u16,
+    },
+    /// The piece table does not fit the page file's length.
+    #[error("{0}")]
+    PieceCount(PieceCountError),
     /// A page run's data lies outside the page file.
     #[error(
         "page run at {addr:#x} ({pages} pages) has its data at offset {offset:#x}, outside \
@@ -795,7 +814,30 @@ pub enum VerifyError {
         /// Page data read.
         found: u64,
     },
-    /// The page data checksum does not match.
+    /// A piece of page data does not match its hash in the piece table.
+    #[error(
+        "page file {} is damaged: piece {index} (file bytes {start:#x}-{end:#x}) hashes to \
+         {computed:#018x}, the piece table records {stored:#018x}; it holds memory {}",
+        path.display(),
+        ranges_text(memory)
+    )]
+    Piece {
+        /// The page file.
+        path: PathBuf,
+        /// The piece's index.
+        index: u64,
+        /// Its first byte in the page file.
+        start: u64,
+        /// Its end in the page file (exclusive).
+        end: u64,
+        /// Hash in the piece table.
+        stored: u64,
+        /// Hash of the bytes read.
+        computed: u64,
+        /// Address ranges of the memory it holds.
+        memory: Vec<(u64, u64)>,
+    },
+    /// The page data checksum does not match (images older than format 1.3).
     #[error(
         "page file {} is corrupt: page data CRC-32 is {computed:#010x}, the header says \
          {stored:#010x}",
@@ -811,6 +853,18 @@ pub enum VerifyError {
     },
 }
 
+/// Address ranges as `0x1000-0x3000, 0x8000-0x9000` (`none` if empty).
+pub fn ranges_text(ranges: &[(u64, u64)]) -> String {
+    if ranges.is_empty() {
+        return "none".into();
+    }
+    ranges
+        .iter()
+        .map(|(s, e)| format!("{s:#x}-{e:#x}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The sections that must appear exactly once, decoded.
 #[derive(Default)]
 struct Once {
@@ -824,6 +878,7 @@ struct Once {
     rlimits: Option<[RlimitRecord; 16]>,
     timers: Option<TimersRecord>,
     creds: Option<crate::creds::Creds>,
+    pieces: Option<Vec<u64>>,
 }
 
 fn set_once<T>(slot: &mut Option<T>, v: T, tag: Tag, offset: usize) -> Result<(), DecodeBodyError> {
@@ -920,6 +975,10 @@ impl Image {
                     let c = crate::CredsRecord::decode(&mut s).map_err(bad)?;
                     set_once(&mut once.creds, (&c).into(), t, offset)?;
                 }
+                Tag::Pieces => {
+                    let p = PieceTable::decode(&mut s).map_err(bad)?;
+                    set_once(&mut once.pieces, p.iter().collect(), t, offset)?;
+                }
             }
         }
         Ok(Image {
@@ -938,6 +997,7 @@ impl Image {
             timers: once.timers.ok_or(missing(Tag::Timers))?,
             fds,
             creds: once.creds,
+            pieces: once.pieces,
             unknown_sections,
         })
     }
@@ -990,6 +1050,9 @@ impl Image {
         if let Some(c) = &self.creds {
             c.as_record().encode(w);
         }
+        if let Some(p) = &self.pieces {
+            PieceTable::encode(w, p);
+        }
     }
 
     /// Checks that the records are consistent with each other and with the
@@ -1001,7 +1064,9 @@ impl Image {
     /// * file ids unique, every file a mapping refers to exists;
     /// * page runs sorted and disjoint, every page inside a mapping, the data
     ///   of every run inside the page data of `pages.crac`;
-    /// * descriptor numbers of fd records unique.
+    /// * descriptor numbers of fd records unique;
+    /// * a piece table (required from format 1.3 on) with one hash per
+    ///   piece of the page file.
     pub fn sanity_check(&self) -> Result<(), SanityError> {
         self.check_threads()?;
         self.check_vmas()?;
@@ -1011,7 +1076,24 @@ impl Image {
         if let Some(w) = fds.windows(2).find(|w| w[0] == w[1]) {
             return Err(SanityError::DuplicateFd { fd: w[0] });
         }
-        Ok(())
+        match &self.pieces {
+            None if self.header.minor >= PIECES_MINOR => Err(SanityError::NoPieceTable {
+                major: self.header.major,
+                minor: self.header.minor,
+            }),
+            None => Ok(()),
+            Some(p) => {
+                let expected = piece_count(self.header.pages_len);
+                if p.len() as u64 != expected {
+                    return Err(SanityError::PieceCount(PieceCountError {
+                        found: p.len() as u64,
+                        expected,
+                        pages_len: self.header.pages_len,
+                    }));
+                }
+                Ok(())
+            }
+        }
     }
 
     fn check_threads(&self) -> Result<(), SanityError> {
@@ -1123,32 +1205,124 @@ impl Image {
         Image::read_verified(dir).map(|v| v.image)
     }
 
-    /// Computes the CRC-32 of the page data in `dir/pages.crac` and compares
-    /// it with the header's.
+    /// Checks the page data in `dir/pages.crac`: the hash of every piece
+    /// against the piece table, or, in an image older than format 1.3, the
+    /// CRC-32 of all of it against the header's.
     pub fn verify_pages(&self, dir: &Path) -> Result<(), VerifyError> {
         let path = dir.join(PAGES_FILE);
-        let io_err = |step: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| VerifyError::Io { step, path, source }
-        };
-        let (mut f, _) = crate::strict::ImageDir::open(dir)
+        let (f, _) = crate::strict::ImageDir::open(dir)
             .and_then(|d| d.open_file(PAGES_FILE))
-            .map_err(|e| io_err("open", &path)(io::Error::other(e)))?;
-        let mut skip = [0u8; PAGES_HEADER_LEN as usize];
-        f.read_exact(&mut skip).map_err(io_err("read", &path))?;
+            .map_err(|e| VerifyError::Io {
+                step: "open",
+                path: path.clone(),
+                source: io::Error::other(e),
+            })?;
+        self.verify_pages_file(&f, &path)
+    }
+
+    /// [`Image::verify_pages`] on the page file `f` (opened by the strict
+    /// reader; `path` names it in errors). Reads at offsets: the file's
+    /// position is left alone.
+    pub fn verify_pages_file(&self, f: &std::fs::File, path: &Path) -> Result<(), VerifyError> {
+        match &self.pieces {
+            Some(p) => self.verify_pieces(f, path, p),
+            None => self.verify_crc(f, path),
+        }
+    }
+
+    fn verify_pieces(
+        &self,
+        f: &std::fs::File,
+        path: &Path,
+        table: &[u64],
+    ) -> Result<(), VerifyError> {
+        let io_err = |source| VerifyError::Io {
+            step: "read",
+            path: path.to_path_buf(),
+            source,
+        };
+        let pages_len = self.header.pages_len;
+        // Whole pieces per read: 16 of them.
+        let mut buf = vec![0u8; 16 * PIECE_LEN as usize];
+        let mut index = 0u64;
+        let mut at = PAGES_HEADER_LEN;
+        loop {
+            let n = read_full(f, &mut buf, at).map_err(io_err)?;
+            at += n as u64;
+            for piece in buf[..n].chunks(PIECE_LEN as usize) {
+                let (start, end) = piece_range(index, pages_len).unwrap_or((pages_len, pages_len));
+                let stored = table.get(index as usize).copied();
+                if stored.is_none() || end - start != piece.len() as u64 {
+                    return Err(VerifyError::Length {
+                        path: path.to_path_buf(),
+                        expected: pages_len - PAGES_HEADER_LEN,
+                        found: (start - PAGES_HEADER_LEN).saturating_add(piece.len() as u64),
+                    });
+                }
+                let computed = piece_hash(piece);
+                if Some(computed) != stored {
+                    return Err(VerifyError::Piece {
+                        path: path.to_path_buf(),
+                        index,
+                        start,
+                        end,
+                        stored: stored.unwrap_or(0),
+                        computed,
+                        memory: self.piece_memory(start, end),
+                    });
+                }
+                index += 1;
+            }
+            if n < buf.len() {
+                break;
+            }
+        }
+        if index != table.len() as u64 {
+            let found = piece_range(index.saturating_sub(1), pages_len).map_or(0, |r| r.1);
+            return Err(VerifyError::Length {
+                path: path.to_path_buf(),
+                expected: pages_len - PAGES_HEADER_LEN,
+                found: found.saturating_sub(PAGES_HEADER_LEN),
+            });
+        }
+        Ok(())
+    }
+
+    /// The memory `[start, end)` of the page file holds: address ranges of
+    /// the runs whose data lies there, in run order.
+    pub fn piece_memory(&self, start: u64, end: u64) -> Vec<(u64, u64)> {
+        self.runs
+            .iter()
+            .filter_map(|r| {
+                let (s, e) = (
+                    r.offset.max(start),
+                    r.offset.saturating_add(r.len()).min(end),
+                );
+                (s < e).then(|| (r.addr + (s - r.offset), r.addr + (e - r.offset)))
+            })
+            .collect()
+    }
+
+    /// The whole-file CRC-32 of images older than format 1.3.
+    fn verify_crc(&self, f: &std::fs::File, path: &Path) -> Result<(), VerifyError> {
+        let path = path.to_path_buf();
         let expected = self.header.pages_len.saturating_sub(PAGES_HEADER_LEN);
         let mut hasher = crc32fast::Hasher::new();
         let mut buf = vec![0u8; 1 << 20];
         let mut found = 0u64;
         loop {
-            let n = match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(io_err("read", &path)(e)),
-            };
+            let n = read_full(f, &mut buf, PAGES_HEADER_LEN + found).map_err(|source| {
+                VerifyError::Io {
+                    step: "read",
+                    path: path.clone(),
+                    source,
+                }
+            })?;
             hasher.update(&buf[..n]);
             found += n as u64;
+            if n < buf.len() {
+                break;
+            }
         }
         if found != expected {
             return Err(VerifyError::Length {
@@ -1166,6 +1340,12 @@ impl Image {
             });
         }
         Ok(())
+    }
+
+    /// Sets [`Image::pieces`] to the hashes of `page_data` (the bytes after
+    /// the header page of `pages.crac`).
+    pub fn set_pieces(&mut self, page_data: &[u8]) {
+        self.pieces = Some(piece_hashes(page_data));
     }
 
     /// Total length of all mappings, in bytes.
@@ -1223,6 +1403,30 @@ impl Image {
     }
 }
 
+/// The piece table of `page_data` (the bytes after the header page).
+pub fn piece_hashes(page_data: &[u8]) -> Vec<u64> {
+    page_data
+        .chunks(PIECE_LEN as usize)
+        .map(piece_hash)
+        .collect()
+}
+
+/// Reads from `at` until `buf` is full or the file ends; returns the bytes
+/// read.
+fn read_full(f: &std::fs::File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+    use std::os::unix::fs::FileExt;
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], at + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
 fn run_len(r: &PageRun) -> Option<u64> {
     r.pages.checked_mul(PAGE_SIZE)
 }
@@ -1232,7 +1436,8 @@ fn run_end(r: &PageRun) -> Option<u64> {
 }
 
 /// A header for an image whose body and page data are given, with this
-/// build's version and architecture.
+/// build's version and architecture (page data CRC 0: the body's piece
+/// table covers the page data).
 pub fn header_for(body: &[u8], page_data: &[u8]) -> Header {
     Header {
         major: FORMAT_VERSION.0,
@@ -1241,6 +1446,6 @@ pub fn header_for(body: &[u8], page_data: &[u8]) -> Header {
         body_crc: crc32fast::hash(body),
         arch: ARCH_X86_64,
         pages_len: PAGES_HEADER_LEN + page_data.len() as u64,
-        pages_crc: crc32fast::hash(page_data),
+        pages_crc: 0,
     }
 }

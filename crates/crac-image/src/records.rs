@@ -40,6 +40,9 @@ pub enum Tag {
     Fd = 13,
     /// [`CredsRecord`](crate::CredsRecord), once: who the process runs as.
     Creds = 14,
+    /// [`PieceTable`](crate::PieceTable), once from format 1.3 on: a hash
+    /// of every 64 KiB piece of the page data.
+    Pieces = 15,
 }
 
 impl Tag {
@@ -60,6 +63,7 @@ impl Tag {
             12 => Tag::Timers,
             13 => Tag::Fd,
             14 => Tag::Creds,
+            15 => Tag::Pieces,
             _ => return None,
         })
     }

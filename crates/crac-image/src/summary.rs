@@ -26,8 +26,11 @@ pub struct ImageSummary {
     pub meta_bytes: u64,
     /// Length of `pages.crac`, header page included.
     pub pages_file_bytes: u64,
-    /// CRC-32 of the page data, as recorded in the header.
+    /// CRC-32 of the page data, as recorded in the header (`0x00000000`,
+    /// unused, in images with a piece table).
     pub pages_crc32: String,
+    /// The piece table (`null` in images older than format 1.3).
+    pub pieces: Option<PiecesView>,
     /// Process-wide facts.
     pub process: ProcessView,
     /// CPU facts.
@@ -55,6 +58,17 @@ pub struct ImageSummary {
     /// Who the restored process runs as (`null`: the image has no creds
     /// section and cannot be restored).
     pub creds: Option<crate::creds::CredsView>,
+}
+
+/// `pieces` in [`ImageSummary`].
+#[derive(Debug, Clone, Serialize)]
+pub struct PiecesView {
+    /// Bytes of page data per piece.
+    pub piece_bytes: u64,
+    /// Number of pieces (hashes).
+    pub count: u64,
+    /// The hash function, `"xxh3-64"`.
+    pub hash: String,
 }
 
 /// `process` in [`ImageSummary`].
@@ -464,6 +478,11 @@ impl Image {
             meta_bytes: self.header.body_len.saturating_add(HEADER_LEN as u64),
             pages_file_bytes: self.header.pages_len,
             pages_crc32: format!("{:#010x}", self.header.pages_crc),
+            pieces: self.pieces.as_ref().map(|p| PiecesView {
+                piece_bytes: crate::PIECE_LEN,
+                count: p.len() as u64,
+                hash: "xxh3-64".to_owned(),
+            }),
             process: ProcessView {
                 pid: p.pid,
                 ppid: p.ppid,

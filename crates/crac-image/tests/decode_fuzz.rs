@@ -4,7 +4,7 @@
 mod common;
 
 use common::{arb_image, blank_header};
-use crac_image::{crc32, Header, Image, HEADER_LEN};
+use crac_image::{crc32, Header, Image, PieceTable, Reader, Tag, HEADER_LEN};
 use proptest::prelude::*;
 
 /// What `fuzz/fuzz_targets/meta_body.rs` does with its input.
@@ -16,6 +16,15 @@ fn decode_body_target(body: &[u8]) {
         let _ = image.sanity_check();
         let _ = image.summary();
         let _ = image.stored_pages_per_vma();
+    }
+    let mut r = Reader::new(body);
+    while let Ok(Some((tag, mut s))) = r.next_section() {
+        if tag == Tag::Pieces as u32 {
+            if let Ok(t) = PieceTable::decode(&mut s) {
+                let _ = t.check(4096 + 65536 * t.len().min(1 << 40));
+                let _ = (t.iter().count(), t.get(t.len()), t.get(0));
+            }
+        }
     }
 }
 
@@ -68,7 +77,7 @@ proptest! {
     #[test]
     fn random_sections_never_panic(
         sections in proptest::collection::vec(
-            (1u32..14, proptest::collection::vec(any::<u8>(), 0..300)), 0..20)
+            (1u32..16, proptest::collection::vec(any::<u8>(), 0..300)), 0..20)
     ) {
         let mut body = Vec::new();
         for (tag, payload) in sections {

@@ -9,8 +9,9 @@ use std::path::Path;
 use common::{arb_image, blank_header, meta_bytes, sample, write_raw};
 use crac_image::model::{header_for, DecodeBodyError, UnknownSection};
 use crac_image::{
-    prepare_temp_dir, Header, HeaderError, Image, ImageDirError, ImageReadError, SanityError, Tag,
-    VerifyError, Writer, FORMAT_VERSION, HEADER_LEN, META_FILE, PAGES_FILE, THREAD_DUMPER,
+    prepare_temp_dir, Header, HeaderError, Image, ImageDirError, ImageReadError, PageRun,
+    PieceCountError, PieceTable, SanityError, Tag, VerifyError, Writer, FORMAT_VERSION, HEADER_LEN,
+    META_FILE, PAGES_FILE, THREAD_DUMPER,
 };
 use proptest::prelude::*;
 
@@ -455,7 +456,7 @@ fn runs_may_span_adjacent_mappings() {
 }
 
 #[test]
-fn verify_reports_checksum_and_length() {
+fn verify_reports_the_damaged_piece_and_length() {
     let (image, pages) = sample();
     let (_tmp, dir) = written(&image, &pages);
     let back = Image::read(&dir).unwrap();
@@ -463,9 +464,22 @@ fn verify_reports_checksum_and_length() {
     pagefile[5000] ^= 1;
     fs::write(dir.join(PAGES_FILE), &pagefile).unwrap();
     let e = back.verify_pages(&dir).unwrap_err();
-    assert!(matches!(e, VerifyError::Checksum { .. }), "{e}");
+    let VerifyError::Piece {
+        index,
+        start,
+        end,
+        ref memory,
+        ..
+    } = e
+    else {
+        panic!("not a piece error: {e}");
+    };
+    assert_eq!((index, start, end), (0, 0x1000, 0x3000));
+    assert_eq!(memory, &[(0x60_0000, 0x60_2000)]);
     assert!(
-        e.to_string().contains("is corrupt: page data CRC-32 is 0x"),
+        e.to_string()
+            .contains("is damaged: piece 0 (file bytes 0x1000-0x3000) hashes to 0x")
+            && e.to_string().ends_with("it holds memory 0x600000-0x602000"),
         "{e}"
     );
     pagefile.truncate(8192);
@@ -482,6 +496,165 @@ fn verify_reports_checksum_and_length() {
         ),
         "{e}"
     );
+}
+
+/// Pieces are cut by file offset, whole ones of 64 KiB and a short last
+/// one; a damaged byte names the piece that holds it, and the memory of
+/// every run with data in that piece.
+#[test]
+fn verify_names_the_piece_of_a_large_page_file() {
+    let (mut image, _) = sample();
+    // 20 pages in the heap, stored as two runs: 0x600000 (12 pages) and
+    // 0x610000 (8 pages); the second run starts in piece 0 and ends in
+    // piece 1.
+    image.vmas[1].end = 0x62_0000;
+    image.runs = vec![
+        PageRun {
+            addr: 0x60_0000,
+            pages: 12,
+            offset: 4096,
+        },
+        PageRun {
+            addr: 0x61_0000,
+            pages: 8,
+            offset: 4096 + 12 * 4096,
+        },
+    ];
+    let pages: Vec<u8> = (0..20 * 4096u32).map(|i| (i % 253) as u8).collect();
+    let (_tmp, dir) = written(&image, &pages);
+    let back = Image::read(&dir).unwrap();
+    assert_eq!(back.pieces.as_ref().map(Vec::len), Some(2));
+    back.verify_pages(&dir).unwrap();
+    let (_, mut pagefile) = read_files(&dir);
+    // In the second piece: the last 4 pages of the second run.
+    pagefile[4096 + 17 * 4096 + 3] ^= 0x80;
+    fs::write(dir.join(PAGES_FILE), &pagefile).unwrap();
+    match back.verify_pages(&dir).unwrap_err() {
+        VerifyError::Piece {
+            index: 1,
+            start: 0x11000,
+            end: 0x15000,
+            memory,
+            ..
+        } => assert_eq!(memory, [(0x61_4000, 0x61_8000)]),
+        e => panic!("wrong error: {e}"),
+    }
+    pagefile[4096 + 17 * 4096 + 3] ^= 0x80;
+    pagefile[4096 + 15 * 4096] ^= 1;
+    fs::write(dir.join(PAGES_FILE), &pagefile).unwrap();
+    match back.verify_pages(&dir).unwrap_err() {
+        VerifyError::Piece {
+            index: 0,
+            start: 0x1000,
+            end: 0x11000,
+            memory,
+            ..
+        } => assert_eq!(memory, [(0x60_0000, 0x60_c000), (0x61_0000, 0x61_4000)]),
+        e => panic!("wrong error: {e}"),
+    }
+}
+
+/// A piece table that does not fit the page file, or none in a 1.3 image,
+/// is refused when the image is read.
+#[test]
+fn a_bad_piece_table_is_refused() {
+    let (mut image, pages) = sample();
+    image.pieces = Some(vec![1, 2]);
+    let e = read_body(&image.encode_body(), &pages).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ImageReadError::Sanity {
+                source: SanityError::PieceCount(PieceCountError {
+                    found: 2,
+                    expected: 1,
+                    pages_len: 12288
+                }),
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(
+        anyhow_chain(&e).contains(
+            "the piece table has 2 hashes, the 12288-byte page file has 1 pieces of 65536 bytes"
+        ),
+        "{}",
+        anyhow_chain(&e)
+    );
+    image.pieces = Some(vec![]);
+    let e = read_body(&image.encode_body(), &pages).unwrap_err();
+    assert!(matches!(e, ImageReadError::Sanity { .. }), "{e}");
+    image.pieces = None;
+    let e = read_body(&image.encode_body(), &pages).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ImageReadError::Sanity {
+                source: SanityError::NoPieceTable { major: 1, minor: 3 },
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // A wrong piece length or hash kind, or a count the payload does not
+    // hold, is a malformed section.
+    for (at, value) in [(0usize, 4096u64), (4, 2), (8, 3)] {
+        let mut table = [0u8; 64];
+        let mut w = Writer::new(&mut table);
+        PieceTable::encode(&mut w, &[0]);
+        let mut t = w.finish().unwrap().to_vec();
+        let field = &mut t[8 + at..];
+        if at == 8 {
+            field[..8].copy_from_slice(&value.to_le_bytes());
+        } else {
+            field[..4].copy_from_slice(&(value as u32).to_le_bytes());
+        }
+        let mut r = crac_image::Reader::new(&t);
+        let (tag, mut payload) = r.next_section().unwrap().unwrap();
+        assert_eq!(tag, 15);
+        assert!(PieceTable::decode(&mut payload).is_err(), "field {at}");
+    }
+}
+
+/// An image of format 1.2 (no piece table) is still read, and its page
+/// data is checked against the header's CRC-32.
+#[test]
+fn an_image_without_pieces_is_checked_by_its_crc() {
+    let (mut image, pages) = sample();
+    image.pieces = None;
+    let body = image.encode_body();
+    let mut h = header_for(&body, &pages);
+    h.minor = 2;
+    h.pages_crc = crac_image::crc32(0, &pages);
+    let tmp = tempfile::tempdir().unwrap();
+    let mut pagefile = crac_image::encode_pages_header(pages.len() as u64 / 4096).to_vec();
+    pagefile[10..12].copy_from_slice(&2u16.to_le_bytes());
+    pagefile.extend_from_slice(&pages);
+    write_raw(tmp.path(), &meta_bytes(&h, &body), &pagefile);
+    let back = Image::read(tmp.path()).unwrap();
+    assert_eq!(back.pieces, None);
+    back.verify_pages(tmp.path()).unwrap();
+    pagefile[5000] ^= 1;
+    fs::write(tmp.path().join(PAGES_FILE), &pagefile).unwrap();
+    let e = back.verify_pages(tmp.path()).unwrap_err();
+    assert!(matches!(e, VerifyError::Checksum { .. }), "{e}");
+    assert!(
+        e.to_string().contains("is corrupt: page data CRC-32 is 0x"),
+        "{e}"
+    );
+}
+
+/// The error and its sources, one line.
+fn anyhow_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
 }
 
 #[test]
@@ -508,6 +681,7 @@ fn json_summary_has_the_documented_shape() {
             "meta_bytes",
             "pages_crc32",
             "pages_file_bytes",
+            "pieces",
             "process",
             "rlimits",
             "signals",
@@ -518,8 +692,13 @@ fn json_summary_has_the_documented_shape() {
             "vmas"
         ]
     );
-    assert_eq!(v["format_version"], "1.2");
+    assert_eq!(v["format_version"], "1.3");
     assert_eq!(v["arch"], "x86_64");
+    assert_eq!(v["pages_crc32"], "0x00000000");
+    assert_eq!(
+        v["pieces"],
+        serde_json::json!({"piece_bytes": 65536, "count": 1, "hash": "xxh3-64"})
+    );
     assert_eq!(
         v["creds"],
         serde_json::json!({

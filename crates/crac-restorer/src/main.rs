@@ -83,11 +83,12 @@ use crac_image::status::{
     Stage, Status, StatusKind, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
 };
 use crac_image::{
-    CredsRecord, DecodeError, FileRecord, Header, MmRecord, PageRun, ProcessRecord, Reader,
-    RestoreInfo, Tag, ThreadRecord, VdsoRecord, VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN,
-    PAGE_SIZE, RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_LEN, RESTORE_INFO_MAGIC,
-    RESTORE_LAZY, VMA_ADVICE, VMA_DELETED, VMA_DONTFORK, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED,
-    VMA_VDSO, VMA_VSYSCALL, VMA_WIPEONFORK,
+    piece_hash, piece_range, pieces_of, CredsRecord, DecodeError, FileRecord, Header, MmRecord,
+    PageRun, PieceTable, ProcessRecord, Reader, RestoreInfo, Tag, ThreadRecord, VdsoRecord,
+    VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN, PAGE_SIZE, PIECES_MINOR, PIECE_LEN,
+    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_LEN, RESTORE_INFO_MAGIC, RESTORE_LAZY,
+    VMA_ADVICE, VMA_DELETED, VMA_DONTFORK, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED, VMA_VDSO,
+    VMA_VSYSCALL, VMA_WIPEONFORK,
 };
 use sys::*;
 
@@ -337,6 +338,10 @@ struct Image {
     runs: Reader<'static>,
     threads: u64,
     creds: CredsRecord<'static>,
+    /// The piece table (`None` in images older than format 1.3, whose page
+    /// data `crac restore` checked whole) and the page file length.
+    pieces: Option<PieceTable<'static>>,
+    pages_len: u64,
 }
 
 fn meta_err(e: DecodeError) -> Status {
@@ -413,6 +418,7 @@ fn load_image() -> R<Image> {
     let mut runs = Reader::new(&[]);
     let mut threads = 0;
     let mut creds = None;
+    let mut pieces = None;
     for s in sections(body) {
         let (tag, mut p) = s?;
         match tag {
@@ -422,6 +428,7 @@ fn load_image() -> R<Image> {
             Tag::Runs => runs = p,
             Tag::Thread => threads += 1,
             Tag::Creds => creds = Some(CredsRecord::decode(&mut p).map_err(meta_err)?),
+            Tag::Pieces => pieces = Some(PieceTable::decode(&mut p).map_err(meta_err)?),
             _ => {}
         }
     }
@@ -432,6 +439,15 @@ fn load_image() -> R<Image> {
     let Some(creds) = creds else {
         return Err(fail!(0, 0, "the metadata lacks its credentials record"));
     };
+    match pieces {
+        Some(t) => t
+            .check(h.pages_len)
+            .map_err(|e| fail!(0, t.len(), "the metadata is damaged: {e}"))?,
+        None if h.minor >= PIECES_MINOR => {
+            return Err(fail!(0, 0, "the metadata lacks its piece table"));
+        }
+        None => {}
+    }
     Ok(Image {
         body,
         process,
@@ -440,6 +456,8 @@ fn load_image() -> R<Image> {
         runs,
         threads,
         creds,
+        pieces,
+        pages_len: h.pages_len,
     })
 }
 
@@ -751,12 +769,14 @@ impl Runs {
 }
 
 /// Loads `[addr, addr + len)` from the page file at `off`, in pieces of
-/// [`LOAD_CHUNK`]. In an area registered with the userfaultfd each piece is
-/// filled with `UFFDIO_COPY` from the page file view; otherwise (or after
-/// any userfaultfd error, for the rest of the range) each piece of an
-/// anonymous area is populated first (one call instead of a fault per page)
-/// and read while the zeroed lines are still in the cache.
-fn load_pages(addr: u64, len: u64, off: u64, area: &Area) -> R<()> {
+/// [`LOAD_CHUNK`]. Every piece of the page file a chunk takes bytes from is
+/// checked against the piece table first ([`check_pieces`]). In an area
+/// registered with the userfaultfd each chunk is filled with `UFFDIO_COPY`
+/// from the page file view; otherwise (or after any userfaultfd error, for
+/// the rest of the range) each chunk of an anonymous area is populated
+/// first (one call instead of a fault per page) and read while the zeroed
+/// lines are still in the cache.
+fn load_pages(img: &Image, slot: usize, addr: u64, len: u64, off: u64, area: &Area) -> R<()> {
     let fd = UFFD_FD.load(Ordering::Relaxed);
     let view = VIEW.load(Ordering::Relaxed);
     let mut copying = area.uffd && fd >= 0 && view != 0;
@@ -765,6 +785,7 @@ fn load_pages(addr: u64, len: u64, off: u64, area: &Area) -> R<()> {
     while left > 0 {
         let chunk = left.min(LOAD_CHUNK);
         let piece_end = a + chunk;
+        check_pieces(img, slot, a, o, chunk)?;
         if copying {
             let (done, ok) = copy_pages(fd, a, view + o, chunk);
             a += done;
@@ -810,6 +831,84 @@ fn load_pages(addr: u64, len: u64, off: u64, area: &Area) -> R<()> {
             }
         }
         count_loaded(chunk);
+    }
+    Ok(())
+}
+
+// Checking the pieces of the page data.
+
+/// Most pieces an image can have: a piece table fills the metadata at most.
+const MAX_PIECES: usize = (META_MAX / 8) as usize;
+/// One bit per piece: checked already (by either loading thread).
+static CHECKED: [AtomicU64; MAX_PIECES / 64] = [const { AtomicU64::new(0) }; MAX_PIECES / 64];
+
+/// A piece's bytes, read for its check: one buffer per loading thread.
+#[repr(C, align(4096))]
+struct Scratch([u8; PIECE_LEN as usize]);
+static mut SCRATCH: [Scratch; 2] = [
+    Scratch([0; PIECE_LEN as usize]),
+    Scratch([0; PIECE_LEN as usize]),
+];
+/// [`SCRATCH`] slots: the main thread's and the helper's.
+const MAIN_SLOT: usize = 0;
+const HELPER_SLOT: usize = 1;
+
+/// Checks every piece of the page file that holds a byte of
+/// `[off, off + len)` (to be loaded at `addr`) against the piece table,
+/// each piece once: read with `pread` into the thread's scratch buffer
+/// (`slot`), hashed whole. A mismatch fails the restore before the program
+/// runs.
+fn check_pieces(img: &Image, slot: usize, addr: u64, off: u64, len: u64) -> R<()> {
+    let Some(table) = img.pieces else {
+        return Ok(());
+    };
+    for index in pieces_of(off, len) {
+        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        let checked = CHECKED.get(word);
+        if checked.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0) {
+            continue;
+        }
+        let Some((start, end)) = piece_range(index, img.pages_len) else {
+            return Err(fail!(
+                0,
+                off,
+                "the page file has no piece {index} (offset {off:#x})"
+            ));
+        };
+        // SAFETY: each loading thread uses only its own slot, and no other
+        // reference to the slot lives past this function.
+        let buf = unsafe { &mut (*core::ptr::addr_of_mut!(SCRATCH))[slot].0 };
+        let want = (end - start) as usize;
+        let mut got = 0;
+        while got < want {
+            match pread(PAGES_FD, &mut buf[got..want], start + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(4) => {}
+                Err(e) => {
+                    return Err(fail!(
+                        e,
+                        start,
+                        "reading piece {index} of the page file at {start:#x} failed"
+                    ))
+                }
+            }
+        }
+        let computed = piece_hash(&buf[..got]);
+        let stored = table.get(index).unwrap_or(0);
+        if computed != stored {
+            return Err(fail!(
+                0,
+                start,
+                "page file piece {index} (file bytes {start:#x}-{end:#x}) is damaged: hash {computed:#x}, \
+                 expected {stored:#x}; not loaded into {addr:#x}-{:#x}",
+                addr + len
+            )
+            .with_aux(end));
+        }
+        if let Some(w) = checked {
+            w.fetch_or(bit, Ordering::Relaxed);
+        }
     }
     Ok(())
 }
@@ -1121,7 +1220,7 @@ fn advise(v: &VmaRecord<'static>) -> R<()> {
 
 /// Loads the bytes `[lo, hi)` of the image's loaded page data, counted in
 /// the order the page runs come in.
-fn load_share(img: &Image, lo: u64, hi: u64) -> R<()> {
+fn load_share(img: &Image, slot: usize, lo: u64, hi: u64) -> R<()> {
     let mut pos = 0u64;
     let lazy = LAZY_FD.load(Ordering::Relaxed) >= 0;
     walk_areas(
@@ -1136,7 +1235,7 @@ fn load_share(img: &Image, lo: u64, hi: u64) -> R<()> {
             let (s, e) = (pos.max(lo), (pos + l).min(hi));
             if s < e {
                 let d = s - pos;
-                load_pages(a + d, e - s, o + d, area)?;
+                load_pages(img, slot, a + d, e - s, o + d, area)?;
             }
             pos += l;
             Ok(())
@@ -1175,7 +1274,7 @@ extern "C" fn helper_entry(arg: u64) -> ! {
     let job = unsafe { &*(arg as *const HelperJob) };
     // SAFETY: as above.
     let img = unsafe { &*job.img };
-    if let Err(s) = load_share(img, job.lo, job.hi) {
+    if let Err(s) = load_share(img, HELPER_SLOT, job.lo, job.hi) {
         // SAFETY: only this thread writes the slot, once; the main thread
         // reads it after this thread ended (HELPER_FAILED, then the
         // clear_child_tid futex, order the accesses).
@@ -1291,7 +1390,7 @@ fn map_memory(img: &Image) -> R<(bool, bool)> {
             main_hi = mid;
         }
     }
-    let mine = load_share(img, 0, main_hi);
+    let mine = load_share(img, MAIN_SLOT, 0, main_hi);
     if let Some(tid) = helper {
         // Even when this thread failed: the helper uses this frame.
         join_helper(tid)?;

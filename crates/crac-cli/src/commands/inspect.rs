@@ -197,9 +197,20 @@ pub fn inspect(args: &InspectArgs, out: Reporter) -> Result<ExitCode, InspectErr
     })?;
     let summary = image.summary();
     let spinner = out.spinner(format!("checking {}", dir.display()));
-    let restore = restore_here(dir);
+    let mut restore = restore_here(dir);
     let verified = args.verify.then(|| image.verify_pages(dir));
     drop(spinner);
+    // A restore would fail when it loads the damaged piece.
+    if let Some(Err(e)) = &verified {
+        restore.possible = false;
+        restore.problems.insert(
+            0,
+            ProblemView {
+                kind: kind_name(ProblemKind::Checksum),
+                message: e.to_string(),
+            },
+        );
+    }
     let files_here = image
         .files
         .iter()

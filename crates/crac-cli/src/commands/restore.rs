@@ -59,6 +59,16 @@ pub enum RestoreError {
         #[source]
         source: std::io::Error,
     },
+    /// A damaged piece of the page file was about to be loaded: the
+    /// process was killed before it could read it.
+    #[error("cannot restore {}", dir.display())]
+    Damaged {
+        /// The image.
+        dir: PathBuf,
+        /// The piece and the memory it holds.
+        #[source]
+        source: Box<restore::LoadError>,
+    },
     /// Waiting for the restored process failed (it keeps running).
     #[error("lost track of restored process {pid}")]
     Wait {
@@ -92,6 +102,8 @@ pub(crate) enum Started {
 /// A restored process this command is the parent of.
 pub(crate) struct Running {
     pub(crate) pid: u32,
+    /// The image, for errors.
+    dir: PathBuf,
     restored: restore::Restored,
     /// This command is the init of the process's PID namespace.
     init: Option<pidns::Init>,
@@ -107,6 +119,7 @@ impl Running {
     ) -> Result<(u32, std::process::ExitStatus), RestoreError> {
         let Running {
             pid,
+            dir,
             mut restored,
             init,
         } = self;
@@ -130,6 +143,13 @@ impl Running {
                 output::duration(l.elapsed)
             ),
             Ok(_) => {}
+            // Its end (SIGKILL) is the pager's doing, not the program's.
+            Err(source @ restore::LoadError::Damaged { .. }) => {
+                return Err(RestoreError::Damaged {
+                    dir,
+                    source: Box::new(source),
+                });
+            }
             Err(e) => tracing::error!("{e}"),
         }
         Ok((pid, status))
@@ -197,6 +217,7 @@ pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, Res
         detach: args.detach,
         env: args.env,
         eager: args.eager,
+        verify: args.verify,
     };
     // The bar leaves room for the bytes: while pages load the stage is
     // not named.
@@ -245,6 +266,7 @@ pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, Res
     }
     Ok(Started::Attached(Running {
         pid,
+        dir,
         restored,
         init,
     }))

@@ -41,6 +41,7 @@ fn restore_args(dir: &Path) -> RestoreArgs {
         dir: dir.to_owned(),
         detach: false,
         eager: false,
+        verify: false,
         env: Vec::new(),
         env_file: Vec::new(),
         pid_file: None,

@@ -119,6 +119,9 @@ pub struct Facts {
     pub maps_len: usize,
     /// Number of mappings now.
     pub vma_count: usize,
+    /// Bytes of mappings of deleted files now (the dump stores every page
+    /// of a private one, resident or not: sizes the piece table).
+    pub deleted_bytes: u64,
     /// Number of threads now.
     pub thread_count: usize,
     /// `(start, end, VMA_* advice bits)` of the mappings with `madvise`
@@ -215,6 +218,9 @@ pub fn gather() -> std::io::Result<Facts> {
     let mut seen: Vec<Vec<u8>> = Vec::new();
     for line in maps.split(|&b| b == b'\n') {
         let Some(path) = map_path(line) else { continue };
+        if path.ends_with(b" (deleted)") {
+            f.deleted_bytes += line_len(line).unwrap_or(0);
+        }
         if path.first() != Some(&b'/')
             || path.ends_with(b" (deleted)")
             || seen.iter().any(|p| p == path)
@@ -231,6 +237,14 @@ pub fn gather() -> std::io::Result<Facts> {
     f.vdso_crc = vdso_crc(&maps);
     f.advice = advice(&fs::read_to_string("/proc/self/smaps")?);
     Ok(f)
+}
+
+/// The length of the mapping of a `/proc/self/maps` line.
+fn line_len(line: &[u8]) -> Option<u64> {
+    let range = std::str::from_utf8(line.split(|&b| b == b' ').next()?).ok()?;
+    let (s, e) = range.split_once('-')?;
+    let s = u64::from_str_radix(s, 16).ok()?;
+    u64::from_str_radix(e, 16).ok()?.checked_sub(s)
 }
 
 /// The mappings of `smaps` text with advice crac gives back on restore.

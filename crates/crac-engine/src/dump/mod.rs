@@ -97,10 +97,55 @@ struct Snapshot<'a> {
     pages_fd: i32,
     failure: Option<SnapFailure>,
     pages_len: u64,
-    pages_crc: u32,
+    /// The piece table, filled by `write_pages` (capacity sized before the
+    /// stop).
+    pieces: Pieces,
     /// CLOCK_REALTIME, CLOCK_MONOTONIC and CLOCK_BOOTTIME at the stop.
     clocks: [u64; 3],
     fds: fds::FdSet,
+}
+
+/// The hashes of the page data's pieces as `write_pages` writes it, in
+/// file order (see `crac_image::pieces`).
+#[derive(Debug, Default)]
+struct Pieces {
+    hasher: crac_image::PieceHasher,
+    hashes: Vec<u64>,
+    overflow: bool,
+}
+
+impl Pieces {
+    fn with_capacity(n: usize) -> Pieces {
+        Pieces {
+            hashes: Vec::with_capacity(n),
+            ..Pieces::default()
+        }
+    }
+
+    /// Feeds the next bytes of page data (never allocates: a table that is
+    /// full is reported by `finish`).
+    fn update(&mut self, data: &[u8]) {
+        let (hashes, overflow) = (&mut self.hashes, &mut self.overflow);
+        self.hasher
+            .update(data, |h| push_bounded(hashes, overflow, h));
+    }
+
+    fn finish(&mut self) -> Result<(), SnapFailure> {
+        let (hashes, overflow) = (&mut self.hashes, &mut self.overflow);
+        self.hasher.finish(|h| push_bounded(hashes, overflow, h));
+        if self.overflow {
+            return Err(SnapFailure::Overflow("page piece table"));
+        }
+        Ok(())
+    }
+}
+
+fn push_bounded(v: &mut Vec<u64>, overflow: &mut bool, x: u64) {
+    if v.len() < v.capacity() {
+        v.push(x);
+    } else {
+        *overflow = true;
+    }
 }
 
 fn parse_hex(s: &[u8]) -> Option<u64> {
@@ -215,7 +260,7 @@ impl Snapshot<'_> {
     /// Writes the page file from this process's memory as it is now.
     fn write_memory(&mut self) -> Result<(), SnapFailure> {
         self.scan_pages()?;
-        self.pages_crc = self.write_pages()?;
+        self.write_pages()?;
         Ok(())
     }
 
@@ -239,7 +284,9 @@ impl Snapshot<'_> {
                         body_crc: crc32fast::hash(body),
                         arch: crac_image::ARCH_X86_64,
                         pages_len: self.pages_len,
-                        pages_crc: self.pages_crc,
+                        // Unused from format 1.3 on: the piece table
+                        // covers the page data.
+                        pages_crc: 0,
                     };
                     sys::write_all(self.meta_fd, &header.encode())
                         .and_then(|()| sys::write_all(self.meta_fd, body))
@@ -493,10 +540,10 @@ impl Snapshot<'_> {
     }
 
     /// Writes `[addr, addr + len)` at `off` through the bounce buffer,
-    /// feeding the checksum with exactly the bytes written.
+    /// feeding the piece hashes with exactly the bytes written.
     fn write_bounced(
         &mut self,
-        crc: &mut crc32fast::Hasher,
+        pieces: &mut Pieces,
         readable: bool,
         addr: u64,
         len: u64,
@@ -529,7 +576,7 @@ impl Snapshot<'_> {
                     }
                 }
             }
-            crc.update(&b[..n]);
+            pieces.update(&b[..n]);
             sys::pwrite_from_addr(fd, b.as_ptr() as u64, n as u64, off + done)
                 .map_err(|e| SnapFailure::Sys("write the page file", e))?;
             done += n as u64;
@@ -537,7 +584,18 @@ impl Snapshot<'_> {
         Ok(())
     }
 
-    fn write_pages(&mut self) -> Result<u32, SnapFailure> {
+    /// Writes the page file and fills the piece table.
+    fn write_pages(&mut self) -> Result<(), SnapFailure> {
+        // Moved out and back (no allocation either way): the loop borrows
+        // `self` mutably too.
+        let mut pieces = std::mem::take(&mut self.pieces);
+        pieces.hashes.clear();
+        let r = self.write_page_data(&mut pieces);
+        self.pieces = pieces;
+        r
+    }
+
+    fn write_page_data(&mut self, pieces: &mut Pieces) -> Result<(), SnapFailure> {
         let total_pages = (self.pages_len - crac_image::PAGES_HEADER_LEN) / PAGE_SIZE;
         let head = crac_image::encode_pages_header(total_pages);
         let fail = |e| SnapFailure::Sys("write the page file", e);
@@ -547,7 +605,6 @@ impl Snapshot<'_> {
             b[..head.len()].copy_from_slice(&head);
             sys::write_all(fd, &b[..head.len()]).map_err(fail)?;
         }
-        let mut crc = crc32fast::Hasher::new();
         for i in 0..self.runs.len() {
             let r = self.runs[i];
             let readable = self.readable(r.addr);
@@ -568,16 +625,16 @@ impl Snapshot<'_> {
                             Err(e) => return Err(fail(e)),
                         };
                     if direct {
-                        stop::crc_memory(&mut crc, pos, stable_end - pos);
+                        stop::read_memory(pos, stable_end - pos, |b| pieces.update(b));
                     } else {
-                        self.write_bounced(&mut crc, readable, pos, stable_end - pos, off(pos))?;
+                        self.write_bounced(pieces, readable, pos, stable_end - pos, off(pos))?;
                     }
                 }
                 if let Some((_, vend)) = vol {
                     let from = stable_end;
                     let to = vend.min(end);
                     if from < to {
-                        self.write_bounced(&mut crc, readable, from, to - from, off(from))?;
+                        self.write_bounced(pieces, readable, from, to - from, off(from))?;
                     }
                     pos = to.max(stable_end);
                 } else {
@@ -585,7 +642,7 @@ impl Snapshot<'_> {
                 }
             }
         }
-        Ok(crc.finalize())
+        pieces.finish()
     }
 }
 
@@ -727,6 +784,7 @@ fn encode_body(
     .encode(w);
     s.fds.encode(w);
     f.creds.as_record().encode(w);
+    crac_image::PieceTable::encode(w, &s.pieces.hashes);
 }
 
 /// Dumps the calling process; see [`crate::native::checkpoint`].
@@ -841,13 +899,14 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         pages_fd: tmp.pages_fd,
         failure: None,
         pages_len: 0,
-        pages_crc: 0,
+        pieces: Pieces::with_capacity(pieces_estimate(facts.deleted_bytes)),
         clocks: [0; 3],
         fds,
     };
     let meta_cap = 256 * 1024
         + vma_cap * 512
         + snap.runs.capacity() * 24
+        + snap.pieces.hashes.capacity() * 8
         + facts.thread_count * 2048
         + facts.files.len() * 4200;
     snap.meta = vec![0u8; meta_cap].into_boxed_slice();
@@ -1004,6 +1063,24 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     }
 }
 
+/// An upper bound on the pieces of the page file: pages are stored only
+/// if they are resident or swapped out, or belong to a deleted file's
+/// mapping (`deleted_bytes`), with room for growth until the stop.
+fn pieces_estimate(deleted_bytes: u64) -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let bytes = (kib("VmRSS:") + kib("VmSwap:")) * 1024 + deleted_bytes;
+    let pieces = (bytes / crac_image::PIECE_LEN) as usize;
+    // An eighth more and 1 GiB of growth (128 KiB of table).
+    pieces + pieces / 8 + 16384
+}
+
 fn runs_estimate() -> usize {
     // Runs are bounded by the populated pages; the resident set size is a
     // cheap upper bound on those.
@@ -1016,4 +1093,28 @@ fn runs_estimate() -> usize {
         })
         .unwrap_or(1 << 16);
     rss_pages + 65536
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_are_hashed_in_file_order_and_a_full_table_fails() {
+        let data: Vec<u8> = (0..2 * 65536 + 4096).map(|i| (i % 241) as u8).collect();
+        let mut p = Pieces::with_capacity(3);
+        // Fed in uneven steps, as runs and the bounce buffer cut them.
+        for c in data.chunks(12_288) {
+            p.update(c);
+        }
+        p.finish().unwrap();
+        let want: Vec<u64> = data.chunks(65536).map(crac_image::piece_hash).collect();
+        assert_eq!(p.hashes, want);
+
+        let mut p = Pieces::with_capacity(1);
+        let cap = p.hashes.capacity();
+        p.update(&data);
+        assert_eq!(p.hashes.capacity(), cap, "never grows");
+        assert!(matches!(p.finish(), Err(SnapFailure::Overflow(_))));
+    }
 }

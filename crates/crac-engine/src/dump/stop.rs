@@ -538,12 +538,12 @@ pub fn set_sigaction(sig: i32, act: &sys::KernelSigaction) {
     let _ = unsafe { sys::sigaction(sig, Some(act), None) };
 }
 
-/// Feeds `len` bytes of this process's memory at `addr` into `crc`.
-pub fn crc_memory(crc: &mut crc32fast::Hasher, addr: u64, len: u64) {
+/// Lets `f` read `len` bytes of this process's memory at `addr`.
+pub fn read_memory(addr: u64, len: u64, f: impl FnOnce(&[u8])) {
     // Callers exclude what the dumping thread itself modifies (its stack, the
     // bounce buffer, rseq areas), so the bytes stay still while read.
     // SAFETY: readable page runs (per /proc/self/maps), other threads stopped;
     // the slice is only read for the duration of this call.
     let bytes = unsafe { std::slice::from_raw_parts(addr as *const u8, len as usize) };
-    crc.update(bytes);
+    f(bytes);
 }

@@ -26,6 +26,12 @@
 //! process dies with it), and if a page cannot be loaded the pager kills
 //! the process rather than let it see zeros.
 //!
+//! Nor with damaged memory: before the first byte of a piece of the page
+//! file ([`crac_image::PIECE_LEN`] bytes by file offset) is copied in, the
+//! whole piece is hashed and compared with the image's piece table (each
+//! piece once). On a mismatch the process is killed before anything of the
+//! piece reaches it, and the pager reports [`LoadError::Damaged`].
+//!
 //! Known limits: a child forked while memory loads is not tied to `crac
 //! restore` (the parent-death signal is not inherited), so it is loaded
 //! first; and if another thread discards or moves still-loading memory
@@ -41,10 +47,12 @@
 //! and sent over the status socket.
 #![allow(unsafe_code)]
 
+use std::cell::Cell;
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -86,16 +94,52 @@ pub struct Loaded {
 }
 
 /// Why the lazy load of a restored process failed. The process (or the
-/// child concerned) was killed: it never runs with memory missing.
+/// child concerned) was killed: it never runs with memory missing or
+/// damaged.
 #[derive(Debug, thiserror::Error)]
-#[error("loading the memory of process {pid} at {addr:#x} failed ({what}); the process was killed")]
-pub struct LoadError {
-    /// The process (or the forked child's thread) concerned; 0 if unknown.
-    pub pid: u32,
-    /// The address being loaded.
-    pub addr: u64,
-    /// What failed, with its errno.
-    pub what: String,
+pub enum LoadError {
+    /// Copying memory in failed.
+    #[error(
+        "loading the memory of process {pid} at {addr:#x} failed ({what}); the process was killed"
+    )]
+    Failed {
+        /// The process (or the forked child's thread) concerned; 0 if unknown.
+        pid: u32,
+        /// The address being loaded.
+        addr: u64,
+        /// What failed, with its errno.
+        what: String,
+    },
+    /// A piece of the page file does not match its hash.
+    #[error(
+        "the page file {} is damaged: piece {index} (file bytes {start:#x}-{end:#x}, memory {}) \
+         hashes to {computed:#018x}, the piece table records {stored:#018x}; process {pid} was \
+         killed before it could read {addr:#x}-{addr_end:#x}",
+        path.display(),
+        crac_image::model::ranges_text(memory)
+    )]
+    Damaged {
+        /// The process killed; 0 if unknown.
+        pid: u32,
+        /// The page file.
+        path: PathBuf,
+        /// The piece's index.
+        index: u64,
+        /// Its first byte in the page file.
+        start: u64,
+        /// Its end in the page file (exclusive).
+        end: u64,
+        /// Hash in the piece table.
+        stored: u64,
+        /// Hash of the bytes in the file.
+        computed: u64,
+        /// Address ranges of the memory the piece holds.
+        memory: Vec<(u64, u64)>,
+        /// The memory that was to be loaded from it.
+        addr: u64,
+        /// End of that memory (exclusive).
+        addr_end: u64,
+    },
 }
 
 /// The running pager of one lazy restore.
@@ -108,11 +152,13 @@ pub struct Pager {
 impl Pager {
     /// Starts serving `uffd` (the restorer's, created in process `pid`)
     /// with the image pages `extents` (`(address, length, page file
-    /// offset)`) read from `pages`.
+    /// offset)`) read from `pages`, the page file of `image` (whose piece
+    /// table each piece is checked against).
     pub(crate) fn start(
         uffd: OwnedFd,
         pid: u32,
         pages: File,
+        image: Arc<crac_image::VerifiedImage>,
         extents: &[(u64, u64, u64)],
     ) -> io::Result<Pager> {
         let mut pending = Pending::default();
@@ -136,7 +182,7 @@ impl Pager {
             };
             let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
         }
-        let source = Source::new(&pages)?;
+        let source = Source::new(pages, image)?;
         let resumed = Arc::new(AtomicBool::new(false));
         let flag = resumed.clone();
         let thread = std::thread::Builder::new()
@@ -160,7 +206,7 @@ impl Pager {
         self.resumed();
         match self.thread.take() {
             Some(t) => t.join().unwrap_or_else(|_| {
-                Err(LoadError {
+                Err(LoadError::Failed {
                     pid: 0,
                     addr: 0,
                     what: "the pager thread panicked".into(),
@@ -403,11 +449,26 @@ impl Space {
         off: u64,
         stats: &mut Loaded,
     ) -> Result<Step, LoadError> {
-        let data = pages.piece(off, len).ok_or_else(|| LoadError {
+        let data = pages.piece(off, len).ok_or_else(|| LoadError::Failed {
             pid: self.pid,
             addr: a,
             what: format!("the page file has no {len} bytes at offset {off:#x}"),
         })?;
+        // Before any byte of it reaches the process.
+        if let Err(d) = pages.check(off, len) {
+            return Err(LoadError::Damaged {
+                pid: self.pid,
+                path: pages.path(),
+                index: d.index,
+                start: d.start,
+                end: d.end,
+                stored: d.stored,
+                computed: d.computed,
+                memory: pages.image.image.piece_memory(d.start, d.end),
+                addr: a,
+                addr_end: a + len,
+            });
+        }
         let r = self.uffd.copy(a, data);
         let (errno, done) = match r {
             Ok(n) => (None, n),
@@ -463,7 +524,7 @@ impl Space {
                 std::thread::sleep(Duration::from_millis(1));
                 Ok(Step::Retry)
             }
-            e => Err(LoadError {
+            e => Err(LoadError::Failed {
                 pid: self.pid,
                 addr: at,
                 what: format!("UFFDIO_COPY: {e}"),
@@ -498,7 +559,7 @@ impl Space {
                 std::thread::sleep(Duration::from_millis(1));
                 Ok(Step::Retry)
             }
-            Err((e, _)) => Err(LoadError {
+            Err((e, _)) => Err(LoadError::Failed {
                 pid: self.pid,
                 addr: p,
                 what: format!("UFFDIO_ZEROPAGE: {e}"),
@@ -550,23 +611,112 @@ impl Space {
 /// The page file, mapped read-only: copies go straight from the page cache
 /// into the process. Only the kernel reads the mapping (`UFFDIO_COPY`); a
 /// file shortened meanwhile makes a copy fail with `EFAULT` (the process is
-/// then killed), it cannot make this process fault.
+/// then killed), it cannot make this process fault. The piece check reads
+/// with `pread` for the same reason (a piece cut short is a mismatch).
 struct Source {
     view: Option<crac_sys::map::FileView>,
+    file: File,
+    image: Arc<crac_image::VerifiedImage>,
+    /// One bit per piece of the piece table: checked already.
+    checked: Box<[Cell<u64>]>,
+    /// A piece read for its check.
+    scratch: std::cell::RefCell<Vec<u8>>,
+}
+
+/// A piece whose hash does not match.
+struct Damage {
+    index: u64,
+    start: u64,
+    end: u64,
+    stored: u64,
+    computed: u64,
 }
 
 impl Source {
-    fn new(pages: &File) -> io::Result<Source> {
+    fn new(pages: File, image: Arc<crac_image::VerifiedImage>) -> io::Result<Source> {
+        let pieces = image.image.pieces.as_ref().map_or(0, Vec::len);
+        let checked = (0..pieces.div_ceil(64)).map(|_| Cell::new(0)).collect();
         let len = pages.metadata()?.len() as usize;
         let view = if len == 0 {
             None
         } else {
             Some(
-                crac_sys::map::FileView::map(std::os::fd::AsRawFd::as_raw_fd(pages), len)
+                crac_sys::map::FileView::map(std::os::fd::AsRawFd::as_raw_fd(&pages), len)
                     .map_err(|e| io::Error::from_raw_os_error(e.0))?,
             )
         };
-        Ok(Source { view })
+        Ok(Source {
+            view,
+            file: pages,
+            image,
+            checked,
+            scratch: std::cell::RefCell::new(Vec::new()),
+        })
+    }
+
+    fn path(&self) -> PathBuf {
+        self.image.dir.path().join(crac_image::PAGES_FILE)
+    }
+
+    /// Checks every piece that holds a byte of `[off, off + len)` against
+    /// the piece table, hashing each piece once. Images without a table
+    /// (format 1.1) were checked whole by the preflight.
+    fn check(&self, off: u64, len: u64) -> Result<(), Damage> {
+        let Some(table) = &self.image.image.pieces else {
+            return Ok(());
+        };
+        let pages_len = self.image.image.header.pages_len;
+        for index in crac_image::pieces_of(off, len) {
+            let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+            // Past the table (the preflight's checks rule that out): never
+            // load what no hash covers.
+            let (Some(cell), Some((start, end))) = (
+                self.checked.get(word),
+                crac_image::piece_range(index, pages_len),
+            ) else {
+                return Err(Damage {
+                    index,
+                    start: off,
+                    end: off + len,
+                    stored: 0,
+                    computed: 0,
+                });
+            };
+            if cell.get() & bit != 0 {
+                continue;
+            }
+            let stored = table.get(index as usize).copied().unwrap_or(0);
+            let computed = self.hash_piece(start, end);
+            if computed != stored {
+                return Err(Damage {
+                    index,
+                    start,
+                    end,
+                    stored,
+                    computed,
+                });
+            }
+            cell.set(cell.get() | bit);
+        }
+        Ok(())
+    }
+
+    /// The hash of the file's bytes `[start, end)` as they are now (a
+    /// shorter file hashes what it has: a mismatch, not a fault).
+    fn hash_piece(&self, start: u64, end: u64) -> u64 {
+        use std::os::unix::fs::FileExt;
+        let mut buf = self.scratch.borrow_mut();
+        buf.resize((end - start) as usize, 0);
+        let mut got = 0;
+        while got < buf.len() {
+            match self.file.read_at(&mut buf[got..], start + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        crac_image::piece_hash(&buf[..got])
     }
 
     fn piece(&self, off: u64, len: u64) -> Option<&[u8]> {
@@ -594,7 +744,7 @@ fn run(first: Space, pages: Source, resumed: &AtomicBool) -> Result<Loaded, Load
         for (i, sp) in spaces.iter_mut().enumerate() {
             if let Err(e) = sp.uffd.read(&mut msgs) {
                 msgs.clear();
-                failure.get_or_insert(LoadError {
+                failure.get_or_insert(LoadError::Failed {
                     pid: sp.pid,
                     addr: 0,
                     what: format!("reading the userfaultfd: {e}"),

@@ -446,9 +446,11 @@ fn check_file(f: &FileRecord<'_>, p: &mut Problems) {
     }
 }
 
-/// Checksums the page data of `f` (its length and header page were
-/// checked by the strict reader) and returns its page count.
-fn check_pages(f: &File, path: &Path, h: &Header, p: &mut Problems) -> u64 {
+/// Returns the page count of `f` (its length and header page were checked
+/// by the strict reader). Images with a piece table (format 1.3 and later)
+/// have each piece checked as it is loaded, so the page data is not read
+/// here; older ones have their page data CRC-32 checked.
+fn check_pages(f: &File, path: &Path, h: &Header, pieces: bool, p: &mut Problems) -> u64 {
     let len = h.pages_len;
     let mut head = vec![0u8; PAGES_HEADER_LEN as usize];
     let count = f
@@ -456,6 +458,9 @@ fn check_pages(f: &File, path: &Path, h: &Header, p: &mut Problems) -> u64 {
         .ok()
         .and_then(|()| decode_pages_header(&head))
         .unwrap_or(0);
+    if pieces {
+        return count;
+    }
     let crc = match pages_crc(f, PAGES_HEADER_LEN, len) {
         Ok(c) => c,
         Err(e) => {
@@ -599,11 +604,22 @@ fn check_creds(
 }
 
 /// Checks that the image in `image_dir` can be restored here and describes
-/// what the restore will create. Reads only: the metadata, the page file
-/// (for its checksum), the mapped files' attributes, this process's CPU,
-/// maps and limits, and `/proc`. Every problem found is reported in one
-/// [`RestoreError::Preflight`].
+/// what the restore will create. Reads only: the metadata, the page file's
+/// header page (and all of its page data in an image without a piece
+/// table, for its checksum), the mapped files' attributes, this process's
+/// CPU, maps and limits, and `/proc`. Every problem found is reported in
+/// one [`RestoreError::Preflight`].
 pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
+    preflight_with(image_dir, false)
+}
+
+/// [`preflight`]; with `verify_pages` it also checks every piece of the
+/// page data against the piece table (what `crac restore --verify` asks
+/// for: a damaged piece is found before anything is restored).
+pub fn preflight_with(
+    image_dir: impl AsRef<Path>,
+    verify_pages: bool,
+) -> Result<Plan, RestoreError> {
     let dir = image_dir.as_ref();
     let mut p = Problems(Vec::new());
     let fail = |p: Problems| RestoreError::Preflight {
@@ -652,7 +668,16 @@ pub fn preflight(image_dir: impl AsRef<Path>) -> Result<Plan, RestoreError> {
             return Err(fail(p));
         }
     }
-    let page_count = check_pages(&verified.pages, &dir.join(PAGES_FILE), &h, &mut p);
+    let pieces = verified.image.pieces.is_some();
+    let page_count = check_pages(&verified.pages, &dir.join(PAGES_FILE), &h, pieces, &mut p);
+    if verify_pages && pieces {
+        if let Err(e) = verified
+            .image
+            .verify_pages_file(&verified.pages, &dir.join(PAGES_FILE))
+        {
+            p.add(ProblemKind::Checksum, error_chain(&e));
+        }
+    }
 
     // Decode what the checks need.
     let mut process = None;

@@ -228,7 +228,6 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
     crac_image::ArgvRecord { cmdline: &exe }.encode(&mut w);
     crac_image::encode_sigactions(&mut w, &[crac_image::SigactionRecord::default(); 64]);
     crac_image::TimersRecord::default().encode(&mut w);
-    let body = w.finish().unwrap().to_vec();
 
     let mut page = vec![0u8; 4096];
     page[..CODE.len()].copy_from_slice(&CODE);
@@ -238,6 +237,8 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
     for i in 0..t.big_pages {
         pages.extend(std::iter::repeat_n(i as u8 | 1, 4096));
     }
+    crac_image::PieceTable::encode(&mut w, &crac_image::model::piece_hashes(&pages[4096..]));
+    let body = w.finish().unwrap().to_vec();
     let h = Header {
         major: FORMAT_VERSION.0,
         minor: FORMAT_VERSION.1,
@@ -245,7 +246,7 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
         body_crc: crc32fast::hash(&body),
         arch: ARCH_X86_64,
         pages_len: pages.len() as u64,
-        pages_crc: crc32fast::hash(&pages[4096..]),
+        pages_crc: 0,
     };
     let mut meta = h.encode().to_vec();
     meta.extend_from_slice(&body);

@@ -142,9 +142,12 @@ pub fn sample() -> (Image, Vec<u8>) {
             c.set_groups(vec![27, 65534]);
             c
         }),
+        pieces: None,
         unknown_sections: Vec::new(),
     };
     let pages: Vec<u8> = (0..2 * PAGE_SIZE).map(|i| (i % 251) as u8).collect();
+    let mut image = image;
+    image.set_pieces(&pages);
     (image, pages)
 }
 
@@ -317,6 +320,7 @@ prop_compose! {
                 .map(|(fd, (kind, flags, id, buffered))| Fd { fd, kind, flags, id, buffered, ..Default::default() })
                 .collect(),
             creds: None,
+            pieces: Some(crac_image::model::piece_hashes(&page_data)),
             unknown_sections: Vec::new(),
         };
         (image, page_data)
