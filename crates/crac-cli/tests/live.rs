@@ -31,10 +31,21 @@ fn check(s: &Service) -> Vec<u64> {
 /// too, which it would not if pages had been read while it wrote them).
 #[test]
 fn a_live_checkpoint_leaves_the_program_running_and_its_image_is_one_instant() {
+    live_checkpoints_then_restore(&["128"]);
+}
+
+/// Memory a fork does not copy (`MADV_DONTFORK`) is still in the image: the
+/// live dump falls back to dumping in place.
+#[test]
+fn a_program_with_dontfork_memory_is_checkpointed_live_in_place() {
+    live_checkpoints_then_restore(&["16", "dontfork"]);
+}
+
+fn live_checkpoints_then_restore(args: &[&str]) {
     let d = Dir::new();
     let image = d.join("image");
     let exe = payload("live");
-    let mut s = Service::crac_run(&image, None, "live", &["128"]);
+    let mut s = Service::crac_run(&image, None, "live", args);
     s.wait_for("ready", LONG);
     let pid = s.pid();
     let before = check(&s);

@@ -10,7 +10,8 @@
 //! fixed random block next to it. A snapshot taken while the program writes
 //! would show pages past the cursor already at `gen + 1`.
 //!
-//! Prints `ready PID`, then on SIGUSR1 (checked between pages) `ok GEN
+//! With `dontfork` as second argument, 1 MiB of the fixed data is
+//! `MADV_DONTFORK`. Prints `ready PID`, then on SIGUSR1 (checked between pages) `ok GEN
 //! CURSOR SWEEPS PID MONOTONIC_NS` or `BAD ...`; after a restore `restored` first (a crac
 //! resource). SIGTERM ends it.
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -87,6 +88,9 @@ fn main() {
     let mib: usize = std::env::args()
         .nth(1)
         .map_or(64, |a| a.parse().expect("MIB"));
+    // `live MIB dontfork`: part of the fixed data is MADV_DONTFORK, which
+    // a fork would not copy (the live dump must then dump in place).
+    let dontfork = std::env::args().nth(2).as_deref() == Some("dontfork");
     crac::global_context().register(std::sync::Arc::new(Announce));
     // SAFETY: the handler only stores to an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
@@ -108,6 +112,13 @@ fn main() {
         cursor: 0,
         sweeps: 0,
     };
+    if dontfork {
+        let start = (s.fixed.as_ptr() as usize).next_multiple_of(4096);
+        // SAFETY: a page-aligned range inside `fixed`'s allocation;
+        // MADV_DONTFORK changes only what a fork copies.
+        let r = unsafe { libc::madvise(start as *mut libc::c_void, 1 << 20, libc::MADV_DONTFORK) };
+        assert_eq!(r, 0, "madvise(MADV_DONTFORK)");
+    }
     let n = s.pages.len() / PAGE_WORDS;
     println!("ready {}", std::process::id());
     loop {
