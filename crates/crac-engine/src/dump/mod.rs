@@ -495,9 +495,11 @@ impl Snapshot<'_> {
             // Runs of neighbouring mappings that follow each other both in
             // memory and in the file go out in one write: with many small
             // mappings one O_DIRECT write per run is most of the dump.
-            while readable {
-                let Some(&n) = self.runs.get(i) else { break };
-                if n.addr != end || n.offset != r.offset + (end - r.addr) || !self.readable(n.addr)
+            while let Some(&n) = self.runs.get(i) {
+                if !readable
+                    || n.addr != end
+                    || n.offset != r.offset + (end - r.addr)
+                    || !self.readable(n.addr)
                 {
                     break;
                 }
