@@ -127,6 +127,11 @@ const LOAD_CHUNK: u64 = 1 << 20;
 /// Images with at least this many bytes of page data fill their private
 /// anonymous areas with `UFFDIO_COPY` (no zeroing, no fault per page).
 const UFFD_MIN: u64 = 1 << 20;
+/// Only areas at least this large are filled with `UFFDIO_COPY`: for a
+/// small one, registering, copying and unregistering cost more than the
+/// zeroing they save, and its pages can be read together with those of
+/// its neighbours.
+const COPY_AREA_MIN: u64 = 64 * 1024;
 
 // ---------------------------------------------------------------------------
 // Entry, stack, status reporting.
@@ -759,7 +764,7 @@ impl Runs {
 fn load_pages(addr: u64, len: u64, off: u64, area: &Area) -> R<()> {
     let fd = UFFD_FD.load(Ordering::Relaxed);
     let view = VIEW.load(Ordering::Relaxed);
-    let mut copying = area.uffd && fd >= 0 && view != 0;
+    let mut copying = area.copy && fd >= 0 && view != 0;
     let end = addr + len;
     let (mut a, mut left, mut o) = (addr, len, off);
     while left > 0 {
@@ -883,7 +888,7 @@ fn uffd_setup(img: &Image) -> R<()> {
         img,
         false,
         |v, area| {
-            if area.uffd {
+            if area.copy {
                 // SAFETY: nothing touches the area before its pages are
                 // copied in (or it is unregistered for the read path).
                 let _ = unsafe { uffd::register(fd, v.start, v.len()) };
@@ -973,6 +978,9 @@ struct Area {
     /// Private anonymous memory (not a deleted file's) with pages: filled
     /// with `UFFDIO_COPY` when the userfaultfd is set up.
     uffd: bool,
+    /// `uffd` and large enough to be filled with `UFFDIO_COPY` when
+    /// everything is loaded before the resume.
+    copy: bool,
     /// The area's own protection.
     prot: u64,
     /// The protection it is mapped with while its pages are loaded
@@ -1025,9 +1033,11 @@ fn walk_areas(
         // Pages of shared file mappings live in the file itself.
         let load = !(file_backed && shared) && matches!(runs.peek()?, Some((a, _, _)) if a < v.end);
         let prot = (v.prot & 7) as u64;
+        let uffd = v.flags & VMA_FILE == 0 && !shared && load;
         let area = Area {
             anon: !file_backed,
-            uffd: v.flags & VMA_FILE == 0 && !shared && load,
+            uffd,
+            copy: uffd && v.len() >= COPY_AREA_MIN,
             prot,
             map_prot: if load { prot | PROT_WRITE } else { prot },
         };
@@ -1124,6 +1134,12 @@ fn advise(v: &VmaRecord<'static>) -> R<()> {
 fn load_share(img: &Image, lo: u64, hi: u64) -> R<()> {
     let mut pos = 0u64;
     let lazy = LAZY_FD.load(Ordering::Relaxed) >= 0;
+    let copying = UFFD_FD.load(Ordering::Relaxed) >= 0;
+    // Pieces read with plain `pread` that follow each other in memory and
+    // in the page file are read together (areas being loaded are all
+    // mapped writable): with many small areas, one read per area is most
+    // of the work.
+    let mut pending: Option<(u64, u64, u64, Area)> = None;
     walk_areas(
         img,
         false,
@@ -1134,14 +1150,31 @@ fn load_share(img: &Image, lo: u64, hi: u64) -> R<()> {
                 return Ok(());
             }
             let (s, e) = (pos.max(lo), (pos + l).min(hi));
-            if s < e {
-                let d = s - pos;
-                load_pages(a + d, e - s, o + d, area)?;
-            }
+            let d = s.wrapping_sub(pos);
             pos += l;
+            if s >= e {
+                return Ok(());
+            }
+            let (a, l, o) = (a + d, e - s, o + d);
+            if copying && area.copy {
+                return load_pages(a, l, o, area);
+            }
+            if let Some((pa, pl, po, parea)) = &mut pending {
+                if *pa + *pl == a && *po + *pl == o {
+                    *pl += l;
+                    parea.anon &= area.anon;
+                    return Ok(());
+                }
+                load_pages(*pa, *pl, *po, parea)?;
+            }
+            pending = Some((a, l, o, *area));
             Ok(())
         },
-    )
+    )?;
+    match pending {
+        Some((a, l, o, area)) => load_pages(a, l, o, &area),
+        None => Ok(()),
+    }
 }
 
 // The page-loading helper thread.
@@ -1313,7 +1346,7 @@ fn map_memory(img: &Image) -> R<(bool, bool)> {
         img,
         false,
         |v, area| {
-            if fd >= 0 && area.uffd {
+            if fd >= 0 && area.copy {
                 // Plain anonymous memory again (closing the fd below would
                 // do the same for anything left registered).
                 let _ = uffd::unregister(fd, v.start, v.len());
