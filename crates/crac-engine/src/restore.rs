@@ -309,6 +309,7 @@ pub fn restore_with_progress(
     let dir = image_dir.as_ref();
     let plan = preflight(dir)?;
     let pid = plan.pid;
+    tracing::debug!(elapsed = ?t0.elapsed(), "preflight done");
     progress(Stage::Start, 0, 0);
 
     // The restorer gets what preflight checked, never the paths again: the
@@ -395,6 +396,7 @@ pub fn restore_with_progress(
         }
     };
     debug_assert_eq!(child_pid, pid);
+    tracing::debug!(elapsed = ?t0.elapsed(), "restorer spawned");
 
     let mut stage = Stage::Start;
     let mut loaded = 0u64;
@@ -433,6 +435,10 @@ pub fn restore_with_progress(
                 });
             }
         };
+        if st.stage != stage || st.kind != StatusKind::Progress {
+            // Where the milliseconds of a restore go (`crac -vv restore`).
+            tracing::debug!(elapsed = ?t0.elapsed(), stage = st.stage.name(), "restorer");
+        }
         stage = st.stage;
         match st.kind {
             StatusKind::Progress => {

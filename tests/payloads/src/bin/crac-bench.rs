@@ -27,10 +27,12 @@
 //!   dump+restore cycles; `/unit`: the cost of one more mapping or thread
 //!   between a row and the one before it.
 //! * `inproc`: the in-process `memhog` payload (it checkpoints itself):
-//!   `resumed`: from the start of `crac restore` to the restored program's
-//!   first line; `in-crac`: from the start of the restore inside `crac` to
-//!   the restorer resuming the process; then cold start against restore for
-//!   a program that warms up for 3 s.
+//!   `resumed`: from the spawn of `crac restore` to the restored program's
+//!   first line, in three parts: `to crac` (exec, loading, argument
+//!   parsing, until the restore starts inside `crac`), `in-crac` (until the
+//!   restorer resumed the process), `to line` (until the program's first
+//!   line); then cold start against restore for a program that warms up
+//!   for 3 s.
 //!
 //! The image directory is `CRAC_BENCH_DIR` (default the temp dir); it is
 //! removed at the end. Timings vary on this VM: compare only numbers from
@@ -781,8 +783,11 @@ mod inproc {
         }
     }
 
-    /// (crac restore start → first line, restore start in crac → resumed), ms.
-    fn restore_once(d: &Dump) -> (f64, f64) {
+    /// One lazy restore's spans (ms): `crac restore` spawned → the restore
+    /// starts inside it (exec, loading, argument parsing); → the restorer
+    /// resumed the process (`in-crac`); → the program's first line; and
+    /// the whole span.
+    fn restore_once(d: &Dump) -> [f64; 4] {
         let start = now_ns();
         let out = Command::new(sibling("crac"))
             .arg("restore")
@@ -797,28 +802,40 @@ mod inproc {
             String::from_utf8_lossy(&out.stderr)
         );
         wait_gone(d.pid);
-        (
-            (field(&text, "restored ") - start) as f64 / 1e6,
-            field(&text, "resume_span ") as f64 / 1e6,
-        )
+        let started = field(&text, "restore_started ");
+        let span = field(&text, "resume_span ");
+        let line = field(&text, "restored ");
+        let ms = |ns: u128| ns as f64 / 1e6;
+        [
+            ms(started.saturating_sub(start)),
+            ms(span),
+            ms(line.saturating_sub(started + span)),
+            ms(line - start),
+        ]
     }
 
     pub fn section(dir: &Path, sizes: &[usize], runs: usize) {
         println!("\n== in-process payload (memhog), lazy restore: medians of {runs}, ms ==");
-        println!("{:>8} {:>8} {:>8}", "size", "resumed", "in-crac");
+        println!(
+            "{:>8} {:>8} {:>8} {:>8} {:>8}",
+            "size", "to crac", "in-crac", "to line", "resumed"
+        );
         for &mib in sizes {
             let d = dump(dir, mib, 0);
-            let v: Vec<(f64, f64)> = (0..runs).map(|_| restore_once(&d)).collect();
+            let v: Vec<[f64; 4]> = (0..runs).map(|_| restore_once(&d)).collect();
             let _ = std::fs::remove_dir_all(&d.image);
+            let m = |i: usize| median(v.iter().map(|t| t[i]).collect());
             println!(
-                "{:>5}MiB {:>8.2} {:>8.2}",
+                "{:>5}MiB {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
                 mib,
-                median(v.iter().map(|t| t.0).collect()),
-                median(v.iter().map(|t| t.1).collect()),
+                m(0),
+                m(1),
+                m(2),
+                m(3)
             );
         }
         let d = dump(dir, 64, 3000);
-        let m = median((0..runs).map(|_| restore_once(&d).0).collect());
+        let m = median((0..runs).map(|_| restore_once(&d)[3]).collect());
         let _ = std::fs::remove_dir_all(&d.image);
         println!(
             "cold start to ready: {:.0} ms; restore to running: {:.1} ms; {:.0}x faster",
