@@ -1135,10 +1135,10 @@ fn load_share(img: &Image, lo: u64, hi: u64) -> R<()> {
     let mut pos = 0u64;
     let lazy = LAZY_FD.load(Ordering::Relaxed) >= 0;
     let copying = UFFD_FD.load(Ordering::Relaxed) >= 0;
-    // Pieces read with plain `pread` that follow each other in memory and
-    // in the page file are read together (areas being loaded are all
-    // mapped writable): with many small areas, one read per area is most
-    // of the work.
+    // Small pieces read with plain `pread` that follow each other in
+    // memory and in the page file are read together (areas being loaded
+    // are all mapped writable): with many small areas, one read per area is
+    // most of the work. Larger pieces go alone, populated first as before.
     let mut pending: Option<(u64, u64, u64, Area)> = None;
     walk_areas(
         img,
@@ -1159,15 +1159,28 @@ fn load_share(img: &Image, lo: u64, hi: u64) -> R<()> {
             if copying && area.copy {
                 return load_pages(a, l, o, area);
             }
-            if let Some((pa, pl, po, parea)) = &mut pending {
-                if *pa + *pl == a && *po + *pl == o {
-                    *pl += l;
-                    parea.anon &= area.anon;
+            let small = l < POPULATE_MIN;
+            if let Some((pa, pl, po, parea)) = pending.take() {
+                if small && pa + pl == a && po + pl == o {
+                    pending = Some((pa, pl + l, po, parea));
                     return Ok(());
                 }
-                load_pages(*pa, *pl, *po, parea)?;
+                load_pages(pa, pl, po, &parea)?;
             }
-            pending = Some((a, l, o, *area));
+            if !small {
+                return load_pages(a, l, o, area);
+            }
+            // Not populated, like each small piece on its own: populating
+            // many small areas costs more than faulting their pages.
+            pending = Some((
+                a,
+                l,
+                o,
+                Area {
+                    anon: false,
+                    ..*area
+                },
+            ));
             Ok(())
         },
     )?;
