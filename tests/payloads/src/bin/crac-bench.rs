@@ -151,10 +151,14 @@ fn start(cfg: &Cfg, e: Engine, img: &Path, mib: usize, maps: usize, threads: usi
     unsafe { std::os::unix::process::CommandExt::pre_exec(&mut cmd, setsid) };
     let child = cmd.spawn().unwrap();
     let pid = child.id();
+    STARTED.lock().unwrap().push(pid);
     let line = wait_file(&status, Duration::from_secs(600));
     assert_eq!(line.trim(), format!("ready {pid}"), "payload did not start");
     Running { pid, child, status }
 }
+
+/// Every payload PID started (restores reuse them): what a failed run ends.
+static STARTED: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
 
 /// Waits for `path` to exist and returns its text.
 fn wait_file(path: &Path, limit: Duration) -> String {
@@ -726,6 +730,13 @@ fn main() {
             inproc::section(&cfg.dir, &cfg.sizes, cfg.runs);
         }
     });
+    if result.is_err() {
+        // A failed run may leave a payload running: end ours only.
+        let pids = STARTED.lock().map(|v| v.clone()).unwrap_or_default();
+        for pid in pids {
+            kill(pid, &cfg.payload);
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
     if result.is_err() {
         std::process::exit(1);
