@@ -324,6 +324,7 @@ pub fn restore_with_progress(
     let dir = image_dir.as_ref();
     let plan = preflight_with(dir, opts.verify)?;
     let pid = plan.pid;
+    tracing::debug!(elapsed = ?t0.elapsed(), "preflight done");
     progress(Stage::Start, 0, 0);
     if !rustix::process::geteuid().is_root() {
         // Best effort: without capabilities the restorer reports what it
@@ -418,6 +419,7 @@ pub fn restore_with_progress(
         }
     };
     debug_assert_eq!(child_pid, pid);
+    tracing::debug!(elapsed = ?t0.elapsed(), "restorer spawned");
 
     let mut stage = Stage::Start;
     let mut loaded = 0u64;
@@ -456,6 +458,10 @@ pub fn restore_with_progress(
                 });
             }
         };
+        if st.stage != stage || st.kind != StatusKind::Progress {
+            // Where the milliseconds of a restore go (`crac -vv restore`).
+            tracing::debug!(elapsed = ?t0.elapsed(), stage = st.stage.name(), "restorer");
+        }
         stage = st.stage;
         match st.kind {
             StatusKind::Progress => {

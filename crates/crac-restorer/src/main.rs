@@ -128,6 +128,11 @@ const LOAD_CHUNK: u64 = 1 << 20;
 /// Images with at least this many bytes of page data fill their private
 /// anonymous areas with `UFFDIO_COPY` (no zeroing, no fault per page).
 const UFFD_MIN: u64 = 1 << 20;
+/// Only areas at least this large are filled with `UFFDIO_COPY`: for a
+/// small one, registering, copying and unregistering cost more than the
+/// zeroing they save, and its pages can be read together with those of
+/// its neighbours.
+const COPY_AREA_MIN: u64 = 64 * 1024;
 
 // ---------------------------------------------------------------------------
 // Entry, stack, status reporting.
@@ -779,7 +784,7 @@ impl Runs {
 fn load_pages(img: &Image, slot: usize, addr: u64, len: u64, off: u64, area: &Area) -> R<()> {
     let fd = UFFD_FD.load(Ordering::Relaxed);
     let view = VIEW.load(Ordering::Relaxed);
-    let mut copying = area.uffd && fd >= 0 && view != 0;
+    let mut copying = area.copy && fd >= 0 && view != 0;
     let end = addr + len;
     let (mut a, mut left, mut o) = (addr, len, off);
     while left > 0 {
@@ -982,7 +987,7 @@ fn uffd_setup(img: &Image) -> R<()> {
         img,
         false,
         |v, area| {
-            if area.uffd {
+            if area.copy {
                 // SAFETY: nothing touches the area before its pages are
                 // copied in (or it is unregistered for the read path).
                 let _ = unsafe { uffd::register(fd, v.start, v.len()) };
@@ -1072,6 +1077,9 @@ struct Area {
     /// Private anonymous memory (not a deleted file's) with pages: filled
     /// with `UFFDIO_COPY` when the userfaultfd is set up.
     uffd: bool,
+    /// `uffd` and large enough to be filled with `UFFDIO_COPY` when
+    /// everything is loaded before the resume.
+    copy: bool,
     /// The area's own protection.
     prot: u64,
     /// The protection it is mapped with while its pages are loaded
@@ -1124,9 +1132,11 @@ fn walk_areas(
         // Pages of shared file mappings live in the file itself.
         let load = !(file_backed && shared) && matches!(runs.peek()?, Some((a, _, _)) if a < v.end);
         let prot = (v.prot & 7) as u64;
+        let uffd = v.flags & VMA_FILE == 0 && !shared && load;
         let area = Area {
             anon: !file_backed,
-            uffd: v.flags & VMA_FILE == 0 && !shared && load,
+            uffd,
+            copy: uffd && v.len() >= COPY_AREA_MIN,
             prot,
             map_prot: if load { prot | PROT_WRITE } else { prot },
         };
@@ -1223,6 +1233,12 @@ fn advise(v: &VmaRecord<'static>) -> R<()> {
 fn load_share(img: &Image, slot: usize, lo: u64, hi: u64) -> R<()> {
     let mut pos = 0u64;
     let lazy = LAZY_FD.load(Ordering::Relaxed) >= 0;
+    let copying = UFFD_FD.load(Ordering::Relaxed) >= 0;
+    // Small pieces read with plain `pread` that follow each other in
+    // memory and in the page file are read together (areas being loaded
+    // are all mapped writable): with many small areas, one read per area is
+    // most of the work. Larger pieces go alone, populated first as before.
+    let mut pending: Option<(u64, u64, u64, Area)> = None;
     walk_areas(
         img,
         false,
@@ -1233,14 +1249,44 @@ fn load_share(img: &Image, slot: usize, lo: u64, hi: u64) -> R<()> {
                 return Ok(());
             }
             let (s, e) = (pos.max(lo), (pos + l).min(hi));
-            if s < e {
-                let d = s - pos;
-                load_pages(img, slot, a + d, e - s, o + d, area)?;
-            }
+            let d = s.wrapping_sub(pos);
             pos += l;
+            if s >= e {
+                return Ok(());
+            }
+            let (a, l, o) = (a + d, e - s, o + d);
+            if copying && area.copy {
+                return load_pages(img, slot, a, l, o, area);
+            }
+            let small = l < POPULATE_MIN;
+            if let Some((pa, pl, po, parea)) = pending.take() {
+                if small && pa + pl == a && po + pl == o {
+                    pending = Some((pa, pl + l, po, parea));
+                    return Ok(());
+                }
+                load_pages(img, slot, pa, pl, po, &parea)?;
+            }
+            if !small {
+                return load_pages(img, slot, a, l, o, area);
+            }
+            // Not populated, like each small piece on its own: populating
+            // many small areas costs more than faulting their pages.
+            pending = Some((
+                a,
+                l,
+                o,
+                Area {
+                    anon: false,
+                    ..*area
+                },
+            ));
             Ok(())
         },
-    )
+    )?;
+    match pending {
+        Some((a, l, o, area)) => load_pages(img, slot, a, l, o, &area),
+        None => Ok(()),
+    }
 }
 
 // The page-loading helper thread.
@@ -1412,7 +1458,7 @@ fn map_memory(img: &Image) -> R<(bool, bool)> {
         img,
         false,
         |v, area| {
-            if fd >= 0 && area.uffd {
+            if fd >= 0 && area.copy {
                 // Plain anonymous memory again (closing the fd below would
                 // do the same for anything left registered).
                 let _ = uffd::unregister(fd, v.start, v.len());

@@ -235,7 +235,7 @@ pub fn gather() -> std::io::Result<Facts> {
     }
     f.zero_pfn = zero_pfn();
     f.vdso_crc = vdso_crc(&maps);
-    f.advice = advice(&fs::read_to_string("/proc/self/smaps")?);
+    f.advice = read_advice("/proc/self/smaps")?;
     Ok(f)
 }
 
@@ -247,32 +247,83 @@ fn line_len(line: &[u8]) -> Option<u64> {
     u64::from_str_radix(e, 16).ok()?.checked_sub(s)
 }
 
-/// The mappings of `smaps` text with advice crac gives back on restore.
-pub fn advice(smaps: &str) -> Vec<(u64, u64, u32)> {
-    let mut out = Vec::new();
-    let mut area = None;
-    for l in smaps.lines() {
-        if let Some(flags) = l.strip_prefix("VmFlags:") {
-            let bits = flags.split_whitespace().fold(0, |b, f| {
+/// The mappings of a process's `smaps` with advice crac gives back on
+/// restore, read a piece at a time: the text is about 700 bytes per mapping
+/// (35 MB for 50,000 mappings), of which only two lines matter.
+pub fn read_advice(path: &str) -> std::io::Result<Vec<(u64, u64, u32)>> {
+    use std::io::Read;
+    let mut file = fs::File::open(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut have, mut area, mut out) = (0, None, Vec::new());
+    loop {
+        if have == buf.len() {
+            // A line longer than the buffer (a very long file name).
+            buf.resize(buf.len() * 2, 0);
+        }
+        let n = match file.read(&mut buf[have..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            advice_lines(&buf[..have], &mut area, &mut out);
+            return Ok(out);
+        }
+        have += n;
+        let whole = memchr::memrchr(b'\n', &buf[..have]).map_or(0, |i| i + 1);
+        advice_lines(&buf[..whole], &mut area, &mut out);
+        buf.copy_within(whole..have, 0);
+        have -= whole;
+    }
+}
+
+/// Parses whole lines of `smaps` text into `out`; `area` is the mapping
+/// whose `VmFlags` line is still to come (it ends each mapping's block).
+fn advice_lines(text: &[u8], area: &mut Option<(u64, u64)>, out: &mut Vec<(u64, u64, u32)>) {
+    let mut pos = 0;
+    while pos < text.len() {
+        let rest = &text[pos..];
+        let Some((s, e)) = *area else {
+            // A mapping's first line: `start-end perms ...`.
+            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i);
+            let range = rest[..end].split(|&b| b == b' ').next().unwrap_or(&[]);
+            if let Some(dash) = memchr::memchr(b'-', range) {
+                if let (Some(s), Some(e)) = (
+                    super::parse_hex(&range[..dash]),
+                    super::parse_hex(&range[dash + 1..]),
+                ) {
+                    *area = Some((s, e));
+                }
+            }
+            pos += end + 1;
+            continue;
+        };
+        // Straight past the mapping's counters to its flags.
+        let at = if rest.starts_with(b"VmFlags:") {
+            0
+        } else {
+            match memchr::memmem::find(rest, b"\nVmFlags:") {
+                Some(i) => i + 1,
+                None => return,
+            }
+        };
+        let line = &rest[at..];
+        let end = memchr::memchr(b'\n', line).map_or(line.len(), |i| i);
+        let bits = line[8..end]
+            .split(|&b| b == b' ')
+            .filter(|f| !f.is_empty())
+            .fold(0, |b, f| {
                 b | crac_image::VMA_ADVICE
                     .iter()
-                    .find(|a| a.1 == f)
+                    .find(|a| a.1.as_bytes() == f)
                     .map_or(0, |a| a.0)
             });
-            if let Some((s, e)) = area.take() {
-                if bits != 0 {
-                    out.push((s, e, bits));
-                }
-            }
-        } else if let Some((range, _)) = l.split_once(' ') {
-            if let Some((s, e)) = range.split_once('-') {
-                if let (Ok(s), Ok(e)) = (u64::from_str_radix(s, 16), u64::from_str_radix(e, 16)) {
-                    area = Some((s, e));
-                }
-            }
+        if bits != 0 {
+            out.push((s, e, bits));
         }
+        *area = None;
+        pos += at + end + 1;
     }
-    out
 }
 
 fn query_sigaction(sig: i32, out: &mut sys::KernelSigaction) -> Result<(), crac_sys::Errno> {
@@ -402,6 +453,33 @@ fn vdso_crc(maps: &[u8]) -> u32 {
 
 #[cfg(test)]
 mod tests {
+    /// Advice comes out the same however the text is cut into whole lines
+    /// (the reader parses it a buffer at a time).
+    #[test]
+    fn advice_of_smaps_text_cut_at_any_line() {
+        let text: &[u8] = b"00400000-00401000 r-xp 00000000 fe:00 1 /bin/x y\n\
+Size:                  4 kB\n\
+VmFlags: rd ex mr mw me dc \n\
+00401000-00402000 rw-p 00000000 00:00 0 \n\
+Size:                  4 kB\n\
+Rss:                   4 kB\n\
+VmFlags: rd wr mr mw me ac hg\n\
+7f0000000000-7f0000001000 ---p 00000000 00:00 0 \n\
+VmFlags: mr\n";
+        let want = vec![
+            (0x40_0000, 0x40_1000, crac_image::VMA_DONTFORK),
+            (0x40_1000, 0x40_2000, crac_image::VMA_HUGEPAGE),
+        ];
+        let cuts = text.iter().enumerate().filter(|(_, &b)| b == b'\n');
+        for cut in std::iter::once(0).chain(cuts.map(|(i, _)| i + 1)) {
+            let (mut area, mut out) = (None, Vec::new());
+            super::advice_lines(&text[..cut], &mut area, &mut out);
+            super::advice_lines(&text[cut..], &mut area, &mut out);
+            assert_eq!(out, want, "cut at {cut}");
+        }
+        super::read_advice("/proc/self/smaps").unwrap();
+    }
+
     /// The zero page's PFN stays the same once the allocator hands out
     /// reused memory for large buffers (after a large buffer was freed).
     #[test]

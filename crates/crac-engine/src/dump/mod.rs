@@ -443,9 +443,13 @@ impl Snapshot<'_> {
         let mut next_off = crac_image::PAGES_HEADER_LEN;
         let zero = self.facts.zero_pfn;
         let entries_per_chunk = self.pm.len() / 8;
+        let skip = VMA_VDSO | VMA_VSYSCALL;
+        // `pm` holds the pagemap entries of pages [win, win + win_len): one
+        // read covers as many adjacent mappings as fit, not one per mapping.
+        let (mut win, mut win_len) = (0u64, 0u64);
         for i in 0..self.vmas.len() {
             let v = self.vmas[i];
-            if v.flags & (VMA_VDSO | VMA_VSYSCALL) != 0 {
+            if v.flags & skip != 0 {
                 continue;
             }
             let mut populated = 0u64;
@@ -453,18 +457,37 @@ impl Snapshot<'_> {
             let mut page = v.start / PAGE_SIZE;
             let last = v.end / PAGE_SIZE;
             while page < last {
-                let n = ((last - page) as usize).min(entries_per_chunk);
-                let buf = &mut self.pm[..n * 8];
-                let mut got = 0;
-                while got < buf.len() {
-                    match sys::pread(self.pagemap_fd, &mut buf[got..], page * 8 + got as u64) {
-                        Ok(0) => break,
-                        Ok(k) => got += k,
-                        Err(Errno::EINTR) => {}
-                        Err(e) => return Err(SnapFailure::Sys("read /proc/self/pagemap", e)),
+                if !(win <= page && page < win + win_len) {
+                    let mut to = last;
+                    for w in &self.vmas[i + 1..] {
+                        if to - page >= entries_per_chunk as u64
+                            || w.start != to * PAGE_SIZE
+                            || w.flags & skip != 0
+                        {
+                            break;
+                        }
+                        to = w.end / PAGE_SIZE;
+                    }
+                    let n = ((to - page) as usize).min(entries_per_chunk);
+                    let buf = &mut self.pm[..n * 8];
+                    let mut got = 0;
+                    while got < buf.len() {
+                        match sys::pread(self.pagemap_fd, &mut buf[got..], page * 8 + got as u64) {
+                            Ok(0) => break,
+                            Ok(k) => got += k,
+                            Err(Errno::EINTR) => {}
+                            Err(e) => return Err(SnapFailure::Sys("read /proc/self/pagemap", e)),
+                        }
+                    }
+                    (win, win_len) = (page, got as u64 / 8);
+                    if win_len == 0 {
+                        break;
                     }
                 }
-                for j in 0..got / 8 {
+                let n = (win + win_len).min(last) - page;
+                let first = (page - win) as usize;
+                let buf = &self.pm[first * 8..(first + n as usize) * 8];
+                for j in 0..n as usize {
                     let e = u64::from_le_bytes(buf[j * 8..j * 8 + 8].try_into().unwrap_or([0; 8]));
                     let present = e >> 63 & 1 == 1;
                     let swapped = e >> 62 & 1 == 1;
@@ -502,7 +525,7 @@ impl Snapshot<'_> {
                     next_off += PAGE_SIZE;
                     open_run = true;
                 }
-                page += n as u64;
+                page += n;
             }
             self.vmas[i].populated = populated;
         }
@@ -605,10 +628,27 @@ impl Snapshot<'_> {
             b[..head.len()].copy_from_slice(&head);
             sys::write_all(fd, &b[..head.len()]).map_err(fail)?;
         }
-        for i in 0..self.runs.len() {
+        let mut i = 0;
+        while i < self.runs.len() {
             let r = self.runs[i];
+            i += 1;
+            // A run lies within one mapping, so its first page tells.
             let readable = self.readable(r.addr);
-            let end = r.addr + r.len();
+            let mut end = r.addr + r.len();
+            // Runs of neighbouring mappings that follow each other both in
+            // memory and in the file go out in one write: with many small
+            // mappings one O_DIRECT write per run is most of the dump.
+            while let Some(&n) = self.runs.get(i) {
+                if !readable
+                    || n.addr != end
+                    || n.offset != r.offset + (end - r.addr)
+                    || !self.readable(n.addr)
+                {
+                    break;
+                }
+                end += n.len();
+                i += 1;
+            }
             let off = |a: u64| r.offset + (a - r.addr);
             let mut pos = r.addr;
             while pos < end {

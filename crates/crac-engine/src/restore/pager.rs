@@ -430,9 +430,8 @@ impl Space {
         if self.pid == 0 {
             return p;
         }
-        let smaps =
-            std::fs::read_to_string(format!("/proc/{}/smaps", self.pid)).unwrap_or_default();
-        for (s, e, bits) in crate::dump::collect::advice(&smaps) {
+        let smaps = format!("/proc/{}/smaps", self.pid);
+        for (s, e, bits) in crate::dump::collect::read_advice(&smaps).unwrap_or_default() {
             if bits & (crac_image::VMA_WIPEONFORK | crac_image::VMA_DONTFORK) != 0 {
                 p.remove(s, e);
             }

@@ -69,6 +69,8 @@ fn main() {
             .unwrap_or_default()
             .as_nanos();
         println!("resume_span {ns}");
+        let at = started.duration_since(UNIX_EPOCH).unwrap_or_default();
+        println!("restore_started {}", at.as_nanos());
     }
     let ok = data.iter().fold(0u64, |a, b| a.wrapping_add(*b)) == sum
         && pages.iter().enumerate().all(|(i, p)| p.get() == i as u64);
