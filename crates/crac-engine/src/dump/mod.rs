@@ -227,12 +227,15 @@ impl Snapshot<'_> {
             .find(|v| v.start <= sp && sp < v.end)
             .map_or((0, 0), |v| (v.start, v.end));
         // Page-aligned outwards: O_DIRECT writes whole pages.
-        let b = self.bounce.as_ptr() as u64 & !(PAGE_SIZE - 1);
-        let bounce = (
-            b,
-            (b + self.bounce.len() as u64 + 2 * PAGE_SIZE) & !(PAGE_SIZE - 1),
-        );
-        for range in [stack, bounce] {
+        let outwards = |at: u64, len: u64| {
+            let b = at & !(PAGE_SIZE - 1);
+            (b, (at + len + PAGE_SIZE - 1) & !(PAGE_SIZE - 1))
+        };
+        let bounce = outwards(self.bounce.as_ptr() as u64, self.bounce.len() as u64);
+        // The piece table fills while the pages are written and hashed.
+        let hashes = &self.pieces.hashes;
+        let table = outwards(hashes.as_ptr() as u64, hashes.capacity() as u64 * 8);
+        for range in [stack, bounce, table] {
             if self.volatile.len() < self.volatile.capacity() {
                 self.volatile.push(range);
             }
