@@ -4,9 +4,8 @@
  * It registers two resources that print in CRaC order, holds 4 MiB of
  * data, optionally first tries a checkpoint with a deleted file open (which
  * fails, naming the file, and the program goes on), then checkpoints ROUNDS
- * times;
- * after each restore it prints its PID, how often it was restored and
- * whether its data is intact.
+ * times; after each restore it prints its PID, how often it was restored
+ * and whether its data is intact.
  *
  *   cargo build --release --workspace
  *   gcc -o hello examples/c/hello.c -I crates/crac-capi/include \
