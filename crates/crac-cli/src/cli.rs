@@ -37,12 +37,14 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a crac-enabled program configured for checkpoints, in place.
+    /// Run a program configured for checkpoints, in place.
     ///
     /// Sets CRAC_CHECKPOINT_TO (and CRAC_ENGINE) and executes PROGRAM in
     /// place of crac: same PID, same standard streams, same environment
-    /// otherwise. The program (built with the `crac` library) then accepts
-    /// `crac checkpoint PID`, like `java -XX:CRaCCheckpointTo=DIR`.
+    /// otherwise. The program then accepts `crac checkpoint PID`, like
+    /// `java -XX:CRaCCheckpointTo=DIR`. A dynamically linked program built
+    /// without crac gets libcrac.so preloaded (the one next to crac) for
+    /// that; a static one without crac is refused.
     Run(RunArgs),
     /// Checkpoint a running crac-enabled process (like `jcmd PID JDK.checkpoint`).
     ///

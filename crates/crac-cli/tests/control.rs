@@ -55,16 +55,20 @@ fn a_control_socket_bound_by_another_user_first_is_not_believed() {
     let d = Dir::new();
     let image = d.join("image");
     let go = d.join("go");
-    // The process waits for `go` before it becomes the service (same PID),
-    // so that the squatter can take its name first.
-    let mut cmd = Command::new(util::crac_exe());
-    cmd.arg("run")
-        .arg("--checkpoint-to")
-        .arg(&image)
-        .args(["--", "/bin/sh", "-c"])
+    // The process waits for `go` before it becomes `crac run` and then the
+    // service (same PID), so that the squatter can take its name first. The
+    // shell is not started by `crac run`, which would preload libcrac into
+    // it (it contains no crac) and so have it serve the name itself.
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c")
         .arg(r#"while [ ! -e "$1" ]; do sleep 0.02; done; shift; exec "$@""#)
         .arg("sh")
         .arg(&go)
+        .arg(util::crac_exe())
+        .arg("run")
+        .arg("--checkpoint-to")
+        .arg(&image)
+        .arg("--")
         .arg(payload("warmup"))
         .args(["--mib", "4"])
         .env_remove("CRAC_ENGINE")

@@ -16,6 +16,7 @@ mod lazy;
 mod lifecycle;
 mod live;
 mod native;
+mod native_c;
 mod pause_attacks;
 mod pidns;
 mod pieces;

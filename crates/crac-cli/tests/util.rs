@@ -465,3 +465,43 @@ pub fn wait_gone(pid: u32, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `libcrac.so`, built next to the `crac` binary under test (CI runs
+/// `cargo build --workspace --all-targets` first).
+pub fn libcrac() -> PathBuf {
+    let lib = crac_exe().with_file_name("libcrac.so");
+    assert!(
+        lib.exists(),
+        "{} is missing: run `cargo build --workspace --all-targets` first",
+        lib.display()
+    );
+    lib
+}
+
+/// Compiles C `source` into `out` with gcc and `args`; fails loudly if gcc
+/// is missing or the program does not compile.
+pub fn gcc(source: &Path, out: &Path, args: &[&std::ffi::OsStr]) {
+    let output = Command::new("gcc")
+        .args(["-Wall", "-Wextra", "-Werror", "-O2", "-pthread", "-o"])
+        .arg(out)
+        .arg(source)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "the C tests build their programs with gcc, which cannot be run ({e}): install gcc"
+            )
+        });
+    assert!(
+        output.status.success(),
+        "gcc failed on {}:\n{}",
+        source.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

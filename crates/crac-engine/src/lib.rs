@@ -4,12 +4,15 @@
 //! * [`pause`]: the pause engine (block until woken by `crac restore`).
 //! * [`restore`]: restoring a native image (preflight, restorer, waiting).
 //! * [`startup`]: facts recorded when the program started (inherited fds).
+//! * [`elf`]: build-ids, and how a program is linked (for `crac run`).
+//! * [`inject`]: preloading libcrac into a program that does not link crac.
 #![deny(unsafe_code)]
 
 pub mod creds;
 mod dump;
-mod elf;
+pub mod elf;
 pub mod identity;
+pub mod inject;
 pub mod native;
 pub mod pause;
 pub mod restore;

@@ -57,6 +57,31 @@ extern "C" fn record_at_start() {
 #[link_section = ".init_array"]
 static RECORD_AT_START: extern "C" fn() = record_at_start;
 
+/// The name of the note that marks a file containing the crac engine.
+pub const NOTE_NAME: &[u8] = b"CRaC\0";
+/// Its type.
+pub const NOTE_TYPE: u32 = 1;
+
+/// An ELF note (`CRaC`, type 1, descriptor: version 1) in every executable
+/// or library the engine is linked into, so that `crac run` can tell a
+/// program that already contains crac (no preload; two copies would both
+/// serve its control channel) without relying on symbols, which `strip`
+/// removes. Note sections are kept by the linker's garbage collection and
+/// land in a `PT_NOTE` segment. The name is four bytes little-endian plus
+/// a NUL padded to eight.
+// SAFETY: a plain read-only array in a section of its own; nothing reads it
+// at run time.
+#[used]
+#[link_section = ".note.crac"]
+static CRAC_NOTE: [u32; 6] = [
+    NOTE_NAME.len() as u32,
+    4,
+    NOTE_TYPE,
+    u32::from_le_bytes(*b"CRaC"),
+    0,
+    1,
+];
+
 /// File descriptors that were open when the process started (inherited from
 /// its parent, as CRaC allows), sorted. Empty only if recording failed.
 pub fn initial_fds() -> &'static [i32] {

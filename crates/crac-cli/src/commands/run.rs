@@ -1,4 +1,5 @@
-//! `crac run`: execute a program configured for checkpoints, in place.
+//! `crac run`: execute a program configured for checkpoints, in place;
+//! a program that does not contain crac gets libcrac preloaded.
 
 use std::ffi::OsString;
 use std::io;
@@ -6,6 +7,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use crac_engine::inject::{self, Injection};
 
 use crate::cli::RunArgs;
 use crate::output::Reporter;
@@ -55,6 +58,9 @@ pub enum RunError {
         /// The image directory.
         dir: PathBuf,
     },
+    /// The program cannot get crac's library.
+    #[error(transparent)]
+    Inject(#[from] crac_engine::inject::InjectError),
     /// `execve` failed.
     #[error("cannot run {}", program.to_string_lossy())]
     Exec {
@@ -88,8 +94,12 @@ pub(crate) fn absolute(dir: &Path) -> Result<PathBuf, RunError> {
     })
 }
 
-/// The program with the configuration for checkpoints into `dir`.
-pub(crate) fn program_command(args: &RunArgs, dir: &Path) -> std::process::Command {
+/// The program with the configuration for checkpoints into `dir`, and
+/// libcrac preloaded if it does not contain crac.
+pub(crate) fn program_command(
+    args: &RunArgs,
+    dir: &Path,
+) -> Result<std::process::Command, RunError> {
     let (program, program_args) = args.program.split_first().expect("clap requires PROGRAM");
     let mut command = std::process::Command::new(program);
     command
@@ -98,13 +108,19 @@ pub(crate) fn program_command(args: &RunArgs, dir: &Path) -> std::process::Comma
     if let Some(engine) = args.engine {
         command.env(crac::config::ENGINE_VAR, engine.name());
     }
-    command
+    let exe = std::env::current_exe().unwrap_or_default();
+    if let Injection::Preload(lib) = inject::plan(program, &exe)? {
+        tracing::debug!(lib = %lib.display(), "preloading");
+        let current = std::env::var_os("LD_PRELOAD");
+        command.env("LD_PRELOAD", inject::ld_preload(&lib, current.as_deref()));
+    }
+    Ok(command)
 }
 
 /// Executes the program in place (same PID); returns only on failure.
 pub(crate) fn exec_in_place(args: &RunArgs, dir: &Path) -> Result<ExitCode, RunError> {
     check_parent(dir)?;
-    let mut command = program_command(args, dir);
+    let mut command = program_command(args, dir)?;
     let program = &args.program[0];
     tracing::debug!(?program, dir = %dir.display(), "executing");
     let source = command.exec();

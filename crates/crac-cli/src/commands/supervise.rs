@@ -103,7 +103,7 @@ impl Supervisor {
         let mut child = if restorable {
             self.restore()?
         } else {
-            let mut command = program_command(args, &self.dir);
+            let mut command = program_command(args, &self.dir)?;
             let program = args.program[0].clone();
             Child::Started(
                 command
