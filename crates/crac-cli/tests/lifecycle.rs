@@ -85,7 +85,15 @@ fn checkpoint_to_writes_this_checkpoint_elsewhere_and_list_shows_the_processes()
     let mut r = Service::start(cmd);
     r.also_end(pa, &payload("warmup"));
     r.wait_for("restored in", LONG);
-    let e = listed(&crac(["list", "--json"]).ok().stdout(), pa).expect("restored process listed");
+    // Its control channel opens again on its own thread, soon after.
+    let t = std::time::Instant::now();
+    let e = loop {
+        if let Some(e) = listed(&crac(["list", "--json"]).ok().stdout(), pa) {
+            break e;
+        }
+        assert!(t.elapsed() < LONG, "restored process {pa} never listed");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_eq!(e["restores"], 1);
     assert_eq!(e["dir"], configured.display().to_string());
 

@@ -93,11 +93,19 @@ fn eight_copies_of_one_image_run_at_once_each_with_the_image_pid() {
     .stdout_has(&format!("checkpointed process {program} into"));
     assert!(d.join("copy").join("meta.crac").exists());
     // `crac list` shows the copies by the PIDs they have here.
-    let list: Vec<serde_json::Value> =
-        serde_json::from_str(&crac(["list", "--json"]).ok().stdout()).unwrap();
+    let t = std::time::Instant::now();
     for c in &copies {
         let p = child_of(child_of(c.pid()));
-        assert!(list.iter().any(|e| e["pid"] == p), "{p} not in {list:?}");
+        // Each copy's control channel opens on its own thread, soon after.
+        loop {
+            let list: Vec<serde_json::Value> =
+                serde_json::from_str(&crac(["list", "--json"]).ok().stdout()).unwrap();
+            if list.iter().any(|e| e["pid"] == p) {
+                break;
+            }
+            assert!(t.elapsed() < LONG, "{p} not in {list:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     for mut c in copies {
