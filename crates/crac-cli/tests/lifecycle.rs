@@ -127,14 +127,7 @@ fn run_image(dir: &std::path::Path, extra: &[&str]) -> Service {
 
 /// Asks the `live` payload `pid` for its position: (generation, cursor).
 fn position(s: &Service, pid: u32) -> (u64, u64) {
-    let from = s.stdout_lines().len();
-    util::signal_pid(pid, rustix::process::Signal::USR1);
-    let line = s.wait_for_after("ok ", from, LONG);
-    let v: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .map(|x| x.parse().unwrap())
-        .collect();
+    let v = util::ask_live(s, Some(pid));
     (v[0], v[1])
 }
 

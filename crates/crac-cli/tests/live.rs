@@ -10,21 +10,6 @@ use crate::util::{self, crac, payload, wait_gone, Dir, Service};
 
 const LONG: Duration = Duration::from_secs(60);
 
-/// Asks the `live` payload to check its memory and returns its answer
-/// line (`ok GEN CURSOR SWEEPS`).
-fn check(s: &Service) -> Vec<u64> {
-    let from = s.stdout_lines().len();
-    s.signal(Signal::USR1);
-    let line = s.wait_for_after("ok ", from, LONG);
-    if let Some(bad) = s.stdout_lines().iter().find(|l| l.starts_with("BAD")) {
-        panic!("{bad}\n{}", s.dump());
-    }
-    line.split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap())
-        .collect()
-}
-
 /// A program rewriting 128 MiB in a loop is checkpointed live, twice: it
 /// runs on with its memory intact, and the image is one instant of its
 /// memory (the generation/cursor invariant holds in the restored process
@@ -48,14 +33,14 @@ fn live_checkpoints_then_restore(args: &[&str]) {
     let mut s = Service::crac_run(&image, None, "live", args);
     s.wait_for("ready", LONG);
     let pid = s.pid();
-    let before = check(&s);
+    let before = util::ask_live(&s, None);
     for _ in 0..2 {
         crac(["checkpoint", &pid.to_string(), "--leave-running"])
             .show_dir(&d)
             .ok()
             .stdout_has("the process keeps running");
         assert!(s.is_running(), "{}", s.dump());
-        let after = check(&s);
+        let after = util::ask_live(&s, None);
         // It kept sweeping: its position moved on.
         assert!(
             (after[0], after[1]) > (before[0], before[1]),
@@ -82,7 +67,7 @@ fn live_checkpoints_then_restore(args: &[&str]) {
         "{}",
         r.dump()
     );
-    let restored = check(&r);
+    let restored = util::ask_live(&r, None);
     assert!(restored[0] >= before[0], "{restored:?}\n{}", r.dump());
     r.signal(Signal::KILL);
 }

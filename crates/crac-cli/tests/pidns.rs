@@ -19,21 +19,6 @@ fn restore_pidns(image: &std::path::Path, extra: &[&str]) -> Service {
     Service::start(cmd)
 }
 
-/// The `ok` answer of the `live` payload behind `s` (signals sent to crac
-/// are forwarded to it): generation, cursor, sweeps, PID, monotonic ns.
-fn ask(s: &Service) -> Vec<u64> {
-    let from = s.stdout_lines().len();
-    s.signal(Signal::USR1);
-    let line = s.wait_for_after("ok ", from, LONG);
-    if let Some(bad) = s.stdout_lines().iter().find(|l| l.starts_with("BAD")) {
-        panic!("{bad}\n{}", s.dump());
-    }
-    line.split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap())
-        .collect()
-}
-
 /// The only child of process `pid`.
 fn child_of(pid: u32) -> u32 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap();
@@ -74,7 +59,7 @@ fn eight_copies_of_one_image_run_at_once_each_with_the_image_pid() {
     }
     // Each checks its memory and reports the image's PID as its own.
     for c in &copies {
-        assert_eq!(ask(c)[3], u64::from(pid), "{}", c.dump());
+        assert_eq!(util::ask_live(c, None)[3], u64::from(pid), "{}", c.dump());
     }
     // The original runs on, unaffected.
     assert!(original.is_running());
@@ -124,14 +109,14 @@ fn the_monotonic_clock_of_a_pidns_copy_continues_from_the_checkpoint() {
     let mut s = Service::crac_run(&image, None, "live", &["4"]);
     s.wait_for("ready", LONG);
     let pid = s.pid();
-    let before = ask(&s)[4];
+    let before = util::ask_live(&s, None)[4];
     crac(["checkpoint", &pid.to_string()]).ok();
     s.wait_exit(LONG);
     // Time passes while the image rests.
     std::thread::sleep(Duration::from_secs(3));
     let mut c = restore_pidns(&image, &[]);
     c.wait_for("restored", LONG);
-    let after = ask(&c)[4];
+    let after = util::ask_live(&c, None)[4];
     assert!(after > before, "the clock went back: {before} -> {after}");
     assert!(
         after - before < 2_000_000_000,

@@ -84,17 +84,6 @@ impl Nobody {
     }
 }
 
-/// The `ok` line of the `live` payload behind `s`: its fields.
-fn ask(s: &Service, pid_here: u32) -> Vec<u64> {
-    let from = s.stdout_lines().len();
-    util::signal_pid(pid_here, rustix::process::Signal::USR1);
-    let line = s.wait_for_after("ok ", from, LONG);
-    line.split_whitespace()
-        .skip(1)
-        .map(|v| v.parse().unwrap())
-        .collect()
-}
-
 fn children(pid: u32) -> Vec<u32> {
     fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
         .unwrap_or_default()
@@ -144,7 +133,12 @@ fn another_user_restores_its_own_image_in_namespaces_with_its_pid() {
     assert_eq!(program.len(), 1, "{}", r.dump());
     let here = program[0];
     // It sees its own PID as the image's, and its memory checks.
-    assert_eq!(ask(&r, here)[3], u64::from(pid), "{}", r.dump());
+    assert_eq!(
+        util::ask_live(&r, Some(here))[3],
+        u64::from(pid),
+        "{}",
+        r.dump()
+    );
     assert_eq!(status_field(here, "Uid:"), "65534\t65534\t65534\t65534");
     assert_eq!(status_field(here, "CapEff:"), "0000000000000000");
     assert_eq!(status_field(here, "CapAmb:"), "0000000000000000");
@@ -168,7 +162,12 @@ fn another_user_with_a_setcap_crac_restores_in_place() {
     let mut r = Service::start(cmd);
     r.also_end(pid, &n.live);
     r.wait_for("restored", LONG);
-    assert_eq!(ask(&r, pid)[3], u64::from(pid), "{}", r.dump());
+    assert_eq!(
+        util::ask_live(&r, Some(pid))[3],
+        u64::from(pid),
+        "{}",
+        r.dump()
+    );
     assert_eq!(status_field(pid, "Uid:"), "65534\t65534\t65534\t65534");
     assert_eq!(status_field(pid, "CapEff:"), "0000000000000000");
     assert_eq!(status_field(pid, "CapAmb:"), "0000000000000000");

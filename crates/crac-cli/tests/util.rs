@@ -505,3 +505,23 @@ pub fn gcc(source: &Path, out: &Path, args: &[&std::ffi::OsStr]) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// Asks the `live` payload behind `s` to check its memory (SIGUSR1 to
+/// `pid`, or to `s` itself, which forwards it, when `None`) and returns the
+/// numbers of its `ok` answer: generation, cursor, sweeps, PID, monotonic
+/// ns. Panics on a `BAD` answer.
+pub fn ask_live(s: &Service, pid: Option<u32>) -> Vec<u64> {
+    let from = s.stdout_lines().len();
+    match pid {
+        Some(p) => signal_pid(p, rustix::process::Signal::USR1),
+        None => s.signal(rustix::process::Signal::USR1),
+    }
+    let line = s.wait_for_after("ok ", from, Duration::from_secs(60));
+    if let Some(bad) = s.stdout_lines().iter().find(|l| l.starts_with("BAD")) {
+        panic!("{bad}\n{}", s.dump());
+    }
+    line.split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect()
+}

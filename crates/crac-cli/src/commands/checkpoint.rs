@@ -317,7 +317,7 @@ fn target_socket_name(pid: u32) -> String {
 
 /// The last PID of the `NSpid:` line (the process's PID in its own PID
 /// namespace).
-fn innermost_pid(status: &str) -> Option<u32> {
+pub(crate) fn innermost_pid(status: &str) -> Option<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("NSpid:"))?

@@ -81,14 +81,7 @@ fn resolve(wanted: &BTreeSet<(u64, u32)>) -> Vec<u32> {
             let ns = fs::metadata(format!("/proc/{pid}/ns/pid")).map(|m| m.ino());
             let inner = fs::read_to_string(format!("/proc/{pid}/status"))
                 .ok()
-                .and_then(|s| {
-                    s.lines()
-                        .find_map(|l| l.strip_prefix("NSpid:"))?
-                        .split_whitespace()
-                        .last()?
-                        .parse::<u32>()
-                        .ok()
-                });
+                .and_then(|s| super::checkpoint::innermost_pid(&s));
             matches!((ns, inner), (Ok(ns), Some(i)) if wanted.contains(&(ns, i)))
         })
         .collect()

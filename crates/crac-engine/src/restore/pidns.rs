@@ -90,6 +90,33 @@ fn offset(then: u64, now: u64) -> (i64, u32) {
     (secs as i64, nanos as u32)
 }
 
+/// Maps the caller's uid and gid to themselves in its new user namespace
+/// (the only mapping an unprivileged process may write; `setgroups` must
+/// be denied first).
+fn map_user(u: u32, g: u32) -> io::Result<()> {
+    std::fs::write("/proc/self/setgroups", "deny")?;
+    std::fs::write("/proc/self/uid_map", format!("{u} {u} 1\n"))?;
+    std::fs::write("/proc/self/gid_map", format!("{g} {g} 1\n"))
+}
+
+/// In the init of a new PID and mount namespace: mounts made here stay
+/// here, and /proc shows this namespace's PIDs (the preflight, the
+/// restorer and later dumps read it).
+fn mount_own_proc() -> rustix::io::Result<()> {
+    use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
+    mount_change(
+        "/",
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
+    )?;
+    mount(
+        "proc",
+        "/proc",
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )
+}
+
 /// For a caller other than root, an `execve` drops every capability (file
 /// capabilities of `crac`, `setcap cap_checkpoint_restore+ep`, or those of
 /// a user namespace): raise the permitted ones into the ambient set, so
@@ -132,10 +159,7 @@ pub fn enter(image_dir: &Path) -> Result<Side, RestoreError> {
         // id it may map) and holds the capabilities the namespaces and the
         // restore need, over what it owns.
         fork::unshare_user_namespace().map_err(|e| setup("create a user namespace")(e.into()))?;
-        let (u, g) = (uid.as_raw(), gid.as_raw());
-        std::fs::write("/proc/self/setgroups", "deny")
-            .and_then(|()| std::fs::write("/proc/self/uid_map", format!("{u} {u} 1\n")))
-            .and_then(|()| std::fs::write("/proc/self/gid_map", format!("{g} {g} 1\n")))
+        map_user(uid.as_raw(), gid.as_raw())
             .map_err(setup("map the user into its user namespace"))?;
     }
     fork::unshare_time_namespace().map_err(|e| setup("create a time namespace")(e.into()))?;
@@ -164,23 +188,7 @@ pub fn enter(image_dir: &Path) -> Result<Side, RestoreError> {
         }
         Fork::Child => {
             drop(reader);
-            use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
-            // Mounts made here stay here; /proc shows this namespace's
-            // PIDs (the preflight, the restorer and later dumps read it).
-            let r = mount_change(
-                "/",
-                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
-            )
-            .and_then(|()| {
-                mount(
-                    "proc",
-                    "/proc",
-                    "proc",
-                    MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-                    None,
-                )
-            });
-            r.map_err(|e| setup("mount /proc for the PID namespace")(e.into()))?;
+            mount_own_proc().map_err(|e| setup("mount /proc for the PID namespace")(e.into()))?;
             if !uid.is_root() {
                 keep_capabilities_across_exec().map_err(|e| {
                     setup("keep the user namespace's capabilities for the restorer")(e.into())
@@ -244,10 +252,7 @@ fn probe_steps(root: bool) -> Result<(), i32> {
     );
     if !root {
         fork::unshare_user_namespace().map_err(|_| 1)?;
-        std::fs::write("/proc/self/setgroups", "deny")
-            .and_then(|()| std::fs::write("/proc/self/uid_map", format!("{u} {u} 1\n")))
-            .and_then(|()| std::fs::write("/proc/self/gid_map", format!("{g} {g} 1\n")))
-            .map_err(|_| 2)?;
+        map_user(u, g).map_err(|_| 2)?;
     }
     fork::unshare_time_namespace().map_err(|_| 3)?;
     std::fs::write("/proc/self/timens_offsets", "monotonic 1 0\nboottime 1 0\n").map_err(|_| 4)?;
@@ -264,22 +269,7 @@ fn probe_steps(root: bool) -> Result<(), i32> {
             }
         }
         Fork::Child => {
-            use rustix::mount::{mount, mount_change, MountFlags, MountPropagationFlags};
-            let code = if mount_change(
-                "/",
-                MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
-            )
-            .and_then(|()| {
-                mount(
-                    "proc",
-                    "/proc",
-                    "proc",
-                    MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-                    None,
-                )
-            })
-            .is_err()
-            {
+            let code = if mount_own_proc().is_err() {
                 6
             } else if chosen_pid_child(4242) {
                 0
