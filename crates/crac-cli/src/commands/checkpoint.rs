@@ -328,7 +328,7 @@ pub(crate) fn innermost_pid(status: &str) -> Option<u32> {
 }
 
 /// The effective uid on the `Uid:` line of a `/proc/PID/status` text.
-fn status_euid(status: &str) -> Option<u32> {
+pub(crate) fn status_euid(status: &str) -> Option<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))?

@@ -89,13 +89,7 @@ fn resolve(wanted: &BTreeSet<(u64, u32)>) -> Vec<u32> {
 
 fn euid_of(pid: u32) -> Option<u32> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    super::checkpoint::status_euid(&status)
 }
 
 /// Asks `pid` for its status; `None` if it is not (or no longer) the
