@@ -19,6 +19,7 @@ mod native;
 mod native_c;
 mod pause_attacks;
 mod pidns;
+mod python;
 mod pieces;
 mod policies;
 mod reader;
