@@ -82,7 +82,12 @@ fn python_app_checkpoints_itself_and_restores_twice() {
     );
     let checksum = got[0].split(", ").nth(1).unwrap().to_owned();
     let pid = util::number_after(&got[1], "pre-checkpoint PID ").expect("PID");
-    assert_eq!(got[2..], ["before second", "before first"], "{}", out.dump());
+    assert_eq!(
+        got[2..],
+        ["before second", "before first"],
+        "{}",
+        out.dump()
+    );
     wait_gone(pid, SHORT);
 
     for _ in 0..2 {
