@@ -18,6 +18,14 @@ cargo fmt --manifest-path crates/crac-restorer/Cargo.toml -- --check
 (cd crates/crac-restorer &&
   CARGO_TARGET_DIR="$PWD/../../target/restorer-clippy" \
     cargo clippy --release --locked --offline -- -D warnings)
+# The Python module is its own workspace too (PyO3 needs python3 to build;
+# the Python tests in crates/crac-cli/tests/python.rs build its wheel).
+echo "== Python module: fmt, clippy and unit tests"
+cargo fmt --manifest-path bindings/python/Cargo.toml -- --check
+(cd bindings/python &&
+  CARGO_TARGET_DIR="$PWD/../../target/python-bindings" \
+    cargo clippy --all-targets --locked -- -D warnings &&
+  CARGO_TARGET_DIR="$PWD/../../target/python-bindings" cargo test --locked -q)
 echo "== cargo build (payloads and binaries the tests run)"
 cargo build --workspace --all-targets --locked
 echo "== cargo test"

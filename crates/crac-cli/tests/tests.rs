@@ -21,6 +21,7 @@ mod pause_attacks;
 mod pidns;
 mod pieces;
 mod policies;
+mod python;
 mod reader;
 mod rootless;
 mod tokio_svc;

@@ -1,0 +1,224 @@
+//! The Python module `crac` (bindings/python), built into a wheel with
+//! maturin and installed into target/pyenv by scripts/python-wheel.sh, on
+//! real python3 processes: a program using the module under `crac run`
+//! (libcrac preloaded: the module uses it) and on its own (the module's
+//! own crac), a hook raising, and an unmodified script checkpointed from
+//! outside. Without python3, venv or (on first use) PyPI for maturin, the
+//! tests fail saying so.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rustix::process::Signal;
+
+use crate::util::{self, crac, wait_gone, Dir, Service, TestCommand};
+
+const LONG: Duration = Duration::from_secs(60);
+const SHORT: Duration = Duration::from_secs(10);
+
+/// The virtual environment's python3 with the module installed (built
+/// once per test run).
+fn python() -> &'static Path {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let script = util::repo_root().join("scripts/python-wheel.sh");
+        let out = Command::new(&script)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed ({}): the Python tests need python3 with venv, and PyPI the first time (maturin)\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    })
+}
+
+fn example(name: &str) -> PathBuf {
+    util::repo_root().join("examples/python").join(name)
+}
+
+/// `crac run --checkpoint-to IMAGE -- python3 ARGS...`.
+fn crac_run(image: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(util::crac_exe());
+    cmd.args(["run", "--checkpoint-to"])
+        .arg(image)
+        .arg("--")
+        .arg(python())
+        .args(args);
+    cmd.env_remove("CRAC_ENGINE")
+        .env_remove("CRAC_ENGINE_OPTIONS")
+        .env_remove("CRAC_RESTORE_FROM")
+        .env_remove("LD_PRELOAD");
+    cmd
+}
+
+fn lines(out: &util::Out) -> Vec<String> {
+    out.stdout().lines().map(str::to_owned).collect()
+}
+
+/// The app builds a dict of 2 million entries, registers hooks with the
+/// decorators and checkpoints itself under `crac run` (through the
+/// preloaded libcrac); restored twice from the image, same PID, hooks in
+/// order, dict intact. Prints start and restore times (not asserted).
+#[test]
+fn python_app_checkpoints_itself_and_restores_twice() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let app = example("app.py");
+    let out = TestCommand::from(crac_run(&image, &[app.to_str().unwrap(), "2000000"]))
+        .show_dir(&d)
+        .ok();
+    let got = lines(&out);
+    assert_eq!(got.len(), 4, "{}", out.dump());
+    assert!(
+        got[0].starts_with("built 2000000 entries in ") && got[0].ends_with(", runtime libcrac"),
+        "{}",
+        out.dump()
+    );
+    let checksum = got[0].split(", ").nth(1).unwrap().to_owned();
+    let pid = util::number_after(&got[1], "pre-checkpoint PID ").expect("PID");
+    assert_eq!(
+        got[2..],
+        ["before second", "before first"],
+        "{}",
+        out.dump()
+    );
+    wait_gone(pid, SHORT);
+
+    for _ in 0..2 {
+        let out = crac(["restore"]).arg(&image).show_dir(&d).ok();
+        let got = lines(&out);
+        assert_eq!(got.len(), 4, "{}", out.dump());
+        assert_eq!(got[..2], ["after first", "after second"], "{}", out.dump());
+        eprintln!("{}", got[2]);
+        assert!(got[2].starts_with("start "), "{}", out.dump());
+        assert_eq!(
+            got[3],
+            format!("restored PID {pid}, restores 1, dict intact, {checksum}"),
+            "{}",
+            out.dump()
+        );
+        wait_gone(pid, SHORT);
+    }
+}
+
+/// Hooks raising exceptions: one `crac.CheckpointError` lists both, the
+/// program goes on; with the preloaded libcrac and with the module's own
+/// crac (CRAC_CHECKPOINT_TO set, no `crac run`).
+#[test]
+fn python_hooks_raising_fail_the_checkpoint_with_one_error() {
+    let d = Dir::new();
+    let app = example("app.py");
+    for (runtime, preloaded) in [("libcrac", true), ("module", false)] {
+        let image = d.join(runtime);
+        let cmd = if preloaded {
+            crac_run(&image, &[app.to_str().unwrap(), "1000", "fail"])
+        } else {
+            let mut cmd = Command::new(python());
+            cmd.arg(&app)
+                .args(["1000", "fail"])
+                .env("CRAC_CHECKPOINT_TO", &image)
+                .env_remove("CRAC_ENGINE")
+                .env_remove("LD_PRELOAD");
+            cmd
+        };
+        let out = TestCommand::from(cmd).show_dir(&d).ok();
+        let got = lines(&out);
+        assert_eq!(got.len(), 7, "{runtime}: {}", out.dump());
+        assert!(
+            got[0].ends_with(&format!("runtime {runtime}")),
+            "{}",
+            out.dump()
+        );
+        // Before hooks last registered first, after hooks in order, also
+        // after a failed checkpoint; then the one error.
+        assert_eq!(
+            got[1..5],
+            [
+                "before second",
+                "before first",
+                "after first",
+                "after second"
+            ],
+            "{}",
+            out.dump()
+        );
+        assert_eq!(
+            got[5],
+            "CheckpointError: checkpoint failed with 2 problems: \
+             resource Quiet failed in before_checkpoint: RuntimeError: also broken; \
+             resource Failing failed in before_checkpoint: ValueError: cannot checkpoint: busy",
+            "{runtime}: {}",
+            out.dump()
+        );
+        assert!(got[6].starts_with("goes on, PID "), "{}", out.dump());
+    }
+}
+
+/// Waits until `crac restore` says the process runs.
+fn wait_restored(service: &Service, pid: u32) {
+    let text = format!("restored process {pid} ");
+    let t = Instant::now();
+    while !service.stderr_lines().iter().any(|l| l.contains(&text)) {
+        assert!(t.elapsed() < LONG, "not restored\n{}", service.dump());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Asks the script to check its data; returns the line.
+fn check(service: &Service, pid: u32) -> String {
+    let from = service.stdout_lines().len();
+    util::signal_pid(pid, Signal::USR1);
+    let line = service.wait_for_after(&format!("check {pid}:"), from, LONG);
+    assert!(
+        line.starts_with(&format!("check {pid}: ok, 1000000 numbers, checksum ")),
+        "{line}\n{}",
+        service.dump()
+    );
+    line
+}
+
+/// A script that does not import crac, under `crac run` (libcrac preloaded
+/// into python3), checkpointed from outside with `crac checkpoint PID` and
+/// restored twice with the same PID and its data intact.
+#[test]
+fn unmodified_python_script_is_checkpointed_from_outside() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let script = example("plain.py");
+    let exe = std::fs::canonicalize(python()).unwrap();
+    let service = Service::start(crac_run(&image, &[script.to_str().unwrap()]));
+    let pid = service.pid();
+    service.wait_for(&format!("ready PID: {pid}"), LONG);
+    let before = check(&service, pid);
+
+    let mut service = Some(service);
+    for round in 1..=2 {
+        crac(["checkpoint", &pid.to_string()])
+            .show_dir(&d)
+            .ok()
+            .stdout_has(&format!(
+                "checkpointed process {pid} into {}",
+                image.display()
+            ));
+        let mut gone = service.take().unwrap();
+        gone.wait_exit(SHORT);
+        wait_gone(pid, SHORT);
+
+        let mut cmd = Command::new(util::crac_exe());
+        cmd.arg("restore").arg(&image);
+        let mut restored = Service::start(cmd);
+        restored.also_end(pid, &exe);
+        wait_restored(&restored, pid);
+        assert_eq!(check(&restored, pid), before, "round {round}");
+        service = Some(restored);
+    }
+    let mut last = service.take().unwrap();
+    util::signal_pid(pid, Signal::TERM);
+    last.wait_exit(SHORT);
+}
