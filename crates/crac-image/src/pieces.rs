@@ -313,7 +313,7 @@ pub fn check_stored(
     pieces: impl Iterator<Item = StoredPiece>,
     pages_len: u64,
 ) -> Result<(), StoredError> {
-    if data_len % 4096 != 0 {
+    if !data_len.is_multiple_of(4096) {
         return Err(StoredError::DataLen { data_len });
     }
     let logical = PAGES_HEADER_LEN.saturating_add(data_len);
@@ -511,6 +511,66 @@ mod tests {
         assert_eq!(pieces_of(h, 4096), 0..1);
         assert_eq!(pieces_of(h + PIECE_LEN - 4096, 8192), 0..2);
         assert_eq!(pieces_of(h + PIECE_LEN, PIECE_LEN), 1..2);
+    }
+
+    #[test]
+    fn stored_pieces_round_trip_and_are_checked() {
+        let h = PAGES_HEADER_LEN;
+        let entries = [
+            StoredPiece {
+                offset: h,
+                len: 100,
+                method: STORED_LZ4,
+            },
+            StoredPiece {
+                offset: h + 100,
+                len: 8192,
+                method: STORED_RAW,
+            },
+        ];
+        let mut buf = [0u8; 128];
+        let mut w = Writer::new(&mut buf);
+        StoredPieces::encode(&mut w, STORED_LZ4, PIECE_LEN + 8192, &entries);
+        let body = w.finish().unwrap();
+        let mut r = Reader::new(body);
+        let (tag, mut p) = r.next_section().unwrap().unwrap();
+        assert_eq!(tag, Tag::Stored as u32);
+        let t = StoredPieces::decode(&mut p).unwrap();
+        assert_eq!(t.compression, STORED_LZ4);
+        assert_eq!(t.logical_len(), h + PIECE_LEN + 8192);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get(1), Some(entries[1]));
+        assert_eq!(t.get(2), None);
+        assert!(t.iter().eq(entries.iter().copied()));
+        t.check(h + 8292).unwrap();
+        // One byte short of the last piece's end.
+        assert!(matches!(
+            t.check(h + 8291),
+            Err(StoredError::Piece { index: 1, .. })
+        ));
+        // Too few entries for the data.
+        assert_eq!(
+            check_stored(
+                3 * PIECE_LEN,
+                entries.iter().copied().take(1).chain([StoredPiece {
+                    len: PIECE_LEN as u32,
+                    ..entries[1]
+                }]),
+                1 << 30
+            ),
+            Err(StoredError::Count {
+                found: 2,
+                expected: 3
+            })
+        );
+        // An unknown compression or a count the payload lacks.
+        for (at, v) in [(0usize, 7u64), (16, 3)] {
+            let mut b = body.to_vec();
+            b[8 + at..8 + at + 8].copy_from_slice(&v.to_le_bytes());
+            let mut r = Reader::new(&b);
+            let (_, mut p) = r.next_section().unwrap().unwrap();
+            assert!(StoredPieces::decode(&mut p).is_err(), "field {at}");
+        }
     }
 
     #[test]
