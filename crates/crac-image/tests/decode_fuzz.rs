@@ -87,7 +87,7 @@ proptest! {
         let i = flip.index(n);
         packed[i] ^= 0x5a;
         let mut out = vec![0u8; 65536];
-        let _ = dec.piece(method.max(1).min(2), &packed, &mut out);
+        let _ = dec.piece(method.clamp(1, 2), &packed, &mut out);
     }
 
     #[test]

@@ -162,7 +162,7 @@ impl Packer {
         let s = self.out_start;
         let mut whole = self.out_len / PAGE * PAGE;
         if last && whole < self.out_len {
-            let end = (self.out_len + PAGE - 1) / PAGE * PAGE;
+            let end = self.out_len.next_multiple_of(PAGE);
             self.out[s + self.out_len..s + end].fill(0);
             whole = end;
             self.out_len = end;
