@@ -55,13 +55,33 @@ pub(super) fn unpack(
         restorer_pieces(img, lazy, count)
     };
     let path = dir.join(crac_image::PAGES_FILE);
-    let mut dec = crac_image::Decompressor::new();
-    let mut buf = vec![0u8; crac_image::PIECE_LEN as usize];
-    for (index, _) in needed.iter().enumerate().filter(|(_, n)| **n) {
-        let index = index as u64;
-        let n = img.load_piece(&v.pages, &path, index, &mut dec, &mut buf)?;
-        let start = PAGES_HEADER_LEN + index * crac_image::PIECE_LEN;
-        pages.write_all_at(&buf[..n], start).map_err(setup)?;
+    let wanted: Vec<u64> = (0..count).filter(|&i| needed[i as usize]).collect();
+    // Two threads (decompression is most of an eager restore of a
+    // compressed image); each takes every other batch of pieces.
+    const BATCH: usize = 64;
+    let work = |part: usize, parts: usize| -> Result<(), RestoreError> {
+        let mut dec = crac_image::Decompressor::new();
+        let mut buf = vec![0u8; crac_image::PIECE_LEN as usize];
+        for batch in wanted.chunks(BATCH).skip(part).step_by(parts) {
+            for &index in batch {
+                let n = img.load_piece(&v.pages, &path, index, &mut dec, &mut buf)?;
+                let start = PAGES_HEADER_LEN + index * crac_image::PIECE_LEN;
+                pages.write_all_at(&buf[..n], start).map_err(setup)?;
+            }
+        }
+        Ok(())
+    };
+    if wanted.len() > BATCH {
+        std::thread::scope(|s| {
+            let other = s.spawn(|| work(1, 2));
+            let mine = work(0, 2);
+            let theirs = other.join().unwrap_or_else(|_| {
+                Err(setup(std::io::Error::other("the decompression thread panicked")))
+            });
+            mine.and(theirs)
+        })?;
+    } else {
+        work(0, 1)?;
     }
     Ok(Unpacked {
         pages,
