@@ -200,3 +200,25 @@ fn a_damaged_lz4_piece_is_refused_or_kills_before_the_program_reads_it() {
 fn a_damaged_zstd_piece_is_refused_or_kills_before_the_program_reads_it() {
     damaged("zstd");
 }
+
+/// A live dump (`keep_running`: a forked copy writes the image while the
+/// program runs on) compresses the same way; the image restores.
+#[test]
+fn a_live_dump_compresses_too() {
+    let d = Dir::new();
+    let image = d.join("live");
+    checkpointing("compressible", &image)
+        .env("CRAC_ENGINE_OPTIONS", "keep_running,compress=zstd")
+        .arg("8")
+        .ok()
+        .stdout_has("data ok: true");
+    let img = Image::read(&image).unwrap();
+    let st = img.stored.as_ref().expect("compressed");
+    assert!(st.stored_bytes() * 2 < st.data_len);
+    let pid = crate::image_pid(&image);
+    crac(["restore", "--eager"])
+        .arg(&image)
+        .ok()
+        .stdout_has("data ok: true");
+    wait_gone(pid, SHORT);
+}

@@ -76,7 +76,9 @@ pub(super) fn unpack(
             let other = s.spawn(|| work(1, 2));
             let mine = work(0, 2);
             let theirs = other.join().unwrap_or_else(|_| {
-                Err(setup(std::io::Error::other("the decompression thread panicked")))
+                Err(setup(std::io::Error::other(
+                    "the decompression thread panicked",
+                )))
             });
             mine.and(theirs)
         })?;
