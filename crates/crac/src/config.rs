@@ -399,7 +399,7 @@ mod tests {
         let e = config(&[("CRAC_ENGINE_OPTIONS", "fast=1")]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown option \"fast\" for engine native in CRAC_ENGINE_OPTIONS (known: keep_running)"
+            "unknown option \"fast\" for engine native in CRAC_ENGINE_OPTIONS (known: keep_running, compress)"
         );
         let e = config(&[
             ("CRAC_ENGINE", "simulate"),
