@@ -239,7 +239,15 @@ impl Snapshot<'_> {
             b,
             (b + self.bounce.len() as u64 + 2 * PAGE_SIZE) & !(PAGE_SIZE - 1),
         );
-        for range in [stack, bounce] {
+        // The piece table fills while the pages are written: where the
+        // allocator put it (the heap, once glibc's mmap threshold rose), its
+        // pages may be stored too.
+        let h = self.pieces.hashes.as_ptr() as u64;
+        let table = (
+            h & !(PAGE_SIZE - 1),
+            (h + self.pieces.hashes.capacity() as u64 * 8 + PAGE_SIZE - 1) & !(PAGE_SIZE - 1),
+        );
+        for range in [stack, bounce, table] {
             if self.volatile.len() < self.volatile.capacity() {
                 self.volatile.push(range);
             }
