@@ -6,7 +6,7 @@
 //! `crates/crac-image/tests/decode_fuzz.rs`.
 #![no_main]
 
-use crac_image::{Header, Image, PieceTable, Reader, Tag, ARCH_X86_64, FORMAT_VERSION};
+use crac_image::{Header, Image, PieceTable, Reader, StoredPieces, Tag, ARCH_X86_64, FORMAT_VERSION};
 use libfuzzer_sys::{fuzz_target, Corpus};
 
 fuzz_target!(|body: &[u8]| -> Corpus {
@@ -37,6 +37,12 @@ fuzz_target!(|body: &[u8]| -> Corpus {
             if let Ok(t) = PieceTable::decode(&mut s) {
                 let _ = t.check(4096 + 65536 * t.len().min(1 << 40));
                 let _ = (t.iter().count(), t.get(t.len()), t.get(0));
+            }
+        }
+        if tag == Tag::Stored as u32 {
+            if let Ok(t) = StoredPieces::decode(&mut s) {
+                let _ = t.check(4096 + 65536 * t.len().min(1 << 40));
+                let _ = (t.iter().count(), t.get(t.len()), t.get(0), t.logical_len());
             }
         }
     }

@@ -5,6 +5,7 @@
 //! end-to-end tests in `native`.
 
 mod commit;
+mod compress;
 mod control;
 mod creds;
 mod fds;

@@ -22,6 +22,42 @@ pub struct DumpOptions {
     /// Resource policies for single descriptors (CRaC's `close`, `ignore`,
     /// `reopen`), overriding the engine's default for those numbers.
     pub fd_policies: Vec<(i32, FdPolicy)>,
+    /// How the page data is stored (image format 1.4 for a compressed one).
+    pub compress: Compression,
+}
+
+/// Compression of the page data, per 64 KiB piece (`CRAC_ENGINE_OPTIONS`'s
+/// `compress=none|lz4|zstd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compression {
+    /// Stored as it is (written straight from memory).
+    #[default]
+    None,
+    /// LZ4 blocks: fast, for dump and restore speed.
+    Lz4,
+    /// Zstandard, level 1: smaller images.
+    Zstd,
+}
+
+impl Compression {
+    /// The option's value: `none`, `lz4` or `zstd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// Parses an option value.
+    pub fn from_name(s: &str) -> Option<Compression> {
+        Some(match s {
+            "none" => Compression::None,
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd,
+            _ => return None,
+        })
+    }
 }
 
 impl std::fmt::Debug for DumpOptions {
@@ -31,6 +67,7 @@ impl std::fmt::Debug for DumpOptions {
             .field("leave_running", &self.leave_running)
             .field("on_durable", &self.on_durable.is_some())
             .field("fd_policies", &self.fd_policies)
+            .field("compress", &self.compress)
             .finish()
     }
 }

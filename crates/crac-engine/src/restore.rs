@@ -43,6 +43,7 @@ pub mod pidns;
 mod preflight;
 mod preflight_files;
 mod preflight_sock;
+mod unpack;
 mod wait;
 pub use wait::{signal_name, wait_and_forward, wait_and_forward_as_init, wait_and_forward_with};
 #[cfg(test)]
@@ -160,6 +161,10 @@ pub enum RestoreError {
         #[source]
         source: io::Error,
     },
+    /// A piece of a compressed image is damaged (found while decompressing
+    /// it for the restorer, before anything ran).
+    #[error(transparent)]
+    Pages(crac_image::VerifyError),
     /// Another process took the PID after the preflight.
     #[error("PID {pid} is taken by {holder}")]
     PidTaken {
@@ -334,21 +339,27 @@ pub fn restore_with_progress(
 
     // The restorer gets what preflight checked, never the paths again: the
     // metadata bytes in a sealed memfd, the page file's descriptor.
-    let meta = sealed_memfd(c"crac-meta", &plan.verified.meta).map_err(setup("metadata memfd"))?;
+    let lazy = !opts.eager && !opts.detach && !plan.lazy.is_empty();
+    // A compressed image: the restorer reads an uncompressed view.
+    let unpacked = match plan.verified.image.stored {
+        Some(_) => Some(unpack::unpack(&plan.verified, dir, !lazy, &plan.lazy)?),
+        None => None,
+    };
+    let meta_bytes = unpacked
+        .as_ref()
+        .map_or(&plan.verified.meta[..], |u| &u.meta[..]);
+    let meta = sealed_memfd(c"crac-meta", meta_bytes).map_err(setup("metadata memfd"))?;
+    let pages_file = unpacked.as_ref().map_or(&plan.verified.pages, |u| &u.pages);
     let pages_of = |what| {
-        plan.verified
-            .pages
-            .try_clone()
-            .map_err(|source| RestoreError::Open {
-                path: dir.join(crac_image::PAGES_FILE),
-                source: io::Error::new(source.kind(), format!("{what}: {source}")),
-            })
+        pages_file.try_clone().map_err(|source| RestoreError::Open {
+            path: dir.join(crac_image::PAGES_FILE),
+            source: io::Error::new(source.kind(), format!("{what}: {source}")),
+        })
     };
     let pages = pages_of("duplicating its descriptor")?;
     let mut exe = memfd(c"crac-restorer", true).map_err(setup("restorer memfd"))?;
     exe.write_all(RESTORER).map_err(setup("restorer memfd"))?;
     let mut args = memfd(c"crac-restore-args", false).map_err(setup("arguments memfd"))?;
-    let lazy = !opts.eager && !opts.detach && !plan.lazy.is_empty();
     let flags = if lazy { ARG_LAZY } else { 0 };
     args.write_all(&restore_args(started_ns, flags, &opts.env, &plan.creds))
         .map_err(setup("arguments memfd"))?;
@@ -399,7 +410,7 @@ pub fn restore_with_progress(
     let spawned =
         crac_sys::commit::retry_taken(|| crac_sys::raw::spawn_exec_with_pid(pid as i32, &child));
     let warnings = handoff.warnings;
-    drop((meta, pages, exe, args, status_w, handoff.null));
+    drop((meta, pages, exe, args, status_w, handoff.null, unpacked));
     let child_pid = match spawned {
         Ok(p) => p as u32,
         Err(Errno::EEXIST) => {

@@ -19,6 +19,8 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "std")]
+pub mod compress;
 pub mod creds;
 #[cfg(feature = "std")]
 pub mod dir;
@@ -35,16 +37,21 @@ pub mod strict;
 pub mod summary;
 pub mod wire;
 
+#[cfg(feature = "std")]
+pub use compress::Decompressor;
 pub use creds::{CredsRecord, CREDS_NO_NEW_PRIVS};
 #[cfg(feature = "std")]
 pub use dir::{prepare_temp_dir, ImageDirError, ImageWriteError, TempImageDir};
 #[cfg(feature = "std")]
 pub use leftover::{clean_leftovers, find_leftovers, Leftover, LeftoverState};
 #[cfg(feature = "std")]
-pub use model::{DecodeBodyError, Image, ImageReadError, SanityError, VerifyError, MAX_META_LEN};
+pub use model::{
+    DecodeBodyError, Image, ImageReadError, SanityError, Stored, VerifyError, MAX_META_LEN,
+};
 pub use pieces::{
-    piece_count, piece_hash, piece_range, pieces_of, PieceCountError, PieceHasher, PieceTable,
-    PIECE_HASH_XXH3_64, PIECE_LEN,
+    check_stored, method_name, piece_count, piece_hash, piece_range, pieces_of, PieceCountError,
+    PieceHasher, PieceTable, StoredError, StoredPiece, StoredPieces, PIECE_HASH_XXH3_64, PIECE_LEN,
+    STORED_LZ4, STORED_PIECE_LEN, STORED_RAW, STORED_TABLE_HEADER_LEN, STORED_ZSTD,
 };
 pub use records::*;
 #[cfg(feature = "std")]
@@ -57,11 +64,15 @@ pub use wire::{DecodeError, EncodeError, Reader, Writer};
 ///
 /// Readers accept the same major and a minor no newer than theirs; unknown
 /// sections of an older minor are skipped.
-pub const FORMAT_VERSION: (u16, u16) = (1, 3);
+pub const FORMAT_VERSION: (u16, u16) = (1, 4);
 
 /// First minor version whose images carry a piece table ([`PieceTable`]);
 /// its readers ignore the header's page data CRC (written as 0).
 pub const PIECES_MINOR: u16 = 3;
+
+/// First minor version whose images may store the page data compressed
+/// ([`StoredPieces`], tag 16).
+pub const COMPRESSION_MINOR: u16 = 4;
 
 /// Magic at the start of `meta.crac`.
 pub const META_MAGIC: [u8; 8] = *b"CRACIMG\0";

@@ -18,12 +18,15 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::pieces::{piece_count, piece_hash, piece_range, PieceCountError, PieceTable, PIECE_LEN};
+use crate::pieces::{
+    check_stored, method_name, piece_count, piece_hash, piece_range, PieceCountError, PieceTable,
+    StoredError, StoredPiece, StoredPieces, PIECE_LEN,
+};
 use crate::records::*;
 use crate::wire::{DecodeError, Reader, Writer};
 use crate::{
-    Header, HeaderError, ARCH_X86_64, FORMAT_VERSION, PAGES_FILE, PAGES_HEADER_LEN, PAGE_SIZE,
-    PIECES_MINOR,
+    Header, HeaderError, ARCH_X86_64, COMPRESSION_MINOR, FORMAT_VERSION, PAGES_FILE,
+    PAGES_HEADER_LEN, PAGE_SIZE, PIECES_MINOR,
 };
 
 /// Largest `meta.crac` [`Image::read`] accepts, header included.
@@ -486,8 +489,31 @@ pub struct Image {
     /// (`None` only in images older than format 1.3, whose header CRC
     /// covers the page data instead). [`Image::write`] computes it.
     pub pieces: Option<Vec<u64>>,
+    /// How the page data is stored when it is compressed (format 1.4 on;
+    /// `None`: stored as it is). Run offsets and the piece table then refer
+    /// to the uncompressed page data ([`Image::logical_pages_len`]).
+    pub stored: Option<Stored>,
     /// Sections skipped because their tag is unknown (newer minor).
     pub unknown_sections: Vec<UnknownSection>,
+}
+
+/// The stored-pieces table of a compressed image (see [`StoredPieces`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The compression the dump used ([`crate::STORED_LZ4`] or
+    /// [`crate::STORED_ZSTD`]).
+    pub compression: u32,
+    /// Bytes of uncompressed page data.
+    pub data_len: u64,
+    /// Where and how each piece is stored, in piece order.
+    pub pieces: Vec<StoredPiece>,
+}
+
+impl Stored {
+    /// Bytes the pieces take in `pages.crac`.
+    pub fn stored_bytes(&self) -> u64 {
+        self.pieces.iter().map(|p| u64::from(p.len)).sum()
+    }
 }
 
 /// Name of a section tag, for messages.
@@ -508,6 +534,7 @@ pub fn tag_name(tag: u32) -> &'static str {
         Some(Tag::Fd) => "fd",
         Some(Tag::Creds) => "creds",
         Some(Tag::Pieces) => "pieces",
+        Some(Tag::Stored) => "stored pieces",
         None => "unknown",
     }
 }
@@ -639,6 +666,18 @@ pub enum SanityError {
     /// The piece table does not fit the page file's length.
     #[error("{0}")]
     PieceCount(PieceCountError),
+    /// A stored-pieces table in an image of a format before 1.4 or without
+    /// a piece table.
+    #[error("the image (format {major}.{minor}) has a stored-pieces table it cannot have")]
+    UnexpectedStored {
+        /// Format major version.
+        major: u16,
+        /// Format minor version.
+        minor: u16,
+    },
+    /// The stored-pieces table does not fit the image.
+    #[error("{0}")]
+    Stored(StoredError),
     /// A page run's data lies outside the page file.
     #[error(
         "page run at {addr:#x} ({pages} pages) has its data at offset {offset:#x}, outside \
@@ -837,6 +876,32 @@ pub enum VerifyError {
         /// Address ranges of the memory it holds.
         memory: Vec<(u64, u64)>,
     },
+    /// A compressed image's piece does not decompress to its length or
+    /// does not match its hash.
+    #[error(
+        "page file {} is damaged: piece {index} (stored {} at file bytes {offset:#x}-{:#x}) \
+         {what}; it holds memory {}",
+        path.display(),
+        method_name(*method),
+        offset + u64::from(*len),
+        ranges_text(memory)
+    )]
+    StoredPiece {
+        /// The page file.
+        path: PathBuf,
+        /// The piece's index.
+        index: u64,
+        /// Its stored bytes' offset in the page file.
+        offset: u64,
+        /// Its stored length.
+        len: u32,
+        /// How it is stored.
+        method: u32,
+        /// What is wrong, e.g. the hashes.
+        what: String,
+        /// Address ranges of the memory it holds.
+        memory: Vec<(u64, u64)>,
+    },
     /// The page data checksum does not match (images older than format 1.3).
     #[error(
         "page file {} is corrupt: page data CRC-32 is {computed:#010x}, the header says \
@@ -879,6 +944,7 @@ struct Once {
     timers: Option<TimersRecord>,
     creds: Option<crate::creds::Creds>,
     pieces: Option<Vec<u64>>,
+    stored: Option<Stored>,
 }
 
 fn set_once<T>(slot: &mut Option<T>, v: T, tag: Tag, offset: usize) -> Result<(), DecodeBodyError> {
@@ -979,6 +1045,15 @@ impl Image {
                     let p = PieceTable::decode(&mut s).map_err(bad)?;
                     set_once(&mut once.pieces, p.iter().collect(), t, offset)?;
                 }
+                Tag::Stored => {
+                    let p = StoredPieces::decode(&mut s).map_err(bad)?;
+                    let v = Stored {
+                        compression: p.compression,
+                        data_len: p.data_len,
+                        pieces: p.iter().collect(),
+                    };
+                    set_once(&mut once.stored, v, t, offset)?;
+                }
             }
         }
         Ok(Image {
@@ -998,6 +1073,7 @@ impl Image {
             fds,
             creds: once.creds,
             pieces: once.pieces,
+            stored: once.stored,
             unknown_sections,
         })
     }
@@ -1053,6 +1129,19 @@ impl Image {
         if let Some(p) = &self.pieces {
             PieceTable::encode(w, p);
         }
+        if let Some(st) = &self.stored {
+            StoredPieces::encode(w, st.compression, st.data_len, &st.pieces);
+        }
+    }
+
+    /// The length of the page file that run offsets and the piece table
+    /// refer to: `pages.crac`'s, or for a compressed image the header page
+    /// plus the uncompressed page data.
+    pub fn logical_pages_len(&self) -> u64 {
+        match &self.stored {
+            Some(st) => PAGES_HEADER_LEN.saturating_add(st.data_len),
+            None => self.header.pages_len,
+        }
     }
 
     /// Checks that the records are consistent with each other and with the
@@ -1083,16 +1172,32 @@ impl Image {
             }),
             None => Ok(()),
             Some(p) => {
-                let expected = piece_count(self.header.pages_len);
+                let logical = self.logical_pages_len();
+                let expected = piece_count(logical);
                 if p.len() as u64 != expected {
                     return Err(SanityError::PieceCount(PieceCountError {
                         found: p.len() as u64,
                         expected,
-                        pages_len: self.header.pages_len,
+                        pages_len: logical,
                     }));
                 }
                 Ok(())
             }
+        }?;
+        match &self.stored {
+            None => Ok(()),
+            Some(_) if self.header.minor < COMPRESSION_MINOR || self.pieces.is_none() => {
+                Err(SanityError::UnexpectedStored {
+                    major: self.header.major,
+                    minor: self.header.minor,
+                })
+            }
+            Some(st) => check_stored(
+                st.data_len,
+                st.pieces.iter().copied(),
+                self.header.pages_len,
+            )
+            .map_err(SanityError::Stored),
         }
     }
 
@@ -1151,7 +1256,7 @@ impl Image {
     }
 
     fn check_runs(&self) -> Result<(), SanityError> {
-        let pages_len = self.header.pages_len;
+        let pages_len = self.logical_pages_len();
         let mut prev_end = 0u64;
         for run in &self.runs {
             let outside = SanityError::RunOutsideVmas {
@@ -1224,10 +1329,85 @@ impl Image {
     /// reader; `path` names it in errors). Reads at offsets: the file's
     /// position is left alone.
     pub fn verify_pages_file(&self, f: &std::fs::File, path: &Path) -> Result<(), VerifyError> {
-        match &self.pieces {
-            Some(p) => self.verify_pieces(f, path, p),
-            None => self.verify_crc(f, path),
+        match (&self.pieces, &self.stored) {
+            (Some(p), Some(_)) => self.verify_stored(f, path, p),
+            (Some(p), None) => self.verify_pieces(f, path, p),
+            (None, _) => self.verify_crc(f, path),
         }
+    }
+
+    /// Reads piece `index` of a compressed image from the page file `f` and
+    /// decompresses it into `out` (at least [`PIECE_LEN`] bytes), checking
+    /// its length and its hash. Returns its length.
+    pub fn load_piece(
+        &self,
+        f: &std::fs::File,
+        path: &Path,
+        index: u64,
+        dec: &mut crate::compress::Decompressor,
+        out: &mut [u8],
+    ) -> Result<usize, VerifyError> {
+        let (Some(st), Some(table)) = (&self.stored, &self.pieces) else {
+            return Err(VerifyError::Io {
+                step: "decompress",
+                path: path.to_path_buf(),
+                source: io::Error::other("the image is not compressed"),
+            });
+        };
+        let logical = self.logical_pages_len();
+        let p = st.pieces.get(index as usize).copied().unwrap_or_default();
+        let (start, end) = piece_range(index, logical).unwrap_or((logical, logical));
+        let want = (end - start) as usize;
+        let damaged = |what: String| VerifyError::StoredPiece {
+            path: path.to_path_buf(),
+            index,
+            offset: p.offset,
+            len: p.len,
+            method: p.method,
+            what,
+            memory: self.piece_memory(start, end),
+        };
+        if out.len() < want || p.len == 0 || u64::from(p.len) > PIECE_LEN {
+            return Err(damaged("is out of range".into()));
+        }
+        let mut raw = std::mem::take(&mut dec.input);
+        raw.resize(p.len as usize, 0);
+        let n = read_full(f, &mut raw, p.offset).map_err(|source| VerifyError::Io {
+            step: "read",
+            path: path.to_path_buf(),
+            source,
+        });
+        let r = n.and_then(|n| {
+            if n < raw.len() {
+                return Err(damaged(format!("is cut short at {n} bytes")));
+            }
+            dec.piece(p.method, &raw, &mut out[..want])
+                .map_err(|e| damaged(format!("does not decompress to its {want} bytes: {e}")))?;
+            let computed = piece_hash(&out[..want]);
+            let stored = table.get(index as usize).copied().unwrap_or(0);
+            if computed != stored {
+                return Err(damaged(format!(
+                    "hashes to {computed:#018x} decompressed, the piece table records {stored:#018x}"
+                )));
+            }
+            Ok(want)
+        });
+        dec.input = raw;
+        r
+    }
+
+    fn verify_stored(
+        &self,
+        f: &std::fs::File,
+        path: &Path,
+        table: &[u64],
+    ) -> Result<(), VerifyError> {
+        let mut dec = crate::compress::Decompressor::new();
+        let mut out = vec![0u8; PIECE_LEN as usize];
+        for index in 0..table.len() as u64 {
+            self.load_piece(f, path, index, &mut dec, &mut out)?;
+        }
+        Ok(())
     }
 
     fn verify_pieces(

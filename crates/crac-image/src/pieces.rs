@@ -149,6 +149,265 @@ impl<'a> PieceTable<'a> {
     }
 }
 
+/// [`StoredPiece::method`]: the piece is stored as it is.
+pub const STORED_RAW: u32 = 0;
+/// [`StoredPiece::method`] and [`StoredPieces::compression`]: an LZ4 block
+/// (no frame, no size prefix).
+pub const STORED_LZ4: u32 = 1;
+/// [`StoredPiece::method`] and [`StoredPieces::compression`]: one Zstandard
+/// frame.
+pub const STORED_ZSTD: u32 = 2;
+/// Encoded size of the stored-pieces table's fixed fields.
+pub const STORED_TABLE_HEADER_LEN: usize = 24;
+/// Encoded size of one [`StoredPiece`].
+pub const STORED_PIECE_LEN: usize = 16;
+
+/// Name of a storage method, for messages and JSON.
+pub fn method_name(method: u32) -> &'static str {
+    match method {
+        STORED_RAW => "raw",
+        STORED_LZ4 => "lz4",
+        STORED_ZSTD => "zstd",
+        _ => "unknown",
+    }
+}
+
+/// Where and how one piece of a compressed image is stored in `pages.crac`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoredPiece {
+    /// Offset of its stored bytes in `pages.crac`.
+    pub offset: u64,
+    /// Number of stored bytes (at most [`PIECE_LEN`]).
+    pub len: u32,
+    /// [`STORED_RAW`], [`STORED_LZ4`] or [`STORED_ZSTD`].
+    pub method: u32,
+}
+
+impl StoredPiece {
+    /// Encodes the 16-byte entry.
+    pub fn encode(&self, w: &mut Writer<'_>) {
+        w.u64(self.offset);
+        w.u32(self.len);
+        w.u32(self.method);
+    }
+}
+
+/// The stored-pieces table: tag 16, once in a compressed image (format 1.4
+/// and later). Page run offsets and the piece table then describe the
+/// *uncompressed* page data (`PAGES_HEADER_LEN + data_len` bytes, as if it
+/// followed the header page); this table says where each piece of it lies in
+/// `pages.crac` and how it is stored.
+///
+/// | offset | size | field |
+/// |---|---|---|
+/// | 0 | 4 | compression the dump used ([`STORED_LZ4`], [`STORED_ZSTD`]) |
+/// | 4 | 4 | zero |
+/// | 8 | 8 | uncompressed page data length (a multiple of 4096) |
+/// | 16 | 8 | count (the piece table's) |
+/// | 24 | 16 × count | [`StoredPiece`]: offset u64, stored length u32, method u32 |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredPieces<'a> {
+    /// The compression the dump used (pieces it did not shrink are raw).
+    pub compression: u32,
+    /// Bytes of uncompressed page data.
+    pub data_len: u64,
+    entries: &'a [u8],
+}
+
+impl<'a> StoredPieces<'a> {
+    /// Encodes a [`Tag::Stored`] section.
+    pub fn encode(w: &mut Writer<'_>, compression: u32, data_len: u64, pieces: &[StoredPiece]) {
+        w.section(Tag::Stored as u32, |w| {
+            w.u32(compression);
+            w.u32(0);
+            w.u64(data_len);
+            w.u64(pieces.len() as u64);
+            for p in pieces {
+                p.encode(w);
+            }
+        });
+    }
+
+    /// Decodes a [`Tag::Stored`] payload. Refuses an unknown compression
+    /// and a count the payload does not hold; whether the entries fit the
+    /// files is [`StoredPieces::check`]'s business.
+    pub fn decode(r: &mut Reader<'a>) -> Result<StoredPieces<'a>, DecodeError> {
+        let compression = r.u32()?;
+        let _zero = r.u32()?;
+        let data_len = r.u64()?;
+        let count = r.u64()?;
+        if compression != STORED_LZ4 && compression != STORED_ZSTD {
+            return Err(DecodeError::Invalid {
+                what: "page data compression",
+            });
+        }
+        let bytes = usize::try_from(count)
+            .ok()
+            .and_then(|c| c.checked_mul(STORED_PIECE_LEN))
+            .ok_or(DecodeError::Invalid {
+                what: "stored piece count",
+            })?;
+        let entries = r.bytes(bytes)?;
+        Ok(StoredPieces {
+            compression,
+            data_len,
+            entries,
+        })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> u64 {
+        (self.entries.len() / STORED_PIECE_LEN) as u64
+    }
+
+    /// Whether the table has no entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Entry `index`.
+    pub fn get(&self, index: u64) -> Option<StoredPiece> {
+        let at = usize::try_from(index).ok()?.checked_mul(STORED_PIECE_LEN)?;
+        let b = self.entries.get(at..at.checked_add(STORED_PIECE_LEN)?)?;
+        Some(entry(b))
+    }
+
+    /// The entries in piece order.
+    pub fn iter(&self) -> impl Iterator<Item = StoredPiece> + 'a {
+        self.entries.chunks_exact(STORED_PIECE_LEN).map(entry)
+    }
+
+    /// The page file length the piece offsets refer to: the header page
+    /// and the uncompressed page data.
+    pub fn logical_len(&self) -> u64 {
+        PAGES_HEADER_LEN.saturating_add(self.data_len)
+    }
+
+    /// Checks the entries against a page file of `pages_len` bytes (header
+    /// page included), see [`check_stored`].
+    pub fn check(&self, pages_len: u64) -> Result<(), StoredError> {
+        check_stored(self.data_len, self.iter(), pages_len)
+    }
+}
+
+fn entry(b: &[u8]) -> StoredPiece {
+    let mut o = [0u8; 8];
+    o.copy_from_slice(&b[..8]);
+    let mut l = [0u8; 4];
+    l.copy_from_slice(&b[8..12]);
+    let mut m = [0u8; 4];
+    m.copy_from_slice(&b[12..16]);
+    StoredPiece {
+        offset: u64::from_le_bytes(o),
+        len: u32::from_le_bytes(l),
+        method: u32::from_le_bytes(m),
+    }
+}
+
+/// Checks a stored-pieces table: the uncompressed length is whole pages,
+/// there is one entry per piece of it, every entry has a known method, a
+/// stored length of 1 to [`PIECE_LEN`] bytes (a raw one exactly its piece's
+/// length) and lies inside the page data of a `pages_len`-byte page file.
+pub fn check_stored(
+    data_len: u64,
+    pieces: impl Iterator<Item = StoredPiece>,
+    pages_len: u64,
+) -> Result<(), StoredError> {
+    if !data_len.is_multiple_of(4096) {
+        return Err(StoredError::DataLen { data_len });
+    }
+    let logical = PAGES_HEADER_LEN.saturating_add(data_len);
+    let mut n = 0u64;
+    for (index, p) in (0u64..).zip(pieces) {
+        n += 1;
+        let piece_len = piece_range(index, logical).map_or(0, |(s, e)| e - s);
+        let bad = |what| StoredError::Piece {
+            index,
+            offset: p.offset,
+            len: p.len,
+            method: p.method,
+            what,
+        };
+        match p.method {
+            STORED_RAW if u64::from(p.len) != piece_len => {
+                return Err(bad("a raw piece must be stored whole"))
+            }
+            STORED_RAW | STORED_LZ4 | STORED_ZSTD => {}
+            _ => return Err(bad("unknown storage method")),
+        }
+        if p.len == 0 || u64::from(p.len) > PIECE_LEN {
+            return Err(bad("stored length out of range"));
+        }
+        let end = p.offset.checked_add(u64::from(p.len));
+        if p.offset < PAGES_HEADER_LEN || end.is_none_or(|e| e > pages_len) {
+            return Err(bad("stored bytes outside the page file"));
+        }
+    }
+    let expected = piece_count(logical);
+    if n != expected {
+        return Err(StoredError::Count { found: n, expected });
+    }
+    Ok(())
+}
+
+/// A stored-pieces table that does not fit the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoredError {
+    /// The uncompressed length is not whole pages.
+    DataLen {
+        /// The recorded length.
+        data_len: u64,
+    },
+    /// Not one entry per piece.
+    Count {
+        /// Entries in the table.
+        found: u64,
+        /// Pieces of the uncompressed page data.
+        expected: u64,
+    },
+    /// An entry is out of range.
+    Piece {
+        /// Its index.
+        index: u64,
+        /// Its stored offset.
+        offset: u64,
+        /// Its stored length.
+        len: u32,
+        /// Its method.
+        method: u32,
+        /// What is wrong.
+        what: &'static str,
+    },
+}
+
+impl core::fmt::Display for StoredError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            StoredError::DataLen { data_len } => write!(
+                f,
+                "the stored-pieces table records {data_len} bytes of page data, not whole pages"
+            ),
+            StoredError::Count { found, expected } => write!(
+                f,
+                "the stored-pieces table has {found} entries, the page data has {expected} pieces of {PIECE_LEN} bytes"
+            ),
+            StoredError::Piece {
+                index,
+                offset,
+                len,
+                method,
+                what,
+            } => write!(
+                f,
+                "stored piece {index} ({len} bytes at {offset:#x}, method {method}): {what}"
+            ),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl std::error::Error for StoredError {}
+
 /// A piece table whose count does not match the page file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PieceCountError {
@@ -252,6 +511,66 @@ mod tests {
         assert_eq!(pieces_of(h, 4096), 0..1);
         assert_eq!(pieces_of(h + PIECE_LEN - 4096, 8192), 0..2);
         assert_eq!(pieces_of(h + PIECE_LEN, PIECE_LEN), 1..2);
+    }
+
+    #[test]
+    fn stored_pieces_round_trip_and_are_checked() {
+        let h = PAGES_HEADER_LEN;
+        let entries = [
+            StoredPiece {
+                offset: h,
+                len: 100,
+                method: STORED_LZ4,
+            },
+            StoredPiece {
+                offset: h + 100,
+                len: 8192,
+                method: STORED_RAW,
+            },
+        ];
+        let mut buf = [0u8; 128];
+        let mut w = Writer::new(&mut buf);
+        StoredPieces::encode(&mut w, STORED_LZ4, PIECE_LEN + 8192, &entries);
+        let body = w.finish().unwrap();
+        let mut r = Reader::new(body);
+        let (tag, mut p) = r.next_section().unwrap().unwrap();
+        assert_eq!(tag, Tag::Stored as u32);
+        let t = StoredPieces::decode(&mut p).unwrap();
+        assert_eq!(t.compression, STORED_LZ4);
+        assert_eq!(t.logical_len(), h + PIECE_LEN + 8192);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.get(1), Some(entries[1]));
+        assert_eq!(t.get(2), None);
+        assert!(t.iter().eq(entries.iter().copied()));
+        t.check(h + 8292).unwrap();
+        // One byte short of the last piece's end.
+        assert!(matches!(
+            t.check(h + 8291),
+            Err(StoredError::Piece { index: 1, .. })
+        ));
+        // Too few entries for the data.
+        assert_eq!(
+            check_stored(
+                3 * PIECE_LEN,
+                entries.iter().copied().take(1).chain([StoredPiece {
+                    len: PIECE_LEN as u32,
+                    ..entries[1]
+                }]),
+                1 << 30
+            ),
+            Err(StoredError::Count {
+                found: 2,
+                expected: 3
+            })
+        );
+        // An unknown compression or a count the payload lacks.
+        for (at, v) in [(0usize, 7u64), (16, 3)] {
+            let mut b = body.to_vec();
+            b[8 + at..8 + at + 8].copy_from_slice(&v.to_le_bytes());
+            let mut r = Reader::new(&b);
+            let (_, mut p) = r.next_section().unwrap().unwrap();
+            assert!(StoredPieces::decode(&mut p).is_err(), "field {at}");
+        }
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub enum Tag {
     /// [`PieceTable`](crate::PieceTable), once from format 1.3 on: a hash
     /// of every 64 KiB piece of the page data.
     Pieces = 15,
+    /// [`StoredPieces`](crate::StoredPieces), once in a compressed image
+    /// (format 1.4 on): where and how each piece is stored.
+    Stored = 16,
 }
 
 impl Tag {
@@ -64,6 +67,7 @@ impl Tag {
             13 => Tag::Fd,
             14 => Tag::Creds,
             15 => Tag::Pieces,
+            16 => Tag::Stored,
             _ => return None,
         })
     }

@@ -31,6 +31,8 @@ pub struct ImageSummary {
     pub pages_crc32: String,
     /// The piece table (`null` in images older than format 1.3).
     pub pieces: Option<PiecesView>,
+    /// How the page data is compressed (`null`: stored as it is).
+    pub compression: Option<CompressionView>,
     /// Process-wide facts.
     pub process: ProcessView,
     /// CPU facts.
@@ -69,6 +71,21 @@ pub struct PiecesView {
     pub count: u64,
     /// The hash function, `"xxh3-64"`.
     pub hash: String,
+}
+
+/// `compression` in [`ImageSummary`].
+#[derive(Debug, Clone, Serialize)]
+pub struct CompressionView {
+    /// The compression the dump used, `"lz4"` or `"zstd"`.
+    pub method: String,
+    /// Bytes of page data, uncompressed.
+    pub data_bytes: u64,
+    /// Bytes the pieces take in `pages.crac`.
+    pub stored_bytes: u64,
+    /// Pieces stored compressed.
+    pub compressed_pieces: u64,
+    /// Pieces stored raw (compression did not shrink them).
+    pub raw_pieces: u64,
 }
 
 /// `process` in [`ImageSummary`].
@@ -482,6 +499,20 @@ impl Image {
                 piece_bytes: crate::PIECE_LEN,
                 count: p.len() as u64,
                 hash: "xxh3-64".to_owned(),
+            }),
+            compression: self.stored.as_ref().map(|st| {
+                let raw = st
+                    .pieces
+                    .iter()
+                    .filter(|p| p.method == crate::STORED_RAW)
+                    .count() as u64;
+                CompressionView {
+                    method: crate::method_name(st.compression).to_owned(),
+                    data_bytes: st.data_len,
+                    stored_bytes: st.stored_bytes(),
+                    compressed_pieces: st.pieces.len() as u64 - raw,
+                    raw_pieces: raw,
+                }
             }),
             process: ProcessView {
                 pid: p.pid,

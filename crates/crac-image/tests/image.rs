@@ -591,7 +591,7 @@ fn a_bad_piece_table_is_refused() {
         matches!(
             e,
             ImageReadError::Sanity {
-                source: SanityError::NoPieceTable { major: 1, minor: 3 },
+                source: SanityError::NoPieceTable { major: 1, minor: 4 },
                 ..
             }
         ),
@@ -672,6 +672,7 @@ fn json_summary_has_the_documented_shape() {
         keys(&v),
         [
             "arch",
+            "compression",
             "cpu",
             "creds",
             "fds",
@@ -692,7 +693,8 @@ fn json_summary_has_the_documented_shape() {
             "vmas"
         ]
     );
-    assert_eq!(v["format_version"], "1.3");
+    assert_eq!(v["format_version"], "1.4");
+    assert_eq!(v["compression"], serde_json::Value::Null);
     assert_eq!(v["arch"], "x86_64");
     assert_eq!(v["pages_crc32"], "0x00000000");
     assert_eq!(

@@ -9,7 +9,9 @@
 //! | `CRAC_RESOURCE_POLICIES` | `-Djdk.crac.resource-policies` | File of [resource policies](crate::policy): what a checkpoint does with descriptors left open (`error`, `close`, `ignore`, `reopen`). Read at every checkpoint. |
 //!
 //! Engine options: `native` takes `keep_running=true|false` (default false:
-//! the original process exits once the image is durable). `simulate` and
+//! the original process exits once the image is durable) and
+//! `compress=none|lz4|zstd` (default none: the page data is stored as it is;
+//! otherwise each 64 KiB piece is stored compressed, image format 1.4). `simulate` and
 //! `pause` take none. Unknown names, options and values are errors.
 //!
 //! The environment is read at every [`checkpoint_restore`](crate::checkpoint_restore),
@@ -70,6 +72,7 @@ pub struct Config {
     restore_from: Option<PathBuf>,
     engine: EngineKind,
     keep_running: bool,
+    compress: crac_engine::native::Compression,
     resource_policies: Option<PathBuf>,
 }
 
@@ -130,7 +133,7 @@ pub enum ConfigError {
 
 fn known_options(engine: EngineKind) -> &'static str {
     match engine {
-        EngineKind::Native => "known: keep_running",
+        EngineKind::Native => "known: keep_running, compress",
         EngineKind::Simulate | EngineKind::Pause => "it takes none",
     }
 }
@@ -165,6 +168,7 @@ impl Config {
             }
         };
         let mut keep_running = false;
+        let mut compress = crac_engine::native::Compression::None;
         for entry in utf8(ENGINE_OPTIONS_VAR)?
             .as_deref()
             .unwrap_or("")
@@ -183,6 +187,16 @@ impl Config {
                     })
                 }
                 (EngineKind::Native, "keep_running") => keep_running = parse_bool(key, value)?,
+                (EngineKind::Native, "compress") => {
+                    compress =
+                        crac_engine::native::Compression::from_name(value).ok_or_else(|| {
+                            ConfigError::InvalidValue {
+                                key: key.to_owned(),
+                                value: value.to_owned(),
+                                expected: "none, lz4 or zstd",
+                            }
+                        })?
+                }
                 _ => {
                     return Err(ConfigError::UnknownOption {
                         engine,
@@ -206,6 +220,7 @@ impl Config {
             restore_from,
             engine,
             keep_running,
+            compress,
             resource_policies,
         })
     }
@@ -233,6 +248,11 @@ impl Config {
     /// The native engine's `keep_running` option.
     pub fn keep_running(&self) -> bool {
         self.keep_running
+    }
+
+    /// The native engine's `compress` option.
+    pub fn compress(&self) -> crac_engine::native::Compression {
+        self.compress
     }
 
     /// `CRAC_RESOURCE_POLICIES`, if set: the [resource policies](crate::policy)
@@ -346,6 +366,26 @@ mod tests {
         ])
         .unwrap();
         assert!(c.keep_running());
+        assert_eq!(c.compress(), crac_engine::native::Compression::None);
+        for (v, want) in [
+            ("none", crac_engine::native::Compression::None),
+            ("lz4", crac_engine::native::Compression::Lz4),
+            ("zstd", crac_engine::native::Compression::Zstd),
+        ] {
+            let opts = format!("keep_running,compress={v}");
+            let c =
+                config(&[("CRAC_CHECKPOINT_TO", "/i"), ("CRAC_ENGINE_OPTIONS", &opts)]).unwrap();
+            assert_eq!(c.compress(), want);
+        }
+        let e = config(&[
+            ("CRAC_CHECKPOINT_TO", "/i"),
+            ("CRAC_ENGINE_OPTIONS", "compress=gzip"),
+        ])
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid value \"gzip\" for option compress in CRAC_ENGINE_OPTIONS (expected none, lz4 or zstd)"
+        );
         let c = config(&[("CRAC_CHECKPOINT_TO", "/i"), ("CRAC_ENGINE", "pause")]).unwrap();
         assert_eq!(c.engine(), EngineKind::Pause);
         let c = config(&[("CRAC_CHECKPOINT_TO", "/i"), ("CRAC_ENGINE", "simulate")]).unwrap();
@@ -359,7 +399,7 @@ mod tests {
         let e = config(&[("CRAC_ENGINE_OPTIONS", "fast=1")]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "unknown option \"fast\" for engine native in CRAC_ENGINE_OPTIONS (known: keep_running)"
+            "unknown option \"fast\" for engine native in CRAC_ENGINE_OPTIONS (known: keep_running, compress)"
         );
         let e = config(&[
             ("CRAC_ENGINE", "simulate"),

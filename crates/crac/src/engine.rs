@@ -94,6 +94,7 @@ impl Engine for Native {
             leave_running: config.keep_running() || request.leave_running,
             on_durable: request.on_durable.clone(),
             fd_policies: fd_policies.to_vec(),
+            compress: config.compress(),
         };
         match native::checkpoint(&options)? {
             DumpOutcome::Restored(facts) => Ok(Outcome::Restored(facts)),

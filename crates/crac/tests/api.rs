@@ -429,7 +429,7 @@ fn unknown_engine_and_option_are_errors() {
     assert_eq!(
         checkpoint_error().to_string(),
         "checkpoint failed: unknown option \"turbo\" for engine native in CRAC_ENGINE_OPTIONS \
-         (known: keep_running)"
+         (known: keep_running, compress)"
     );
     std::env::set_var("CRAC_ENGINE_OPTIONS", "keep_running=yes");
     assert!(matches!(

@@ -324,6 +324,23 @@ fn human(r: &InspectReport<'_>) -> String {
         output::bytes(m.stored_bytes),
         m.stored_pages
     );
+    match &s.compression {
+        Some(c) => {
+            let _ = writeln!(
+                o,
+                "compression {}: {} of page data stored in {} ({:.1}%; {} pieces compressed, {} raw)",
+                c.method,
+                output::bytes(c.data_bytes),
+                output::bytes(c.stored_bytes),
+                c.stored_bytes as f64 * 100.0 / c.data_bytes.max(1) as f64,
+                c.compressed_pieces,
+                c.raw_pieces
+            );
+        }
+        None => {
+            let _ = writeln!(o, "compression none");
+        }
+    }
     let _ = writeln!(
         o,
         "  {:<29} {:<5} {:>10} {:>10} {:>10}  NAME",

@@ -20,8 +20,10 @@ pub(crate) mod collect;
 mod commit;
 pub(crate) mod fds;
 mod live;
+mod pack;
 mod resume;
 pub(crate) mod stop;
+mod zstd;
 
 use std::sync::atomic::Ordering;
 
@@ -100,6 +102,11 @@ struct Snapshot<'a> {
     /// The piece table, filled by `write_pages` (capacity sized before the
     /// stop).
     pieces: Pieces,
+    /// Compresses the page data (`None`: stored as it is, straight from
+    /// memory).
+    pack: Option<pack::Packer>,
+    /// Bytes of page data before compression.
+    data_len: u64,
     /// CLOCK_REALTIME, CLOCK_MONOTONIC and CLOCK_BOOTTIME at the stop.
     clocks: [u64; 3],
     fds: fds::FdSet,
@@ -581,27 +588,7 @@ impl Snapshot<'_> {
             let b = self.bounce();
             let n = (len - done).min(b.len() as u64) as usize;
             let at = addr + done;
-            if readable {
-                stop::copy_from_memory(at, &mut b[..n]);
-            } else {
-                let mut got = 0;
-                while got < n {
-                    match sys::pread(mem_fd, &mut b[got..n], at + got as u64) {
-                        Ok(k) if k > 0 => got += k,
-                        Err(Errno::EINTR) => {}
-                        // A page that cannot be read (past the end of a deleted
-                        // file: the program could not read it either) is
-                        // stored as zeros.
-                        Ok(_) | Err(Errno(5)) | Err(Errno(14)) => {
-                            let next = (got / PAGE_SIZE as usize + 1) * PAGE_SIZE as usize;
-                            let next = next.min(n);
-                            b[got..next].fill(0);
-                            got = next;
-                        }
-                        Err(e) => return Err(SnapFailure::Sys("read /proc/self/mem", e)),
-                    }
-                }
-            }
+            read_into(mem_fd, readable, at, &mut b[..n])?;
             pieces.update(&b[..n]);
             sys::pwrite_from_addr(fd, b.as_ptr() as u64, n as u64, off + done)
                 .map_err(|e| SnapFailure::Sys("write the page file", e))?;
@@ -616,8 +603,58 @@ impl Snapshot<'_> {
         // `self` mutably too.
         let mut pieces = std::mem::take(&mut self.pieces);
         pieces.hashes.clear();
-        let r = self.write_page_data(&mut pieces);
+        self.data_len = self.pages_len - crac_image::PAGES_HEADER_LEN;
+        let r = if self.pack.is_some() {
+            self.write_packed(&mut pieces)
+        } else {
+            self.write_page_data(&mut pieces)
+        };
         self.pieces = pieces;
+        r
+    }
+
+    /// The compressed page file (see [`pack`]): runs are gathered in file
+    /// order into 64 KiB pieces, each hashed and stored as it was copied
+    /// (so memory the dump itself changes needs no special care).
+    fn write_packed(&mut self, pieces: &mut Pieces) -> Result<(), SnapFailure> {
+        let fail = |e| SnapFailure::Sys("write the page file", e);
+        let (fd, mem_fd) = (self.pages_fd, self.mem_fd);
+        let Some(mut pack) = self.pack.take() else {
+            return Ok(());
+        };
+        pack.reset();
+        let r = (|| {
+            for i in 0..self.runs.len() {
+                let r = self.runs[i];
+                let readable = self.readable(r.addr);
+                let mut done = 0u64;
+                while done < r.len() {
+                    let room = pack.room();
+                    let n = (r.len() - done).min(room.len() as u64) as usize;
+                    read_into(mem_fd, readable, r.addr + done, &mut room[..n])?;
+                    pack.piece_len += n;
+                    done += n as u64;
+                    if pack.piece_len == pack.piece.len() {
+                        let h = pack.emit(fd).map_err(fail)?;
+                        push_bounded(&mut pieces.hashes, &mut pieces.overflow, h);
+                    }
+                }
+            }
+            if pack.piece_len > 0 {
+                let h = pack.emit(fd).map_err(fail)?;
+                push_bounded(&mut pieces.hashes, &mut pieces.overflow, h);
+            }
+            if pack.overflow {
+                return Err(SnapFailure::Overflow("stored piece table"));
+            }
+            pack.flush(fd, true).map_err(fail)?;
+            let len = pack.file_len();
+            pack.write_header(fd, (len - crac_image::PAGES_HEADER_LEN) / PAGE_SIZE)
+                .map_err(fail)?;
+            self.pages_len = len;
+            pieces.finish()
+        })();
+        self.pack = Some(pack);
         r
     }
 
@@ -687,6 +724,34 @@ impl Snapshot<'_> {
         }
         pieces.finish()
     }
+}
+
+/// Copies memory at `at` into `b`: directly if `readable`, else through
+/// `/proc/self/mem` (`mem_fd`).
+fn read_into(mem_fd: i32, readable: bool, at: u64, b: &mut [u8]) -> Result<(), SnapFailure> {
+    let n = b.len();
+    if readable {
+        stop::copy_from_memory(at, b);
+        return Ok(());
+    }
+    let mut got = 0;
+    while got < n {
+        match sys::pread(mem_fd, &mut b[got..n], at + got as u64) {
+            Ok(k) if k > 0 => got += k,
+            Err(Errno::EINTR) => {}
+            // A page that cannot be read (past the end of a deleted
+            // file: the program could not read it either) is
+            // stored as zeros.
+            Ok(_) | Err(Errno(5)) | Err(Errno(14)) => {
+                let next = (got / PAGE_SIZE as usize + 1) * PAGE_SIZE as usize;
+                let next = next.min(n);
+                b[got..next].fill(0);
+                got = next;
+            }
+            Err(e) => return Err(SnapFailure::Sys("read /proc/self/mem", e)),
+        }
+    }
+    Ok(())
 }
 
 /// Encodes the metadata body.
@@ -828,6 +893,9 @@ fn encode_body(
     s.fds.encode(w);
     f.creds.as_record().encode(w);
     crac_image::PieceTable::encode(w, &s.pieces.hashes);
+    if let Some(p) = &s.pack {
+        crac_image::StoredPieces::encode(w, p.method(), s.data_len, &p.stored);
+    }
 }
 
 /// Dumps the calling process; see [`crate::native::checkpoint`].
@@ -943,13 +1011,21 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         failure: None,
         pages_len: 0,
         pieces: Pieces::with_capacity(pieces_estimate(facts.deleted_bytes)),
+        pack: None,
+        data_len: 0,
         clocks: [0; 3],
         fds,
     };
+    if opts.compress != crate::native::Compression::None {
+        snap.pack = Some(pack::Packer::new(
+            opts.compress,
+            snap.pieces.hashes.capacity(),
+        ));
+    }
     let meta_cap = 256 * 1024
         + vma_cap * 512
         + snap.runs.capacity() * 24
-        + snap.pieces.hashes.capacity() * 8
+        + snap.pieces.hashes.capacity() * (8 + crac_image::STORED_PIECE_LEN)
         + facts.thread_count * 2048
         + facts.files.len() * 4200;
     snap.meta = vec![0u8; meta_cap].into_boxed_slice();

@@ -620,6 +620,10 @@ struct Source {
     checked: Box<[Cell<u64>]>,
     /// A piece read for its check.
     scratch: std::cell::RefCell<Vec<u8>>,
+    /// A compressed image: `file` is the uncompressed view (see
+    /// `unpack`), each piece is decompressed into it from `pages.crac`
+    /// (checked against its hash) before its first use.
+    dec: Option<std::cell::RefCell<crac_image::Decompressor>>,
 }
 
 /// A piece whose hash does not match.
@@ -644,10 +648,16 @@ impl Source {
                     .map_err(|e| io::Error::from_raw_os_error(e.0))?,
             )
         };
+        let dec = image
+            .image
+            .stored
+            .is_some()
+            .then(|| std::cell::RefCell::new(crac_image::Decompressor::new()));
         Ok(Source {
             view,
             file: pages,
             image,
+            dec,
             checked,
             scratch: std::cell::RefCell::new(Vec::new()),
         })
@@ -664,7 +674,7 @@ impl Source {
         let Some(table) = &self.image.image.pieces else {
             return Ok(());
         };
-        let pages_len = self.image.image.header.pages_len;
+        let pages_len = self.image.image.logical_pages_len();
         for index in crac_image::pieces_of(off, len) {
             let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
             // Past the table (the preflight's checks rule that out): never
@@ -685,6 +695,18 @@ impl Source {
                 continue;
             }
             let stored = table.get(index as usize).copied().unwrap_or(0);
+            if let Some(dec) = &self.dec {
+                self.unpack_piece(&mut dec.borrow_mut(), index)
+                    .map_err(|computed| Damage {
+                        index,
+                        start,
+                        end,
+                        stored,
+                        computed,
+                    })?;
+                cell.set(cell.get() | bit);
+                continue;
+            }
             let computed = self.hash_piece(start, end);
             if computed != stored {
                 return Err(Damage {
@@ -698,6 +720,30 @@ impl Source {
             cell.set(cell.get() | bit);
         }
         Ok(())
+    }
+
+    /// Decompresses piece `index` of a compressed image into the
+    /// uncompressed view once it matches its hash; else the hash of what it
+    /// decompressed to (0 if it did not).
+    fn unpack_piece(&self, dec: &mut crac_image::Decompressor, index: u64) -> Result<(), u64> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = self.scratch.borrow_mut();
+        buf.resize(crac_image::PIECE_LEN as usize, 0);
+        let img = &self.image;
+        let path = self.path();
+        match img
+            .image
+            .load_piece(&img.pages, &path, index, dec, &mut buf)
+        {
+            Ok(n) => {
+                let at = crac_image::PAGES_HEADER_LEN + index * crac_image::PIECE_LEN;
+                self.file.write_all_at(&buf[..n], at).map_err(|_| 0u64)
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                Err(0)
+            }
+        }
     }
 
     /// The hash of the file's bytes `[start, end)` as they are now (a

@@ -656,13 +656,15 @@ pub fn preflight_with(
     // Bounded work: a page file larger than this machine could ever hold
     // (a sparse file, say) is refused before it is checksummed.
     if let Some(room) = memory_and_swap() {
-        if h.pages_len > room {
+        // Uncompressed, for a compressed image.
+        let pages_len = verified.image.logical_pages_len().max(h.pages_len);
+        if pages_len > room {
             p.add(
                 ProblemKind::Image,
                 format!(
                     "the page file {} holds {} bytes of pages, more than this machine's memory and swap ({room} bytes)",
                     dir.join(PAGES_FILE).display(),
-                    h.pages_len
+                    pages_len
                 ),
             );
             return Err(fail(p));

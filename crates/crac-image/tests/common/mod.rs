@@ -143,6 +143,7 @@ pub fn sample() -> (Image, Vec<u8>) {
             c
         }),
         pieces: None,
+        stored: None,
         unknown_sections: Vec::new(),
     };
     let pages: Vec<u8> = (0..2 * PAGE_SIZE).map(|i| (i % 251) as u8).collect();
@@ -321,6 +322,7 @@ prop_compose! {
                 .collect(),
             creds: None,
             pieces: Some(crac_image::model::piece_hashes(&page_data)),
+            stored: None,
             unknown_sections: Vec::new(),
         };
         (image, page_data)
