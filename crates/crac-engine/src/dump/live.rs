@@ -83,12 +83,10 @@ impl Writer {
         match exit {
             Exit::Code(0) => Ok(()),
             Exit::Code(1) => {
-                // SAFETY: the copy has ended, so nothing writes the page any
-                // more; it holds the `Option<SnapFailure>` written before the
-                // fork or the one the copy wrote. A `SnapFailure` holds only
-                // numbers and `&'static str`s, which point into this same
-                // program (the copy ran this process's code at the same
-                // addresses).
+                // The copy has ended: nothing writes the page any more. A
+                // `SnapFailure` holds numbers and `&'static str`s into this
+                // same program (the copy ran its code at the same addresses).
+                // SAFETY: the page holds a valid `Option<SnapFailure>`.
                 let f = unsafe { std::ptr::read(self.report.addr() as *const Option<SnapFailure>) };
                 Err(f.map_or(
                     WriterFailure::Died {
