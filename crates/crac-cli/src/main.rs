@@ -38,8 +38,18 @@ enum CliError {
 }
 
 fn main() -> ExitCode {
-    match main_exec() {
+    let cli = Cli::parse();
+    let mut out = Reporter::new(cli.quiet);
+    if matches!(&cli.command, Command::Restore(a) if a.json) {
+        out = out.json();
+    }
+    output::init_logging(cli.quiet || out.is_json(), cli.verbose);
+    match main_exec(cli, out) {
         Ok(code) => code,
+        Err(e) if out.is_json() => {
+            out.event("error", output::error_event(&e));
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprint!("{}", output::format_error(&e));
             ExitCode::FAILURE
@@ -47,10 +57,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn main_exec() -> Result<ExitCode, CliError> {
-    let cli = Cli::parse();
-    output::init_logging(cli.quiet, cli.verbose);
-    let out = Reporter::new(cli.quiet);
+fn main_exec(cli: Cli, out: Reporter) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Run(args) => Ok(commands::run::run(args, out)?),
         Command::Checkpoint(args) => Ok(commands::checkpoint::checkpoint(&args, out)?),

@@ -7,15 +7,31 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
-/// Prints status lines and spinners on standard error, unless quiet.
+/// Prints status lines and spinners on standard error, unless quiet; or,
+/// for `--json`, events as JSON lines instead.
 #[derive(Debug, Clone, Copy)]
 pub struct Reporter {
     quiet: bool,
+    json: bool,
 }
 
 impl Reporter {
     pub fn new(quiet: bool) -> Reporter {
-        Reporter { quiet }
+        Reporter { quiet, json: false }
+    }
+
+    /// Events only: text status lines, warnings and spinners give way to
+    /// [`Reporter::event`] lines.
+    pub fn json(self) -> Reporter {
+        Reporter {
+            quiet: true,
+            json: true,
+        }
+    }
+
+    /// Whether events are reported.
+    pub fn is_json(&self) -> bool {
+        self.json
     }
 
     /// One status line on standard error.
@@ -25,11 +41,48 @@ impl Reporter {
         }
     }
 
-    /// One `warning: ...` line on standard error.
+    /// One `warning: ...` line on standard error (an event with `--json`).
     pub fn warn(&self, line: impl std::fmt::Display) {
-        if !self.quiet {
+        if self.json {
+            self.event(
+                "warning",
+                serde_json::json!({ "message": line.to_string() }),
+            );
+        } else if !self.quiet {
             eprintln!("warning: {line}");
         }
+    }
+
+    /// With `--json`, one line on standard error: `{"event": NAME, ...}`
+    /// with the fields of `fields` (an object) and `unix_ns`, the time it
+    /// is written. Written whole with one call, so lines of concurrent
+    /// writers do not interleave.
+    pub fn event(&self, name: &str, fields: serde_json::Value) {
+        use std::io::Write;
+        if !self.json {
+            return;
+        }
+        let mut obj = match fields {
+            serde_json::Value::Object(f) => f,
+            _ => serde_json::Map::new(),
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        obj.insert(
+            "unix_ns".into(),
+            u64::try_from(now).unwrap_or(u64::MAX).into(),
+        );
+        // `event` first, for people reading the lines.
+        let rest = serde_json::Value::Object(obj).to_string();
+        let mut line = format!("{{\"event\":{}", serde_json::Value::from(name));
+        if rest.len() > 2 {
+            line.push(',');
+        }
+        line.push_str(&rest[1..]);
+        line.push('\n');
+        // Nothing sensible to do if standard error is gone.
+        let _ = std::io::stderr().lock().write_all(line.as_bytes());
     }
 
     /// A spinner with `message` and the elapsed time while work goes on,
@@ -151,6 +204,14 @@ pub fn done_of(done: u64, total: u64) -> String {
     format!("{} of {} ({percent}%)", bytes(done), bytes(total))
 }
 
+/// Milliseconds with microsecond precision, for JSON.
+pub fn millis(d: Duration) -> f64 {
+    // Exact below 2^53 µs (285 years).
+    #[allow(clippy::cast_precision_loss)]
+    let us = d.as_micros() as f64;
+    us / 1e3
+}
+
 /// `0.4 s`, `12.3 s`, then [`duration`] in whole seconds (`3 min 4 s`): a
 /// running clock.
 pub fn elapsed(d: Duration) -> String {
@@ -180,6 +241,18 @@ pub fn init_logging(quiet: bool, verbose: u8) {
         .with_target(verbose >= 2)
         .without_time()
         .try_init();
+}
+
+/// The error and its causes as one `error` event line (`--json`):
+/// `message` is the error, `causes` its sources in order.
+pub fn error_event(error: &dyn Error) -> serde_json::Value {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(s) = source {
+        causes.push(serde_json::Value::from(s.to_string()));
+        source = s.source();
+    }
+    serde_json::json!({ "message": error.to_string(), "causes": causes })
 }
 
 /// Writes `error` as `error: ...` and one `  caused by: ...` line per source;

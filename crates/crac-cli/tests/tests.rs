@@ -663,3 +663,87 @@ fn restore_writes_the_pid_file_once_the_process_runs() {
         assert_eq!(fs::read_to_string(&target).unwrap(), "keep");
     }
 }
+
+/// The JSON events of `crac restore --json`, in order, from its standard
+/// error (the program's own lines there are skipped).
+fn events(stderr: &[String]) -> Vec<serde_json::Value> {
+    stderr
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v.get("event").is_some())
+        .collect()
+}
+
+/// `--json`: `restored` once the process runs (PID, mode, resume time),
+/// `signal` for a forwarded SIGTERM, `loaded`, `killed`; no text lines of
+/// crac's own; a failure is one `error` event.
+#[test]
+fn restore_json_reports_events() {
+    let d = Dir::new();
+    let image = d.join("image");
+    let mut service = warmup(&image, None, &[]);
+    let pid = service.pid();
+    service.wait_for("request 1:", LONG);
+    crac(["checkpoint", &pid.to_string()]).show_dir(&d).ok();
+    assert!(service.wait_exit(SHORT).success(), "{}", service.dump());
+    wait_dead(pid, SHORT);
+
+    let mut restore = Command::new(util::crac_exe());
+    restore.arg("restore").arg("--json").arg(&image);
+    let mut restored = Service::start(restore);
+    restored.also_end(pid, &payload("warmup"));
+    let t = std::time::Instant::now();
+    while events(&restored.stderr_lines()).is_empty() {
+        assert!(t.elapsed() < LONG, "no event\n{}", restored.dump());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = &events(&restored.stderr_lines())[0];
+    assert_eq!(first["event"], "restored", "{first}");
+    assert_eq!(first["pid"], pid, "{first}");
+    assert_eq!(first["mode"], "lazy", "{first}");
+    assert_eq!(first["image"], image.display().to_string(), "{first}");
+    assert!(first["resume_ms"].as_f64().unwrap() > 0.0, "{first}");
+    assert!(first["lazy_bytes"].as_u64().unwrap() > 0, "{first}");
+    assert!(first["unix_ns"].as_u64().unwrap() > 0, "{first}");
+    let n = restored.stdout_lines().len();
+    restored.wait_for_after("request ", n, SHORT);
+
+    restored.signal(Signal::TERM);
+    assert_eq!(restored.wait_exit(SHORT).signal(), Some(15));
+    let stderr = restored.stderr_lines();
+    let names: Vec<_> = events(&stderr)
+        .iter()
+        .map(|e| e["event"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        names,
+        ["restored", "signal", "loaded", "killed"],
+        "{}",
+        restored.dump()
+    );
+    let ev = events(&stderr);
+    assert_eq!(ev[1]["signal"], "SIGTERM");
+    assert_eq!(ev[3]["signal"], "SIGTERM");
+    assert_eq!(ev[3]["pid"], pid);
+    assert!(ev[2]["bytes"].as_u64().unwrap() > 0, "{}", ev[2]);
+    // Only events and the program's own lines: no text status of crac's.
+    assert!(
+        !stderr.iter().any(|l| l.contains("restored process")),
+        "{}",
+        restored.dump()
+    );
+
+    let out = crac(["restore", "--json"])
+        .arg(d.join("missing"))
+        .fails_with(1);
+    let err = out.stderr();
+    let ev: serde_json::Value = serde_json::from_str(err.trim()).expect("one JSON line");
+    assert_eq!(ev["event"], "error");
+    assert_eq!(
+        ev["message"],
+        format!(
+            "image directory {} does not exist",
+            d.join("missing").display()
+        )
+    );
+}

@@ -85,9 +85,30 @@ pub fn restore(args: RestoreArgs, out: Reporter) -> Result<ExitCode, RestoreErro
     match start(args, out)? {
         Started::Done(code) => Ok(code),
         Started::Attached(running) => {
-            let (pid, status) = running.wait(&mut |_| {})?;
+            let pid = running.pid;
+            let (pid, status) = running.wait(&mut |sig| {
+                out.event(
+                    "signal",
+                    serde_json::json!({ "pid": pid, "signal": restore::signal_name(sig) }),
+                );
+            })?;
+            ended_event(out, pid, status);
             Ok(exit_like(pid, status))
         }
+    }
+}
+
+/// The `exited` or `killed` event (`--json`) for a process that ended.
+fn ended_event(out: Reporter, pid: u32, status: std::process::ExitStatus) {
+    match status.signal() {
+        Some(sig) => out.event(
+            "killed",
+            serde_json::json!({ "pid": pid, "signal": restore::signal_name(sig) }),
+        ),
+        None => out.event(
+            "exited",
+            serde_json::json!({ "pid": pid, "code": status.code().unwrap_or(1) }),
+        ),
     }
 }
 
@@ -107,6 +128,7 @@ pub(crate) struct Running {
     restored: restore::Restored,
     /// This command is the init of the process's PID namespace.
     init: Option<pidns::Init>,
+    out: Reporter,
 }
 
 impl Running {
@@ -122,6 +144,7 @@ impl Running {
             dir,
             mut restored,
             init,
+            out,
         } = self;
         let status = if init.is_some() {
             restore::wait_and_forward_as_init(pid, forwarded)
@@ -134,14 +157,26 @@ impl Running {
         }
         // The process has ended; children it forked may still be loading.
         match restored.finish() {
-            Ok(l) if l.spaces > 0 => tracing::debug!(
-                "loaded {} lazily ({} faults served, {} address space{}) in {}",
-                output::bytes(l.bytes),
-                l.faults,
-                l.spaces,
-                if l.spaces == 1 { "" } else { "s" },
-                output::duration(l.elapsed)
-            ),
+            Ok(l) if l.spaces > 0 => {
+                tracing::debug!(
+                    "loaded {} lazily ({} faults served, {} address space{}) in {}",
+                    output::bytes(l.bytes),
+                    l.faults,
+                    l.spaces,
+                    if l.spaces == 1 { "" } else { "s" },
+                    output::duration(l.elapsed)
+                );
+                out.event(
+                    "loaded",
+                    serde_json::json!({
+                        "pid": pid,
+                        "bytes": l.bytes,
+                        "faults": l.faults,
+                        "spaces": l.spaces,
+                        "elapsed_ms": output::millis(l.elapsed),
+                    }),
+                );
+            }
             Ok(_) => {}
             // Its end (SIGKILL) is the pager's doing, not the program's.
             Err(source @ restore::LoadError::Damaged { .. }) => {
@@ -150,6 +185,7 @@ impl Running {
                     source: Box::new(source),
                 });
             }
+            Err(e) if out.is_json() => out.event("error", output::error_event(&e)),
             Err(e) => tracing::error!("{e}"),
         }
         Ok((pid, status))
@@ -190,6 +226,10 @@ pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, Res
             source,
         })?;
         out.status(format!("woke process {pid}, paused in {}", dir.display()));
+        out.event(
+            "woke",
+            serde_json::json!({ "pid": pid, "image": dir.display().to_string() }),
+        );
         write_pid_file(args.pid_file.as_deref(), pid)?;
         return Ok(Started::Done(ExitCode::SUCCESS));
     }
@@ -206,6 +246,7 @@ pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, Res
                 let status = restore::wait_and_forward(pid)
                     .map_err(|source| RestoreError::Wait { pid, source })?;
                 let status = outside.program_status(status);
+                ended_event(out, pid, status);
                 return Ok(Started::Done(exit_like(pid, status)));
             }
             pidns::Side::Init(i) => init = Some(i),
@@ -213,6 +254,13 @@ pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, Res
     }
     let shown = dir.display().to_string();
     let spinner = out.spinner(format!("restoring {shown}: checking the image"));
+    let mode = if args.detach {
+        "detached"
+    } else if args.eager {
+        "eager"
+    } else {
+        "lazy"
+    };
     let options = RestoreOptions {
         detach: args.detach,
         env: args.env,
@@ -253,12 +301,28 @@ pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, Res
             String::new()
         }
     ));
+    out.event(
+        "restored",
+        serde_json::json!({
+            "pid": pid,
+            "threads": restored.threads,
+            "image": shown,
+            // Lazy with nothing left to load is reported as loaded eagerly.
+            "mode": if restored.lazy_bytes == 0 && mode == "lazy" { "eager" } else { mode },
+            "resume_ms": output::millis(restored.elapsed),
+            "lazy_bytes": restored.lazy_bytes,
+        }),
+    );
     if let Err(e) = write_pid_file(args.pid_file.as_deref(), pid) {
         if args.detach {
             return Err(e);
         }
         // Attached: keep forwarding signals to the process that runs.
-        eprint!("{}", output::format_error(&e));
+        if out.is_json() {
+            out.event("error", output::error_event(&e));
+        } else {
+            eprint!("{}", output::format_error(&e));
+        }
     }
     if args.detach {
         out.status(format!("process {pid} runs on its own"));
@@ -269,6 +333,7 @@ pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, Res
         dir,
         restored,
         init,
+        out,
     }))
 }
 
@@ -293,8 +358,9 @@ fn write_pid_file(path: Option<&std::path::Path>, pid: u32) -> Result<(), Restor
         .prefix(".crac-pid")
         .tempfile_in(parent)
         .map_err(err)?;
+    // No fsync: the rename alone makes it appear whole, and after a crash
+    // of the machine the process is gone anyway.
     writeln!(tmp, "{pid}").map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }

@@ -46,6 +46,7 @@ fn restore_args(dir: &Path) -> RestoreArgs {
         env_file: Vec::new(),
         pid_file: None,
         pidns: false,
+        json: false,
     }
 }
 
