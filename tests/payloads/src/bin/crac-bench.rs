@@ -14,6 +14,9 @@
 //!   until the command exits; `data`: until the restored program has checked
 //!   all its memory after a SIGUSR1 sent at once (the fair comparison across
 //!   modes). A restore counts only if the program finds its data intact.
+//!   Floors, for scale: spawning `/bin/true` and `crac --version` and
+//!   waiting for them; `copy`: reading the image's page file (cached) into
+//!   new memory on two threads, what any eager restore must do at least.
 //! * `live`: the longest gap in the payload's 1 ms loop during `crac
 //!   checkpoint PID --leave-running` / `criu dump --leave-running`, and the
 //!   command's time; `idle`: the same window without a dump.
@@ -393,19 +396,77 @@ fn fmt(v: f64, w: usize, prec: usize) -> String {
     }
 }
 
+/// Median time to spawn `program` with `args` and wait for its exit: what
+/// starting any command costs here.
+fn spawn_floor(program: &Path, args: &[&str]) -> f64 {
+    median(
+        (0..21)
+            .map(|_| {
+                let t = Instant::now();
+                let st = Command::new(program)
+                    .args(args)
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .unwrap();
+                assert!(st.success(), "{}", program.display());
+                ms(t.elapsed())
+            })
+            .collect(),
+    )
+}
+
+/// Median time to read `pages.crac` of `img` (in the page cache) into new
+/// anonymous memory on two threads, 1 MiB per read: the copy any eager
+/// restore makes, with nothing else (no mappings, no checks).
+fn copy_floor(img: &Path) -> f64 {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(img.join("pages.crac")).unwrap();
+    let len = usize::try_from(f.metadata().unwrap().len()).unwrap();
+    median(
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                let half = len / 2 / 4096 * 4096;
+                std::thread::scope(|s| {
+                    for (from, to) in [(0, half), (half, len)] {
+                        let f = &f;
+                        s.spawn(move || {
+                            // Fresh zero pages, faulted in by the reads.
+                            let mut buf = vec![0u8; to - from];
+                            for (i, chunk) in buf.chunks_mut(1 << 20).enumerate() {
+                                f.read_exact_at(chunk, (from + (i << 20)) as u64).unwrap();
+                            }
+                            std::hint::black_box(&buf);
+                        });
+                    }
+                });
+                ms(t.elapsed())
+            })
+            .collect(),
+    )
+}
+
 fn section_restore(cfg: &Cfg) {
     println!(
         "\n== restore: medians of {} restores, ms (ratios crac/CRIU) ==",
         cfg.runs
     );
     println!(
-        "{:>8} {:>9} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
+        "floors: spawn and exit of /bin/true {:.2} ms, of `crac --version` {:.2} ms",
+        spawn_floor(Path::new("/bin/true"), &[]),
+        spawn_floor(&cfg.crac, &["--version"]),
+    );
+    println!(
+        "{:>8} {:>9} {:>9} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>9} {:>9} {:>7} {:>7} {:>7} {:>8}",
         "size",
         "crac dump",
         "criu dump",
         "lazy",
         "lazy data",
         "eager",
+        "copy",
         "detach",
         "det data",
         "criu -d",
@@ -418,12 +479,16 @@ fn section_restore(cfg: &Cfg) {
     for &mib in &cfg.sizes {
         let mut row: Vec<(Mode, Vec<Restored>)> = Vec::new();
         let mut dumps = [f64::NAN; 2];
+        let mut copy = f64::NAN;
         for e in engines(cfg) {
             let img = cfg.dir.join(format!("img-{mib}"));
             let _ = std::fs::remove_dir_all(&img);
             let mut p = start(cfg, e, &img, mib, 0, 1);
             dumps[e as usize] = ms(dump(cfg, e, &mut p, &img, false));
             warm(&img);
+            if e == Engine::Crac {
+                copy = copy_floor(&img);
+            }
             let modes: &[Mode] = match e {
                 Engine::Crac => &[Mode::Lazy, Mode::Eager, Mode::Detach],
                 Engine::Criu => &[Mode::Criu],
@@ -456,13 +521,14 @@ fn section_restore(cfg: &Cfg) {
         let criu = med(Mode::Criu, false);
         let criu_data = med(Mode::Criu, true);
         println!(
-            "{:>5}MiB {} {} {} {} {} {} {} {} {} {} {} {} {}",
+            "{:>5}MiB {} {} {} {} {} {} {} {} {} {} {} {} {} {}",
             mib,
             fmt(dumps[0], 9, 1),
             fmt(dumps[1], 9, 1),
             fmt(med(Mode::Lazy, false), 8, 2),
             fmt(med(Mode::Lazy, true), 9, 2),
             fmt(med(Mode::Eager, false), 8, 2),
+            fmt(copy, 8, 2),
             fmt(med(Mode::Detach, false), 8, 2),
             fmt(med(Mode::Detach, true), 8, 2),
             fmt(criu, 9, 2),
