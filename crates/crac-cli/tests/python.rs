@@ -2,8 +2,9 @@
 //! maturin and installed into target/pyenv by scripts/python-wheel.sh, on
 //! real python3 processes: a program using the module under `crac run`
 //! (libcrac preloaded: the module uses it) and on its own (the module's
-//! own crac), hooks raising before a checkpoint and after a restore, and
-//! an unmodified script checkpointed from outside. Without python3, venv or (on first use) PyPI
+//! own crac), hooks raising before a checkpoint and after a restore,
+//! descriptors the engine cannot carry, and an unmodified script
+//! checkpointed from outside. Without python3, venv or (on first use) PyPI
 //! for maturin, the tests fail saying so.
 
 use std::path::{Path, PathBuf};
@@ -225,6 +226,84 @@ fn python_after_hooks_raising_give_the_restored_process_one_restore_error() {
             out.dump()
         );
         wait_gone(pid, SHORT);
+    }
+}
+
+/// The number after `name` in a line of `, `-separated fields.
+fn field(line: &str, name: &str) -> u32 {
+    line.split(", ")
+        .find_map(|f| f.strip_prefix(name))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no number after {name:?} in {line:?}"))
+}
+
+/// A deleted file and a connected TCP socket held by the Python program:
+/// `crac.checkpoint_restore()` raises one `crac.CheckpointError` naming
+/// both as the Rust API does (number, what it is, the hint), the program
+/// goes on; with both closed, the checkpoint succeeds and the image
+/// restores. With both runtimes.
+#[test]
+fn python_open_file_and_tcp_connection_fail_the_checkpoint_until_closed() {
+    let d = Dir::new();
+    let script = example("open_fds.py");
+    for runtime in RUNTIMES {
+        // The peer: the connection completes in the listen queue, so it
+        // need not be accepted.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let image = d.join(runtime);
+        let file = d.join(&format!("scratch-{runtime}"));
+        let cmd = python_with(
+            runtime,
+            &image,
+            &[
+                script.to_str().unwrap(),
+                &port.to_string(),
+                file.to_str().unwrap(),
+            ],
+        );
+        let out = TestCommand::from(cmd).show_dir(&d).ok();
+        let got = lines(&out);
+        assert_eq!(got.len(), 3, "{runtime}: {}", out.dump());
+        assert!(
+            got[0].starts_with(&format!("runtime {runtime}, ")),
+            "{}",
+            out.dump()
+        );
+        let (file_fd, sock_fd, local) = (
+            field(&got[0], "file fd "),
+            field(&got[0], "socket fd "),
+            field(&got[0], "local port "),
+        );
+        let hint = |kind| {
+            format!("close it in before_checkpoint or add a resource policy (type: {kind}, action: close)")
+        };
+        assert_eq!(
+            got[1],
+            format!(
+                "CheckpointError: checkpoint failed with 2 problems: \
+                 file descriptor {file_fd} is open: {} (regular file, deleted); {}; \
+                 file descriptor {sock_fd} is open: TCP socket 127.0.0.1:{local} -> \
+                 127.0.0.1:{port} (established); {}",
+                file.display(),
+                hint("file"),
+                hint("socket")
+            ),
+            "{runtime}: {}",
+            out.dump()
+        );
+        let pid = util::number_after(&got[2], "goes on, PID ").expect("PID");
+        wait_gone(pid, SHORT);
+
+        let out = crac(["restore"]).arg(&image).show_dir(&d).ok();
+        assert_eq!(
+            lines(&out),
+            [format!("restored PID {pid}, restores 1")],
+            "{runtime}: {}",
+            out.dump()
+        );
+        wait_gone(pid, SHORT);
+        drop(listener);
     }
 }
 
