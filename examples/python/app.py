@@ -1,7 +1,10 @@
 """crac's Python example: a warm dict of N entries kept across restores.
 
-Run: crac run --checkpoint-to DIR -- python3 app.py [N] [fail]
+Run: crac run --checkpoint-to DIR -- python3 app.py [N] [fail|fail-after]
 then: crac restore DIR   (as many times as wanted)
+
+`fail`: two resources raise in before_checkpoint, so no checkpoint is made;
+`fail-after`: two after-restore hooks raise in the restored process.
 """
 import os
 import sys
@@ -11,7 +14,7 @@ import zlib
 import crac
 
 n = int(sys.argv[1]) if len(sys.argv) > 1 else 2_000_000
-fail = len(sys.argv) > 2 and sys.argv[2] == "fail"
+mode = sys.argv[2] if len(sys.argv) > 2 else ""
 
 
 def checksum(d):
@@ -48,13 +51,24 @@ class Quiet(crac.Resource):
         raise RuntimeError("also broken")
 
 
+class Reconnect(crac.Resource):
+    def after_restore(self, context):
+        print("after Reconnect", flush=True)
+        raise ConnectionError("database unreachable")
+
+
+def third_after():
+    print("after third", flush=True)
+    raise KeyError("session")
+
+
 t0 = time.monotonic()
 data = {f"key{i}": i * 7 for i in range(n)}
 start = time.monotonic() - t0
 total = checksum(data)
 print(f"built {n} entries in {start:.3f} s, checksum {total}, runtime {crac.runtime()}", flush=True)
 
-if fail:
+if mode == "fail":
     crac.get_global_context().register(Failing())
     crac.get_global_context().register(Quiet())
     try:
@@ -63,6 +77,21 @@ if fail:
     except crac.CheckpointError as e:
         print(f"CheckpointError: {e}", flush=True)
     print(f"goes on, PID {os.getpid()}", flush=True)
+    sys.exit(0)
+
+if mode == "fail-after":
+    # Registered after the decorated hooks: they run after them, in order.
+    crac.get_global_context().register(Reconnect())
+    crac.register_after_restore(third_after)
+    print(f"pre-checkpoint PID {os.getpid()}", flush=True)
+    try:
+        crac.checkpoint_restore()
+        print("no error", flush=True)
+    except (crac.CheckpointError, crac.RestoreError) as e:
+        print(f"{type(e).__name__}: {e}", flush=True)
+    info = crac.restore_info()
+    ok = "intact" if checksum(data) == total else "CHANGED"
+    print(f"goes on, PID {os.getpid()}, restores {info.restore_count}, dict {ok}", flush=True)
     sys.exit(0)
 
 print(f"pre-checkpoint PID {os.getpid()}", flush=True)
