@@ -466,6 +466,32 @@ fn load_image() -> R<Image> {
     })
 }
 
+/// Checks the image against what the preflight checked and where the
+/// restorer runs: its credentials must be those the preflight saw and its
+/// PID the restorer's own.
+fn check_image(img: &Image, checked: CredsRecord<'static>) -> R<()> {
+    // The image file may have changed since the preflight read it.
+    if img.creds != checked {
+        return Err(fail!(
+            0,
+            u64::from(img.creds.uids[0]),
+            "the image's credentials (uid {}) are not those the preflight checked (uid {}): the image changed during the restore",
+            img.creds.uids[0],
+            checked.uids[0]
+        ));
+    }
+    let pid = img.process.pid;
+    if getpid() != pid {
+        return Err(fail!(
+            0,
+            pid as u64,
+            "the restorer runs as PID {}, not the image's PID {pid}",
+            getpid()
+        ));
+    }
+    Ok(())
+}
+
 // ---------------------------------------------------------------------------
 // Address space.
 
@@ -1387,6 +1413,20 @@ fn join_helper(tid: i32) -> R<()> {
 /// restore-info block lies in writable memory and whether private anonymous
 /// memory is left to `crac restore` to load lazily.
 fn map_memory(img: &Image) -> R<(bool, bool)> {
+    let (total, lazy_bytes) = map_areas(img)?;
+
+    quiet(Stage::LoadPages);
+    let lazy = load_areas(img, total, lazy_bytes)?;
+
+    quiet(Stage::Protect);
+    let info_ok = protect_areas(img)?;
+    Ok((info_ok, lazy))
+}
+
+/// Maps every area of the image (writable while its pages are loaded).
+/// Returns the bytes of page data to load and how many of them belong to
+/// private anonymous areas (which a lazy restore leaves to `crac restore`).
+fn map_areas(img: &Image) -> R<(u64, u64)> {
     let mut files = FileCache {
         id: NO_FILE,
         rw: false,
@@ -1408,8 +1448,14 @@ fn map_memory(img: &Image) -> R<(bool, bool)> {
     );
     files.close();
     mapped?;
+    Ok((total, lazy_bytes))
+}
 
-    quiet(Stage::LoadPages);
+/// Loads the page data of the mapped areas (on two threads for large
+/// images), reporting the bytes loaded; in a lazy restore, where the kernel
+/// can, the private anonymous areas are left to `crac restore`, which gets
+/// their userfaultfd. Returns whether they were.
+fn load_areas(img: &Image, mut total: u64, lazy_bytes: u64) -> R<bool> {
     let lazy = LAZY_REQUESTED.load(Ordering::Relaxed) != 0 && lazy_bytes > 0 && lazy_setup(img)?;
     if lazy {
         total -= lazy_bytes;
@@ -1449,8 +1495,13 @@ fn map_memory(img: &Image) -> R<(bool, bool)> {
     if lazy {
         hand_over_lazy(lazy_bytes)?;
     }
+    Ok(lazy)
+}
 
-    quiet(Stage::Protect);
+/// Gives every area back its advice and its own protection (taking the
+/// areas filled with `UFFDIO_COPY` off the userfaultfd, which it closes).
+/// Returns whether the restore-info block lies in writable memory.
+fn protect_areas(img: &Image) -> R<bool> {
     let info = img.process.restore_info_addr;
     let mut info_ok = false;
     let fd = UFFD_FD.load(Ordering::Relaxed);
@@ -1482,7 +1533,7 @@ fn map_memory(img: &Image) -> R<(bool, bool)> {
         let _ = close(fd);
     }
     protected?;
-    Ok((info_ok, lazy))
+    Ok(info_ok)
 }
 
 /// `struct prctl_mm_map`.
@@ -1784,6 +1835,27 @@ fn create_threads(img: &Image) -> R<ThreadRecord<'static>> {
     Ok(main)
 }
 
+/// Restores the calling (main) thread's state: what [`thread_state`] does
+/// for every thread, and its clear_child_tid address and TLS, which
+/// `clone3` sets for the others. Returns its arguments for the [`jump`].
+fn main_thread_state(img: &Image, main: &ThreadRecord<'static>) -> R<ThreadArgs> {
+    let pid = img.process.pid;
+    let a = ThreadArgs::new(main, img.process.resume_entry);
+    thread_state(&a)?;
+    // SAFETY: the kernel writes 0 there when the thread exits (image memory).
+    unsafe { set_tid_address(a.clear_tid) };
+    // SAFETY: the restorer uses no thread-local storage.
+    unsafe { arch_prctl(ARCH_SET_FS, a.fs_base) }.map_err(|e| {
+        fail!(
+            e,
+            pid as u64,
+            "setting FS base {:#x} failed for TID {pid}",
+            a.fs_base
+        )
+    })?;
+    Ok(a)
+}
+
 // ---------------------------------------------------------------------------
 // Main.
 
@@ -1798,6 +1870,97 @@ enum Never {}
 
 fn run() -> R<Never> {
     enter(Stage::Args);
+    let args = read_args()?;
+
+    enter(Stage::Metadata);
+    let img = load_image()?;
+    check_image(&img, args.checked)?;
+    let pid = img.process.pid;
+
+    enter(Stage::Unmap);
+    let mut block = clear_address_space()?;
+
+    enter(Stage::Vdso);
+    move_vdso(&img.vdso, &mut block)?;
+
+    enter(Stage::MapMemory);
+    creds::enter_fs(&img.creds)?;
+    // Changing the fs ids cleared the parent-death signal.
+    watch_parent(args.parent)?;
+    let (info_ok, lazy) = map_memory(&img)?;
+    let info_addr = img.process.restore_info_addr;
+    if !info_ok || info_addr % 8 != 0 {
+        return Err(fail!(
+            0,
+            info_addr,
+            "the restore-info block at {info_addr:#x} is not in writable memory"
+        ));
+    }
+
+    enter(Stage::SetMm);
+    set_mm(&img)?;
+    personality(img.process.personality);
+
+    enter(Stage::Threads);
+    let main = create_threads(&img)?;
+
+    enter(Stage::ThreadState);
+    let a = main_thread_state(&img, &main)?;
+
+    // Last: nothing after this needs the restorer's privilege, and every
+    // other thread has set its own (it counted itself ready after that).
+    creds::apply(&img.creds, pid)?;
+    creds::set_dumpable(&img.creds)?;
+
+    enter(Stage::Resume);
+    if lazy {
+        // A credential change cleared the parent-death signal.
+        watch_parent(args.parent)?;
+    } else {
+        // Nothing depends on `crac restore` any more.
+        // SAFETY: PR_SET_PDEATHSIG takes no pointers.
+        let _ = unsafe { prctl(PR_SET_PDEATHSIG, 0, 0, 0) };
+    }
+    // SAFETY: checked above: 8-aligned, inside a writable image area.
+    unsafe { fill_restore_info(info_addr, &args, lazy) };
+    let mut ok = Status::ok();
+    ok.object = pid as u64;
+    ok.aux = img.threads;
+    report(&ok);
+    let _ = close_range(META_FD as u32, ARGS_FD as u32);
+    // SAFETY: every thread's state is restored; nothing after this touches
+    // the zone.
+    unsafe { jump(a.resume_entry, a.ctx_addr) }
+}
+
+/// Sets the parent-death signal to SIGKILL (again: changing ids or
+/// credentials clears it) and checks that `crac restore` (PID `parent`) is
+/// still the parent: if it dies, so does this process.
+fn watch_parent(parent: u64) -> R<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes no pointers.
+    let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
+    if u64::from(getppid()) != parent {
+        return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
+    }
+    Ok(())
+}
+
+/// What the restore arguments say (the lazy flag goes to
+/// [`LAZY_REQUESTED`]).
+struct Args {
+    /// When `crac restore` started (ns since the epoch).
+    started_ns: u64,
+    /// The PID of `crac restore`.
+    parent: u64,
+    /// The length of the environment block, which follows the header.
+    env_len: u64,
+    /// The credentials the preflight checked.
+    checked: CredsRecord<'static>,
+}
+
+/// Reads the restore arguments and maps them into the zone; sets the
+/// parent-death signal as soon as it knows the parent.
+fn read_args() -> R<Args> {
     let mut hdr = [0u8; ARGS_HEADER as usize];
     match pread(ARGS_FD, &mut hdr, 0) {
         Ok(n) if n == hdr.len() => {}
@@ -1814,11 +1977,7 @@ fn run() -> R<Never> {
     let (started_ns, flags, parent, env_len) = (word(0), word(1), word(2), word(3));
     // If `crac restore` dies, so does this process: never half restored,
     // and never running with memory nobody will load.
-    // SAFETY: PR_SET_PDEATHSIG takes no pointers.
-    let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
-    if u64::from(getppid()) != parent {
-        return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
-    }
+    watch_parent(parent)?;
     LAZY_REQUESTED.store((flags & ARG_LAZY != 0) as u32, Ordering::Relaxed);
     if env_len > ARGS_MAX - ARGS_HEADER {
         return Err(fail!(
@@ -1865,113 +2024,34 @@ fn run() -> R<Never> {
         core::slice::from_raw_parts((ARGS_AREA + creds_at + 8) as *const u8, creds_len as usize)
     };
     let checked = checked_creds(blob)?;
+    Ok(Args {
+        started_ns,
+        parent,
+        env_len,
+        checked,
+    })
+}
 
-    enter(Stage::Metadata);
-    let img = load_image()?;
-    // The image file may have changed since the preflight read it.
-    if img.creds != checked {
-        return Err(fail!(
-            0,
-            u64::from(img.creds.uids[0]),
-            "the image's credentials (uid {}) are not those the preflight checked (uid {}): the image changed during the restore",
-            img.creds.uids[0],
-            checked.uids[0]
-        ));
-    }
-    let pid = img.process.pid;
-    if getpid() != pid {
-        return Err(fail!(
-            0,
-            pid as u64,
-            "the restorer runs as PID {}, not the image's PID {pid}",
-            getpid()
-        ));
-    }
-
-    enter(Stage::Unmap);
-    let mut block = clear_address_space()?;
-
-    enter(Stage::Vdso);
-    move_vdso(&img.vdso, &mut block)?;
-
-    enter(Stage::MapMemory);
-    creds::enter_fs(&img.creds)?;
-    // Changing the fs ids cleared the parent-death signal.
-    // SAFETY: PR_SET_PDEATHSIG takes no pointers.
-    let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
-    if u64::from(getppid()) != parent {
-        return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
-    }
-    let (info_ok, lazy) = map_memory(&img)?;
-    let info_addr = img.process.restore_info_addr;
-    if !info_ok || info_addr % 8 != 0 {
-        return Err(fail!(
-            0,
-            info_addr,
-            "the restore-info block at {info_addr:#x} is not in writable memory"
-        ));
-    }
-
-    enter(Stage::SetMm);
-    set_mm(&img)?;
-    personality(img.process.personality);
-
-    enter(Stage::Threads);
-    let main = create_threads(&img)?;
-
-    enter(Stage::ThreadState);
-    let a = ThreadArgs::new(&main, img.process.resume_entry);
-    thread_state(&a)?;
-    // SAFETY: the kernel writes 0 there when the thread exits (image memory).
-    unsafe { set_tid_address(a.clear_tid) };
-    // SAFETY: the restorer uses no thread-local storage.
-    unsafe { arch_prctl(ARCH_SET_FS, a.fs_base) }.map_err(|e| {
-        fail!(
-            e,
-            pid as u64,
-            "setting FS base {:#x} failed for TID {pid}",
-            a.fs_base
-        )
-    })?;
-
-    // Last: nothing after this needs the restorer's privilege, and every
-    // other thread has set its own (it counted itself ready after that).
-    creds::apply(&img.creds, pid)?;
-    creds::set_dumpable(&img.creds)?;
-
-    enter(Stage::Resume);
-    if lazy {
-        // A credential change cleared the parent-death signal.
-        // SAFETY: PR_SET_PDEATHSIG takes no pointers.
-        let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
-        if u64::from(getppid()) != parent {
-            return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
-        }
-    } else {
-        // Nothing depends on `crac restore` any more.
-        // SAFETY: PR_SET_PDEATHSIG takes no pointers.
-        let _ = unsafe { prctl(PR_SET_PDEATHSIG, 0, 0, 0) };
-    }
+/// Fills the image's restore-info block at `info_addr` for the library in
+/// the restored process.
+///
+/// # Safety
+/// `info_addr` must be 8-aligned, with the whole block inside a writable
+/// image area.
+unsafe fn fill_restore_info(info_addr: u64, args: &Args, lazy: bool) {
     let info = RestoreInfo {
         magic: RESTORE_INFO_MAGIC,
         zone_start: ZONE,
         zone_len: RESTORER_ZONE_LEN,
-        restore_started_ns: started_ns,
+        restore_started_ns: args.started_ns,
         resumed_ns: realtime_ns(),
         env_addr: ARGS_AREA + ARGS_HEADER,
-        env_len,
+        env_len: args.env_len,
         flags: if lazy { RESTORE_LAZY } else { 0 },
     };
     for (i, w) in info.to_words().into_iter().enumerate() {
-        // SAFETY: checked above: 8-aligned, inside a writable image area.
+        // SAFETY: the caller checked it: 8-aligned, inside a writable image
+        // area.
         unsafe { (info_addr as *mut u64).add(i).write_volatile(w) };
     }
-    let mut ok = Status::ok();
-    ok.object = pid as u64;
-    ok.aux = img.threads;
-    report(&ok);
-    let _ = close_range(META_FD as u32, ARGS_FD as u32);
-    // SAFETY: every thread's state is restored; nothing after this touches
-    // the zone.
-    unsafe { jump(a.resume_entry, a.ctx_addr) }
 }
