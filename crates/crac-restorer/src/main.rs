@@ -83,11 +83,12 @@ use crac_image::status::{
     Stage, Status, StatusKind, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
 };
 use crac_image::{
-    piece_hash, piece_range, pieces_of, CredsRecord, FileRecord, PageRun, Reader, RestoreInfo, Tag,
+    piece_hash, piece_range, pieces_of, CredsRecord, PageRun, Reader, RestoreInfo, Tag,
     ThreadRecord, VmaRecord, NO_FILE, PAGE_RUN_LEN, PAGE_SIZE, PIECE_LEN, RESTORER_ZONE_BASE,
     RESTORER_ZONE_LEN, RESTORE_INFO_LEN, RESTORE_INFO_MAGIC, RESTORE_LAZY, VMA_ADVICE, VMA_DELETED,
     VMA_DONTFORK, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED, VMA_VDSO, VMA_VSYSCALL, VMA_WIPEONFORK,
 };
+use files::FileCache;
 use sys::*;
 
 use image::{meta_err, sections, Image};
@@ -261,7 +262,9 @@ type R<T> = Result<T, Status>;
 
 // After `fail!`, which it uses.
 mod creds;
+mod files;
 mod image;
+mod mm;
 mod space;
 
 fn page_up(v: u64) -> u64 {
@@ -322,78 +325,6 @@ fn checked_creds(blob: &'static [u8]) -> R<CredsRecord<'static>> {
         }
         _ => Err(bad()),
     }
-}
-
-/// A NUL-terminated copy of `p` in `buf`.
-fn cpath<'b>(p: &[u8], buf: &'b mut [u8; 4096]) -> R<&'b [u8]> {
-    if p.len() >= buf.len() || p.contains(&0) {
-        return Err(fail!(
-            36,
-            0,
-            "the path {} is too long or contains NUL",
-            B(p)
-        ));
-    }
-    buf[..p.len()].copy_from_slice(p);
-    buf[p.len()] = 0;
-    Ok(&buf[..=p.len()])
-}
-
-fn open_path(p: &[u8], flags: u64, what: &str) -> R<i32> {
-    let mut buf = [0u8; 4096];
-    let c = cpath(p, &mut buf)?;
-    // O_NONBLOCK: a FIFO put in a file's place after preflight never
-    // blocks the restore (mapping it then fails).
-    open(c, flags | O_CLOEXEC | O_NONBLOCK)
-        .map_err(|e| fail!(e, 0, "opening {what} {} failed", B(p)))
-}
-
-/// The last opened mapped file, reused by consecutive areas of one file.
-struct FileCache {
-    id: u32,
-    rw: bool,
-    fd: i32,
-}
-
-impl FileCache {
-    fn get(&mut self, img: &Image, id: u32, rw: bool) -> R<(i32, &'static [u8])> {
-        let rec = find_file(img, id)?;
-        if self.fd >= 0 && self.id == id && self.rw == rw {
-            return Ok((self.fd, rec.path));
-        }
-        self.close();
-        let fd = open_path(
-            rec.path,
-            if rw { O_RDWR } else { O_RDONLY },
-            "the mapped file",
-        )?;
-        *self = FileCache { id, rw, fd };
-        Ok((fd, rec.path))
-    }
-
-    fn close(&mut self) {
-        if self.fd >= 0 {
-            let _ = close(self.fd);
-            self.fd = -1;
-        }
-    }
-}
-
-fn find_file(img: &Image, id: u32) -> R<FileRecord<'static>> {
-    for s in sections(img.body) {
-        let (tag, mut p) = s?;
-        if tag == Tag::File {
-            let f = FileRecord::decode(&mut p).map_err(meta_err)?;
-            if f.id == id {
-                return Ok(f);
-            }
-        }
-    }
-    Err(fail!(
-        0,
-        id as u64,
-        "the metadata names file {id}, which it does not describe"
-    ))
 }
 
 /// The remaining part of the current page run.
@@ -1073,11 +1004,7 @@ fn map_memory(img: &Image) -> R<(bool, bool)> {
 /// Returns the bytes of page data to load and how many of them belong to
 /// private anonymous areas (which a lazy restore leaves to `crac restore`).
 fn map_areas(img: &Image) -> R<(u64, u64)> {
-    let mut files = FileCache {
-        id: NO_FILE,
-        rw: false,
-        fd: -1,
-    };
+    let mut files = FileCache::new();
     let mut total = 0u64;
     let mut lazy_bytes = 0u64;
     let mapped = walk_areas(
@@ -1180,52 +1107,6 @@ fn protect_areas(img: &Image) -> R<bool> {
     }
     protected?;
     Ok(info_ok)
-}
-
-/// `struct prctl_mm_map`.
-#[repr(C)]
-struct PrctlMmMap {
-    fields: [u64; 11],
-    auxv: u64,
-    auxv_size: u32,
-    exe_fd: u32,
-}
-
-fn set_mm(img: &Image) -> R<()> {
-    let exe = open_path(img.process.exe, O_RDONLY, "the executable")?;
-    let m = &img.mm;
-    let map = PrctlMmMap {
-        fields: m.fields(),
-        auxv: m.auxv.as_ptr() as u64,
-        auxv_size: m.auxv.len() as u32,
-        exe_fd: exe as u32,
-    };
-    // SAFETY: `map` and the auxv bytes it points to are valid for the call.
-    let r = unsafe {
-        prctl(
-            PR_SET_MM,
-            PR_SET_MM_MAP,
-            &map as *const PrctlMmMap as u64,
-            core::mem::size_of::<PrctlMmMap>() as u64,
-        )
-    };
-    let _ = close(exe);
-    r.map(drop).map_err(|e| {
-        fail!(
-            e,
-            m.start_brk,
-            "PR_SET_MM_MAP refused code {:#x}-{:#x} data {:#x}-{:#x} brk {:#x}-{:#x} stack {:#x} auxv {} bytes exe {}",
-            m.start_code,
-            m.end_code,
-            m.start_data,
-            m.end_data,
-            m.start_brk,
-            m.brk,
-            m.start_stack,
-            m.auxv.len(),
-            B(img.process.exe)
-        )
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1544,7 +1425,7 @@ fn run() -> R<Never> {
     }
 
     enter(Stage::SetMm);
-    set_mm(&img)?;
+    mm::set_mm(&img)?;
     personality(img.process.personality);
 
     enter(Stage::Threads);
