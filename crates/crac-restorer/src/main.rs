@@ -75,13 +75,13 @@ mod mem;
 mod sys;
 
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crac_sys::raw::{uffd, Errno};
 
 use areas::{walk_areas, Area};
 use crac_image::status::{
-    Stage, Status, StatusKind, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
+    Stage, Status, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
 };
 use crac_image::{
     piece_hash, piece_range, pieces_of, CredsRecord, Reader, RestoreInfo, Tag, ThreadRecord,
@@ -91,6 +91,10 @@ use crac_image::{
 };
 use files::FileCache;
 use sys::*;
+use userfault::{
+    copy_pages, hand_over_lazy, lazy_setup, uffd_setup, uffd_unmap_view, LAZY_FD, LAZY_REQUESTED,
+    UFFD_FD, UFFD_MIN, VIEW,
+};
 
 use image::{meta_err, sections, Image};
 
@@ -124,9 +128,6 @@ const POPULATE_MIN: u64 = 64 * 1024;
 /// Page runs are populated and read in pieces of this size, so the copy
 /// finds the freshly zeroed pages still in the cache.
 const LOAD_CHUNK: u64 = 1 << 20;
-/// Images with at least this many bytes of page data fill their private
-/// anonymous areas with `UFFDIO_COPY` (no zeroing, no fault per page).
-const UFFD_MIN: u64 = 1 << 20;
 
 // ---------------------------------------------------------------------------
 // Entry, stack, status reporting.
@@ -263,6 +264,7 @@ mod files;
 mod image;
 mod mm;
 mod space;
+mod userfault;
 
 fn page_up(v: u64) -> u64 {
     (v + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
@@ -467,157 +469,6 @@ fn check_pieces(img: &Image, slot: usize, addr: u64, off: u64, len: u64) -> R<()
         }
     }
     Ok(())
-}
-
-// Filling anonymous memory through a userfaultfd.
-
-/// The userfaultfd the private anonymous areas are registered with while
-/// their pages load, or -1.
-static UFFD_FD: AtomicI32 = AtomicI32::new(-1);
-/// Where the page file is mapped (read-only) while pages load, or 0.
-static VIEW: AtomicU64 = AtomicU64::new(0);
-static VIEW_LEN: AtomicU64 = AtomicU64::new(0);
-
-/// Fills `[dst, dst + len)` (registered) with a copy of `[src, src + len)`
-/// of the page file view; returns the bytes filled and whether all were.
-fn copy_pages(fd: i32, dst: u64, src: u64, len: u64) -> (u64, bool) {
-    // Failure only costs speed: the copy faults the view in instead.
-    let _ = madvise(src, len, MADV_POPULATE_READ);
-    let mut done = 0;
-    let mut stalls = 0;
-    while done < len {
-        // SAFETY: the destination lies in an area registered with `fd`
-        // that nothing refers to; the source lies in the page file view,
-        // mapped readable until both loading threads are done.
-        match unsafe { uffd::copy(fd, dst + done, src + done, len - done) } {
-            Ok(0) => return (done, false),
-            Ok(n) => done += n,
-            Err((e, n)) => {
-                done += n;
-                // EAGAIN: the address space changed under the copy; retry.
-                if e == Errno::EAGAIN && (n > 0 || stalls < 8) {
-                    stalls += 1;
-                    continue;
-                }
-                return (done, false);
-            }
-        }
-    }
-    (done, true)
-}
-
-/// Maps the page file and registers every area to be filled with
-/// `UFFDIO_COPY` with a new userfaultfd. Anything that fails leaves the
-/// read path in place (for everything, or for areas not registered).
-fn uffd_setup(img: &Image) -> R<()> {
-    let Ok(size) = file_size(PAGES_FD) else {
-        return Ok(());
-    };
-    let len = page_up(size);
-    // SAFETY: a fresh read-only mapping where the kernel finds room; every
-    // image area is mapped already, so it cannot take an image address.
-    let Ok(view) = (unsafe { mmap(0, len, PROT_READ, MAP_PRIVATE, PAGES_FD, 0) }) else {
-        return Ok(());
-    };
-    // User mode only where the kernel has it (5.11): a kernel access to a
-    // missing page fails instead of waiting for a handler.
-    let flags = uffd::O_CLOEXEC | uffd::O_NONBLOCK;
-    let fd = uffd::open(flags | uffd::USER_MODE_ONLY).or_else(|_| uffd::open(flags));
-    let Ok(fd) = fd else {
-        // SAFETY: the view is ours and unused.
-        let _ = unsafe { munmap(view, len) };
-        return Ok(());
-    };
-    if uffd::api(fd).is_err() {
-        let _ = close(fd);
-        // SAFETY: the view is ours and unused.
-        let _ = unsafe { munmap(view, len) };
-        return Ok(());
-    }
-    walk_areas(
-        img,
-        false,
-        |v, area| {
-            if area.copy {
-                // SAFETY: nothing touches the area before its pages are
-                // copied in (or it is unregistered for the read path).
-                let _ = unsafe { uffd::register(fd, v.start, v.len()) };
-            }
-            Ok(())
-        },
-        |_, _, _, _| Ok(()),
-    )?;
-    VIEW.store(view, Ordering::Relaxed);
-    VIEW_LEN.store(len, Ordering::Relaxed);
-    UFFD_FD.store(fd, Ordering::Relaxed);
-    Ok(())
-}
-
-// Lazy loading: `crac restore` serves the private anonymous areas.
-
-/// Set from the restore arguments: load private anonymous memory lazily.
-static LAZY_REQUESTED: AtomicU32 = AtomicU32::new(0);
-/// The userfaultfd of the lazily loaded areas until it is handed over, or -1.
-static LAZY_FD: AtomicI32 = AtomicI32::new(-1);
-
-/// Registers every private anonymous area with pages with a new
-/// userfaultfd that reports forks, remaps, removals and unmaps (so the
-/// handler never fills memory the program discarded or moved). Returns
-/// `false`, with nothing registered, where the kernel cannot do that (the
-/// restore then loads everything itself).
-fn lazy_setup(img: &Image) -> R<bool> {
-    // Faults from kernel mode (a read() into a missing page) must wait for
-    // the handler too, so no UFFD_USER_MODE_ONLY here.
-    let Ok(fd) = uffd::open(uffd::O_CLOEXEC | uffd::O_NONBLOCK) else {
-        return Ok(false);
-    };
-    if uffd::api_with(fd, uffd::LAZY_FEATURES).is_err() {
-        let _ = close(fd);
-        return Ok(false);
-    }
-    let mut ok = true;
-    walk_areas(
-        img,
-        false,
-        |v, area| {
-            if area.uffd && ok {
-                // SAFETY: nothing touches the area before the handler has
-                // the fd (see hand_over_lazy); the restorer only loads
-                // areas that are not registered.
-                ok = unsafe { uffd::register(fd, v.start, v.len()) }.is_ok();
-            }
-            Ok(())
-        },
-        |_, _, _, _| Ok(()),
-    )?;
-    if !ok {
-        // Closing unregisters whatever was registered.
-        let _ = close(fd);
-        return Ok(false);
-    }
-    LAZY_FD.store(fd, Ordering::Relaxed);
-    Ok(true)
-}
-
-/// Hands the userfaultfd to `crac restore` (the handler) and closes ours,
-/// so the restored process holds no trace of it.
-fn hand_over_lazy(bytes: u64) -> R<()> {
-    let fd = LAZY_FD.swap(-1, Ordering::Relaxed);
-    let mut rec = Status::new(StatusKind::Lazy, Stage::LoadPages);
-    rec.object = bytes;
-    let sent = crac_sys::raw::send_with_fd(STATUS_FD, &rec.encode(), fd);
-    let _ = close(fd);
-    sent.map_err(|Errno(e)| fail!(e, 0, "handing the userfaultfd to crac restore failed"))?;
-    Ok(())
-}
-
-/// Unmaps the page file view (the loading threads are done with it).
-fn uffd_unmap_view() {
-    let view = VIEW.swap(0, Ordering::Relaxed);
-    if view != 0 {
-        // SAFETY: only the loading threads used the view, and both are done.
-        let _ = unsafe { munmap(view, VIEW_LEN.load(Ordering::Relaxed)) };
-    }
 }
 
 /// Maps one area of the image (writable while its pages are loaded).
