@@ -35,36 +35,55 @@
 //! | 96 MiB | parking spot for the vDSO block while it moves (16 MiB) |
 //! | 112 MiB | one 32 KiB stack per thread (at most 4608 threads) |
 //!
-//! Steps: block signals; copy the file-backed part of its own segments to
-//! anonymous memory (so the executable is no longer mapped and
-//! `PR_SET_MM_MAP` may set `exe_fd`); map the metadata; unmap everything
-//! outside the zone but the vDSO block; move the vDSO block to the image's
-//! addresses; take the image's fs ids and groups (so every file the image
-//! names is opened with its user's rights); map every memory area, load its pages (images with at least
-//! 8 MiB of pages on two threads: a helper thread, on a stack in the bss and
-//! with a TID the kernel picks, loads the second half and is gone before any
-//! image thread is created) and protect it (images with at least
-//! `BYTE_PROGRESS_MIN` bytes of pages report the bytes loaded every
-//! `BYTE_PROGRESS_STEP`, from either loading thread: a status record is
-//! written atomically). Private anonymous areas of images with at least
-//! `UFFD_MIN` bytes of pages are filled with `UFFDIO_COPY` (each page
-//! allocated and copied in, not zeroed first, no fault per page) from a
-//! read-only view of `pages.crac` mapped where the kernel finds room once
-//! every image area is mapped (the page file may be larger than the zone);
-//! the areas are unregistered, the userfaultfd closed and the view unmapped
-//! before the areas get their protection. Any userfaultfd failure falls
-//! back to reading the rest of that range. In a lazy restore (flag set and
-//! the kernel has a userfaultfd with fork, remap, remove and unmap events)
-//! the stored pages of private anonymous areas are not loaded: the areas
-//! are registered with a new userfaultfd, which is sent to `crac restore`
-//! with a `StatusKind::Lazy` record (`SCM_RIGHTS`) before anything touches
-//! them and then closed here; `crac restore` serves their faults and fills
-//! them. Then `PR_SET_MM_MAP`; create the other threads with their TIDs
-//! (each takes the image's credentials itself: they are per thread,
-//! [`creds`]); restore the calling thread's kernel state; take the image's
-//! credentials and dumpable flag (nothing after needs privilege); fill the image's restore-info
-//! block; report success and jump into the program at its resume entry. Any
-//! failure writes one error record and exits with status 127.
+//! The restore runs in stages (`early`, then `run`); the work of each lies
+//! in the modules named:
+//!
+//! 1. Start-up, on the kernel's stack (`early`): block signals; copy the
+//!    file-backed part of its own segments to anonymous memory (so the
+//!    executable is no longer mapped and `PR_SET_MM_MAP` may set `exe_fd`;
+//!    [`space::anonymize`]).
+//! 2. Read the restore arguments ([`args`]); map the metadata and check the
+//!    image against them ([`image`]).
+//! 3. Unmap everything outside the zone but the vDSO block; move the vDSO
+//!    block to the image's addresses ([`space`]).
+//! 4. Take the image's fs ids and groups (so every file the image names is
+//!    opened with its user's rights: [`creds`], [`files`]); map every memory
+//!    area, load its pages and protect it ([`memory`]; every pass walks the
+//!    areas and their page runs the same way: [`areas`]):
+//!    * pages are read with `pread`, each piece of the page file checked
+//!      against the piece table, where the image has one, before its bytes
+//!      are used ([`load`]); images with at least
+//!      `BYTE_PROGRESS_MIN` bytes of pages report the bytes loaded every
+//!      `BYTE_PROGRESS_STEP`, from either loading thread: a status record is
+//!      written atomically;
+//!    * images with at least 8 MiB of pages load on two threads: a helper
+//!      thread, on a stack in the bss and with a TID the kernel picks, loads
+//!      the second half and is gone before any image thread is created
+//!      ([`helper`]);
+//!    * private anonymous areas of images with at least `UFFD_MIN` bytes of
+//!      pages are filled with `UFFDIO_COPY` (each page allocated and copied
+//!      in, not zeroed first, no fault per page) from a read-only view of
+//!      `pages.crac` mapped where the kernel finds room once every image
+//!      area is mapped (the page file may be larger than the zone); the
+//!      areas are unregistered, the userfaultfd closed and the view unmapped
+//!      before the areas get their protection. Any userfaultfd failure falls
+//!      back to reading the rest of that range ([`userfault`]);
+//!    * in a lazy restore (flag set and the kernel has a userfaultfd with
+//!      fork, remap, remove and unmap events) the stored pages of private
+//!      anonymous areas are not loaded: the areas are registered with a new
+//!      userfaultfd, which is sent to `crac restore` with a
+//!      `StatusKind::Lazy` record (`SCM_RIGHTS`) before anything touches
+//!      them and then closed here; `crac restore` serves their faults and
+//!      fills them ([`userfault`]).
+//! 5. `PR_SET_MM_MAP` ([`mm`]).
+//! 6. Create the other threads with their TIDs (each takes the image's
+//!    credentials itself: they are per thread, [`creds`]); restore the
+//!    calling thread's kernel state ([`threads`]).
+//! 7. Take the image's credentials and dumpable flag (nothing after needs
+//!    privilege; [`creds`]); fill the image's restore-info block; report success and
+//!    jump into the program at its resume entry.
+//!
+//! Any failure writes one error record and exits with status 127.
 #![no_std]
 #![no_main]
 #![allow(clippy::missing_safety_doc)]
