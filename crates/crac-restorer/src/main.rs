@@ -35,36 +35,55 @@
 //! | 96 MiB | parking spot for the vDSO block while it moves (16 MiB) |
 //! | 112 MiB | one 32 KiB stack per thread (at most 4608 threads) |
 //!
-//! Steps: block signals; copy the file-backed part of its own segments to
-//! anonymous memory (so the executable is no longer mapped and
-//! `PR_SET_MM_MAP` may set `exe_fd`); map the metadata; unmap everything
-//! outside the zone but the vDSO block; move the vDSO block to the image's
-//! addresses; take the image's fs ids and groups (so every file the image
-//! names is opened with its user's rights); map every memory area, load its pages (images with at least
-//! 8 MiB of pages on two threads: a helper thread, on a stack in the bss and
-//! with a TID the kernel picks, loads the second half and is gone before any
-//! image thread is created) and protect it (images with at least
-//! `BYTE_PROGRESS_MIN` bytes of pages report the bytes loaded every
-//! `BYTE_PROGRESS_STEP`, from either loading thread: a status record is
-//! written atomically). Private anonymous areas of images with at least
-//! `UFFD_MIN` bytes of pages are filled with `UFFDIO_COPY` (each page
-//! allocated and copied in, not zeroed first, no fault per page) from a
-//! read-only view of `pages.crac` mapped where the kernel finds room once
-//! every image area is mapped (the page file may be larger than the zone);
-//! the areas are unregistered, the userfaultfd closed and the view unmapped
-//! before the areas get their protection. Any userfaultfd failure falls
-//! back to reading the rest of that range. In a lazy restore (flag set and
-//! the kernel has a userfaultfd with fork, remap, remove and unmap events)
-//! the stored pages of private anonymous areas are not loaded: the areas
-//! are registered with a new userfaultfd, which is sent to `crac restore`
-//! with a `StatusKind::Lazy` record (`SCM_RIGHTS`) before anything touches
-//! them and then closed here; `crac restore` serves their faults and fills
-//! them. Then `PR_SET_MM_MAP`; create the other threads with their TIDs
-//! (each takes the image's credentials itself: they are per thread,
-//! [`creds`]); restore the calling thread's kernel state; take the image's
-//! credentials and dumpable flag (nothing after needs privilege); fill the image's restore-info
-//! block; report success and jump into the program at its resume entry. Any
-//! failure writes one error record and exits with status 127.
+//! The restore runs in stages (`early`, then `run`); the work of each lies
+//! in the modules named:
+//!
+//! 1. Start-up, on the kernel's stack (`early`): block signals; copy the
+//!    file-backed part of its own segments to anonymous memory (so the
+//!    executable is no longer mapped and `PR_SET_MM_MAP` may set `exe_fd`;
+//!    [`space::anonymize`]).
+//! 2. Read the restore arguments ([`args`]); map the metadata and check the
+//!    image against them ([`image`]).
+//! 3. Unmap everything outside the zone but the vDSO block; move the vDSO
+//!    block to the image's addresses ([`space`]).
+//! 4. Take the image's fs ids and groups (so every file the image names is
+//!    opened with its user's rights: [`creds`], [`files`]); map every memory
+//!    area, load its pages and protect it ([`memory`]; every pass walks the
+//!    areas and their page runs the same way: [`areas`]):
+//!    * pages are read with `pread`, each piece of the page file checked
+//!      against the piece table, where the image has one, before its bytes
+//!      are used ([`load`]); images with at least
+//!      `BYTE_PROGRESS_MIN` bytes of pages report the bytes loaded every
+//!      `BYTE_PROGRESS_STEP`, from either loading thread: a status record is
+//!      written atomically;
+//!    * images with at least 8 MiB of pages load on two threads: a helper
+//!      thread, on a stack in the bss and with a TID the kernel picks, loads
+//!      the second half and is gone before any image thread is created
+//!      ([`helper`]);
+//!    * private anonymous areas of images with at least `UFFD_MIN` bytes of
+//!      pages are filled with `UFFDIO_COPY` (each page allocated and copied
+//!      in, not zeroed first, no fault per page) from a read-only view of
+//!      `pages.crac` mapped where the kernel finds room once every image
+//!      area is mapped (the page file may be larger than the zone); the
+//!      areas are unregistered, the userfaultfd closed and the view unmapped
+//!      before the areas get their protection. Any userfaultfd failure falls
+//!      back to reading the rest of that range ([`userfault`]);
+//!    * in a lazy restore (flag set and the kernel has a userfaultfd with
+//!      fork, remap, remove and unmap events) the stored pages of private
+//!      anonymous areas are not loaded: the areas are registered with a new
+//!      userfaultfd, which is sent to `crac restore` with a
+//!      `StatusKind::Lazy` record (`SCM_RIGHTS`) before anything touches
+//!      them and then closed here; `crac restore` serves their faults and
+//!      fills them ([`userfault`]).
+//! 5. `PR_SET_MM_MAP` ([`mm`]).
+//! 6. Create the other threads with their TIDs (each takes the image's
+//!    credentials itself: they are per thread, [`creds`]); restore the
+//!    calling thread's kernel state ([`threads`]).
+//! 7. Take the image's credentials and dumpable flag (nothing after needs
+//!    privilege; [`creds`]); fill the image's restore-info block; report success and
+//!    jump into the program at its resume entry.
+//!
+//! Any failure writes one error record and exits with status 127.
 #![no_std]
 #![no_main]
 #![allow(clippy::missing_safety_doc)]
@@ -75,32 +94,20 @@ mod mem;
 mod sys;
 
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, Ordering};
 
-use crac_sys::raw::{uffd, Errno};
-
-use crac_image::status::{
-    Stage, Status, StatusKind, BYTE_PROGRESS_MIN, BYTE_PROGRESS_STEP, RESTORER_FAILURE_EXIT,
-};
+use crac_image::status::{Stage, Status, RESTORER_FAILURE_EXIT};
 use crac_image::{
-    piece_hash, piece_range, pieces_of, CredsRecord, DecodeError, FileRecord, Header, MmRecord,
-    PageRun, PieceTable, ProcessRecord, Reader, RestoreInfo, Tag, ThreadRecord, VdsoRecord,
-    VmaRecord, HEADER_LEN, NO_FILE, PAGE_RUN_LEN, PAGE_SIZE, PIECES_MINOR, PIECE_LEN,
-    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_LEN, RESTORE_INFO_MAGIC, RESTORE_LAZY,
-    VMA_ADVICE, VMA_DELETED, VMA_DONTFORK, VMA_FILE, VMA_GROWSDOWN, VMA_SHARED, VMA_VDSO,
-    VMA_VSYSCALL, VMA_WIPEONFORK,
+    RestoreInfo, PAGE_SIZE, RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RESTORE_INFO_MAGIC, RESTORE_LAZY,
 };
 use sys::*;
+
+use args::{Args, ARGS_HEADER};
 
 const META_FD: i32 = 3;
 const PAGES_FD: i32 = 4;
 const STATUS_FD: i32 = 5;
 const ARGS_FD: i32 = 6;
-/// Restore arguments header: start time, flags, parent PID, environment
-/// length (`u64` each).
-const ARGS_HEADER: u64 = 32;
-/// Restore argument flag: load private anonymous memory lazily.
-const ARG_LAZY: u64 = 1;
 const SIGKILL: u64 = 9;
 
 const ZONE: u64 = RESTORER_ZONE_BASE;
@@ -113,26 +120,7 @@ const ARGS_MAX: u64 = 0x0100_0000;
 const PARK_AREA: u64 = ZONE + 0x0600_0000;
 const PARK_MAX: u64 = 0x0100_0000;
 const STACKS_AREA: u64 = ZONE + 0x0700_0000;
-const THREAD_STACK: u64 = 0x8000;
-const MAX_THREADS: u64 = (ZONE_END - STACKS_AREA) / THREAD_STACK;
 const MAIN_STACK: usize = 256 * 1024;
-/// Highest user address + 1 on x86-64 with 4-level paging; `[vsyscall]` lies
-/// above and cannot be unmapped.
-const USER_END: u64 = 0x7fff_ffff_f000;
-/// Page runs at least this long are populated with `MADV_POPULATE_WRITE`
-/// before they are read (one call instead of a fault per page).
-const POPULATE_MIN: u64 = 64 * 1024;
-/// Page runs are populated and read in pieces of this size, so the copy
-/// finds the freshly zeroed pages still in the cache.
-const LOAD_CHUNK: u64 = 1 << 20;
-/// Images with at least this many bytes of page data fill their private
-/// anonymous areas with `UFFDIO_COPY` (no zeroing, no fault per page).
-const UFFD_MIN: u64 = 1 << 20;
-/// Only areas at least this large are filled with `UFFDIO_COPY`: for a
-/// small one, registering, copying and unregistering cost more than the
-/// zeroing they save, and its pages can be read together with those of
-/// its neighbours.
-const COPY_AREA_MIN: u64 = 64 * 1024;
 
 // ---------------------------------------------------------------------------
 // Entry, stack, status reporting.
@@ -169,7 +157,6 @@ extern "C" {
 }
 
 static STAGE: AtomicU32 = AtomicU32::new(Stage::Start as u32);
-static THREADS_READY: AtomicU32 = AtomicU32::new(0);
 
 fn stage() -> Stage {
     Stage::from_u32(STAGE.load(Ordering::Relaxed)).unwrap_or(Stage::Start)
@@ -194,26 +181,6 @@ fn report(s: &Status) {
             Ok(0) | Err(_) => return,
             Ok(n) => done += n,
         }
-    }
-}
-
-/// Total bytes of page data when byte progress is reported, else 0.
-static PROGRESS_TOTAL: AtomicU64 = AtomicU64::new(0);
-/// Bytes of page data loaded so far (both loading threads add to it).
-static LOADED: AtomicU64 = AtomicU64::new(0);
-
-/// Counts `n` more loaded bytes; reports a byte progress record whenever the
-/// count passes a multiple of [`BYTE_PROGRESS_STEP`] (from whichever thread
-/// passes it: each record is one atomic pipe write).
-fn count_loaded(n: u64) {
-    let total = PROGRESS_TOTAL.load(Ordering::Relaxed);
-    if total == 0 {
-        return;
-    }
-    let before = LOADED.fetch_add(n, Ordering::Relaxed);
-    let after = before + n;
-    if before / BYTE_PROGRESS_STEP != after / BYTE_PROGRESS_STEP && after < total {
-        report(&Status::bytes(after, total));
     }
 }
 
@@ -262,8 +229,19 @@ fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
 
 type R<T> = Result<T, Status>;
 
-// After `fail!`, which it uses.
+// The stages (`run` shows their order), after `fail!`, which they use.
+mod areas;
+mod args;
 mod creds;
+mod files;
+mod helper;
+mod image;
+mod load;
+mod memory;
+mod mm;
+mod space;
+mod threads;
+mod userfault;
 
 fn page_up(v: u64) -> u64 {
     (v + PAGE_SIZE - 1) & !(PAGE_SIZE - 1)
@@ -294,1498 +272,19 @@ extern "C" fn early() {
     // SAFETY: copies the file-backed part of the program's segments to
     // anonymous memory at the same addresses; nothing writes .data meanwhile.
     unsafe {
-        if let Err(s) = anonymize(start, text_end, PROT_READ | 4) {
+        if let Err(s) = space::anonymize(start, text_end, PROT_READ | 4) {
             die(&s);
         }
         if data_end > text_end {
-            if let Err(s) = anonymize(text_end, data_end, PROT_READ | PROT_WRITE) {
+            if let Err(s) = space::anonymize(text_end, data_end, PROT_READ | PROT_WRITE) {
                 die(&s);
             }
         }
     }
 }
 
-/// Replaces `[start, end)` by an anonymous copy with protection `prot`.
-unsafe fn anonymize(start: u64, end: u64, prot: u64) -> R<()> {
-    let len = end - start;
-    // SAFETY: a fresh mapping somewhere the kernel chooses.
-    let tmp = unsafe {
-        mmap(
-            0,
-            len,
-            PROT_READ | PROT_WRITE,
-            MAP_PRIVATE | MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    }
-    .map_err(|e| fail!(e, start, "mapping a copy of the restorer failed"))?;
-    // SAFETY: both ranges are mapped and `len` long; they do not overlap.
-    unsafe { core::ptr::copy_nonoverlapping(start as *const u8, tmp as *mut u8, len as usize) };
-    // SAFETY: `tmp` is ours; then it replaces the identical original range.
-    unsafe {
-        mprotect(tmp, len, prot)
-            .map_err(|e| fail!(e, tmp, "protecting the restorer copy failed"))?;
-        mremap(tmp, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, start)
-            .map_err(|e| fail!(e, start, "moving the restorer copy into place failed"))?;
-    }
-    Ok(())
-}
-
 // ---------------------------------------------------------------------------
-// The image.
-
-struct Image {
-    body: &'static [u8],
-    process: ProcessRecord<'static>,
-    mm: MmRecord<'static>,
-    vdso: VdsoRecord,
-    runs: Reader<'static>,
-    threads: u64,
-    creds: CredsRecord<'static>,
-    /// The piece table (`None` in images older than format 1.3, whose page
-    /// data `crac restore` checked whole) and the page file length.
-    pieces: Option<PieceTable<'static>>,
-    pages_len: u64,
-}
-
-fn meta_err(e: DecodeError) -> Status {
-    fail!(0, 0, "the metadata is damaged: {e}")
-}
-
-fn sections(body: &'static [u8]) -> impl Iterator<Item = R<(Tag, Reader<'static>)>> {
-    let mut r = Reader::new(body);
-    core::iter::from_fn(move || loop {
-        match r.next_section() {
-            Ok(None) => return None,
-            Err(e) => return Some(Err(meta_err(e))),
-            Ok(Some((tag, p))) => match Tag::from_u32(tag) {
-                Some(t) => return Some(Ok((t, p))),
-                None => continue,
-            },
-        }
-    })
-}
-
-/// Decodes the credentials `crac restore` checked (one `Creds` section).
-fn checked_creds(blob: &'static [u8]) -> R<CredsRecord<'static>> {
-    let bad = || {
-        fail!(
-            0,
-            0,
-            "the checked credentials in the restore arguments are damaged"
-        )
-    };
-    match Reader::new(blob).next_section() {
-        Ok(Some((tag, mut p))) if tag == Tag::Creds as u32 => {
-            CredsRecord::decode(&mut p).map_err(|_| bad())
-        }
-        _ => Err(bad()),
-    }
-}
-
-fn load_image() -> R<Image> {
-    let size = file_size(META_FD).map_err(|e| fail!(e, 0, "the metadata file cannot be sized"))?;
-    if size < HEADER_LEN as u64 || size > META_MAX {
-        return Err(fail!(
-            0,
-            size,
-            "the metadata file has {size} bytes (at most {META_MAX} fit)"
-        ));
-    }
-    // SAFETY: the metadata area of the zone is reserved for this mapping.
-    unsafe {
-        mmap(
-            META_AREA,
-            page_up(size),
-            PROT_READ,
-            MAP_PRIVATE | MAP_FIXED,
-            META_FD,
-            0,
-        )
-    }
-    .map_err(|e| fail!(e, META_AREA, "mapping the metadata failed"))?;
-    // SAFETY: mapped read-only just above, never unmapped or written while
-    // the restorer runs.
-    let meta: &'static [u8] =
-        unsafe { core::slice::from_raw_parts(META_AREA as *const u8, size as usize) };
-    let h = Header::decode(meta).map_err(|e| fail!(0, 0, "the metadata header is invalid: {e}"))?;
-    let body_end = (HEADER_LEN as u64)
-        .checked_add(h.body_len)
-        .filter(|&e| e <= size);
-    let Some(body_end) = body_end else {
-        return Err(fail!(0, h.body_len, "the metadata body is cut short"));
-    };
-    let body = &meta[HEADER_LEN..body_end as usize];
-    let mut process = None;
-    let mut mm = None;
-    let mut vdso = VdsoRecord::default();
-    let mut runs = Reader::new(&[]);
-    let mut threads = 0;
-    let mut creds = None;
-    let mut pieces = None;
-    for s in sections(body) {
-        let (tag, mut p) = s?;
-        match tag {
-            Tag::Process => process = Some(ProcessRecord::decode(&mut p).map_err(meta_err)?),
-            Tag::Mm => mm = Some(MmRecord::decode(&mut p).map_err(meta_err)?),
-            Tag::Vdso => vdso = VdsoRecord::decode(&mut p).map_err(meta_err)?,
-            Tag::Runs => runs = p,
-            Tag::Thread => threads += 1,
-            Tag::Creds => creds = Some(CredsRecord::decode(&mut p).map_err(meta_err)?),
-            Tag::Pieces => pieces = Some(PieceTable::decode(&mut p).map_err(meta_err)?),
-            _ => {}
-        }
-    }
-    let (Some(process), Some(mm)) = (process, mm) else {
-        return Err(fail!(0, 0, "the metadata lacks its process or mm record"));
-    };
-    // Without it the process would run as whoever runs `crac restore`.
-    let Some(creds) = creds else {
-        return Err(fail!(0, 0, "the metadata lacks its credentials record"));
-    };
-    match pieces {
-        Some(t) => t
-            .check(h.pages_len)
-            .map_err(|e| fail!(0, t.len(), "the metadata is damaged: {e}"))?,
-        None if h.minor >= PIECES_MINOR => {
-            return Err(fail!(0, 0, "the metadata lacks its piece table"));
-        }
-        None => {}
-    }
-    Ok(Image {
-        body,
-        process,
-        mm,
-        vdso,
-        runs,
-        threads,
-        creds,
-        pieces,
-        pages_len: h.pages_len,
-    })
-}
-
-// ---------------------------------------------------------------------------
-// Address space.
-
-static mut MAPS_BUF: [u8; 64 * 1024] = [0; 64 * 1024];
-
-/// The kernel's vvar/vdso block as found here: (start, len) per part.
-#[derive(Clone, Copy, Default)]
-struct Block {
-    parts: [(u64, u64); 3],
-}
-
-fn parse_hex(s: &[u8]) -> Option<u64> {
-    let mut v: u64 = 0;
-    if s.is_empty() {
-        return None;
-    }
-    for &c in s {
-        let d = match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => return None,
-        };
-        v = v.checked_mul(16)?.checked_add(d as u64)?;
-    }
-    Some(v)
-}
-
-/// Unmaps everything outside the zone except the vDSO block; returns the block.
-fn clear_address_space() -> R<Block> {
-    // SAFETY: the only reference to the buffer, used in this function only.
-    let buf: &mut [u8; 64 * 1024] = unsafe { &mut *core::ptr::addr_of_mut!(MAPS_BUF) };
-    let fd = open(b"/proc/self/maps\0", O_RDONLY | O_CLOEXEC)
-        .map_err(|e| fail!(e, 0, "opening /proc/self/maps failed"))?;
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            let _ = close(fd);
-            return Err(fail!(
-                0,
-                len as u64,
-                "/proc/self/maps is larger than the restorer's buffer"
-            ));
-        }
-        match read(fd, &mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(4) => {}
-            Err(e) => {
-                let _ = close(fd);
-                return Err(fail!(e, 0, "reading /proc/self/maps failed"));
-            }
-        }
-    }
-    let _ = close(fd);
-    let mut block = Block::default();
-    for line in buf[..len].split(|&c| c == b'\n') {
-        if line.is_empty() {
-            continue;
-        }
-        let mut fields = line.split(|&c| c == b' ').filter(|f| !f.is_empty());
-        let range = fields.next().unwrap_or(b"");
-        let name = fields.nth(4).unwrap_or(b"");
-        let mut ends = range.split(|&c| c == b'-');
-        let (Some(start), Some(end)) = (
-            ends.next().and_then(parse_hex),
-            ends.next().and_then(parse_hex),
-        ) else {
-            return Err(fail!(0, 0, "cannot parse /proc/self/maps line {}", B(line)));
-        };
-        let part = match name {
-            b"[vvar]" => Some(0),
-            b"[vvar_vclock]" => Some(1),
-            b"[vdso]" => Some(2),
-            _ => None,
-        };
-        if let Some(i) = part {
-            block.parts[i] = (start, end - start);
-            continue;
-        }
-        if (start >= ZONE && end <= ZONE_END) || start >= USER_END {
-            continue;
-        }
-        // SAFETY: outside the zone nothing is in use any more: we run on the
-        // zone's stack and the program lives in the zone.
-        unsafe { munmap(start, end - start) }.map_err(|e| {
-            fail!(
-                e,
-                start,
-                "unmapping {start:#x}-{end:#x} ({}) failed",
-                B(name)
-            )
-        })?;
-    }
-    Ok(block)
-}
-
-/// Moves this kernel's vvar/vvar_vclock/vdso block to the image's addresses.
-fn move_vdso(img: &VdsoRecord, here: &mut Block) -> R<()> {
-    let want = [img.vvar, img.vvar_vclock, img.vdso];
-    let names = ["[vvar]", "[vvar_vclock]", "[vdso]"];
-    if want.iter().all(|p| p.1 == 0) {
-        // The image had no vDSO: drop ours.
-        for &(a, l) in here.parts.iter().filter(|p| p.1 != 0) {
-            // SAFETY: nothing uses the vDSO in the restorer.
-            unsafe { munmap(a, l) }.map_err(|e| fail!(e, a, "unmapping the vDSO failed"))?;
-        }
-        return Ok(());
-    }
-    let base_img = want.iter().find(|p| p.1 != 0).map(|p| p.0).unwrap_or(0);
-    let base_here = here
-        .parts
-        .iter()
-        .find(|p| p.1 != 0)
-        .map(|p| p.0)
-        .unwrap_or(0);
-    for i in 0..3 {
-        let (w, h) = (want[i], here.parts[i]);
-        let same =
-            w.1 == h.1 && (w.1 == 0 || w.0.wrapping_sub(base_img) == h.0.wrapping_sub(base_here));
-        if !same {
-            return Err(fail!(
-                0,
-                w.0,
-                "the vDSO layout differs: {} is {:#x} bytes at +{:#x} in the image, {:#x} bytes at +{:#x} here",
-                names[i],
-                w.1,
-                w.0.wrapping_sub(base_img),
-                h.1,
-                h.0.wrapping_sub(base_here)
-            ));
-        }
-    }
-    if base_img == base_here {
-        return Ok(());
-    }
-    let span = |ps: &[(u64, u64); 3], base: u64| {
-        let end = ps
-            .iter()
-            .filter(|p| p.1 != 0)
-            .map(|p| p.0 + p.1)
-            .max()
-            .unwrap_or(base);
-        (base, end)
-    };
-    let (hs, he) = span(&here.parts, base_here);
-    let (ws, we) = span(&want, base_img);
-    if we - ws > PARK_MAX {
-        return Err(fail!(
-            0,
-            ws,
-            "the vDSO block is {:#x} bytes, larger than its parking spot",
-            we - ws
-        ));
-    }
-    // Overlapping source and destination: hop via the parking spot first.
-    if hs < we && ws < he {
-        for p in here.parts.iter_mut().filter(|p| p.1 != 0) {
-            let to = PARK_AREA + (p.0 - hs);
-            // SAFETY: moves a special mapping nothing refers to into the
-            // zone's reserved parking spot.
-            unsafe { mremap(p.0, p.1, p.1, MREMAP_MAYMOVE | MREMAP_FIXED, to) }
-                .map_err(|e| fail!(e, p.0, "parking the vDSO block at {to:#x} failed"))?;
-            p.0 = to;
-        }
-    }
-    for i in 0..3 {
-        let (from, len) = here.parts[i];
-        if len == 0 {
-            continue;
-        }
-        let to = want[i].0;
-        // SAFETY: the destination is outside the zone, where nothing is
-        // mapped any more; the kernel updates its vDSO pointer itself.
-        unsafe { mremap(from, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, to) }.map_err(|e| {
-            fail!(
-                e,
-                to,
-                "moving {} from {from:#x} to {to:#x} failed",
-                names[i]
-            )
-        })?;
-        here.parts[i].0 = to;
-    }
-    Ok(())
-}
-
-/// A NUL-terminated copy of `p` in `buf`.
-fn cpath<'b>(p: &[u8], buf: &'b mut [u8; 4096]) -> R<&'b [u8]> {
-    if p.len() >= buf.len() || p.contains(&0) {
-        return Err(fail!(
-            36,
-            0,
-            "the path {} is too long or contains NUL",
-            B(p)
-        ));
-    }
-    buf[..p.len()].copy_from_slice(p);
-    buf[p.len()] = 0;
-    Ok(&buf[..=p.len()])
-}
-
-fn open_path(p: &[u8], flags: u64, what: &str) -> R<i32> {
-    let mut buf = [0u8; 4096];
-    let c = cpath(p, &mut buf)?;
-    // O_NONBLOCK: a FIFO put in a file's place after preflight never
-    // blocks the restore (mapping it then fails).
-    open(c, flags | O_CLOEXEC | O_NONBLOCK)
-        .map_err(|e| fail!(e, 0, "opening {what} {} failed", B(p)))
-}
-
-/// The last opened mapped file, reused by consecutive areas of one file.
-struct FileCache {
-    id: u32,
-    rw: bool,
-    fd: i32,
-}
-
-impl FileCache {
-    fn get(&mut self, img: &Image, id: u32, rw: bool) -> R<(i32, &'static [u8])> {
-        let rec = find_file(img, id)?;
-        if self.fd >= 0 && self.id == id && self.rw == rw {
-            return Ok((self.fd, rec.path));
-        }
-        self.close();
-        let fd = open_path(
-            rec.path,
-            if rw { O_RDWR } else { O_RDONLY },
-            "the mapped file",
-        )?;
-        *self = FileCache { id, rw, fd };
-        Ok((fd, rec.path))
-    }
-
-    fn close(&mut self) {
-        if self.fd >= 0 {
-            let _ = close(self.fd);
-            self.fd = -1;
-        }
-    }
-}
-
-fn find_file(img: &Image, id: u32) -> R<FileRecord<'static>> {
-    for s in sections(img.body) {
-        let (tag, mut p) = s?;
-        if tag == Tag::File {
-            let f = FileRecord::decode(&mut p).map_err(meta_err)?;
-            if f.id == id {
-                return Ok(f);
-            }
-        }
-    }
-    Err(fail!(
-        0,
-        id as u64,
-        "the metadata names file {id}, which it does not describe"
-    ))
-}
-
-/// The remaining part of the current page run.
-struct Runs {
-    r: Reader<'static>,
-    cur: Option<(u64, u64, u64)>,
-}
-
-impl Runs {
-    fn peek(&mut self) -> R<Option<(u64, u64, u64)>> {
-        if self.cur.is_none() && self.r.remaining() >= PAGE_RUN_LEN {
-            let run = PageRun::decode(&mut self.r).map_err(meta_err)?;
-            let end = run
-                .addr
-                .checked_add(run.len())
-                .ok_or_else(|| fail!(0, run.addr, "a page run wraps around"))?;
-            self.cur = Some((run.addr, end, run.offset));
-        }
-        Ok(self.cur)
-    }
-
-    /// Consumes the run pieces below `end`, calling `f(addr, len, offset)`.
-    fn take_below(
-        &mut self,
-        start: u64,
-        end: u64,
-        mut f: impl FnMut(u64, u64, u64) -> R<()>,
-    ) -> R<()> {
-        while let Some((a, e, off)) = self.peek()? {
-            if a >= end {
-                break;
-            }
-            if a < start {
-                return Err(fail!(
-                    0,
-                    a,
-                    "the page run at {a:#x} lies outside every memory area"
-                ));
-            }
-            let piece_end = e.min(end);
-            f(a, piece_end - a, off)?;
-            self.cur = if piece_end == e {
-                None
-            } else {
-                Some((piece_end, e, off + (piece_end - a)))
-            };
-        }
-        Ok(())
-    }
-}
-
-/// Loads `[addr, addr + len)` from the page file at `off`, in pieces of
-/// [`LOAD_CHUNK`]. Every piece of the page file a chunk takes bytes from is
-/// checked against the piece table first ([`check_pieces`]). In an area
-/// registered with the userfaultfd each chunk is filled with `UFFDIO_COPY`
-/// from the page file view; otherwise (or after any userfaultfd error, for
-/// the rest of the range) each chunk of an anonymous area is populated
-/// first (one call instead of a fault per page) and read while the zeroed
-/// lines are still in the cache.
-fn load_pages(img: &Image, slot: usize, addr: u64, len: u64, off: u64, area: &Area) -> R<()> {
-    let fd = UFFD_FD.load(Ordering::Relaxed);
-    let view = VIEW.load(Ordering::Relaxed);
-    let mut copying = area.copy && fd >= 0 && view != 0;
-    let end = addr + len;
-    let (mut a, mut left, mut o) = (addr, len, off);
-    while left > 0 {
-        let chunk = left.min(LOAD_CHUNK);
-        let piece_end = a + chunk;
-        check_pieces(img, slot, a, o, chunk)?;
-        if copying {
-            let (done, ok) = copy_pages(fd, a, view + o, chunk);
-            a += done;
-            o += done;
-            left -= done;
-            if !ok {
-                copying = false;
-                // A missing page of a registered range would wait for a
-                // handler forever: the read path needs the range plain.
-                uffd::unregister(fd, a, end - a).map_err(|Errno(e)| {
-                    fail!(
-                        e,
-                        a,
-                        "unregistering {a:#x}-{end:#x} from the userfaultfd failed"
-                    )
-                })?;
-            }
-        }
-        if a < piece_end && area.anon && piece_end - a >= POPULATE_MIN {
-            // Failure (old kernel) only costs speed: the read faults instead.
-            let _ = madvise(a, piece_end - a, MADV_POPULATE_WRITE);
-        }
-        while a < piece_end {
-            let want = piece_end - a;
-            // SAFETY: `[a, a + want)` lies in an area mapped writable
-            // before and not registered with the userfaultfd; no Rust
-            // reference points into image memory.
-            match unsafe { pread_raw(PAGES_FD, a, want, o) } {
-                Ok(0) => return Err(fail!(0, a, "the page file ends before offset {o:#x}")),
-                Ok(n) => {
-                    a += n as u64;
-                    o += n as u64;
-                    left -= n as u64;
-                }
-                Err(4) => {}
-                Err(e) => {
-                    return Err(fail!(
-                        e,
-                        a,
-                        "reading {want:#x} bytes of pages at offset {o:#x} failed"
-                    ))
-                }
-            }
-        }
-        count_loaded(chunk);
-    }
-    Ok(())
-}
-
-// Checking the pieces of the page data.
-
-/// Most pieces an image can have: a piece table fills the metadata at most.
-const MAX_PIECES: usize = (META_MAX / 8) as usize;
-/// One bit per piece: checked already (by either loading thread).
-static CHECKED: [AtomicU64; MAX_PIECES / 64] = [const { AtomicU64::new(0) }; MAX_PIECES / 64];
-
-/// A piece's bytes, read for its check: one buffer per loading thread.
-#[repr(C, align(4096))]
-struct Scratch([u8; PIECE_LEN as usize]);
-static mut SCRATCH: [Scratch; 2] = [
-    Scratch([0; PIECE_LEN as usize]),
-    Scratch([0; PIECE_LEN as usize]),
-];
-/// [`SCRATCH`] slots: the main thread's and the helper's.
-const MAIN_SLOT: usize = 0;
-const HELPER_SLOT: usize = 1;
-
-/// Checks every piece of the page file that holds a byte of
-/// `[off, off + len)` (to be loaded at `addr`) against the piece table,
-/// each piece once: read with `pread` into the thread's scratch buffer
-/// (`slot`), hashed whole. A mismatch fails the restore before the program
-/// runs.
-fn check_pieces(img: &Image, slot: usize, addr: u64, off: u64, len: u64) -> R<()> {
-    let Some(table) = img.pieces else {
-        return Ok(());
-    };
-    for index in pieces_of(off, len) {
-        let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
-        let checked = CHECKED.get(word);
-        if checked.is_some_and(|w| w.load(Ordering::Relaxed) & bit != 0) {
-            continue;
-        }
-        let Some((start, end)) = piece_range(index, img.pages_len) else {
-            return Err(fail!(
-                0,
-                off,
-                "the page file has no piece {index} (offset {off:#x})"
-            ));
-        };
-        // SAFETY: each loading thread uses only its own slot, and no other
-        // reference to the slot lives past this function.
-        let buf = unsafe { &mut (*core::ptr::addr_of_mut!(SCRATCH))[slot].0 };
-        let want = (end - start) as usize;
-        let mut got = 0;
-        while got < want {
-            match pread(PAGES_FD, &mut buf[got..want], start + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(4) => {}
-                Err(e) => {
-                    return Err(fail!(
-                        e,
-                        start,
-                        "reading piece {index} of the page file at {start:#x} failed"
-                    ))
-                }
-            }
-        }
-        let computed = piece_hash(&buf[..got]);
-        let stored = table.get(index).unwrap_or(0);
-        if computed != stored {
-            return Err(fail!(
-                0,
-                start,
-                "page file piece {index} (file bytes {start:#x}-{end:#x}) is damaged: hash {computed:#x}, \
-                 expected {stored:#x}; not loaded into {addr:#x}-{:#x}",
-                addr + len
-            )
-            .with_aux(end));
-        }
-        if let Some(w) = checked {
-            w.fetch_or(bit, Ordering::Relaxed);
-        }
-    }
-    Ok(())
-}
-
-// Filling anonymous memory through a userfaultfd.
-
-/// The userfaultfd the private anonymous areas are registered with while
-/// their pages load, or -1.
-static UFFD_FD: AtomicI32 = AtomicI32::new(-1);
-/// Where the page file is mapped (read-only) while pages load, or 0.
-static VIEW: AtomicU64 = AtomicU64::new(0);
-static VIEW_LEN: AtomicU64 = AtomicU64::new(0);
-
-/// Fills `[dst, dst + len)` (registered) with a copy of `[src, src + len)`
-/// of the page file view; returns the bytes filled and whether all were.
-fn copy_pages(fd: i32, dst: u64, src: u64, len: u64) -> (u64, bool) {
-    // Failure only costs speed: the copy faults the view in instead.
-    let _ = madvise(src, len, MADV_POPULATE_READ);
-    let mut done = 0;
-    let mut stalls = 0;
-    while done < len {
-        // SAFETY: the destination lies in an area registered with `fd`
-        // that nothing refers to; the source lies in the page file view,
-        // mapped readable until both loading threads are done.
-        match unsafe { uffd::copy(fd, dst + done, src + done, len - done) } {
-            Ok(0) => return (done, false),
-            Ok(n) => done += n,
-            Err((e, n)) => {
-                done += n;
-                // EAGAIN: the address space changed under the copy; retry.
-                if e == Errno::EAGAIN && (n > 0 || stalls < 8) {
-                    stalls += 1;
-                    continue;
-                }
-                return (done, false);
-            }
-        }
-    }
-    (done, true)
-}
-
-/// Maps the page file and registers every area to be filled with
-/// `UFFDIO_COPY` with a new userfaultfd. Anything that fails leaves the
-/// read path in place (for everything, or for areas not registered).
-fn uffd_setup(img: &Image) -> R<()> {
-    let Ok(size) = file_size(PAGES_FD) else {
-        return Ok(());
-    };
-    let len = page_up(size);
-    // SAFETY: a fresh read-only mapping where the kernel finds room; every
-    // image area is mapped already, so it cannot take an image address.
-    let Ok(view) = (unsafe { mmap(0, len, PROT_READ, MAP_PRIVATE, PAGES_FD, 0) }) else {
-        return Ok(());
-    };
-    // User mode only where the kernel has it (5.11): a kernel access to a
-    // missing page fails instead of waiting for a handler.
-    let flags = uffd::O_CLOEXEC | uffd::O_NONBLOCK;
-    let fd = uffd::open(flags | uffd::USER_MODE_ONLY).or_else(|_| uffd::open(flags));
-    let Ok(fd) = fd else {
-        // SAFETY: the view is ours and unused.
-        let _ = unsafe { munmap(view, len) };
-        return Ok(());
-    };
-    if uffd::api(fd).is_err() {
-        let _ = close(fd);
-        // SAFETY: the view is ours and unused.
-        let _ = unsafe { munmap(view, len) };
-        return Ok(());
-    }
-    walk_areas(
-        img,
-        false,
-        |v, area| {
-            if area.copy {
-                // SAFETY: nothing touches the area before its pages are
-                // copied in (or it is unregistered for the read path).
-                let _ = unsafe { uffd::register(fd, v.start, v.len()) };
-            }
-            Ok(())
-        },
-        |_, _, _, _| Ok(()),
-    )?;
-    VIEW.store(view, Ordering::Relaxed);
-    VIEW_LEN.store(len, Ordering::Relaxed);
-    UFFD_FD.store(fd, Ordering::Relaxed);
-    Ok(())
-}
-
-// Lazy loading: `crac restore` serves the private anonymous areas.
-
-/// Set from the restore arguments: load private anonymous memory lazily.
-static LAZY_REQUESTED: AtomicU32 = AtomicU32::new(0);
-/// The userfaultfd of the lazily loaded areas until it is handed over, or -1.
-static LAZY_FD: AtomicI32 = AtomicI32::new(-1);
-
-/// Registers every private anonymous area with pages with a new
-/// userfaultfd that reports forks, remaps, removals and unmaps (so the
-/// handler never fills memory the program discarded or moved). Returns
-/// `false`, with nothing registered, where the kernel cannot do that (the
-/// restore then loads everything itself).
-fn lazy_setup(img: &Image) -> R<bool> {
-    // Faults from kernel mode (a read() into a missing page) must wait for
-    // the handler too, so no UFFD_USER_MODE_ONLY here.
-    let Ok(fd) = uffd::open(uffd::O_CLOEXEC | uffd::O_NONBLOCK) else {
-        return Ok(false);
-    };
-    if uffd::api_with(fd, uffd::LAZY_FEATURES).is_err() {
-        let _ = close(fd);
-        return Ok(false);
-    }
-    let mut ok = true;
-    walk_areas(
-        img,
-        false,
-        |v, area| {
-            if area.uffd && ok {
-                // SAFETY: nothing touches the area before the handler has
-                // the fd (see hand_over_lazy); the restorer only loads
-                // areas that are not registered.
-                ok = unsafe { uffd::register(fd, v.start, v.len()) }.is_ok();
-            }
-            Ok(())
-        },
-        |_, _, _, _| Ok(()),
-    )?;
-    if !ok {
-        // Closing unregisters whatever was registered.
-        let _ = close(fd);
-        return Ok(false);
-    }
-    LAZY_FD.store(fd, Ordering::Relaxed);
-    Ok(true)
-}
-
-/// Hands the userfaultfd to `crac restore` (the handler) and closes ours,
-/// so the restored process holds no trace of it.
-fn hand_over_lazy(bytes: u64) -> R<()> {
-    let fd = LAZY_FD.swap(-1, Ordering::Relaxed);
-    let mut rec = Status::new(StatusKind::Lazy, Stage::LoadPages);
-    rec.object = bytes;
-    let sent = crac_sys::raw::send_with_fd(STATUS_FD, &rec.encode(), fd);
-    let _ = close(fd);
-    sent.map_err(|Errno(e)| fail!(e, 0, "handing the userfaultfd to crac restore failed"))?;
-    Ok(())
-}
-
-/// Unmaps the page file view (the loading threads are done with it).
-fn uffd_unmap_view() {
-    let view = VIEW.swap(0, Ordering::Relaxed);
-    if view != 0 {
-        // SAFETY: only the loading threads used the view, and both are done.
-        let _ = unsafe { munmap(view, VIEW_LEN.load(Ordering::Relaxed)) };
-    }
-}
-
-/// How the restorer treats one memory area of the image.
-#[derive(Clone, Copy)]
-struct Area {
-    /// Anonymous memory (populated before it is read).
-    anon: bool,
-    /// Private anonymous memory (not a deleted file's) with pages: filled
-    /// with `UFFDIO_COPY` when the userfaultfd is set up.
-    uffd: bool,
-    /// `uffd` and large enough to be filled with `UFFDIO_COPY` when
-    /// everything is loaded before the resume.
-    copy: bool,
-    /// The area's own protection.
-    prot: u64,
-    /// The protection it is mapped with while its pages are loaded
-    /// (writable if it has any).
-    map_prot: u64,
-}
-
-/// Walks the image's memory areas in order with their page runs: calls
-/// `on_area` for every area the restorer maps (not the kernel's vDSO block)
-/// and then `on_piece(addr, len, offset)` for each part of a page run in it
-/// that is loaded. Fails on areas overlapping the zone and on page runs
-/// outside every area, so every walk sees the same, valid layout. Only the
-/// first walk (`stages`) sets the stage errors are reported in: the others
-/// may run on two threads.
-fn walk_areas(
-    img: &Image,
-    stages: bool,
-    mut on_area: impl FnMut(&VmaRecord<'static>, &Area) -> R<()>,
-    mut on_piece: impl FnMut(&Area, u64, u64, u64) -> R<()>,
-) -> R<()> {
-    let mut runs = Runs {
-        r: img.runs.clone(),
-        cur: None,
-    };
-    for s in sections(img.body) {
-        let (tag, mut p) = s?;
-        if tag != Tag::Vma {
-            continue;
-        }
-        if stages {
-            quiet(Stage::MapMemory);
-        }
-        let v = VmaRecord::decode(&mut p).map_err(meta_err)?;
-        if v.flags & (VMA_VDSO | VMA_VSYSCALL) != 0 {
-            // The kernel's own block; stored pages there (if any) are dropped.
-            runs.take_below(v.start, v.end, |_, _, _| Ok(()))?;
-            continue;
-        }
-        if v.start < ZONE_END && ZONE < v.end {
-            return Err(fail!(
-                0,
-                v.start,
-                "the area {:#x}-{:#x} overlaps the restorer zone",
-                v.start,
-                v.end
-            ));
-        }
-        let file_backed = v.flags & VMA_FILE != 0 && v.flags & VMA_DELETED == 0;
-        let shared = v.flags & VMA_SHARED != 0;
-        // Pages of shared file mappings live in the file itself.
-        let load = !(file_backed && shared) && matches!(runs.peek()?, Some((a, _, _)) if a < v.end);
-        let prot = (v.prot & 7) as u64;
-        let uffd = v.flags & VMA_FILE == 0 && !shared && load;
-        let area = Area {
-            anon: !file_backed,
-            uffd,
-            copy: uffd && v.len() >= COPY_AREA_MIN,
-            prot,
-            map_prot: if load { prot | PROT_WRITE } else { prot },
-        };
-        on_area(&v, &area)?;
-        if stages {
-            quiet(Stage::LoadPages);
-        }
-        runs.take_below(v.start, v.end, |a, l, o| {
-            if load {
-                on_piece(&area, a, l, o)
-            } else {
-                Ok(())
-            }
-        })?;
-    }
-    if stages {
-        quiet(Stage::LoadPages);
-    }
-    if let Some((a, _, _)) = runs.peek()? {
-        return Err(fail!(
-            0,
-            a,
-            "the page run at {a:#x} lies outside every memory area"
-        ));
-    }
-    Ok(())
-}
-
-/// Maps one area of the image (writable while its pages are loaded).
-fn map_area(img: &Image, v: &VmaRecord<'static>, area: &Area, files: &mut FileCache) -> R<()> {
-    let shared = v.flags & VMA_SHARED != 0;
-    let mut flags = MAP_FIXED | if shared { MAP_SHARED } else { MAP_PRIVATE };
-    if v.flags & VMA_GROWSDOWN != 0 {
-        flags |= MAP_GROWSDOWN;
-    }
-    let len = v.len();
-    if area.anon {
-        // SAFETY: outside the zone; nothing refers to image memory yet.
-        unsafe { mmap(v.start, len, area.map_prot, flags | MAP_ANONYMOUS, -1, 0) }
-            .map_err(|e| fail!(e, v.start, "mapping {:#x}-{:#x} failed", v.start, v.end))?;
-        return Ok(());
-    }
-    if v.file == NO_FILE {
-        return Err(fail!(
-            0,
-            v.start,
-            "the file area at {:#x} names no file",
-            v.start
-        ));
-    }
-    let rw = shared && area.prot & PROT_WRITE != 0;
-    let (fd, path) = files.get(img, v.file, rw)?;
-    // SAFETY: outside the zone; nothing refers to image memory yet.
-    unsafe { mmap(v.start, len, area.map_prot, flags, fd, v.pgoff) }.map_err(|e| {
-        fail!(
-            e,
-            v.start,
-            "mapping {} at {:#x}-{:#x} failed",
-            B(path),
-            v.start,
-            v.end
-        )
-    })?;
-    Ok(())
-}
-
-/// Gives an area back the `madvise` advice it had, once its pages are in
-/// (so huge-page and read-ahead hints do not shape the loading). What
-/// changes a fork's outcome must take; hints (huge pages, KSM, read-ahead,
-/// core dumps) are given where the kernel takes them.
-fn advise(v: &VmaRecord<'static>) -> R<()> {
-    for (bit, name, advice) in VMA_ADVICE {
-        if v.flags & bit == 0 {
-            continue;
-        }
-        let r = madvise(v.start, v.len(), advice as u64);
-        if let Err(e) = r {
-            if bit & (VMA_DONTFORK | VMA_WIPEONFORK) != 0 {
-                return Err(fail!(
-                    e,
-                    v.start,
-                    "giving {:#x}-{:#x} its advice {name} failed",
-                    v.start,
-                    v.end
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Loads the bytes `[lo, hi)` of the image's loaded page data, counted in
-/// the order the page runs come in.
-fn load_share(img: &Image, slot: usize, lo: u64, hi: u64) -> R<()> {
-    let mut pos = 0u64;
-    let lazy = LAZY_FD.load(Ordering::Relaxed) >= 0;
-    let copying = UFFD_FD.load(Ordering::Relaxed) >= 0;
-    // Small pieces read with plain `pread` that follow each other in
-    // memory and in the page file are read together (areas being loaded
-    // are all mapped writable): with many small areas, one read per area is
-    // most of the work. Larger pieces go alone, populated first as before.
-    let mut pending: Option<(u64, u64, u64, Area)> = None;
-    walk_areas(
-        img,
-        false,
-        |_, _| Ok(()),
-        |area, a, l, o| {
-            if lazy && area.uffd {
-                // Loaded by `crac restore` through the userfaultfd.
-                return Ok(());
-            }
-            let (s, e) = (pos.max(lo), (pos + l).min(hi));
-            let d = s.wrapping_sub(pos);
-            pos += l;
-            if s >= e {
-                return Ok(());
-            }
-            let (a, l, o) = (a + d, e - s, o + d);
-            if copying && area.copy {
-                return load_pages(img, slot, a, l, o, area);
-            }
-            let small = l < POPULATE_MIN;
-            if let Some((pa, pl, po, parea)) = pending.take() {
-                if small && pa + pl == a && po + pl == o {
-                    pending = Some((pa, pl + l, po, parea));
-                    return Ok(());
-                }
-                load_pages(img, slot, pa, pl, po, &parea)?;
-            }
-            if !small {
-                return load_pages(img, slot, a, l, o, area);
-            }
-            // Not populated, like each small piece on its own: populating
-            // many small areas costs more than faulting their pages.
-            pending = Some((
-                a,
-                l,
-                o,
-                Area {
-                    anon: false,
-                    ..*area
-                },
-            ));
-            Ok(())
-        },
-    )?;
-    match pending {
-        Some((a, l, o, area)) => load_pages(img, slot, a, l, o, &area),
-        None => Ok(()),
-    }
-}
-
-// The page-loading helper thread.
-
-/// Images with at least this many bytes of page data are loaded by two
-/// threads.
-const SPLIT_MIN: u64 = 8 << 20;
-const HELPER_STACK: usize = 64 * 1024;
-
-#[repr(C, align(64))]
-struct HelperStack([u8; HELPER_STACK]);
-static mut CRAC_HELPER_STACK: HelperStack = HelperStack([0; HELPER_STACK]);
-/// The helper's `clear_child_tid` word: nonzero while it runs; the kernel
-/// clears it and wakes waiters when the helper is done with the memory.
-static HELPER_RUNNING: AtomicU32 = AtomicU32::new(0);
-/// Set by the helper when [`HELPER_ERROR`] holds its error.
-static HELPER_FAILED: AtomicU32 = AtomicU32::new(0);
-static mut HELPER_ERROR: core::mem::MaybeUninit<Status> = core::mem::MaybeUninit::uninit();
-
-/// The helper's work: a share of the page data.
-struct HelperJob {
-    img: *const Image,
-    lo: u64,
-    hi: u64,
-}
-
-extern "C" fn helper_entry(arg: u64) -> ! {
-    // SAFETY: `arg` points to the HelperJob (and through it the Image) on
-    // the main thread's stack, which waits for this thread to end before it
-    // leaves the frame they live in.
-    let job = unsafe { &*(arg as *const HelperJob) };
-    // SAFETY: as above.
-    let img = unsafe { &*job.img };
-    if let Err(s) = load_share(img, HELPER_SLOT, job.lo, job.hi) {
-        // SAFETY: only this thread writes the slot, once; the main thread
-        // reads it after this thread ended (HELPER_FAILED, then the
-        // clear_child_tid futex, order the accesses).
-        unsafe { core::ptr::addr_of_mut!(HELPER_ERROR).write(core::mem::MaybeUninit::new(s)) };
-        HELPER_FAILED.store(1, Ordering::Release);
-    }
-    exit_thread()
-}
-
-/// Starts the helper on `job`; returns its TID, or `None` if no thread could
-/// be created (the caller then loads everything itself). The kernel picks
-/// the TID: even if it is one an image thread needs, the helper is gone
-/// (see [`join_helper`]) before any image thread is created. (Picking TIDs
-/// next to the image's own would take ones that the images of processes
-/// started alongside it need.)
-fn start_helper(job: &HelperJob) -> Option<i32> {
-    HELPER_RUNNING.store(1, Ordering::Relaxed);
-    let stack = core::ptr::addr_of_mut!(CRAC_HELPER_STACK) as u64;
-    let ca = crac_sys::clone::CloneArgs {
-        flags: crac_sys::clone::THREAD_FLAGS | crac_sys::clone::CLONE_CHILD_CLEARTID,
-        child_tid: HELPER_RUNNING.as_ptr() as u64,
-        stack,
-        stack_size: HELPER_STACK as u64,
-        ..Default::default()
-    };
-    // SAFETY: the helper runs on its own stack in the zone's bss and only
-    // reads the zone and the job, and writes the areas of its share, which
-    // the main thread does not touch until it ended.
-    let r = unsafe {
-        crac_sys::clone::clone3_thread(&ca, helper_entry, job as *const HelperJob as u64)
-    };
-    if r > 0 {
-        return Some(r as i32);
-    }
-    HELPER_RUNNING.store(0, Ordering::Relaxed);
-    None
-}
-
-/// Waits until the helper has ended and is gone from the thread group.
-fn join_helper(tid: i32) -> R<()> {
-    loop {
-        let v = HELPER_RUNNING.load(Ordering::Acquire);
-        if v == 0 {
-            break;
-        }
-        futex_wait_shared(&HELPER_RUNNING, v);
-    }
-    // The kernel clears the word before the thread has left the group; a
-    // restored program must not see it.
-    let pid = getpid() as i32;
-    while tgkill(pid, tid, 0).is_ok() {
-        sched_yield();
-    }
-    if HELPER_FAILED.load(Ordering::Acquire) != 0 {
-        // SAFETY: the helper wrote the slot before it set the flag, and has
-        // ended.
-        return Err(unsafe { core::ptr::addr_of!(HELPER_ERROR).read().assume_init() });
-    }
-    Ok(())
-}
-
-/// Maps every area of the image and loads its pages (on two threads for
-/// large images), then gives the areas their protection. Returns whether the
-/// restore-info block lies in writable memory and whether private anonymous
-/// memory is left to `crac restore` to load lazily.
-fn map_memory(img: &Image) -> R<(bool, bool)> {
-    let mut files = FileCache {
-        id: NO_FILE,
-        rw: false,
-        fd: -1,
-    };
-    let mut total = 0u64;
-    let mut lazy_bytes = 0u64;
-    let mapped = walk_areas(
-        img,
-        true,
-        |v, area| map_area(img, v, area, &mut files),
-        |area, _, l, _| {
-            total += l;
-            if area.uffd {
-                lazy_bytes += l;
-            }
-            Ok(())
-        },
-    );
-    files.close();
-    mapped?;
-
-    quiet(Stage::LoadPages);
-    let lazy = LAZY_REQUESTED.load(Ordering::Relaxed) != 0 && lazy_bytes > 0 && lazy_setup(img)?;
-    if lazy {
-        total -= lazy_bytes;
-    }
-    if total >= BYTE_PROGRESS_MIN {
-        PROGRESS_TOTAL.store(total, Ordering::Relaxed);
-        report(&Status::bytes(0, total));
-    }
-    if !lazy && total >= UFFD_MIN {
-        uffd_setup(img)?;
-    }
-    let mut main_hi = total;
-    let mut helper = None;
-    let job;
-    if total >= SPLIT_MIN {
-        let mid = total / 2 / PAGE_SIZE * PAGE_SIZE;
-        job = HelperJob {
-            img,
-            lo: mid,
-            hi: total,
-        };
-        helper = start_helper(&job);
-        if helper.is_some() {
-            main_hi = mid;
-        }
-    }
-    let mine = load_share(img, MAIN_SLOT, 0, main_hi);
-    if let Some(tid) = helper {
-        // Even when this thread failed: the helper uses this frame.
-        join_helper(tid)?;
-    }
-    mine?;
-    uffd_unmap_view();
-    if total >= BYTE_PROGRESS_MIN {
-        report(&Status::bytes(total, total));
-    }
-    if lazy {
-        hand_over_lazy(lazy_bytes)?;
-    }
-
-    quiet(Stage::Protect);
-    let info = img.process.restore_info_addr;
-    let mut info_ok = false;
-    let fd = UFFD_FD.load(Ordering::Relaxed);
-    let protected = walk_areas(
-        img,
-        false,
-        |v, area| {
-            if fd >= 0 && area.copy {
-                // Plain anonymous memory again (closing the fd below would
-                // do the same for anything left registered).
-                let _ = uffd::unregister(fd, v.start, v.len());
-            }
-            advise(v)?;
-            if area.map_prot != area.prot {
-                // SAFETY: the area is ours; it gets the protection it had.
-                unsafe { mprotect(v.start, v.len(), area.prot) }.map_err(|e| {
-                    fail!(e, v.start, "protecting {:#x}-{:#x} failed", v.start, v.end)
-                })?;
-            }
-            if area.prot & PROT_WRITE != 0 && info >= v.start && info + RESTORE_INFO_LEN <= v.end {
-                info_ok = true;
-            }
-            Ok(())
-        },
-        |_, _, _, _| Ok(()),
-    );
-    if fd >= 0 {
-        UFFD_FD.store(-1, Ordering::Relaxed);
-        let _ = close(fd);
-    }
-    protected?;
-    Ok((info_ok, lazy))
-}
-
-/// `struct prctl_mm_map`.
-#[repr(C)]
-struct PrctlMmMap {
-    fields: [u64; 11],
-    auxv: u64,
-    auxv_size: u32,
-    exe_fd: u32,
-}
-
-fn set_mm(img: &Image) -> R<()> {
-    let exe = open_path(img.process.exe, O_RDONLY, "the executable")?;
-    let m = &img.mm;
-    let map = PrctlMmMap {
-        fields: m.fields(),
-        auxv: m.auxv.as_ptr() as u64,
-        auxv_size: m.auxv.len() as u32,
-        exe_fd: exe as u32,
-    };
-    // SAFETY: `map` and the auxv bytes it points to are valid for the call.
-    let r = unsafe {
-        prctl(
-            PR_SET_MM,
-            PR_SET_MM_MAP,
-            &map as *const PrctlMmMap as u64,
-            core::mem::size_of::<PrctlMmMap>() as u64,
-        )
-    };
-    let _ = close(exe);
-    r.map(drop).map_err(|e| {
-        fail!(
-            e,
-            m.start_brk,
-            "PR_SET_MM_MAP refused code {:#x}-{:#x} data {:#x}-{:#x} brk {:#x}-{:#x} stack {:#x} auxv {} bytes exe {}",
-            m.start_code,
-            m.end_code,
-            m.start_data,
-            m.end_data,
-            m.start_brk,
-            m.brk,
-            m.start_stack,
-            m.auxv.len(),
-            B(img.process.exe)
-        )
-    })
-}
-
-// ---------------------------------------------------------------------------
-// Threads.
-
-/// What a thread needs to restore its kernel state, kept at the bottom of
-/// its stack slot (or on the main stack for the main thread).
-#[repr(C)]
-struct ThreadArgs {
-    tid: i32,
-    rseq_len: u32,
-    rseq_sig: u32,
-    name: [u8; 16],
-    ctx_addr: u64,
-    fs_base: u64,
-    gs_base: u64,
-    clear_tid: u64,
-    robust_head: u64,
-    robust_len: u64,
-    rseq_addr: u64,
-    affinity: &'static [u8],
-    resume_entry: u64,
-    creds: CredsRecord<'static>,
-}
-
-impl ThreadArgs {
-    fn new(t: &ThreadRecord<'static>, resume_entry: u64) -> ThreadArgs {
-        let mut name = [0u8; 16];
-        let n = t.name.len().min(15);
-        name[..n].copy_from_slice(&t.name[..n]);
-        ThreadArgs {
-            tid: t.tid as i32,
-            rseq_len: t.rseq_len,
-            rseq_sig: t.rseq_sig,
-            name,
-            ctx_addr: t.ctx_addr,
-            fs_base: t.fs_base,
-            gs_base: t.gs_base,
-            clear_tid: t.clear_tid,
-            robust_head: t.robust_head,
-            robust_len: t.robust_len,
-            rseq_addr: t.rseq_addr,
-            affinity: t.affinity,
-            resume_entry,
-            creds: CredsRecord::default(),
-        }
-    }
-}
-
-/// Restores the calling thread's robust list, rseq, GS base, affinity and
-/// name (TLS and clear_child_tid come from `clone3`, or are set by the
-/// caller for the main thread).
-fn thread_state(a: &ThreadArgs) -> R<()> {
-    let tid = a.tid as u64;
-    if gettid() != a.tid as u32 {
-        return Err(fail!(
-            0,
-            tid,
-            "thread {} came up as TID {}",
-            a.tid,
-            gettid()
-        ));
-    }
-    if a.robust_head != 0 {
-        // SAFETY: the list lives in restored image memory.
-        unsafe { set_robust_list(a.robust_head, a.robust_len) }.map_err(|e| {
-            fail!(
-                e,
-                tid,
-                "set_robust_list({:#x}, {}) failed for TID {}",
-                a.robust_head,
-                a.robust_len,
-                a.tid
-            )
-        })?;
-    }
-    if a.rseq_addr != 0 {
-        // SAFETY: the rseq area lives in restored image memory.
-        let mut r = unsafe { rseq(a.rseq_addr, a.rseq_len, 0, a.rseq_sig) };
-        if r == Err(22) && a.rseq_len < 32 {
-            // Feature-size lengths (glibc >= 2.40) on kernels wanting 32.
-            // SAFETY: as above.
-            r = unsafe { rseq(a.rseq_addr, 32, 0, a.rseq_sig) };
-        }
-        r.map_err(|e| {
-            fail!(
-                e,
-                tid,
-                "registering rseq at {:#x} (len {}) failed for TID {}",
-                a.rseq_addr,
-                a.rseq_len,
-                a.tid
-            )
-        })?;
-    }
-    if a.gs_base != 0 {
-        // SAFETY: the restorer does not use GS.
-        unsafe { arch_prctl(ARCH_SET_GS, a.gs_base) }.map_err(|e| {
-            fail!(
-                e,
-                tid,
-                "setting GS base {:#x} failed for TID {}",
-                a.gs_base,
-                a.tid
-            )
-        })?;
-    }
-    if !a.affinity.is_empty() {
-        // CPUs of the dumping machine may be missing here: keep the inherited
-        // affinity then.
-        let _ = sched_setaffinity(a.affinity);
-    }
-    // SAFETY: `name` is NUL-terminated and 16 bytes long.
-    let _ = unsafe { prctl(PR_SET_NAME, a.name.as_ptr() as u64, 0, 0) };
-    Ok(())
-}
-
-/// Enters the program: `resume_entry(ctx)` (never returns).
-unsafe fn jump(entry: u64, ctx: u64) -> ! {
-    // SAFETY: the caller restored the thread's state; the resume routine
-    // switches to the thread's own stack and never returns here.
-    unsafe { core::arch::asm!("jmp {e}", e = in(reg) entry, in("rdi") ctx, options(noreturn)) }
-}
-
-extern "C" fn thread_entry(arg: u64) -> ! {
-    // SAFETY: `arg` points to the ThreadArgs the main thread wrote at the
-    // bottom of this thread's stack slot; it stays valid until the jump.
-    let a = unsafe { &*(arg as *const ThreadArgs) };
-    if let Err(s) = thread_state(a).and_then(|()| creds::apply(&a.creds, a.tid as u32)) {
-        die(&s);
-    }
-    THREADS_READY.fetch_add(1, Ordering::Release);
-    futex_wake(&THREADS_READY);
-    // SAFETY: the thread's state is restored.
-    unsafe { jump(a.resume_entry, a.ctx_addr) }
-}
-
-/// Creates every thread but the main one; returns the main thread's record.
-fn create_threads(img: &Image) -> R<ThreadRecord<'static>> {
-    let pid = img.process.pid;
-    let others = img.threads.saturating_sub(1);
-    if others > MAX_THREADS {
-        return Err(fail!(
-            0,
-            others,
-            "the image has {} threads, more than the restorer's {MAX_THREADS}",
-            img.threads
-        ));
-    }
-    if others > 0 {
-        // SAFETY: the stack area of the zone is reserved for these stacks.
-        unsafe {
-            mmap(
-                STACKS_AREA,
-                others * THREAD_STACK,
-                PROT_READ | PROT_WRITE,
-                MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE,
-                -1,
-                0,
-            )
-        }
-        .map_err(|e| fail!(e, STACKS_AREA, "mapping {others} thread stacks failed"))?;
-    }
-    let mut main = None;
-    let mut created = 0u64;
-    for s in sections(img.body) {
-        let (tag, mut p) = s?;
-        if tag != Tag::Thread {
-            continue;
-        }
-        let t = ThreadRecord::decode(&mut p).map_err(meta_err)?;
-        if t.tid == pid {
-            main = Some(t);
-            continue;
-        }
-        if created == others {
-            return Err(fail!(
-                0,
-                t.tid as u64,
-                "the image describes no main thread (TID {pid})"
-            ));
-        }
-        let slot = STACKS_AREA + created * THREAD_STACK;
-        let args = slot as *mut ThreadArgs;
-        // SAFETY: the slot is mapped and unused; the thread reads the args
-        // from there.
-        unsafe {
-            args.write(ThreadArgs {
-                creds: img.creds,
-                ..ThreadArgs::new(&t, img.process.resume_entry)
-            })
-        };
-        let tid = t.tid as i32;
-        let ca = crac_sys::clone::CloneArgs {
-            flags: crac_sys::clone::THREAD_FLAGS
-                | crac_sys::clone::CLONE_SETTLS
-                | crac_sys::clone::CLONE_CHILD_CLEARTID,
-            child_tid: t.clear_tid,
-            stack: slot,
-            stack_size: THREAD_STACK,
-            tls: t.fs_base,
-            set_tid: &tid as *const i32 as u64,
-            set_tid_size: 1,
-            ..Default::default()
-        };
-        let create = || {
-            // A failed clone3 started nothing: trying again is as safe as
-            // the first try.
-            // SAFETY: the thread runs on its own slot of the zone and only
-            // reads its args and the (immutable) zone until it jumps in.
-            let r = unsafe { crac_sys::clone::clone3_thread(&ca, thread_entry, args as u64) };
-            if r < 0 {
-                Err(crac_sys::Errno((-r) as i32))
-            } else {
-                Ok(r)
-            }
-        };
-        // Preflight saw the TID free; the threads of a process that just
-        // died may hold theirs a little longer.
-        let r = match crac_sys::commit::retry_taken(create) {
-            Ok(r) => r,
-            Err(e) => -(e.0 as isize),
-        };
-        if r < 0 {
-            let e = (-r) as i32;
-            let why = if e == 17 { ": the TID is taken" } else { "" };
-            return Err(fail!(
-                e,
-                t.tid as u64,
-                "creating thread {} ({}) failed{why}",
-                t.tid,
-                B(t.name)
-            ));
-        }
-        created += 1;
-    }
-    let Some(main) = main else {
-        return Err(fail!(
-            0,
-            pid as u64,
-            "the image describes no main thread (TID {pid})"
-        ));
-    };
-    // Wait until every thread restored its state: an error must be reported
-    // before success is.
-    loop {
-        let n = THREADS_READY.load(Ordering::Acquire);
-        if n as u64 >= created {
-            break;
-        }
-        futex_wait(&THREADS_READY, n);
-    }
-    Ok(main)
-}
-
-// ---------------------------------------------------------------------------
-// Main.
+// Main: the stages in order.
 
 extern "C" fn main() -> ! {
     match run() {
@@ -1798,111 +297,24 @@ enum Never {}
 
 fn run() -> R<Never> {
     enter(Stage::Args);
-    let mut hdr = [0u8; ARGS_HEADER as usize];
-    match pread(ARGS_FD, &mut hdr, 0) {
-        Ok(n) if n == hdr.len() => {}
-        Ok(n) => {
-            return Err(fail!(
-                0,
-                n as u64,
-                "the restore arguments are {n} bytes, fewer than {ARGS_HEADER}"
-            ))
-        }
-        Err(e) => return Err(fail!(e, 0, "reading the restore arguments failed")),
-    }
-    let word = |i: usize| u64::from_le_bytes(hdr[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-    let (started_ns, flags, parent, env_len) = (word(0), word(1), word(2), word(3));
-    // If `crac restore` dies, so does this process: never half restored,
-    // and never running with memory nobody will load.
-    // SAFETY: PR_SET_PDEATHSIG takes no pointers.
-    let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
-    if u64::from(getppid()) != parent {
-        return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
-    }
-    LAZY_REQUESTED.store((flags & ARG_LAZY != 0) as u32, Ordering::Relaxed);
-    if env_len > ARGS_MAX - ARGS_HEADER {
-        return Err(fail!(
-            0,
-            env_len,
-            "the environment block has {env_len} bytes (at most {} fit)",
-            ARGS_MAX - ARGS_HEADER
-        ));
-    }
-    // The credentials the preflight checked follow the environment.
-    let creds_at = (ARGS_HEADER + env_len).next_multiple_of(8);
-    let mut len = [0u8; 8];
-    if pread(ARGS_FD, &mut len, creds_at) != Ok(8) {
-        return Err(fail!(
-            0,
-            creds_at,
-            "the restore arguments lack the checked credentials"
-        ));
-    }
-    let creds_len = u64::from_le_bytes(len);
-    if creds_len > ARGS_MAX - creds_at - 8 {
-        return Err(fail!(
-            0,
-            creds_len,
-            "the checked credentials have {creds_len} bytes"
-        ));
-    }
-    // SAFETY: the arguments area of the zone is reserved for this mapping.
-    unsafe {
-        mmap(
-            ARGS_AREA,
-            page_up(creds_at + 8 + creds_len),
-            PROT_READ,
-            MAP_PRIVATE | MAP_FIXED,
-            ARGS_FD,
-            0,
-        )
-    }
-    .map_err(|e| fail!(e, ARGS_AREA, "mapping the restore arguments failed"))?;
-
-    // SAFETY: mapped read-only just above, never unmapped or written while
-    // the restorer runs.
-    let blob: &'static [u8] = unsafe {
-        core::slice::from_raw_parts((ARGS_AREA + creds_at + 8) as *const u8, creds_len as usize)
-    };
-    let checked = checked_creds(blob)?;
+    let args = args::read_args()?;
 
     enter(Stage::Metadata);
-    let img = load_image()?;
-    // The image file may have changed since the preflight read it.
-    if img.creds != checked {
-        return Err(fail!(
-            0,
-            u64::from(img.creds.uids[0]),
-            "the image's credentials (uid {}) are not those the preflight checked (uid {}): the image changed during the restore",
-            img.creds.uids[0],
-            checked.uids[0]
-        ));
-    }
+    let img = image::load_image()?;
+    image::check_image(&img, args.checked)?;
     let pid = img.process.pid;
-    if getpid() != pid {
-        return Err(fail!(
-            0,
-            pid as u64,
-            "the restorer runs as PID {}, not the image's PID {pid}",
-            getpid()
-        ));
-    }
 
     enter(Stage::Unmap);
-    let mut block = clear_address_space()?;
+    let mut block = space::clear_address_space()?;
 
     enter(Stage::Vdso);
-    move_vdso(&img.vdso, &mut block)?;
+    space::move_vdso(&img.vdso, &mut block)?;
 
     enter(Stage::MapMemory);
     creds::enter_fs(&img.creds)?;
     // Changing the fs ids cleared the parent-death signal.
-    // SAFETY: PR_SET_PDEATHSIG takes no pointers.
-    let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
-    if u64::from(getppid()) != parent {
-        return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
-    }
-    let (info_ok, lazy) = map_memory(&img)?;
+    watch_parent(args.parent)?;
+    let (info_ok, lazy) = memory::map_memory(&img)?;
     let info_addr = img.process.restore_info_addr;
     if !info_ok || info_addr % 8 != 0 {
         return Err(fail!(
@@ -1913,26 +325,14 @@ fn run() -> R<Never> {
     }
 
     enter(Stage::SetMm);
-    set_mm(&img)?;
+    mm::set_mm(&img)?;
     personality(img.process.personality);
 
     enter(Stage::Threads);
-    let main = create_threads(&img)?;
+    let main = threads::create_threads(&img)?;
 
     enter(Stage::ThreadState);
-    let a = ThreadArgs::new(&main, img.process.resume_entry);
-    thread_state(&a)?;
-    // SAFETY: the kernel writes 0 there when the thread exits (image memory).
-    unsafe { set_tid_address(a.clear_tid) };
-    // SAFETY: the restorer uses no thread-local storage.
-    unsafe { arch_prctl(ARCH_SET_FS, a.fs_base) }.map_err(|e| {
-        fail!(
-            e,
-            pid as u64,
-            "setting FS base {:#x} failed for TID {pid}",
-            a.fs_base
-        )
-    })?;
+    let a = threads::main_thread_state(&img, &main)?;
 
     // Last: nothing after this needs the restorer's privilege, and every
     // other thread has set its own (it counted itself ready after that).
@@ -1942,30 +342,14 @@ fn run() -> R<Never> {
     enter(Stage::Resume);
     if lazy {
         // A credential change cleared the parent-death signal.
-        // SAFETY: PR_SET_PDEATHSIG takes no pointers.
-        let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
-        if u64::from(getppid()) != parent {
-            return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
-        }
+        watch_parent(args.parent)?;
     } else {
         // Nothing depends on `crac restore` any more.
         // SAFETY: PR_SET_PDEATHSIG takes no pointers.
         let _ = unsafe { prctl(PR_SET_PDEATHSIG, 0, 0, 0) };
     }
-    let info = RestoreInfo {
-        magic: RESTORE_INFO_MAGIC,
-        zone_start: ZONE,
-        zone_len: RESTORER_ZONE_LEN,
-        restore_started_ns: started_ns,
-        resumed_ns: realtime_ns(),
-        env_addr: ARGS_AREA + ARGS_HEADER,
-        env_len,
-        flags: if lazy { RESTORE_LAZY } else { 0 },
-    };
-    for (i, w) in info.to_words().into_iter().enumerate() {
-        // SAFETY: checked above: 8-aligned, inside a writable image area.
-        unsafe { (info_addr as *mut u64).add(i).write_volatile(w) };
-    }
+    // SAFETY: checked above: 8-aligned, inside a writable image area.
+    unsafe { fill_restore_info(info_addr, &args, lazy) };
     let mut ok = Status::ok();
     ok.object = pid as u64;
     ok.aux = img.threads;
@@ -1973,5 +357,41 @@ fn run() -> R<Never> {
     let _ = close_range(META_FD as u32, ARGS_FD as u32);
     // SAFETY: every thread's state is restored; nothing after this touches
     // the zone.
-    unsafe { jump(a.resume_entry, a.ctx_addr) }
+    unsafe { threads::jump(a.resume_entry, a.ctx_addr) }
+}
+
+/// Sets the parent-death signal to SIGKILL (again: changing ids or
+/// credentials clears it) and checks that `crac restore` (PID `parent`) is
+/// still the parent: if it dies, so does this process.
+fn watch_parent(parent: u64) -> R<()> {
+    // SAFETY: PR_SET_PDEATHSIG takes no pointers.
+    let _ = unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0) };
+    if u64::from(getppid()) != parent {
+        return Err(fail!(0, parent, "crac restore (PID {parent}) ended"));
+    }
+    Ok(())
+}
+
+/// Fills the image's restore-info block at `info_addr` for the library in
+/// the restored process.
+///
+/// # Safety
+/// `info_addr` must be 8-aligned, with the whole block inside a writable
+/// image area.
+unsafe fn fill_restore_info(info_addr: u64, args: &Args, lazy: bool) {
+    let info = RestoreInfo {
+        magic: RESTORE_INFO_MAGIC,
+        zone_start: ZONE,
+        zone_len: RESTORER_ZONE_LEN,
+        restore_started_ns: args.started_ns,
+        resumed_ns: realtime_ns(),
+        env_addr: ARGS_AREA + ARGS_HEADER,
+        env_len: args.env_len,
+        flags: if lazy { RESTORE_LAZY } else { 0 },
+    };
+    for (i, w) in info.to_words().into_iter().enumerate() {
+        // SAFETY: the caller checked it: 8-aligned, inside a writable image
+        // area.
+        unsafe { (info_addr as *mut u64).add(i).write_volatile(w) };
+    }
 }

@@ -3,8 +3,8 @@
 //!
 //! # Safety
 //! The restorer rebuilds its own address space: most of these calls replace
-//! memory. Callers (only `main.rs`) make sure no Rust reference points into
-//! a range they unmap or replace.
+//! memory. Callers (the restorer's stage modules) make sure no Rust
+//! reference points into a range they unmap or replace.
 
 use crac_sys::raw::{nr, syscall6};
 
