@@ -47,15 +47,22 @@ pub fn current() -> std::io::Result<Creds> {
 /// The first thread of this process whose ids, groups or capabilities
 /// differ from `c` (the calling thread's), as `(tid, what differs)`.
 pub fn differing_thread(c: &Creds) -> Option<(u32, &'static str)> {
+    use std::io::Read;
     let tasks = fs::read_dir("/proc/self/task").ok()?;
+    // One buffer for all (a status is under 2 KiB): with hundreds of
+    // threads, growing a string per file was a good part of the dump.
+    let mut s = String::with_capacity(4096);
     for t in tasks.flatten() {
         let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
+        s.clear();
         // A thread that ended meanwhile has nothing to compare.
-        let Ok(s) = fs::read_to_string(t.path().join("status")) else {
+        let read =
+            fs::File::open(t.path().join("status")).and_then(|mut f| f.read_to_string(&mut s));
+        if read.is_err() {
             continue;
-        };
+        }
         let o = parse_status(&s);
         let what = if o.uids != c.uids {
             "user ids"

@@ -554,6 +554,71 @@ pub fn die_of_signal(sig: i32) -> ! {
     exit_group(128 + sig)
 }
 
+/// One piece of memory for [`pwritev_from_addrs`]: `struct iovec`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoVec {
+    /// Address in this process.
+    pub base: u64,
+    /// Bytes.
+    pub len: u64,
+}
+
+/// Writes the memory ranges `iov` one after the other to `fd` from file
+/// offset `off` (`pwritev`), retrying short writes and `EINTR`; `iov` is
+/// consumed as it goes (on return its entries are the unwritten rest). At
+/// most 1024 entries (`IOV_MAX`).
+///
+/// The kernel reads the memory itself and fails with `EFAULT` if a range is
+/// not readable; no Rust reference to it is formed.
+pub fn pwritev_from_addrs(fd: i32, mut iov: &mut [IoVec], mut off: u64) -> Result<(), Errno> {
+    const IOV_MAX: usize = 1024;
+    if iov.len() > IOV_MAX {
+        return Err(Errno::EINVAL);
+    }
+    loop {
+        while let Some(first) = iov.first() {
+            if first.len > 0 {
+                break;
+            }
+            iov = &mut iov[1..];
+        }
+        if iov.is_empty() {
+            return Ok(());
+        }
+        // SAFETY: `iov` is `len` valid `struct iovec`s (repr(C), two u64s on
+        // x86-64) that the kernel only reads; the memory they name is only
+        // read too, and validated by the kernel.
+        let r = unsafe {
+            syscall6(
+                nr::PWRITEV,
+                fd as usize,
+                iov.as_ptr() as usize,
+                iov.len(),
+                off as usize,
+                (off >> 32 >> 32) as usize,
+                0,
+            )
+        };
+        let mut n = match check(r) {
+            Ok(0) => return Err(Errno(28)),
+            Ok(n) => n as u64,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(e),
+        };
+        off += n;
+        for v in iov.iter_mut() {
+            let k = n.min(v.len);
+            v.base += k;
+            v.len -= k;
+            n -= k;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+}
+
 /// Writes `len` bytes of this process's memory at `addr` to `fd` at file
 /// offset `off` (`pwrite64`), retrying short writes and `EINTR`.
 ///

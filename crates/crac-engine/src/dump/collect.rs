@@ -289,8 +289,8 @@ fn advice_lines(text: &[u8], area: &mut Option<(u64, u64)>, out: &mut Vec<(u64, 
             let range = rest[..end].split(|&b| b == b' ').next().unwrap_or(&[]);
             if let Some(dash) = memchr::memchr(b'-', range) {
                 if let (Some(s), Some(e)) = (
-                    super::parse_hex(&range[..dash]),
-                    super::parse_hex(&range[dash + 1..]),
+                    super::maps::parse_hex(&range[..dash]),
+                    super::maps::parse_hex(&range[dash + 1..]),
                 ) {
                     *area = Some((s, e));
                 }
