@@ -340,10 +340,13 @@ pub fn restore_with_progress(
     // The restorer gets what preflight checked, never the paths again: the
     // metadata bytes in a sealed memfd, the page file's descriptor.
     let lazy = !opts.eager && !opts.detach && !plan.lazy.is_empty();
-    // A compressed image: the restorer reads an uncompressed view.
+    // A compressed image: an LZ4 one restored eagerly goes to the restorer
+    // as it is (it decompresses and checks each piece itself); otherwise
+    // the restorer reads an uncompressed view (see `unpack`).
+    let direct = !lazy && unpack::restorer_reads(&plan.verified.image);
     let unpacked = match plan.verified.image.stored {
-        Some(_) => Some(unpack::unpack(&plan.verified, dir, !lazy, &plan.lazy)?),
-        None => None,
+        Some(_) if !direct => Some(unpack::unpack(&plan.verified, dir, !lazy, &plan.lazy)?),
+        _ => None,
     };
     let meta_bytes = unpacked
         .as_ref()
@@ -540,6 +543,13 @@ pub fn restore_with_progress(
             }
             StatusKind::Error => {
                 let _ = reap(pid);
+                if direct && stage == Stage::LoadPages {
+                    // A piece the restorer found damaged, named as the
+                    // image checks name it (file bytes, memory).
+                    if let Some(e) = unpack::recheck(&plan.verified, dir, st.detail(), st.object) {
+                        return Err(e);
+                    }
+                }
                 return Err(RestoreError::Restorer {
                     stage,
                     errno: (st.errno != 0).then_some(st.errno),

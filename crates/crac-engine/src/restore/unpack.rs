@@ -113,6 +113,41 @@ fn restorer_pieces(img: &Image, lazy: &[(u64, u64, u64)], count: u64) -> Vec<boo
     needed
 }
 
+/// Whether the restorer reads the compressed image itself in an eager
+/// restore: LZ4 (its block decoder needs neither std nor an allocator).
+pub(super) fn restorer_reads(img: &Image) -> bool {
+    img.stored
+        .as_ref()
+        .is_some_and(|st| st.compression == crac_image::STORED_LZ4)
+}
+
+/// The error for a restorer failure (`detail`, `object`) that names a
+/// damaged stored piece (`stored piece N ...`, `object` = N): the piece
+/// checked again here, for the message the image's own checks give (the
+/// page file's path, file bytes, memory). `None` if the failure is another
+/// or the piece checks out now.
+pub(super) fn recheck(
+    v: &VerifiedImage,
+    dir: &Path,
+    detail: &[u8],
+    index: u64,
+) -> Option<RestoreError> {
+    if !detail.starts_with(b"stored piece ") {
+        return None;
+    }
+    let count = v.image.pieces.as_ref().map_or(0, Vec::len) as u64;
+    if index >= count {
+        return None;
+    }
+    let path = dir.join(crac_image::PAGES_FILE);
+    let mut dec = crac_image::Decompressor::new();
+    let mut buf = vec![0u8; crac_image::PIECE_LEN as usize];
+    v.image
+        .load_piece(&v.pages, &path, index, &mut dec, &mut buf)
+        .err()
+        .map(RestoreError::Pages)
+}
+
 /// `meta` (header and body as checked) without the stored-pieces section,
 /// its header recording the uncompressed page file length.
 fn uncompressed_meta(meta: &[u8], logical: u64) -> std::io::Result<Vec<u8>> {
