@@ -1,4 +1,14 @@
-//! Compressed images (format 1.4) for the restorer: it reads page data
+//! Compressed images (format 1.4) for the restorer.
+//!
+//! An LZ4 image restored eagerly (`--eager`, `--detach`, or no lazily
+//! served areas; [`restorer_reads`]) goes to the restorer as it is:
+//! `pages.crac` and the whole metadata, stored-pieces table included. The
+//! restorer reads each piece's stored bytes, decodes the LZ4 block into its
+//! 64 KiB scratch buffer, checks the piece's hash and only then copies the
+//! bytes into place; when it fails on a piece, [`recheck`] checks that piece
+//! here for the message every other reader gives.
+//!
+//! Otherwise (Zstandard, or a lazy restore) the restorer reads page data
 //! uncompressed. `crac restore` decompresses the pieces the restorer loads
 //! (every piece in an eager restore; in a lazy one those it loads itself,
 //! outside the areas the pager serves) into a memfd laid out like an
@@ -7,8 +17,8 @@
 //! The restorer checks each piece's hash as usual; the pager decompresses
 //! the pieces it serves on demand into the same memfd.
 //!
-//! Decompressing in `crac restore` keeps the `no_std` restorer free of an
-//! allocator-hungry Zstandard decoder; the cost is a copy through the
+//! Decompressing Zstandard in `crac restore` keeps the `no_std` restorer
+//! free of an allocator-hungry decoder; the cost is a copy through the
 //! memfd and, while the restore runs, memory for the decompressed pieces.
 
 use std::fs::File;
