@@ -39,12 +39,15 @@ pub(super) struct Unpacked {
 }
 
 /// Makes the uncompressed view of a compressed image, with every piece
-/// (`all`) or only those holding pages outside `lazy` (page file ranges
-/// `(address, length, offset)` the pager serves).
+/// (`all`), only those holding pages outside `lazy` (page file ranges
+/// `(address, length, offset)` the pager serves), or none (`!restorer`: the
+/// restorer reads the image itself and the view is the pager's alone, its
+/// pieces decompressed on demand).
 pub(super) fn unpack(
     v: &VerifiedImage,
     dir: &Path,
     all: bool,
+    restorer: bool,
     lazy: &[(u64, u64, u64)],
 ) -> Result<Unpacked, RestoreError> {
     let img = &v.image;
@@ -61,6 +64,8 @@ pub(super) fn unpack(
     let count = img.pieces.as_ref().map_or(0, Vec::len) as u64;
     let needed = if all {
         vec![true; count as usize]
+    } else if !restorer {
+        vec![false; count as usize]
     } else {
         restorer_pieces(img, lazy, count)
     };
