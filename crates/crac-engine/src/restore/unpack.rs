@@ -1,15 +1,15 @@
 //! Compressed images (format 1.4) for the restorer.
 //!
-//! An LZ4 image restored eagerly (`--eager`, `--detach`, or no lazily
-//! served areas; [`restorer_reads`]) goes to the restorer as it is:
+//! An LZ4 image ([`restorer_reads`]) goes to the restorer as it is:
 //! `pages.crac` and the whole metadata, stored-pieces table included. The
 //! restorer reads each piece's stored bytes, decodes the LZ4 block into its
 //! 64 KiB scratch buffer, checks the piece's hash and only then copies the
 //! bytes into place; when it fails on a piece, [`recheck`] checks that piece
-//! here for the message every other reader gives.
+//! here for the message every other reader gives. In a lazy restore the
+//! pager still serves from a memfd view ([`unpack`] with `restorer` false:
+//! none of the restorer's pieces in it).
 //!
-//! Otherwise (Zstandard, or a lazy restore) the restorer reads page data
-//! uncompressed. `crac restore` decompresses the pieces the restorer loads
+//! For Zstandard the restorer reads page data uncompressed. `crac restore` decompresses the pieces the restorer loads
 //! (every piece in an eager restore; in a lazy one those it loads itself,
 //! outside the areas the pager serves) into a memfd laid out like an
 //! uncompressed page file, and hands the restorer that memfd and the
