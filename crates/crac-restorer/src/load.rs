@@ -314,18 +314,50 @@ fn load_stored(img: &Image, slot: usize, addr: u64, len: u64, off: u64, area: &A
                 })?;
             }
         }
-        if done < n {
-            // SAFETY: `[a + done, a + n)` lies in an area mapped writable
-            // before and not registered with the userfaultfd (any more); no
-            // Rust reference points into image memory, and the source is
-            // the thread's own scratch buffer, outside every image area.
+        if done < n && area.uffd {
+            // SAFETY: `[a + done, a + n)` lies in a private anonymous area
+            // mapped writable before and not registered with the
+            // userfaultfd (any more): writing it cannot fault. No Rust
+            // reference points into image memory; the source is the
+            // thread's own scratch buffer, outside every image area.
             unsafe {
                 core::ptr::copy_nonoverlapping(
-                    src.wrapping_add(done) as *const u8,
+                    (src + done) as *const u8,
                     (a + done) as *mut u8,
                     (n - done) as usize,
                 )
             };
+            done = n;
+        }
+        // Other areas through the kernel: a file-backed page past its
+        // file's end fails with EFAULT, as the read path's `pread` does,
+        // instead of killing the restorer with SIGBUS.
+        while done < n {
+            // SAFETY: `[a + done, a + n)` lies in an area mapped writable
+            // before and not registered with the userfaultfd (any more); no
+            // Rust reference points into image memory. The source is the
+            // thread's own scratch buffer, outside every image area.
+            match unsafe { copy_in(a + done, src + done, n - done) } {
+                Ok(0) => {
+                    return Err(fail!(
+                        0,
+                        a + done,
+                        "copying pages to {:#x} stopped",
+                        a + done
+                    ))
+                }
+                Ok(k) => done += k as u64,
+                Err(4) => {}
+                Err(e) => {
+                    return Err(fail!(
+                        e,
+                        a + done,
+                        "copying {:#x} bytes of pages to {:#x} failed",
+                        n - done,
+                        a + done
+                    ))
+                }
+            }
         }
         a += n;
         o += n;
