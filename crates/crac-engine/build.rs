@@ -4,10 +4,10 @@
 //! The restorer is a static `no_std` program at a fixed address with its own
 //! profile and flags (`crates/crac-restorer/.cargo/config.toml`), so it is
 //! built by a nested `cargo build` run from its directory, with the outer
-//! build's flags removed. `--offline --locked`: its one registry dependency
-//! (`xxhash-rust`, through crac-image) is locked in its own `Cargo.lock` to
-//! the version the root `Cargo.lock` has, which the outer build fetched
-//! before it ran this script.
+//! build's flags removed. `--offline --locked`: its registry dependencies
+//! (`xxhash-rust` through crac-image, and `lz4_flex` for compressed images)
+//! are locked in its own `Cargo.lock` to the versions the root `Cargo.lock`
+//! has, which the outer build fetched before it ran this script.
 
 use std::env;
 use std::path::{Path, PathBuf};

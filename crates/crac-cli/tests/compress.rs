@@ -222,3 +222,48 @@ fn a_live_dump_compresses_too() {
         .stdout_has("data ok: true");
     wait_gone(pid, SHORT);
 }
+
+/// In a lazy restore of an LZ4 image the restorer reads the pieces of the
+/// areas it loads itself (not private anonymous memory) straight from
+/// `pages.crac`: a damaged one fails the restore before the program
+/// resumes, named like everywhere else.
+#[test]
+fn a_damaged_lz4_piece_the_restorer_loads_fails_a_lazy_restore() {
+    let d = Dir::new();
+    let (image, pid) = image(&d, "lz4");
+    let img = Image::read(&image).unwrap();
+    let st = img.stored.as_ref().unwrap();
+    let restorers = |r: &PageRun| {
+        img.vmas
+            .iter()
+            .any(|v| v.start <= r.addr && r.addr < v.end && v.flags & (VMA_FILE | VMA_SHARED) != 0)
+    };
+    let index = img
+        .runs
+        .iter()
+        .filter(|r| restorers(r))
+        .flat_map(|r| {
+            (0..r.pages).map(move |k| (r.offset + k * 4096 - 4096) / crac_image::PIECE_LEN)
+        })
+        .find(|&i| st.pieces[i as usize].method == crac_image::STORED_LZ4)
+        .expect("an LZ4 piece of a file-backed or shared area");
+    let p = st.pieces[index as usize];
+    let bad = d.join("bad");
+    fs::create_dir(&bad).unwrap();
+    fs::copy(image.join("meta.crac"), bad.join("meta.crac")).unwrap();
+    let mut b = fs::read(image.join("pages.crac")).unwrap();
+    // The whole piece: garbage that no longer decodes or hashes right.
+    for x in &mut b[p.offset as usize..(p.offset + u64::from(p.len)) as usize] {
+        *x ^= 0xa5;
+    }
+    fs::write(bad.join("pages.crac"), b).unwrap();
+    let out = crac(["restore"]).arg(&bad).fails_with(1);
+    out.stderr_has(&format!(
+        "page file {}/pages.crac is damaged: piece {index} (stored lz4 at file bytes {:#x}-{:#x})",
+        bad.display(),
+        p.offset,
+        p.offset + u64::from(p.len)
+    ));
+    assert!(out.stdout().is_empty(), "never ran: {}", out.dump());
+    assert!(!crate::util::alive(pid));
+}

@@ -340,22 +340,35 @@ pub fn restore_with_progress(
     // The restorer gets what preflight checked, never the paths again: the
     // metadata bytes in a sealed memfd, the page file's descriptor.
     let lazy = !opts.eager && !opts.detach && !plan.lazy.is_empty();
-    // A compressed image: the restorer reads an uncompressed view.
+    // A compressed image: an LZ4 one goes to the restorer as it is (it
+    // decompresses and checks each piece it loads itself); otherwise the
+    // restorer reads an uncompressed view (see `unpack`). The lazy pager
+    // always serves from such a view (of its own pieces only, for LZ4).
+    let direct = unpack::restorer_reads(&plan.verified.image);
     let unpacked = match plan.verified.image.stored {
-        Some(_) => Some(unpack::unpack(&plan.verified, dir, !lazy, &plan.lazy)?),
-        None => None,
+        Some(_) if !direct || lazy => Some(unpack::unpack(
+            &plan.verified,
+            dir,
+            !lazy,
+            !direct,
+            &plan.lazy,
+        )?),
+        _ => None,
     };
-    let meta_bytes = unpacked
-        .as_ref()
-        .map_or(&plan.verified.meta[..], |u| &u.meta[..]);
+    let meta_bytes = match &unpacked {
+        Some(u) if !direct => &u.meta[..],
+        _ => &plan.verified.meta[..],
+    };
     let meta = sealed_memfd(c"crac-meta", meta_bytes).map_err(setup("metadata memfd"))?;
-    let pages_file = unpacked.as_ref().map_or(&plan.verified.pages, |u| &u.pages);
-    let pages_of = |what| {
-        pages_file.try_clone().map_err(|source| RestoreError::Open {
+    let view = unpacked.as_ref().map_or(&plan.verified.pages, |u| &u.pages);
+    let pages_file = if direct { &plan.verified.pages } else { view };
+    let dup = |file: &std::fs::File, what| {
+        file.try_clone().map_err(|source| RestoreError::Open {
             path: dir.join(crac_image::PAGES_FILE),
             source: io::Error::new(source.kind(), format!("{what}: {source}")),
         })
     };
+    let pages_of = |what| dup(pages_file, what);
     let pages = pages_of("duplicating its descriptor")?;
     let mut exe = memfd(c"crac-restorer", true).map_err(setup("restorer memfd"))?;
     exe.write_all(RESTORER).map_err(setup("restorer memfd"))?;
@@ -376,7 +389,7 @@ pub fn restore_with_progress(
         source: e.into(),
     })?;
     let lazy_pages = if lazy {
-        Some(pages_of("duplicating its descriptor")?)
+        Some(dup(view, "duplicating its descriptor")?)
     } else {
         None
     };
@@ -540,6 +553,13 @@ pub fn restore_with_progress(
             }
             StatusKind::Error => {
                 let _ = reap(pid);
+                if direct && stage == Stage::LoadPages {
+                    // A piece the restorer found damaged, named as the
+                    // image checks name it (file bytes, memory).
+                    if let Some(e) = unpack::recheck(&plan.verified, dir, st.detail(), st.object) {
+                        return Err(e);
+                    }
+                }
                 return Err(RestoreError::Restorer {
                     stage,
                     errno: (st.errno != 0).then_some(st.errno),

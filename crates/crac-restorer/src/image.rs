@@ -7,12 +7,12 @@ use core::fmt::Write as _;
 
 use crac_image::status::Status;
 use crac_image::{
-    CredsRecord, DecodeError, Header, MmRecord, PieceTable, ProcessRecord, Reader, Tag, VdsoRecord,
-    HEADER_LEN, PIECES_MINOR,
+    CredsRecord, DecodeError, Header, MmRecord, PieceTable, ProcessRecord, Reader, StoredPieces,
+    Tag, VdsoRecord, HEADER_LEN, PIECES_MINOR, STORED_LZ4,
 };
 
 use crate::sys::*;
-use crate::{err, page_up, META_AREA, META_FD, META_MAX, R};
+use crate::{err, page_up, META_AREA, META_FD, META_MAX, PAGES_FD, R};
 
 /// The image as the restorer uses it: records in place in the mapped
 /// metadata.
@@ -27,7 +27,13 @@ pub(crate) struct Image {
     /// The piece table (`None` in images older than format 1.3, whose page
     /// data `crac restore` checked whole) and the page file length.
     pub(crate) pieces: Option<PieceTable<'static>>,
+    /// The logical page file length: header page and uncompressed page
+    /// data (page run offsets and the piece table refer to it).
     pub(crate) pages_len: u64,
+    /// The stored-pieces table of an LZ4-compressed image (`crac restore`
+    /// passes `pages.crac` itself): where each piece lies in the page file.
+    /// Checked against the page file's size and always with a piece table.
+    pub(crate) stored: Option<StoredPieces<'static>>,
 }
 
 pub(crate) fn meta_err(e: DecodeError) -> Status {
@@ -88,6 +94,7 @@ pub(crate) fn load_image() -> R<Image> {
     let mut threads = 0;
     let mut creds = None;
     let mut pieces = None;
+    let mut stored = None;
     for s in sections(body) {
         let (tag, mut p) = s?;
         match tag {
@@ -98,6 +105,7 @@ pub(crate) fn load_image() -> R<Image> {
             Tag::Thread => threads += 1,
             Tag::Creds => creds = Some(CredsRecord::decode(&mut p).map_err(meta_err)?),
             Tag::Pieces => pieces = Some(PieceTable::decode(&mut p).map_err(meta_err)?),
+            Tag::Stored => stored = Some(StoredPieces::decode(&mut p).map_err(meta_err)?),
             _ => {}
         }
     }
@@ -108,9 +116,28 @@ pub(crate) fn load_image() -> R<Image> {
     let Some(creds) = creds else {
         return Err(fail!(0, 0, "the metadata lacks its credentials record"));
     };
+    let mut pages_len = h.pages_len;
+    if let Some(st) = stored {
+        // Only LZ4 pieces are decoded here (Zstandard images come
+        // decompressed, without this table).
+        if st.compression != STORED_LZ4 || pieces.is_none() {
+            return Err(fail!(
+                0,
+                u64::from(st.compression),
+                "the image is compressed with method {} the restorer cannot read, or lacks its piece table",
+                st.compression
+            ));
+        }
+        // Every entry inside the page file as it is now, stored lengths
+        // of 1 to 64 KiB, one entry per piece of the uncompressed data.
+        let size = file_size(PAGES_FD).map_err(|e| fail!(e, 0, "the page file cannot be sized"))?;
+        st.check(size)
+            .map_err(|e| fail!(0, st.len(), "the metadata is damaged: {e}"))?;
+        pages_len = st.logical_len();
+    }
     match pieces {
         Some(t) => t
-            .check(h.pages_len)
+            .check(pages_len)
             .map_err(|e| fail!(0, t.len(), "the metadata is damaged: {e}"))?,
         None if h.minor >= PIECES_MINOR => {
             return Err(fail!(0, 0, "the metadata lacks its piece table"));
@@ -126,7 +153,8 @@ pub(crate) fn load_image() -> R<Image> {
         threads,
         creds,
         pieces,
-        pages_len: h.pages_len,
+        pages_len,
+        stored,
     })
 }
 

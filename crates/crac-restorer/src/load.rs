@@ -10,7 +10,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use crac_sys::raw::{uffd, Errno};
 
 use crac_image::status::{Status, BYTE_PROGRESS_STEP};
-use crac_image::{piece_hash, piece_range, pieces_of, PIECE_LEN};
+use crac_image::{piece_hash, piece_range, pieces_of, PIECE_LEN, STORED_LZ4, STORED_RAW};
 
 use crate::areas::{walk_areas, Area};
 use crate::image::Image;
@@ -115,6 +115,9 @@ pub(crate) fn load_share(img: &Image, slot: usize, lo: u64, hi: u64) -> R<()> {
 /// first (one call instead of a fault per page) and read while the zeroed
 /// lines are still in the cache.
 fn load_pages(img: &Image, slot: usize, addr: u64, len: u64, off: u64, area: &Area) -> R<()> {
+    if img.stored.is_some() {
+        return load_stored(img, slot, addr, len, off, area);
+    }
     let fd = UFFD_FD.load(Ordering::Relaxed);
     let view = VIEW.load(Ordering::Relaxed);
     let mut copying = area.copy && fd >= 0 && view != 0;
@@ -180,13 +183,23 @@ const MAX_PIECES: usize = (META_MAX / 8) as usize;
 /// One bit per piece: checked already (by either loading thread).
 static CHECKED: [AtomicU64; MAX_PIECES / 64] = [const { AtomicU64::new(0) }; MAX_PIECES / 64];
 
-/// A piece's bytes, read for its check: one buffer per loading thread.
+/// A piece's bytes, read for its check (or decompressed into it): one
+/// buffer per loading thread.
 #[repr(C, align(4096))]
 struct Scratch([u8; PIECE_LEN as usize]);
 static mut SCRATCH: [Scratch; 2] = [
     Scratch([0; PIECE_LEN as usize]),
     Scratch([0; PIECE_LEN as usize]),
 ];
+/// A compressed piece's stored bytes as read: one buffer per loading thread.
+static mut INPUT: [Scratch; 2] = [
+    Scratch([0; PIECE_LEN as usize]),
+    Scratch([0; PIECE_LEN as usize]),
+];
+/// Which piece each [`SCRATCH`] slot holds decompressed and checked
+/// (`u64::MAX`: none), so a piece several page runs share is decompressed
+/// once while they follow each other.
+static HELD: [AtomicU64; 2] = [AtomicU64::new(u64::MAX), AtomicU64::new(u64::MAX)];
 /// [`SCRATCH`] slots: the main thread's and the helper's.
 pub(crate) const MAIN_SLOT: usize = 0;
 pub(crate) const HELPER_SLOT: usize = 1;
@@ -249,4 +262,196 @@ fn check_pieces(img: &Image, slot: usize, addr: u64, off: u64, len: u64) -> R<()
         }
     }
     Ok(())
+}
+
+// Loading a compressed image: each piece decompressed and checked first.
+
+/// Loads `[addr, addr + len)` from the logical page file at `off` in an
+/// LZ4-compressed image: every piece of the page file holding a byte of it
+/// is read from where the stored-pieces table puts it, decompressed into
+/// the thread's scratch buffer ([`unpack_piece`]) and checked against the
+/// piece table; only then are its bytes copied into place, with
+/// `UFFDIO_COPY` in an area registered with the userfaultfd (falling back
+/// to a plain copy after any userfaultfd error), else with a plain copy.
+fn load_stored(img: &Image, slot: usize, addr: u64, len: u64, off: u64, area: &Area) -> R<()> {
+    let fd = UFFD_FD.load(Ordering::Relaxed);
+    let mut copying = area.copy && fd >= 0;
+    let end = addr + len;
+    let (mut a, mut o) = (addr, off);
+    while a < end {
+        let Some(index) = o
+            .checked_sub(crac_image::PAGES_HEADER_LEN)
+            .map(|d| d / PIECE_LEN)
+        else {
+            return Err(fail!(
+                0,
+                o,
+                "a page run starts in the page file header ({o:#x})"
+            ));
+        };
+        let start = crac_image::PAGES_HEADER_LEN + index * PIECE_LEN;
+        let got = unpack_piece(img, slot, index, addr, len)?;
+        let inner = o - start;
+        if inner >= got {
+            return Err(fail!(0, o, "the page file ends before offset {o:#x}"));
+        }
+        let n = (got - inner).min(end - a);
+        // SAFETY: reading the thread's own slot, filled just above.
+        let src = unsafe { (*core::ptr::addr_of!(SCRATCH))[slot].0.as_ptr() } as u64 + inner;
+        let mut done = 0;
+        if copying {
+            let (d, ok) = copy_pages(fd, a, src, n);
+            done = d;
+            if !ok {
+                copying = false;
+                let at = a + d;
+                uffd::unregister(fd, at, end - at).map_err(|Errno(e)| {
+                    fail!(
+                        e,
+                        at,
+                        "unregistering {at:#x}-{end:#x} from the userfaultfd failed"
+                    )
+                })?;
+            }
+        }
+        if done < n && area.uffd {
+            // SAFETY: `[a + done, a + n)` lies in a private anonymous area
+            // mapped writable before and not registered with the
+            // userfaultfd (any more): writing it cannot fault. No Rust
+            // reference points into image memory; the source is the
+            // thread's own scratch buffer, outside every image area.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    (src + done) as *const u8,
+                    (a + done) as *mut u8,
+                    (n - done) as usize,
+                )
+            };
+            done = n;
+        }
+        // Other areas through the kernel: a file-backed page past its
+        // file's end fails with EFAULT, as the read path's `pread` does,
+        // instead of killing the restorer with SIGBUS.
+        while done < n {
+            // SAFETY: `[a + done, a + n)` lies in an area mapped writable
+            // before and not registered with the userfaultfd (any more); no
+            // Rust reference points into image memory. The source is the
+            // thread's own scratch buffer, outside every image area.
+            match unsafe { copy_in(a + done, src + done, n - done) } {
+                Ok(0) => {
+                    return Err(fail!(
+                        0,
+                        a + done,
+                        "copying pages to {:#x} stopped",
+                        a + done
+                    ))
+                }
+                Ok(k) => done += k as u64,
+                Err(4) => {}
+                Err(e) => {
+                    return Err(fail!(
+                        e,
+                        a + done,
+                        "copying {:#x} bytes of pages to {:#x} failed",
+                        n - done,
+                        a + done
+                    ))
+                }
+            }
+        }
+        a += n;
+        o += n;
+        count_loaded(n);
+    }
+    Ok(())
+}
+
+/// Makes piece `index` of a compressed image (its bytes going to
+/// `[addr, addr + len)`, for messages) the content of the thread's scratch
+/// buffer: its stored bytes read into the thread's input buffer, an LZ4
+/// piece decompressed (to exactly its logical length, never past the
+/// buffer), and the result checked against the piece table before anything
+/// uses it. Returns its logical length.
+fn unpack_piece(img: &Image, slot: usize, index: u64, addr: u64, len: u64) -> R<u64> {
+    let (Some(stored), Some(table)) = (img.stored, img.pieces) else {
+        return Err(fail!(0, index, "the image has no stored-pieces table"));
+    };
+    let Some((start, end)) = piece_range(index, img.pages_len) else {
+        return Err(fail!(0, index, "the page file has no piece {index}"));
+    };
+    let want = end - start;
+    if HELD[slot].load(Ordering::Relaxed) == index {
+        return Ok(want);
+    }
+    HELD[slot].store(u64::MAX, Ordering::Relaxed);
+    let Some(p) = stored.get(index) else {
+        return Err(fail!(0, index, "the page file has no piece {index}"));
+    };
+    // Checked when the image was loaded; checked again, as the buffers
+    // hold at most one piece.
+    let n = p.len as usize;
+    if n == 0 || n as u64 > PIECE_LEN || want > PIECE_LEN {
+        return Err(fail!(
+            0,
+            index,
+            "stored piece {index} has a stored length of {n} bytes"
+        ));
+    }
+    let (from, to) = (p.offset, p.offset + p.len as u64);
+    let damaged = |what: &str| {
+        fail!(
+            0,
+            index,
+            "stored piece {index} (stored {} at file bytes {from:#x}-{to:#x}) {what}; not loaded into {addr:#x}-{:#x}",
+            crac_image::method_name(p.method),
+            addr + len
+        )
+        .with_aux(end)
+    };
+    // SAFETY: each loading thread uses only its own slots, and no other
+    // reference to them lives past this function.
+    let (input, out) = unsafe {
+        (
+            &mut (*core::ptr::addr_of_mut!(INPUT))[slot].0,
+            &mut (*core::ptr::addr_of_mut!(SCRATCH))[slot].0,
+        )
+    };
+    let raw = p.method == STORED_RAW;
+    // A raw piece goes straight into the scratch buffer.
+    let dst: &mut [u8] = if raw { &mut out[..n] } else { &mut input[..n] };
+    let mut got = 0;
+    while got < n {
+        match pread(PAGES_FD, &mut dst[got..], from + got as u64) {
+            Ok(0) => return Err(damaged("is cut short")),
+            Ok(k) => got += k,
+            Err(4) => {}
+            Err(e) => {
+                return Err(fail!(
+                    e,
+                    index,
+                    "reading stored piece {index} of the page file at {from:#x} failed"
+                ))
+            }
+        }
+    }
+    let want = want as usize;
+    if raw {
+        if n != want {
+            return Err(damaged("is not stored whole"));
+        }
+    } else if p.method == STORED_LZ4 {
+        match lz4_flex::block::decompress_into(&input[..n], &mut out[..want]) {
+            Ok(k) if k == want => {}
+            _ => return Err(damaged("does not decompress to its bytes")),
+        }
+    } else {
+        return Err(damaged("has a storage method the restorer cannot read"));
+    }
+    let computed = piece_hash(&out[..want]);
+    let expected = table.get(index).unwrap_or(0);
+    if computed != expected {
+        return Err(damaged("hashes wrong decompressed"));
+    }
+    HELD[slot].store(index, Ordering::Relaxed);
+    Ok(want as u64)
 }

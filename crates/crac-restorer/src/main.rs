@@ -52,7 +52,13 @@
 //!    areas and their page runs the same way: [`areas`]):
 //!    * pages are read with `pread`, each piece of the page file checked
 //!      against the piece table, where the image has one, before its bytes
-//!      are used ([`load`]); images with at least
+//!      are used ([`load`]); in an LZ4-compressed image (the metadata has
+//!      the stored-pieces table: `crac restore` passed `pages.crac` as it
+//!      is) each piece's stored bytes are read instead, decoded into the
+//!      thread's 64 KiB scratch buffer (`lz4_flex`, no allocator, never more
+//!      than the piece's length) and checked before they are copied into
+//!      place (with `UFFDIO_COPY` from that buffer where the area is
+//!      registered; there is no view of the page file); images with at least
 //!      `BYTE_PROGRESS_MIN` bytes of pages report the bytes loaded every
 //!      `BYTE_PROGRESS_STEP`, from either loading thread: a status record is
 //!      written atomically;

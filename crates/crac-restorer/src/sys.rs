@@ -55,6 +55,7 @@ pub const CLOCK_REALTIME: u64 = 0;
 const SYS_SET_TID_ADDRESS: usize = 218;
 const SYS_PERSONALITY: usize = 135;
 const SYS_SCHED_YIELD: usize = 24;
+const SYS_PROCESS_VM_READV: usize = 310;
 
 /// # Safety
 /// With `MAP_FIXED` the range is replaced: nothing may refer into it.
@@ -122,6 +123,29 @@ pub unsafe fn pread_raw(fd: i32, addr: u64, len: u64, off: u64) -> Res<usize> {
     sc(
         nr::PREAD64,
         [fd as usize, addr as usize, len as usize, off as usize, 0, 0],
+    )
+}
+
+/// Copies `[src, src + len)` of our own memory to `[dst, ...)` through the
+/// kernel (`process_vm_readv` on ourselves), so a destination that cannot
+/// be written (a file-backed page past its file's end, say) fails with
+/// `EFAULT` instead of a fault; returns the bytes copied.
+///
+/// # Safety
+/// The destination must not be aliased by a Rust reference.
+pub unsafe fn copy_in(dst: u64, src: u64, len: u64) -> Res<usize> {
+    let local = [dst as usize, len as usize];
+    let remote = [src as usize, len as usize];
+    sc(
+        SYS_PROCESS_VM_READV,
+        [
+            getpid() as usize,
+            local.as_ptr() as usize,
+            1,
+            remote.as_ptr() as usize,
+            1,
+            0,
+        ],
     )
 }
 

@@ -66,24 +66,36 @@ pub(crate) fn uffd_setup(img: &Image) -> R<()> {
         return Ok(());
     };
     let len = page_up(size);
-    // SAFETY: a fresh read-only mapping where the kernel finds room; every
-    // image area is mapped already, so it cannot take an image address.
-    let Ok(view) = (unsafe { mmap(0, len, PROT_READ, MAP_PRIVATE, PAGES_FD, 0) }) else {
-        return Ok(());
+    // A compressed image is copied from the scratch buffers, never from a
+    // view of the page file (whose offsets are not the pieces').
+    let view = if img.stored.is_some() {
+        0
+    } else {
+        // SAFETY: a fresh read-only mapping where the kernel finds room;
+        // every image area is mapped already, so it cannot take an image
+        // address.
+        let Ok(view) = (unsafe { mmap(0, len, PROT_READ, MAP_PRIVATE, PAGES_FD, 0) }) else {
+            return Ok(());
+        };
+        view
+    };
+    let unmap = |view: u64| {
+        if view != 0 {
+            // SAFETY: the view is ours and unused.
+            let _ = unsafe { munmap(view, len) };
+        }
     };
     // User mode only where the kernel has it (5.11): a kernel access to a
     // missing page fails instead of waiting for a handler.
     let flags = uffd::O_CLOEXEC | uffd::O_NONBLOCK;
     let fd = uffd::open(flags | uffd::USER_MODE_ONLY).or_else(|_| uffd::open(flags));
     let Ok(fd) = fd else {
-        // SAFETY: the view is ours and unused.
-        let _ = unsafe { munmap(view, len) };
+        unmap(view);
         return Ok(());
     };
     if uffd::api(fd).is_err() {
         let _ = close(fd);
-        // SAFETY: the view is ours and unused.
-        let _ = unsafe { munmap(view, len) };
+        unmap(view);
         return Ok(());
     }
     walk_areas(

@@ -1,5 +1,15 @@
-//! Compressed images (format 1.4) for the restorer: it reads page data
-//! uncompressed. `crac restore` decompresses the pieces the restorer loads
+//! Compressed images (format 1.4) for the restorer.
+//!
+//! An LZ4 image ([`restorer_reads`]) goes to the restorer as it is:
+//! `pages.crac` and the whole metadata, stored-pieces table included. The
+//! restorer reads each piece's stored bytes, decodes the LZ4 block into its
+//! 64 KiB scratch buffer, checks the piece's hash and only then copies the
+//! bytes into place; when it fails on a piece, [`recheck`] checks that piece
+//! here for the message every other reader gives. In a lazy restore the
+//! pager still serves from a memfd view ([`unpack`] with `restorer` false:
+//! none of the restorer's pieces in it).
+//!
+//! For Zstandard the restorer reads page data uncompressed. `crac restore` decompresses the pieces the restorer loads
 //! (every piece in an eager restore; in a lazy one those it loads itself,
 //! outside the areas the pager serves) into a memfd laid out like an
 //! uncompressed page file, and hands the restorer that memfd and the
@@ -7,8 +17,8 @@
 //! The restorer checks each piece's hash as usual; the pager decompresses
 //! the pieces it serves on demand into the same memfd.
 //!
-//! Decompressing in `crac restore` keeps the `no_std` restorer free of an
-//! allocator-hungry Zstandard decoder; the cost is a copy through the
+//! Decompressing Zstandard in `crac restore` keeps the `no_std` restorer
+//! free of an allocator-hungry decoder; the cost is a copy through the
 //! memfd and, while the restore runs, memory for the decompressed pieces.
 
 use std::fs::File;
@@ -29,12 +39,15 @@ pub(super) struct Unpacked {
 }
 
 /// Makes the uncompressed view of a compressed image, with every piece
-/// (`all`) or only those holding pages outside `lazy` (page file ranges
-/// `(address, length, offset)` the pager serves).
+/// (`all`), only those holding pages outside `lazy` (page file ranges
+/// `(address, length, offset)` the pager serves), or none (`!restorer`: the
+/// restorer reads the image itself and the view is the pager's alone, its
+/// pieces decompressed on demand).
 pub(super) fn unpack(
     v: &VerifiedImage,
     dir: &Path,
     all: bool,
+    restorer: bool,
     lazy: &[(u64, u64, u64)],
 ) -> Result<Unpacked, RestoreError> {
     let img = &v.image;
@@ -51,6 +64,8 @@ pub(super) fn unpack(
     let count = img.pieces.as_ref().map_or(0, Vec::len) as u64;
     let needed = if all {
         vec![true; count as usize]
+    } else if !restorer {
+        vec![false; count as usize]
     } else {
         restorer_pieces(img, lazy, count)
     };
@@ -111,6 +126,41 @@ fn restorer_pieces(img: &Image, lazy: &[(u64, u64, u64)], count: u64) -> Vec<boo
         }
     }
     needed
+}
+
+/// Whether the restorer reads the compressed image itself in an eager
+/// restore: LZ4 (its block decoder needs neither std nor an allocator).
+pub(super) fn restorer_reads(img: &Image) -> bool {
+    img.stored
+        .as_ref()
+        .is_some_and(|st| st.compression == crac_image::STORED_LZ4)
+}
+
+/// The error for a restorer failure (`detail`, `object`) that names a
+/// damaged stored piece (`stored piece N ...`, `object` = N): the piece
+/// checked again here, for the message the image's own checks give (the
+/// page file's path, file bytes, memory). `None` if the failure is another
+/// or the piece checks out now.
+pub(super) fn recheck(
+    v: &VerifiedImage,
+    dir: &Path,
+    detail: &[u8],
+    index: u64,
+) -> Option<RestoreError> {
+    if !detail.starts_with(b"stored piece ") {
+        return None;
+    }
+    let count = v.image.pieces.as_ref().map_or(0, Vec::len) as u64;
+    if index >= count {
+        return None;
+    }
+    let path = dir.join(crac_image::PAGES_FILE);
+    let mut dec = crac_image::Decompressor::new();
+    let mut buf = vec![0u8; crac_image::PIECE_LEN as usize];
+    v.image
+        .load_piece(&v.pages, &path, index, &mut dec, &mut buf)
+        .err()
+        .map(RestoreError::Pages)
 }
 
 /// `meta` (header and body as checked) without the stored-pieces section,
