@@ -3,8 +3,6 @@
 //! * [`raw`]: `syscall` instructions and the syscall numbers crac uses.
 //! * [`ctx`]: the resume context, the routine that saves it around a call
 //!   and the routine that resumes it (used by the dump and by the restorer).
-//! * [`aio`]: one vectored write in flight (the dump hashes page data while
-//!   the device writes it).
 //! * [`clone`]: `clone3` for threads that start on a fresh stack.
 //! * [`fdobj`]: timerfd, signalfd, epoll, memfd and `kcmp` for carried
 //!   descriptors.
@@ -26,7 +24,6 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code)]
 
-pub mod aio;
 pub mod clone;
 pub mod commit;
 pub mod creds;

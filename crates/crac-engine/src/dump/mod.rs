@@ -110,9 +110,6 @@ struct Snapshot<'a> {
     clocks: [u64; 3],
     /// Page runs queued for one write.
     batch: Batch,
-    /// Writes page data while it is hashed; only while pages are written
-    /// (its ring is a mapping, which must not be in the image).
-    aio: Option<crac_sys::aio::Aio>,
     fds: fds::FdSet,
 }
 
@@ -227,14 +224,8 @@ impl Snapshot<'_> {
     /// Writes the page file from this process's memory as it is now.
     fn write_memory(&mut self) -> Result<(), SnapFailure> {
         self.scan_pages()?;
-        // After the memory map was read (the context maps a ring, which
-        // must not be in the image); without one, pages are written
-        // synchronously. Destroying it takes tens of milliseconds, so that
-        // waits until the threads run again (see `checkpoint_once`).
-        if self.aio.is_none() {
-            self.aio = crac_sys::aio::Aio::new(pages::ASYNC_DEPTH).ok();
-        }
-        self.write_pages()
+        self.write_pages()?;
+        Ok(())
     }
 }
 
@@ -410,14 +401,11 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
         Ok(0) => {
             round.release();
             let _ = sys::sigprocmask(2, Some(own_mask));
-            // Only now: destroying it waits for an RCU grace period.
-            snap.aio = None;
             Ok(DumpOutcome::LeftRunning)
         }
         Ok(_) => {
             round.release();
             let _ = sys::sigprocmask(2, Some(own_mask));
-            snap.aio = None;
             Err(snap.error(snap.failure))
         }
         Err(stop::Resumed) => {
@@ -426,8 +414,6 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
             // forget them instead of closing them. The temporary directory was
             // renamed into the image long ago.
             tmp.forget();
-            // Nor does the AIO context (nothing to destroy).
-            std::mem::forget(snap.aio.take());
 
             // Carried descriptors must exist before the threads that use
             // them run again.
@@ -488,7 +474,6 @@ fn new_snapshot<'a>(
         data_len: 0,
         clocks: [0; 3],
         batch: Batch::new(),
-        aio: None,
         fds,
     };
     if opts.compress != crate::native::Compression::None {

@@ -2,7 +2,6 @@
 //! and the page file written from memory with its piece table.
 
 use crac_image::{PageRun, PAGE_SIZE, PROT_READ, VMA_DELETED, VMA_VDSO, VMA_VSYSCALL};
-use crac_sys::aio::Aio;
 use crac_sys::sys::{self, IoVec};
 use crac_sys::Errno;
 
@@ -34,22 +33,6 @@ impl Pieces {
             .update(data, |h| push_bounded(hashes, overflow, h));
     }
 
-    /// Where the hashing stands, to go back to if what was hashed is not
-    /// written after all (no allocation: the hasher's state is copied).
-    fn mark(&self) -> Mark {
-        Mark {
-            hasher: self.hasher.clone(),
-            len: self.hashes.len(),
-            overflow: self.overflow,
-        }
-    }
-
-    fn rollback(&mut self, m: Mark) {
-        self.hasher = m.hasher;
-        self.hashes.truncate(m.len);
-        self.overflow = m.overflow;
-    }
-
     fn finish(&mut self) -> Result<(), SnapFailure> {
         let (hashes, overflow) = (&mut self.hashes, &mut self.overflow);
         self.hasher.finish(|h| push_bounded(hashes, overflow, h));
@@ -60,13 +43,6 @@ impl Pieces {
     }
 }
 
-/// See [`Pieces::mark`].
-struct Mark {
-    hasher: crac_image::PieceHasher,
-    len: usize,
-    overflow: bool,
-}
-
 pub(super) fn push_bounded(v: &mut Vec<u64>, overflow: &mut bool, x: u64) {
     if v.len() < v.capacity() {
         v.push(x);
@@ -74,15 +50,6 @@ pub(super) fn push_bounded(v: &mut Vec<u64>, overflow: &mut bool, x: u64) {
         *overflow = true;
     }
 }
-
-/// Batches smaller than this are written synchronously: hashing them
-/// takes less than setting up the asynchronous writes.
-const ASYNC_MIN: u64 = 1 << 20;
-/// Bytes per asynchronous write request.
-const ASYNC_CHUNK: u64 = 8 << 20;
-/// Asynchronous write requests in flight (so the device always has the
-/// next one while the page pins of a request are taken).
-pub(super) const ASYNC_DEPTH: u32 = 4;
 
 /// Page runs waiting to go out with one `pwritev`, consecutive in the
 /// file: straight from memory, or copies in the bounce buffer of memory
@@ -473,6 +440,7 @@ impl Snapshot<'_> {
     /// not readable after all, alignment) each run goes out on its own, as
     /// it is or through the bounce buffer.
     fn flush_batch(&mut self, pieces: &mut Pieces) -> Result<(), SnapFailure> {
+        let fail = |e| SnapFailure::Sys("write the page file", e);
         if self.batch.ranges.is_empty() {
             return Ok(());
         }
@@ -481,107 +449,21 @@ impl Snapshot<'_> {
         b.iov.clear();
         b.iov
             .extend(b.ranges.iter().map(|&(base, len)| IoVec { base, len }));
-        let r = if self.write_async(pieces, &mut b) {
-            Ok(())
-        } else {
-            self.write_sync(pieces, &mut b)
-        };
-        b.ranges.clear();
-        b.len = 0;
-        b.bounce_used = 0;
-        self.batch = b;
-        r
-    }
-
-    /// Writes a batch of at least [`ASYNC_MIN`] bytes with AIO, in requests
-    /// of [`ASYNC_CHUNK`] bytes, [`ASYNC_DEPTH`] at a time, hashing each
-    /// request's memory while the device writes. Returns whether it did: if
-    /// not (no AIO context, or the kernel refused or cut a write short) the
-    /// hashes are as before and the batch is written again the ordinary
-    /// way.
-    fn write_async(&mut self, pieces: &mut Pieces, b: &mut Batch) -> bool {
-        let fd = self.pages_fd;
-        let Some(aio) = self.aio.as_mut().filter(|_| b.len >= ASYNC_MIN) else {
-            return false;
-        };
-        let mark = pieces.mark();
-        // Each request's tag is its length, to compare with what it wrote.
-        let mut written = 0u64;
-        let mut wait_one = |aio: &mut Aio| match aio.wait() {
-            Ok((len, Ok(n))) if n == len => {
-                written += n;
-                true
-            }
-            _ => false,
-        };
-        let mut ok = true;
-        let (mut ri, mut within, mut off) = (0usize, 0u64, b.off);
-        while ri < b.ranges.len() && ok {
-            b.iov.clear();
-            let mut len = 0u64;
-            while ri < b.ranges.len() && len < ASYNC_CHUNK && b.iov.len() < b.iov.capacity() {
-                let (a, l) = b.ranges[ri];
-                let take = (l - within).min(ASYNC_CHUNK - len);
-                b.iov.push(IoVec {
-                    base: a + within,
-                    len: take,
-                });
-                len += take;
-                within += take;
-                if within == l {
-                    ri += 1;
-                    within = 0;
-                }
-            }
-            if aio.in_flight() == ASYNC_DEPTH && !wait_one(aio) {
-                ok = false;
-                break;
-            }
-            // Every request ends before this returns, so before the bounce
-            // buffer is refilled or the threads are released.
-            if stop::submit_write(aio, fd, &b.iov, off, len).is_err() {
-                ok = false;
-                break;
-            }
-            for v in &b.iov {
-                stop::read_memory(v.base, v.len, |d| pieces.update(d));
-            }
-            off += len;
-        }
-        while aio.in_flight() > 0 {
-            // A failing wait leaves the rest to the context's destruction.
-            let before = aio.in_flight();
-            ok &= wait_one(aio);
-            if aio.in_flight() == before {
-                ok = false;
-                break;
-            }
-        }
-        if !ok || written != b.len {
-            pieces.rollback(mark);
-            return false;
-        }
-        true
-    }
-
-    /// Writes a batch with `pwritev` (hashing after), or range by range if
-    /// the kernel refuses it.
-    fn write_sync(&mut self, pieces: &mut Pieces, b: &mut Batch) -> Result<(), SnapFailure> {
-        let fail = |e| SnapFailure::Sys("write the page file", e);
-        // Rebuilt: an earlier attempt may have consumed it.
-        b.iov.clear();
-        b.iov
-            .extend(b.ranges.iter().map(|&(base, len)| IoVec { base, len }));
-        match sys::pwritev_from_addrs(self.pages_fd, &mut b.iov, b.off) {
+        let r = match sys::pwritev_from_addrs(self.pages_fd, &mut b.iov, b.off) {
             Ok(()) => {
                 for &(a, l) in &b.ranges {
                     stop::read_memory(a, l, |d| pieces.update(d));
                 }
                 Ok(())
             }
-            Err(Errno(14)) | Err(Errno::EINVAL) => self.write_each(pieces, b),
+            Err(Errno(14)) | Err(Errno::EINVAL) => self.write_each(pieces, &b),
             Err(e) => Err(fail(e)),
-        }
+        };
+        b.ranges.clear();
+        b.len = 0;
+        b.bounce_used = 0;
+        self.batch = b;
+        r
     }
 
     /// The runs of `b` one by one: straight from memory where the kernel

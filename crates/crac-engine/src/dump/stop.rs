@@ -538,25 +538,6 @@ pub fn set_sigaction(sig: i32, act: &sys::KernelSigaction) {
     let _ = unsafe { sys::sigaction(sig, Some(act), None) };
 }
 
-/// Starts `aio` writing the ranges `iov` to `fd` at `off`: page runs of
-/// this process's memory, or copies of them in the dump's bounce buffer.
-///
-/// The caller waits for the write (which gives `tag` back) before the
-/// other threads are released and before it refills the bounce buffer.
-pub(crate) fn submit_write(
-    aio: &mut crac_sys::aio::Aio,
-    fd: i32,
-    iov: &[crac_sys::sys::IoVec],
-    off: u64,
-    tag: u64,
-) -> Result<(), crac_sys::Errno> {
-    // SAFETY: every other thread is stopped, so nothing unmaps or changes
-    // the page runs (memory that changes anyway, the dumping thread's stack
-    // and the engine's buffers, is only written as copies in the bounce
-    // buffer); the caller waits before either could change (see above).
-    unsafe { aio.submit_pwritev(fd, iov, off, tag) }
-}
-
 /// Lets `f` read `len` bytes of this process's memory at `addr`.
 pub fn read_memory(addr: u64, len: u64, f: impl FnOnce(&[u8])) {
     // Callers exclude what the dumping thread itself modifies (its stack, the
