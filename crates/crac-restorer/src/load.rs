@@ -315,11 +315,10 @@ fn load_stored(img: &Image, slot: usize, addr: u64, len: u64, off: u64, area: &A
             }
         }
         if done < n && area.uffd {
-            // SAFETY: `[a + done, a + n)` lies in a private anonymous area
-            // mapped writable before and not registered with the
-            // userfaultfd (any more): writing it cannot fault. No Rust
-            // reference points into image memory; the source is the
+            // No Rust reference points into image memory; the source is the
             // thread's own scratch buffer, outside every image area.
+            // SAFETY: `[a + done, a + n)` is private anonymous memory mapped
+            // writable and not registered with the userfaultfd: no fault.
             unsafe {
                 core::ptr::copy_nonoverlapping(
                     (src + done) as *const u8,
@@ -333,10 +332,10 @@ fn load_stored(img: &Image, slot: usize, addr: u64, len: u64, off: u64, area: &A
         // file's end fails with EFAULT, as the read path's `pread` does,
         // instead of killing the restorer with SIGBUS.
         while done < n {
-            // SAFETY: `[a + done, a + n)` lies in an area mapped writable
-            // before and not registered with the userfaultfd (any more); no
-            // Rust reference points into image memory. The source is the
+            // No Rust reference points into image memory; the source is the
             // thread's own scratch buffer, outside every image area.
+            // SAFETY: `[a + done, a + n)` lies in an area mapped writable
+            // and not registered with the userfaultfd (any more).
             match unsafe { copy_in(a + done, src + done, n - done) } {
                 Ok(0) => {
                     return Err(fail!(
