@@ -178,33 +178,5 @@ fn inspect_verify_names_the_damaged_piece() {
 fn an_undamaged_image_restores_in_every_mode() {
     let d = Dir::new();
     let (image, pid) = memhog_image(&d);
-    for mode in [None, Some("--eager"), Some("--verify")] {
-        let mut cmd = crac(["restore"]);
-        cmd.arg(&image);
-        if let Some(m) = mode {
-            cmd.arg(m);
-        }
-        cmd.ok().stdout_has("data ok: true");
-        wait_gone(pid, SHORT);
-    }
-    let log = d.join("detached.log");
-    let file = fs::File::create(&log).unwrap();
-    let status = std::process::Command::new(crate::util::crac_exe())
-        .arg("restore")
-        .arg("--detach")
-        .arg(&image)
-        .stdin(std::process::Stdio::null())
-        .stdout(file.try_clone().unwrap())
-        .stderr(file)
-        .status()
-        .unwrap();
-    assert!(status.success(), "{}", fs::read_to_string(&log).unwrap());
-    let t = std::time::Instant::now();
-    while !fs::read_to_string(&log).unwrap().contains("data ok: ") {
-        assert!(t.elapsed() < SHORT, "{}", fs::read_to_string(&log).unwrap());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    wait_gone(pid, SHORT);
-    let text = fs::read_to_string(&log).unwrap();
-    assert!(text.contains("data ok: true"), "{text}");
+    crate::util::restores_in_every_mode(&d, &image, pid, SHORT);
 }

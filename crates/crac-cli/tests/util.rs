@@ -525,3 +525,43 @@ pub fn ask_live(s: &Service, pid: Option<u32>) -> Vec<u64> {
         .map(|v| v.parse().unwrap())
         .collect()
 }
+
+/// Restores `image` (of a program that checks all its memory and prints
+/// `data ok: true`, as memhog does; process `pid`) lazily, eagerly, with
+/// `--verify` and detached (its output logged in `d`), waiting each time
+/// until `pid` is gone.
+pub fn restores_in_every_mode(d: &Dir, image: &Path, pid: u32, timeout: Duration) {
+    for mode in [None, Some("--eager"), Some("--verify")] {
+        let mut cmd = crac(["restore"]);
+        cmd.arg(image);
+        if let Some(m) = mode {
+            cmd.arg(m);
+        }
+        cmd.ok().stdout_has("data ok: true");
+        wait_gone(pid, timeout);
+    }
+    let log = d.join("detached.log");
+    let file = fs::File::create(&log).unwrap();
+    let status = Command::new(crac_exe())
+        .arg("restore")
+        .arg("--detach")
+        .arg(image)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone().unwrap())
+        .stderr(file)
+        .status()
+        .unwrap();
+    assert!(status.success(), "{}", fs::read_to_string(&log).unwrap());
+    let t = Instant::now();
+    while !fs::read_to_string(&log).unwrap().contains("data ok: ") {
+        assert!(
+            t.elapsed() < timeout,
+            "{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    wait_gone(pid, timeout);
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("data ok: true"), "{text}");
+}
