@@ -5,12 +5,14 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::process::Signal;
 
 use crate::util::{self, crac, gcc, wait_gone, Dir, Service, TestCommand};
 
+/// The answer to SIGUSR1 once the program checked its data, thread and pipe.
+const CHECKED: &str = "ok, 64 MiB checksum ";
 const LONG: Duration = Duration::from_secs(60);
 const SHORT: Duration = Duration::from_secs(10);
 
@@ -114,29 +116,6 @@ fn c_program_using_the_c_abi_fails_naming_the_file_then_restores_twice() {
     }
 }
 
-/// Waits until `crac restore` says the process runs.
-fn wait_restored(service: &Service, pid: u32) {
-    let text = format!("restored process {pid} ");
-    let t = Instant::now();
-    while !service.stderr_lines().iter().any(|l| l.contains(&text)) {
-        assert!(t.elapsed() < LONG, "not restored\n{}", service.dump());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Asks the program to check its data, thread and pipe; returns the line.
-fn check(service: &Service, pid: u32) -> String {
-    let from = service.stdout_lines().len();
-    util::signal_pid(pid, Signal::USR1);
-    let line = service.wait_for_after(&format!("check {pid}:"), from, LONG);
-    assert!(
-        line.starts_with(&format!("check {pid}: ok, 64 MiB checksum ")),
-        "{line}\n{}",
-        service.dump()
-    );
-    line
-}
-
 fn maps_libcrac(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/maps"))
         .unwrap_or_default()
@@ -168,7 +147,7 @@ fn unmodified_c_program_under_crac_run_is_checkpointed_from_outside() {
         "libcrac.so is not loaded\n{}",
         service.dump()
     );
-    let before = check(&service, pid);
+    let before = util::ask_check(&service, pid, CHECKED, LONG);
 
     let mut service = Some(service);
     for round in 1..=2 {
@@ -188,8 +167,12 @@ fn unmodified_c_program_under_crac_run_is_checkpointed_from_outside() {
         cmd.arg("restore").arg(&image);
         let mut restored = Service::start(cmd);
         restored.also_end(pid, &exe);
-        wait_restored(&restored, pid);
-        assert_eq!(check(&restored, pid), before, "round {round}");
+        restored.wait_restored(pid, LONG);
+        assert_eq!(
+            util::ask_check(&restored, pid, CHECKED, LONG),
+            before,
+            "round {round}"
+        );
         service = Some(restored);
     }
     let mut last = service.take().unwrap();

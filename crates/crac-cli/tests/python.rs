@@ -10,12 +10,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::process::Signal;
 
 use crate::util::{self, crac, wait_gone, Dir, Service, TestCommand};
 
+/// The answer to SIGUSR1 once the script checked its data.
+const CHECKED: &str = "ok, 1000000 numbers, checksum ";
 const LONG: Duration = Duration::from_secs(60);
 const SHORT: Duration = Duration::from_secs(10);
 
@@ -307,29 +309,6 @@ fn python_open_file_and_tcp_connection_fail_the_checkpoint_until_closed() {
     }
 }
 
-/// Waits until `crac restore` says the process runs.
-fn wait_restored(service: &Service, pid: u32) {
-    let text = format!("restored process {pid} ");
-    let t = Instant::now();
-    while !service.stderr_lines().iter().any(|l| l.contains(&text)) {
-        assert!(t.elapsed() < LONG, "not restored\n{}", service.dump());
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Asks the script to check its data; returns the line.
-fn check(service: &Service, pid: u32) -> String {
-    let from = service.stdout_lines().len();
-    util::signal_pid(pid, Signal::USR1);
-    let line = service.wait_for_after(&format!("check {pid}:"), from, LONG);
-    assert!(
-        line.starts_with(&format!("check {pid}: ok, 1000000 numbers, checksum ")),
-        "{line}\n{}",
-        service.dump()
-    );
-    line
-}
-
 /// A script that does not import crac, under `crac run` (libcrac preloaded
 /// into python3), checkpointed from outside with `crac checkpoint PID` and
 /// restored twice with the same PID and its data intact.
@@ -342,7 +321,7 @@ fn unmodified_python_script_is_checkpointed_from_outside() {
     let service = Service::start(crac_run(&image, &[script.to_str().unwrap()]));
     let pid = service.pid();
     service.wait_for(&format!("ready PID: {pid}"), LONG);
-    let before = check(&service, pid);
+    let before = util::ask_check(&service, pid, CHECKED, LONG);
 
     let mut service = Some(service);
     for round in 1..=2 {
@@ -361,8 +340,12 @@ fn unmodified_python_script_is_checkpointed_from_outside() {
         cmd.arg("restore").arg(&image);
         let mut restored = Service::start(cmd);
         restored.also_end(pid, &exe);
-        wait_restored(&restored, pid);
-        assert_eq!(check(&restored, pid), before, "round {round}");
+        restored.wait_restored(pid, LONG);
+        assert_eq!(
+            util::ask_check(&restored, pid, CHECKED, LONG),
+            before,
+            "round {round}"
+        );
         service = Some(restored);
     }
     let mut last = service.take().unwrap();

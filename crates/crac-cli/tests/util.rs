@@ -406,6 +406,16 @@ impl Service {
     }
 
     /// Sends `signal` to the process.
+    /// Waits until `crac restore` (this service) says process `pid` runs.
+    pub fn wait_restored(&self, pid: u32, timeout: Duration) {
+        let text = format!("restored process {pid} ");
+        let t = Instant::now();
+        while !self.stderr_lines().iter().any(|l| l.contains(&text)) {
+            assert!(t.elapsed() < timeout, "not restored\n{}", self.dump());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn signal(&self, signal: rustix::process::Signal) {
         signal_pid(self.child.id(), signal);
     }
@@ -564,4 +574,19 @@ pub fn restores_in_every_mode(d: &Dir, image: &Path, pid: u32, timeout: Duration
     wait_gone(pid, timeout);
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains("data ok: true"), "{text}");
+}
+
+/// Sends SIGUSR1 to `pid` (a program that answers `check PID: ...` on
+/// its standard output, as the C and Python examples do) and returns the
+/// answer, which must start with `check PID: {ok}`.
+pub fn ask_check(service: &Service, pid: u32, ok: &str, timeout: Duration) -> String {
+    let from = service.stdout_lines().len();
+    signal_pid(pid, rustix::process::Signal::USR1);
+    let line = service.wait_for_after(&format!("check {pid}:"), from, timeout);
+    assert!(
+        line.starts_with(&format!("check {pid}: {ok}")),
+        "{line}\n{}",
+        service.dump()
+    );
+    line
 }
