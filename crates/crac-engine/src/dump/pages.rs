@@ -51,6 +51,10 @@ pub(super) fn push_bounded(v: &mut Vec<u64>, overflow: &mut bool, x: u64) {
     }
 }
 
+/// The end of the bounce buffer that queued copies leave free, for a run
+/// that must be read through `/proc/self/mem` while copies are queued.
+const BOUNCE_RESERVE: usize = 64 * 1024;
+
 /// Page runs waiting to go out with one `pwritev`, consecutive in the
 /// file: straight from memory, or copies in the bounce buffer of memory
 /// that may change (volatile). Sized before the stop (no allocation after).
@@ -222,12 +226,13 @@ impl Snapshot<'_> {
             .min_by_key(|&(s, _)| s)
     }
 
-    /// Writes `[addr, addr + len)` at `off` through the bounce buffer,
-    /// feeding the piece hashes with exactly the bytes written.
+    /// Writes `[addr, addr + len)` at `off` through the bounce buffer from
+    /// byte `from` on (what lies before may be queued copies), feeding the
+    /// piece hashes with exactly the bytes written.
     fn write_bounced(
         &mut self,
         pieces: &mut Pieces,
-        readable: bool,
+        from: usize,
         addr: u64,
         len: u64,
         off: u64,
@@ -235,10 +240,11 @@ impl Snapshot<'_> {
         let (fd, mem_fd) = (self.pages_fd, self.mem_fd);
         let mut done = 0u64;
         while done < len {
-            let b = self.bounce();
+            let b = &mut self.bounce()[from..];
             let n = (len - done).min(b.len() as u64) as usize;
             let at = addr + done;
-            read_into(mem_fd, readable, at, &mut b[..n])?;
+            // Through /proc/self/mem: the direct write of this range failed.
+            read_into(mem_fd, false, at, &mut b[..n])?;
             pieces.update(&b[..n]);
             sys::pwrite_from_addr(fd, b.as_ptr() as u64, n as u64, off + done)
                 .map_err(|e| SnapFailure::Sys("write the page file", e))?;
@@ -405,10 +411,11 @@ impl Snapshot<'_> {
         len: u64,
         off: u64,
     ) -> Result<(), SnapFailure> {
+        let cap = self.bounce().len() - BOUNCE_RESERVE;
         let mut done = 0u64;
         while done < len {
             let at = off + done;
-            let room = self.bounce().len() - self.batch.bounce_used;
+            let room = cap - self.batch.bounce_used;
             let b = &self.batch;
             if !b.ranges.is_empty()
                 && (b.off + b.len != at || b.ranges.len() == b.ranges.capacity() || room == 0)
@@ -417,7 +424,7 @@ impl Snapshot<'_> {
             }
             let used = self.batch.bounce_used;
             let mem_fd = self.mem_fd;
-            let buf = &mut self.bounce()[used..];
+            let buf = &mut self.bounce()[used..cap];
             let n = (len - done).min(buf.len() as u64) as usize;
             read_into(mem_fd, readable, addr + done, &mut buf[..n])?;
             let base = buf.as_ptr() as u64;
@@ -474,8 +481,9 @@ impl Snapshot<'_> {
             match sys::pwrite_from_addr(self.pages_fd, a, l, off) {
                 Ok(()) => stop::read_memory(a, l, |d| pieces.update(d)),
                 // EFAULT, alignment
+                // Past the queued copies, which are still to be written.
                 Err(Errno(14)) | Err(Errno::EINVAL) => {
-                    self.write_bounced(pieces, false, a, l, off)?;
+                    self.write_bounced(pieces, b.bounce_used, a, l, off)?;
                 }
                 Err(e) => return Err(SnapFailure::Sys("write the page file", e)),
             }
