@@ -213,10 +213,10 @@ pub struct RestoreArgs {
     #[arg(long, conflicts_with = "detach")]
     pub pidns: bool,
     /// Report on standard error as JSON lines (one object per line, key
-    /// `event`) instead of text: `restored` once the process runs,
-    /// `woke`, `warning`, `signal` for each signal forwarded, `loaded`
-    /// when lazily loaded memory is complete, `exited` or `killed` when
-    /// the process ends, `error` (see the crate's README).
+    /// `event`) instead of text: `restored` once the process runs, `woke`,
+    /// `warning`, `signal` for each signal forwarded, `loaded` when lazily
+    /// loaded memory is complete (the process runs on), `exited` or
+    /// `killed` when the process ends, `error` (see the crate's README).
     #[arg(long)]
     pub json: bool,
 }

@@ -98,6 +98,22 @@ pub struct RestoreOptions {
     /// Check every piece of the page data before anything is restored
     /// (otherwise each piece is checked as it is loaded).
     pub verify: bool,
+    /// Called on the pager thread once lazy loading ended: everything is
+    /// loaded while the process runs on, or the process ended first (not
+    /// for eager or detached restores, nor when loading fails:
+    /// [`Restored::finish`] reports that). It may run before [`restore`]
+    /// returns.
+    pub on_loaded: Option<OnLoaded>,
+}
+
+/// See [`RestoreOptions::on_loaded`].
+#[derive(Clone)]
+pub struct OnLoaded(pub std::sync::Arc<dyn Fn(&Loaded) + Send + Sync>);
+
+impl std::fmt::Debug for OnLoaded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnLoaded(..)")
+    }
 }
 
 /// A process restored and running.
@@ -527,7 +543,8 @@ pub fn restore_with_progress(
                         ),
                     });
                 }
-                match Pager::start(fd, pid, pages, plan.verified.clone(), &plan.lazy) {
+                let on_loaded = opts.on_loaded.clone();
+                match Pager::start(fd, pid, pages, plan.verified.clone(), &plan.lazy, on_loaded) {
                     Ok(p) => pager = Some(p),
                     Err(source) => {
                         kill_and_reap(pid);

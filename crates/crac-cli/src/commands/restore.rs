@@ -166,16 +166,6 @@ impl Running {
                     if l.spaces == 1 { "" } else { "s" },
                     output::duration(l.elapsed)
                 );
-                out.event(
-                    "loaded",
-                    serde_json::json!({
-                        "pid": pid,
-                        "bytes": l.bytes,
-                        "faults": l.faults,
-                        "spaces": l.spaces,
-                        "elapsed_ms": output::millis(l.elapsed),
-                    }),
-                );
             }
             Ok(_) => {}
             // Its end (SIGKILL) is the pager's doing, not the program's.
@@ -266,6 +256,20 @@ pub(crate) fn start(mut args: RestoreArgs, out: Reporter) -> Result<Started, Res
         env: args.env,
         eager: args.eager,
         verify: args.verify,
+        // The moment loading is complete, while the process runs on.
+        on_loaded: out.is_json().then(|| {
+            restore::OnLoaded(std::sync::Arc::new(move |l: &restore::Loaded| {
+                out.event(
+                    "loaded",
+                    serde_json::json!({
+                        "bytes": l.bytes,
+                        "faults": l.faults,
+                        "spaces": l.spaces,
+                        "elapsed_ms": output::millis(l.elapsed),
+                    }),
+                );
+            }))
+        }),
     };
     // The bar leaves room for the bytes: while pages load the stage is
     // not named.

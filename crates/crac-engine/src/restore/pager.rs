@@ -153,13 +153,15 @@ impl Pager {
     /// Starts serving `uffd` (the restorer's, created in process `pid`)
     /// with the image pages `extents` (`(address, length, page file
     /// offset)`) read from `pages`, the page file of `image` (whose piece
-    /// table each piece is checked against).
+    /// table each piece is checked against); `on_loaded` is called on the
+    /// pager's thread once everything is loaded.
     pub(crate) fn start(
         uffd: OwnedFd,
         pid: u32,
         pages: File,
         image: Arc<crac_image::VerifiedImage>,
         extents: &[(u64, u64, u64)],
+        on_loaded: Option<super::OnLoaded>,
     ) -> io::Result<Pager> {
         let mut pending = Pending::default();
         for &(a, l, o) in extents {
@@ -187,7 +189,13 @@ impl Pager {
         let flag = resumed.clone();
         let thread = std::thread::Builder::new()
             .name("crac-pager".into())
-            .spawn(move || run(space, source, &flag))?;
+            .spawn(move || {
+                let r = run(space, source, &flag);
+                if let (Ok(l), Some(f)) = (&r, &on_loaded) {
+                    (f.0)(l);
+                }
+                r
+            })?;
         Ok(Pager {
             thread: Some(thread),
             resumed,
