@@ -73,25 +73,10 @@ fn a_zstd_image_restores_in_every_mode() {
 /// data, loaded lazily by default). Returns the copy and the piece's text
 /// in messages (`piece N (stored lz4 at file bytes`).
 fn damaged_copy(d: &Dir, image: &Path, name: &str) -> (PathBuf, String, u64) {
-    let copy = d.join(name);
-    fs::create_dir(&copy).unwrap();
-    for f in ["meta.crac", "pages.crac"] {
-        fs::copy(image.join(f), copy.join(f)).unwrap();
-    }
+    let copy = crate::util::copy_image(d, image, name);
     let img = Image::read(image).unwrap();
     let st = img.stored.as_ref().unwrap();
-    let anon = |r: &PageRun| {
-        img.vmas
-            .iter()
-            .any(|v| v.start <= r.addr && r.addr < v.end && v.flags & (VMA_FILE | VMA_SHARED) == 0)
-    };
-    let run = img
-        .runs
-        .iter()
-        .filter(|r| anon(r))
-        .max_by_key(|r| r.pages)
-        .copied()
-        .unwrap();
+    let run = crate::util::longest_anon_run(&img);
     // A compressed piece wholly inside the run, near its start (text).
     let first = (run.offset - 4096).div_ceil(crac_image::PIECE_LEN) + 2;
     let index = (first..)

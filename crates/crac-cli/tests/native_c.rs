@@ -7,8 +7,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rustix::process::Signal;
-
 use crate::util::{self, crac, gcc, wait_gone, Dir, Service, TestCommand};
 
 /// The answer to SIGUSR1 once the program checked its data, thread and pipe.
@@ -149,35 +147,14 @@ fn unmodified_c_program_under_crac_run_is_checkpointed_from_outside() {
     );
     let before = util::ask_check(&service, pid, CHECKED, LONG);
 
-    let mut service = Some(service);
-    for round in 1..=2 {
-        crac(["checkpoint", &pid.to_string()])
-            .show_dir(&d)
-            .ok()
-            .stdout_has(&format!(
-                "checkpointed process {pid} into {}",
-                image.display()
-            ))
-            .stdout_has("the process exited");
-        let mut gone = service.take().unwrap();
-        assert!(gone.wait_exit(SHORT).success(), "{}", gone.dump());
-        wait_gone(pid, SHORT);
-
-        let mut cmd = std::process::Command::new(util::crac_exe());
-        cmd.arg("restore").arg(&image);
-        let mut restored = Service::start(cmd);
-        restored.also_end(pid, &exe);
-        restored.wait_restored(pid, LONG);
-        assert_eq!(
-            util::ask_check(&restored, pid, CHECKED, LONG),
-            before,
-            "round {round}"
-        );
-        service = Some(restored);
-    }
-    let mut last = service.take().unwrap();
-    util::signal_pid(pid, Signal::TERM);
-    last.wait_exit(SHORT);
+    let rounds = util::Rounds {
+        dir: &d,
+        image: &image,
+        exe: &exe,
+        checked: CHECKED,
+        exits_cleanly: true,
+    };
+    rounds.run(service, &before, LONG);
 }
 
 /// A program that contains crac (a Rust payload) is not given libcrac: two

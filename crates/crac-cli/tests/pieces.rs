@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crac_image::{Image, PageRun, PAGE_SIZE, VMA_FILE, VMA_SHARED};
+use crac_image::{Image, PAGE_SIZE};
 
 use crate::util::{checkpointing, crac, wait_dead, wait_gone, Dir};
 
@@ -31,24 +31,9 @@ fn memhog_image(d: &Dir) -> (PathBuf, u32) {
 /// lazily by default). Returns the copy and what an error must name: the
 /// piece (`piece N (file bytes 0xA-0xB`) and the changed address.
 fn damaged_copy(d: &Dir, image: &Path, name: &str) -> (PathBuf, String, u64) {
-    let copy = d.join(name);
-    fs::create_dir(&copy).unwrap();
-    for f in ["meta.crac", "pages.crac"] {
-        fs::copy(image.join(f), copy.join(f)).unwrap();
-    }
+    let copy = crate::util::copy_image(d, image, name);
     let img = Image::read(image).unwrap();
-    let anon = |r: &PageRun| {
-        img.vmas
-            .iter()
-            .any(|v| v.start <= r.addr && r.addr < v.end && v.flags & (VMA_FILE | VMA_SHARED) == 0)
-    };
-    let run = img
-        .runs
-        .iter()
-        .filter(|r| anon(r))
-        .max_by_key(|r| r.pages)
-        .copied()
-        .unwrap();
+    let run = crate::util::longest_anon_run(&img);
     assert!(run.pages * PAGE_SIZE >= 4 << 20, "{run:?}");
     let at = run.len() / 2 + 123;
     let (off, addr) = (run.offset + at, run.addr + at);

@@ -12,8 +12,6 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use rustix::process::Signal;
-
 use crate::util::{self, crac, wait_gone, Dir, Service, TestCommand};
 
 /// The answer to SIGUSR1 once the script checked its data.
@@ -323,32 +321,12 @@ fn unmodified_python_script_is_checkpointed_from_outside() {
     service.wait_for(&format!("ready PID: {pid}"), LONG);
     let before = util::ask_check(&service, pid, CHECKED, LONG);
 
-    let mut service = Some(service);
-    for round in 1..=2 {
-        crac(["checkpoint", &pid.to_string()])
-            .show_dir(&d)
-            .ok()
-            .stdout_has(&format!(
-                "checkpointed process {pid} into {}",
-                image.display()
-            ));
-        let mut gone = service.take().unwrap();
-        gone.wait_exit(SHORT);
-        wait_gone(pid, SHORT);
-
-        let mut cmd = Command::new(util::crac_exe());
-        cmd.arg("restore").arg(&image);
-        let mut restored = Service::start(cmd);
-        restored.also_end(pid, &exe);
-        restored.wait_restored(pid, LONG);
-        assert_eq!(
-            util::ask_check(&restored, pid, CHECKED, LONG),
-            before,
-            "round {round}"
-        );
-        service = Some(restored);
-    }
-    let mut last = service.take().unwrap();
-    util::signal_pid(pid, Signal::TERM);
-    last.wait_exit(SHORT);
+    let rounds = util::Rounds {
+        dir: &d,
+        image: &image,
+        exe: &exe,
+        checked: CHECKED,
+        exits_cleanly: false,
+    };
+    rounds.run(service, &before, LONG);
 }

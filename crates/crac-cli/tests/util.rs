@@ -590,3 +590,88 @@ pub fn ask_check(service: &Service, pid: u32, ok: &str, timeout: Duration) -> St
     );
     line
 }
+
+/// Copies the files of `image` into a new image directory `name` in `d`.
+pub fn copy_image(d: &Dir, image: &Path, name: &str) -> PathBuf {
+    let copy = d.join(name);
+    fs::create_dir(&copy).unwrap();
+    for f in ["meta.crac", "pages.crac"] {
+        fs::copy(image.join(f), copy.join(f)).unwrap();
+    }
+    copy
+}
+
+/// The longest page run of private anonymous memory in `img` (the data of
+/// a payload like memhog, loaded lazily by default).
+pub fn longest_anon_run(img: &crac_image::Image) -> crac_image::PageRun {
+    use crac_image::{VMA_FILE, VMA_SHARED};
+    let anon = |r: &crac_image::PageRun| {
+        img.vmas
+            .iter()
+            .any(|v| v.start <= r.addr && r.addr < v.end && v.flags & (VMA_FILE | VMA_SHARED) == 0)
+    };
+    img.runs
+        .iter()
+        .filter(|r| anon(r))
+        .max_by_key(|r| r.pages)
+        .copied()
+        .unwrap()
+}
+
+/// Two rounds of checkpointing a program (run by a [`Service`], answering
+/// SIGUSR1 with `check PID: {checked}...`) from outside with `crac
+/// checkpoint PID` into `image`, then `crac restore image`: each restored
+/// copy must answer as the original did. The last copy is ended with
+/// SIGTERM.
+pub struct Rounds<'a> {
+    pub dir: &'a Dir,
+    pub image: &'a Path,
+    /// The program's executable (to end a copy a test leaves behind).
+    pub exe: &'a Path,
+    pub checked: &'a str,
+    /// Also require `crac checkpoint` to say the process exited and the
+    /// process to exit with status 0.
+    pub exits_cleanly: bool,
+}
+
+impl Rounds<'_> {
+    /// Runs the rounds on the program `service` runs, whose answer was
+    /// `before`.
+    pub fn run(&self, service: Service, before: &str, timeout: Duration) {
+        let short = Duration::from_secs(10);
+        let pid = service.pid();
+        let mut service = Some(service);
+        for round in 1..=2 {
+            let out = crac(["checkpoint", &pid.to_string()])
+                .show_dir(self.dir)
+                .ok();
+            out.stdout_has(&format!(
+                "checkpointed process {pid} into {}",
+                self.image.display()
+            ));
+            let mut gone = service.take().unwrap();
+            if self.exits_cleanly {
+                out.stdout_has("the process exited");
+                assert!(gone.wait_exit(short).success(), "{}", gone.dump());
+            } else {
+                gone.wait_exit(short);
+            }
+            wait_gone(pid, short);
+
+            let mut cmd = Command::new(crac_exe());
+            cmd.arg("restore").arg(self.image);
+            let mut restored = Service::start(cmd);
+            restored.also_end(pid, self.exe);
+            restored.wait_restored(pid, timeout);
+            assert_eq!(
+                ask_check(&restored, pid, self.checked, timeout),
+                before,
+                "round {round}"
+            );
+            service = Some(restored);
+        }
+        let mut last = service.take().unwrap();
+        signal_pid(pid, rustix::process::Signal::TERM);
+        last.wait_exit(short);
+    }
+}

@@ -1,7 +1,7 @@
 //! What the payload programs share: report a failure and exit, read a
 //! descriptor's flags, move a descriptor to a chosen number, and checkpoint
 //! with the "pre-checkpoint PID: " / "post-restore PID: " lines the tests
-//! read.
+//! read; one-page mappings for the mapping-count benchmarks.
 #![allow(unsafe_code)]
 
 use std::os::fd::RawFd;
@@ -92,4 +92,46 @@ pub fn slow_hash(mut x: u64) -> u64 {
         x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
     }
     x ^ (x >> 33)
+}
+
+/// One page of a mapping of its own, holding its index.
+#[derive(Debug)]
+pub struct Page(*mut u64);
+
+impl Page {
+    /// The value written into the page.
+    pub fn get(&self) -> u64 {
+        // SAFETY: the page is mapped for the life of the process (never
+        // unmapped) and readable.
+        unsafe { self.0.read_volatile() }
+    }
+}
+
+/// `n` one-page anonymous mappings; every other one is made read-only after
+/// it is written, so neighbours never merge into one area.
+pub fn many_mappings(n: usize) -> Vec<Page> {
+    (0..n)
+        .map(|i| {
+            // SAFETY: a fresh private anonymous page, written once below.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED, "mmap");
+            let p = p.cast::<u64>();
+            // SAFETY: the page was just mapped writable.
+            unsafe { p.write_volatile(i as u64) };
+            if i % 2 == 1 {
+                // SAFETY: changes only this page's protection.
+                unsafe { libc::mprotect(p.cast(), 4096, libc::PROT_READ) };
+            }
+            Page(p)
+        })
+        .collect()
 }

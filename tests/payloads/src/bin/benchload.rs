@@ -74,46 +74,6 @@ fn checksum(p: &[u64]) -> u64 {
     h
 }
 
-/// One page of a mapping of its own, holding its index.
-struct Page(*mut u64);
-
-impl Page {
-    fn get(&self) -> u64 {
-        // SAFETY: the page is mapped for the life of the process (never
-        // unmapped) and readable.
-        unsafe { self.0.read_volatile() }
-    }
-}
-
-/// `n` one-page anonymous mappings; every other one is made read-only after
-/// it is written, so neighbours never merge into one area.
-fn many_mappings(n: usize) -> Vec<Page> {
-    (0..n)
-        .map(|i| {
-            // SAFETY: a fresh private anonymous page, written once below.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    4096,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(p, libc::MAP_FAILED, "mmap");
-            let p = p.cast::<u64>();
-            // SAFETY: the page was just mapped writable.
-            unsafe { p.write_volatile(i as u64) };
-            if i % 2 == 1 {
-                // SAFETY: changes only this page's protection.
-                unsafe { libc::mprotect(p.cast(), 4096, libc::PROT_READ) };
-            }
-            Page(p)
-        })
-        .collect()
-}
-
 fn main() {
     crac::init();
     let args: Vec<String> = std::env::args().collect();
@@ -138,7 +98,7 @@ fn main() {
         })
         .collect();
     let want = checksum(std::hint::black_box(&buf));
-    let pages = many_mappings(maps);
+    let pages = payload::many_mappings(maps);
     for _ in 1..threads {
         std::thread::Builder::new()
             .stack_size(64 << 10)

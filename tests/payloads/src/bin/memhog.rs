@@ -32,7 +32,7 @@ fn main() {
     let mib: usize = args.next().map_or(16, |a| a.parse().expect("MIB"));
     let warmup_ms: u64 = args.next().map_or(0, |a| a.parse().expect("WARMUP_MS"));
     let maps: usize = args.next().map_or(0, |a| a.parse().expect("MAPS"));
-    let pages = many_mappings(maps);
+    let pages = payload::many_mappings(maps);
     let mut x = 0x9e37_79b9_7f4a_7c15_u64;
     let data: Vec<u64> = (0..mib * 131072)
         .map(|_| {
@@ -78,45 +78,4 @@ fn main() {
     println!("checked {}", now_ns());
     println!("data ok: {ok}");
     std::process::exit(if ok { 0 } else { 1 });
-}
-
-/// One page of a mapping of its own, holding its index.
-struct Page(*mut u64);
-
-impl Page {
-    fn get(&self) -> u64 {
-        // SAFETY: the page is mapped for the life of the process (never
-        // unmapped) and readable.
-        unsafe { self.0.read_volatile() }
-    }
-}
-
-/// `n` one-page anonymous mappings; every other one is made read-only after
-/// it is written, so neighbours never merge into one area.
-#[allow(unsafe_code)]
-fn many_mappings(n: usize) -> Vec<Page> {
-    (0..n)
-        .map(|i| {
-            // SAFETY: a fresh private anonymous page, written once below.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    4096,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                    -1,
-                    0,
-                )
-            };
-            assert_ne!(p, libc::MAP_FAILED, "mmap");
-            let p = p.cast::<u64>();
-            // SAFETY: the page was just mapped writable.
-            unsafe { p.write_volatile(i as u64) };
-            if i % 2 == 1 {
-                // SAFETY: changes only this page's protection.
-                unsafe { libc::mprotect(p.cast(), 4096, libc::PROT_READ) };
-            }
-            Page(p)
-        })
-        .collect()
 }
