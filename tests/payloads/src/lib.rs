@@ -135,3 +135,11 @@ pub fn many_mappings(n: usize) -> Vec<Page> {
         })
         .collect()
 }
+
+/// The wall clock in ns since the epoch (what the benchmarks' lines carry).
+pub fn now_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}

@@ -6,14 +6,8 @@
 //! (CRAC_CHECKPOINT_TO, CRAC_ENGINE_OPTIONS e.g. `compress=lz4`), and after
 //! restore prints `restored <unix ns>`, checks every byte against a fresh
 //! copy (`checked <unix ns>` once it has read all of it) and `data ok: BOOL`.
-use std::time::{SystemTime, UNIX_EPOCH};
 
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
+use payload::now_ns;
 
 /// The data of `mib` MiB, the same on every call.
 fn fill(mib: usize) -> Vec<u8> {

@@ -5,14 +5,9 @@
 //! `ready <unix ns>`, checkpoints (CRAC_CHECKPOINT_TO), and after restore
 //! prints `restored <unix ns>` as its first act, checks the data (then
 //! prints `checked <unix ns>`) and exits.
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
-fn now_ns() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
+use payload::now_ns;
 
 fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
