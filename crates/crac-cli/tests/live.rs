@@ -38,7 +38,7 @@ fn live_checkpoints_then_restore(args: &[&str]) {
         crac(["checkpoint", &pid.to_string(), "--leave-running"])
             .show_dir(&d)
             .ok()
-            .stdout_has("the process keeps running");
+            .stdout_has("the process keeps running (its threads were stopped for ");
         assert!(s.is_running(), "{}", s.dump());
         let after = util::ask_live(&s, None);
         // It kept sweeping: its position moved on.

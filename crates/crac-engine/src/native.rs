@@ -2,6 +2,7 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 pub use crate::dump::fds::FdPolicy;
 
@@ -79,7 +80,12 @@ pub enum DumpOutcome {
     Restored(RestoreFacts),
     /// The image is complete and durable and the process kept running
     /// (`leave_running`).
-    LeftRunning,
+    LeftRunning {
+        /// How long the program's threads were stopped: until the
+        /// copy-on-write copy was made (a live checkpoint), or the whole
+        /// dump (a process dumped in place).
+        paused: Duration,
+    },
 }
 
 /// Facts handed to a restored process by the restorer.

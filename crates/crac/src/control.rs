@@ -69,9 +69,11 @@
 //!   Then:
 //!   * `durable`: the image is complete, synced and in place (native
 //!     engine). The connection then closes when the process exits (CRaC's
-//!     default), or `ok left-running` follows once the `after_restore` hooks
-//!     ran in the process kept running (`leave_running=1` or the
-//!     `keep_running` engine option);
+//!     default), or `ok left-running paused_ns=N` follows once the
+//!     `after_restore` hooks ran in the process kept running
+//!     (`leave_running=1` or the `keep_running` engine option); `N` is how
+//!     long the program's threads were stopped, in nanoseconds (a live
+//!     checkpoint: until the copy-on-write copy was made);
 //!   * `ok simulated` (simulate engine: the hooks ran, no image);
 //!   * `ok restored` (pause engine: only once the process is woken; a caller
 //!     normally stops waiting when the pause image appears);
@@ -87,7 +89,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -109,7 +111,8 @@ pub const ACCEPTED: &str = "accepted";
 pub const DURABLE: &str = "durable";
 /// Line that precedes the error text.
 pub const ERROR: &str = "error";
-/// Line sent when the process kept running after writing the image.
+/// Start of the line sent when the process kept running after writing the
+/// image (` paused_ns=N` follows).
 pub const OK_LEFT_RUNNING: &str = "ok left-running";
 /// Line sent when the simulate engine ran the hooks.
 pub const OK_SIMULATED: &str = "ok simulated";
@@ -709,9 +712,19 @@ fn checkpoint_for(
         // lock: a plain `send` of a constant, nothing allocated.
         Arc::new(move || send_all(&stream, b"durable\n"))
     };
+    // How long the threads were stopped, for the caller (`ok left-running`).
+    let paused_ns = Arc::new(AtomicU64::new(0));
+    let on_kept_running: Arc<dyn Fn(Duration) + Send + Sync> = {
+        let paused_ns = Arc::clone(&paused_ns);
+        Arc::new(move |paused: Duration| {
+            let ns = u64::try_from(paused.as_nanos()).unwrap_or(u64::MAX);
+            paused_ns.store(ns, Ordering::Relaxed);
+        })
+    };
     let request = Request {
         leave_running,
         on_durable: Some(on_durable),
+        on_kept_running: Some(on_kept_running),
         dir: to,
     };
     let result = crate::checkpoint_restore_with(&request);
@@ -730,7 +743,10 @@ fn checkpoint_for(
     let answer = match (&result, engine) {
         (Ok(()), Some(EngineKind::Simulate)) => format!("{OK_SIMULATED}\n"),
         (Ok(()), Some(EngineKind::Pause)) => format!("{OK_RESTORED}\n"),
-        (Ok(()), _) => format!("{OK_LEFT_RUNNING}\n"),
+        (Ok(()), _) => format!(
+            "{OK_LEFT_RUNNING} paused_ns={}\n",
+            paused_ns.load(Ordering::Relaxed)
+        ),
         (Err(e), _) => format!("{ERROR}\n{e:#}\n"),
     };
     send_all(&stream, answer.as_bytes());

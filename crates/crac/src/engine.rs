@@ -2,7 +2,7 @@
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crac_engine::native::{self, DumpOptions, DumpOutcome, FdPolicy, RestoreFacts};
 
@@ -14,8 +14,9 @@ pub(crate) enum Outcome {
     /// This process is the restored one (or, for `simulate` and `pause`,
     /// behaves as if it were).
     Restored(RestoreFacts),
-    /// The image was made and the original process kept running.
-    KeptRunning,
+    /// The image was made and the original process kept running, its
+    /// threads stopped for `paused`.
+    KeptRunning { paused: Duration },
 }
 
 /// What the caller of one checkpoint asks for beyond the
@@ -30,6 +31,9 @@ pub(crate) struct Request {
     /// Called once the image is complete and durable, before the process
     /// exits or its threads are released (native engine). Must not allocate.
     pub(crate) on_durable: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Called with how long the threads were stopped, once the process kept
+    /// running after its image was made (native engine).
+    pub(crate) on_kept_running: Option<Arc<dyn Fn(Duration) + Send + Sync>>,
     /// This checkpoint's image directory instead of `CRAC_CHECKPOINT_TO`'s
     /// (`crac checkpoint PID --to DIR`).
     pub(crate) dir: Option<std::path::PathBuf>,
@@ -98,7 +102,7 @@ impl Engine for Native {
         };
         match native::checkpoint(&options)? {
             DumpOutcome::Restored(facts) => Ok(Outcome::Restored(facts)),
-            DumpOutcome::LeftRunning => Ok(Outcome::KeptRunning),
+            DumpOutcome::LeftRunning { paused } => Ok(Outcome::KeptRunning { paused }),
         }
     }
 }

@@ -293,7 +293,12 @@ fn run(
                 policy::report_after_restore();
                 tracing::debug!("restored");
             }
-            Ok(Outcome::KeptRunning) => tracing::debug!("checkpoint made, kept running"),
+            Ok(Outcome::KeptRunning { paused }) => {
+                tracing::debug!(?paused, "checkpoint made, kept running");
+                if let Some(report) = &request.on_kept_running {
+                    report(paused);
+                }
+            }
             Err(source) => problems.push(CheckpointProblem::Engine {
                 engine: engine.kind().name(),
                 source,
@@ -464,7 +469,11 @@ mod tests {
 
     #[test]
     fn kept_running_is_not_a_restore() {
-        let (result, seen, restores) = checkpoint_with(Fake(|| Ok(Outcome::KeptRunning)));
+        let (result, seen, restores) = checkpoint_with(Fake(|| {
+            Ok(Outcome::KeptRunning {
+                paused: Duration::ZERO,
+            })
+        }));
         result.unwrap();
         assert!(seen.is_some(), "after_restore ran");
         assert_eq!(restores, 0);

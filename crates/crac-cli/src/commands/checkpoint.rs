@@ -148,8 +148,9 @@ pub struct Report(String);
 pub(crate) enum Success {
     /// Image durable; the process exited.
     Exited,
-    /// Image durable; the process keeps running.
-    LeftRunning,
+    /// Image durable; the process keeps running, its threads stopped for
+    /// this long (if the process said).
+    LeftRunning(Option<Duration>),
     /// The simulate engine ran the hooks.
     Simulated,
     /// The pause engine paused the process.
@@ -518,6 +519,17 @@ fn send_request(
     Ok(stream)
 }
 
+/// `Some` if `line` says the process kept running: `ok left-running`, then
+/// how long its threads were stopped (` paused_ns=N`) if it says.
+fn left_running(line: &str) -> Option<Option<Duration>> {
+    let rest = line.strip_prefix(control::OK_LEFT_RUNNING)?;
+    if rest.is_empty() {
+        return Some(None);
+    }
+    let ns = rest.strip_prefix(" paused_ns=")?.parse().ok()?;
+    Some(Some(Duration::from_nanos(ns)))
+}
+
 /// Runs `crac checkpoint`.
 pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, CheckpointError> {
     let pid = args.pid;
@@ -530,9 +542,15 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
         Success::Exited => {
             println!("checkpointed process {pid} into {d} ({size}, {took}); the process exited")
         }
-        Success::LeftRunning => println!(
-            "checkpointed process {pid} into {d} ({size}, {took}); the process keeps running"
-        ),
+        Success::LeftRunning(paused) => {
+            let paused = paused.map_or_else(String::new, |p| {
+                format!(" (its threads were stopped for {})", output::duration(p))
+            });
+            println!(
+                "checkpointed process {pid} into {d} ({size}, {took}); the process keeps \
+                 running{paused}"
+            )
+        }
         Success::CommittedUnreported => println!(
             "checkpointed process {pid} into {d} ({size}, {took}); the process ended before \
              reporting it, but the image is committed and complete"
@@ -544,7 +562,7 @@ pub fn checkpoint(args: &CheckpointArgs, out: Reporter) -> Result<ExitCode, Chec
             println!("process {pid} is paused ({took}); wake it with `crac restore {d}`")
         }
     }
-    if let Success::Exited | Success::LeftRunning | Success::CommittedUnreported = success {
+    if let Success::Exited | Success::LeftRunning(_) | Success::CommittedUnreported = success {
         out.status(format!("restore it with `crac restore {d}`"));
     }
     Ok(ExitCode::SUCCESS)
@@ -664,8 +682,8 @@ pub(crate) fn request(
                     CheckpointError::Failed { pid, report }
                 });
             }
-            Next::Line(l) if l == control::OK_LEFT_RUNNING && durable => {
-                break Success::LeftRunning
+            Next::Line(l) if durable && left_running(&l).is_some() => {
+                break Success::LeftRunning(left_running(&l).flatten())
             }
             Next::Line(l) if l == control::OK_SIMULATED => break Success::Simulated,
             Next::Line(l) if l == control::OK_RESTORED => break Success::Paused,
@@ -713,6 +731,18 @@ mod tests {
         );
         assert_eq!(parse_accepted("accepted engine=native"), None);
         assert_eq!(parse_accepted("durable"), None);
+    }
+
+    #[test]
+    fn left_running_lines() {
+        assert_eq!(
+            left_running("ok left-running paused_ns=1500000"),
+            Some(Some(Duration::from_micros(1500)))
+        );
+        assert_eq!(left_running("ok left-running"), Some(None));
+        assert_eq!(left_running("ok left-running paused_ns=x"), None);
+        assert_eq!(left_running("ok left-runningx"), None);
+        assert_eq!(left_running("ok simulated"), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub(crate) mod stop;
 mod zstd;
 
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use crac_image::{PageRun, PAGE_SIZE, VMA_DONTFORK, VMA_WIPEONFORK};
 use crac_sys::sys;
@@ -254,7 +255,7 @@ const FORKED: u64 = 2;
 pub(super) static LAZY_LOADING: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 /// How long a dump waits for the memory of a lazy restore to be loaded.
-const LAZY_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+const LAZY_WAIT: Duration = Duration::from_secs(60);
 
 /// Waits until no area of this process is registered with a userfaultfd
 /// any more (`crac restore` closes it once every page of the last lazy
@@ -264,7 +265,7 @@ fn wait_lazy_loaded() -> Result<(), DumpError> {
     if !LAZY_LOADING.load(Ordering::SeqCst) {
         return Ok(());
     }
-    let t = std::time::Instant::now();
+    let t = Instant::now();
     loop {
         let smaps =
             std::fs::read("/proc/self/smaps").map_err(|e| DumpError::Gather { source: e })?;
@@ -280,7 +281,7 @@ fn wait_lazy_loaded() -> Result<(), DumpError> {
                 secs: LAZY_WAIT.as_secs(),
             });
         }
-        std::thread::sleep(std::time::Duration::from_millis(1));
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -325,6 +326,8 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     // pending until the mask is back.
     let own_mask = sys::sigprocmask(2, Some(!0)).unwrap_or(0);
     // ---- From here until `round.release()`: no allocation. ----
+    // The pause the program sees: from the stop to the release.
+    let stopped_at = Instant::now();
     if let Err(f) = round.stop_all() {
         round.release();
         let _ = sys::sigprocmask(2, Some(own_mask));
@@ -377,9 +380,10 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     if let (Ok(FORKED), Some(w)) = (result, live_writer.take()) {
         // The copy writes the image; the program runs on meanwhile.
         round.release();
+        let paused = stopped_at.elapsed();
         let _ = sys::sigprocmask(2, Some(own_mask));
         snap.close_fds();
-        return live_outcome(w, &snap, opts);
+        return live_outcome(w, &snap, opts, paused);
     }
     if let Ok(0) = result {
         if let Err((what, errno)) = tmp.commit() {
@@ -400,8 +404,9 @@ fn checkpoint_once(opts: &DumpOptions) -> Result<DumpOutcome, DumpError> {
     match result {
         Ok(0) => {
             round.release();
+            let paused = stopped_at.elapsed();
             let _ = sys::sigprocmask(2, Some(own_mask));
-            Ok(DumpOutcome::LeftRunning)
+            Ok(DumpOutcome::LeftRunning { paused })
         }
         Ok(_) => {
             round.release();
@@ -498,13 +503,14 @@ fn live_outcome(
     w: live::Writer,
     snap: &Snapshot<'_>,
     opts: &DumpOptions,
+    paused: Duration,
 ) -> Result<DumpOutcome, DumpError> {
     match w.wait() {
         Ok(()) => {
             if let Some(notify) = &opts.on_durable {
                 notify();
             }
-            Ok(DumpOutcome::LeftRunning)
+            Ok(DumpOutcome::LeftRunning { paused })
         }
         Err(live::WriterFailure::Snap(f)) => Err(snap.error(Some(f))),
         Err(live::WriterFailure::Died { pid, exit }) => Err(DumpError::WriterDied {

@@ -19,7 +19,10 @@
 //!   new memory on two threads, what any eager restore must do at least.
 //! * `live`: the longest gap in the payload's 1 ms loop during `crac
 //!   checkpoint PID --leave-running` / `criu dump --leave-running`, and the
-//!   command's time; `idle`: the same window without a dump.
+//!   command's time; `idle`: the same window without a dump; `crac stop`:
+//!   how long crac says the threads were stopped (from the stop until the
+//!   copy-on-write copy was made), which the gap shows plus whatever else
+//!   kept the loop from running (`idle`).
 //! * `dump`: dump throughput of a `CRAC_BENCH_DUMP_MIB` (default: the
 //!   largest size) image against `dd oflag=direct conv=fsync` to the same
 //!   directory; crac's dump includes its fsyncs, CRIU's does not (`+sync`).
@@ -542,13 +545,14 @@ fn section_live(cfg: &Cfg) {
         cfg.runs
     );
     println!(
-        "{:>8} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
-        "size", "crac gap", "crac cmd", "criu gap", "criu cmd", "gap c/c", "idle gap"
+        "{:>8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>8} {:>8}",
+        "size", "crac stop", "crac gap", "crac cmd", "criu gap", "criu cmd", "gap c/c", "idle gap"
     );
     for &mib in &cfg.sizes {
         let mut gaps = [f64::NAN; 2];
         let mut cmds = [f64::NAN; 2];
         let mut idle = Vec::new();
+        let mut stops = Vec::new();
         for e in engines(cfg) {
             let img = cfg.dir.join(format!("live-{mib}"));
             let _ = std::fs::remove_dir_all(&img);
@@ -560,6 +564,9 @@ fn section_live(cfg: &Cfg) {
                 let t = Instant::now();
                 let d = dump(cfg, e, &mut p, &img, true);
                 let window = t.elapsed();
+                if e == Engine::Crac {
+                    stops.push(reported_stop());
+                }
                 std::thread::sleep(Duration::from_millis(100));
                 g.push(gap_us(p.pid, &p.status) / 1e3);
                 c.push(ms(d));
@@ -578,8 +585,9 @@ fn section_live(cfg: &Cfg) {
             cmds[e as usize] = median(c);
         }
         println!(
-            "{:>5}MiB {} {} {} {} {} {}",
+            "{:>5}MiB {} {} {} {} {} {} {}",
             mib,
+            fmt(median(stops), 9, 2),
             fmt(gaps[0], 9, 2),
             fmt(cmds[0], 9, 1),
             fmt(gaps[1], 9, 2),
@@ -587,6 +595,23 @@ fn section_live(cfg: &Cfg) {
             fmt(gaps[0] / gaps[1], 8, 2),
             fmt(median(idle), 8, 2),
         );
+    }
+}
+
+/// How long `crac checkpoint --leave-running` said the threads were stopped
+/// (its output is in the command log), in ms.
+fn reported_stop() -> f64 {
+    let log = std::fs::read_to_string(LOG_DIR.get().unwrap().join("cmd.log")).unwrap();
+    let at = log
+        .find("stopped for ")
+        .unwrap_or_else(|| panic!("no pause reported: {log}"));
+    let mut words = log[at + "stopped for ".len()..].split([' ', ')']);
+    let v: f64 = words.next().unwrap().parse().unwrap();
+    match words.next() {
+        Some("µs") => v / 1e3,
+        Some("ms") => v,
+        Some("s") => v * 1e3,
+        unit => panic!("unit {unit:?} in {log}"),
     }
 }
 

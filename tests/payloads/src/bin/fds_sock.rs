@@ -226,7 +226,7 @@ fn pairs() {
         leave_running: true,
         ..Default::default()
     }) {
-        Ok(DumpOutcome::LeftRunning) => {}
+        Ok(DumpOutcome::LeftRunning { .. }) => {}
         other => fail(&format!("dump leaving the process running: {other:?}")),
     }
     pairs_check(false);
