@@ -153,15 +153,22 @@ pub fn apply(c: &CredsRecord<'static>, tid: u32) -> R<()> {
     })?;
     sc::setfsuid(fu);
     for cap in 0..crac_image::creds::CAP_BITS {
-        if !has(c.cap_bounding, cap as u64) && sc::cap_bound(cap) == Some(true) {
-            sc::prctl(sc::PR_CAPBSET_DROP, cap as usize, 0, 0, 0).map_err(|e| {
-                fail!(
-                    errno(e),
-                    t,
-                    "dropping capability {cap} from the bounding set failed"
-                )
-            })?;
+        if has(c.cap_bounding, cap as u64) {
+            continue;
         }
+        match sc::cap_bound(cap) {
+            // Past the kernel's last capability: none after it exists.
+            None => break,
+            Some(false) => continue,
+            Some(true) => {}
+        }
+        sc::prctl(sc::PR_CAPBSET_DROP, cap as usize, 0, 0, 0).map_err(|e| {
+            fail!(
+                errno(e),
+                t,
+                "dropping capability {cap} from the bounding set failed"
+            )
+        })?;
     }
     let (_, perm, _) = sc::capget().map_err(|e| fail!(errno(e), t, "capget failed"))?;
     // Keep every permitted capability effective until the last step: the
