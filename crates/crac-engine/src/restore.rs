@@ -357,35 +357,28 @@ pub fn restore_with_progress(
     // metadata bytes in a sealed memfd, the page file's descriptor.
     let lazy = !opts.eager && !opts.detach && !plan.lazy.is_empty();
     // A compressed image: an LZ4 one goes to the restorer as it is (it
-    // decompresses and checks each piece it loads itself); otherwise the
-    // restorer reads an uncompressed view (see `unpack`). The lazy pager
-    // always serves from such a view (of its own pieces only, for LZ4).
+    // decompresses and checks each piece it loads itself); for a Zstandard
+    // one the restorer reads an uncompressed view of its pieces (see
+    // `unpack`). The lazy pager reads and checks its pieces itself.
     let direct = unpack::restorer_reads(&plan.verified.image);
     let unpacked = match plan.verified.image.stored {
-        Some(_) if !direct || lazy => Some(unpack::unpack(
-            &plan.verified,
-            dir,
-            !lazy,
-            !direct,
-            &plan.lazy,
-        )?),
+        Some(_) if !direct => Some(unpack::unpack(&plan.verified, dir, !lazy, &plan.lazy)?),
         _ => None,
     };
-    let meta_bytes = match &unpacked {
-        Some(u) if !direct => &u.meta[..],
-        _ => &plan.verified.meta[..],
-    };
+    let meta_bytes = unpacked
+        .as_ref()
+        .map_or(&plan.verified.meta[..], |u| &u.meta[..]);
     let meta = sealed_memfd(c"crac-meta", meta_bytes).map_err(setup("metadata memfd"))?;
-    let view = unpacked.as_ref().map_or(&plan.verified.pages, |u| &u.pages);
-    let pages_file = if direct { &plan.verified.pages } else { view };
-    let dup = |file: &std::fs::File, what| {
-        file.try_clone().map_err(|source| RestoreError::Open {
+    let pages_file = unpacked.as_ref().map_or(&plan.verified.pages, |u| &u.pages);
+    let pages = pages_file
+        .try_clone()
+        .map_err(|source| RestoreError::Open {
             path: dir.join(crac_image::PAGES_FILE),
-            source: io::Error::new(source.kind(), format!("{what}: {source}")),
-        })
-    };
-    let pages_of = |what| dup(pages_file, what);
-    let pages = pages_of("duplicating its descriptor")?;
+            source: io::Error::new(
+                source.kind(),
+                format!("duplicating its descriptor: {source}"),
+            ),
+        })?;
     let mut exe = memfd(c"crac-restorer", true).map_err(setup("restorer memfd"))?;
     exe.write_all(RESTORER).map_err(setup("restorer memfd"))?;
     let mut args = memfd(c"crac-restore-args", false).map_err(setup("arguments memfd"))?;
@@ -404,11 +397,6 @@ pub fn restore_with_progress(
         what: "status socket",
         source: e.into(),
     })?;
-    let lazy_pages = if lazy {
-        Some(dup(view, "duplicating its descriptor")?)
-    } else {
-        None
-    };
 
     // Descriptors inherited at start pass through (see `inherit`).
     let handoff = inherit::prepare(&plan.fds).map_err(setup("inherited descriptors"))?;
@@ -463,7 +451,6 @@ pub fn restore_with_progress(
 
     let mut stage = Stage::Start;
     let mut loaded = 0u64;
-    let mut lazy_pages = lazy_pages;
     let mut pager: Option<Pager> = None;
     let mut lazy_bytes = 0;
     let deadline = t0 + RESTORER_TIMEOUT;
@@ -519,7 +506,7 @@ pub fn restore_with_progress(
                 }
             }
             StatusKind::Lazy => {
-                let (Some(fd), Some(pages), None) = (passed, lazy_pages.take(), &pager) else {
+                let (true, Some(fd), None) = (lazy, passed, &pager) else {
                     kill_and_reap(pid);
                     return Err(RestoreError::Status {
                         stage,
@@ -544,7 +531,7 @@ pub fn restore_with_progress(
                     });
                 }
                 let on_loaded = opts.on_loaded.clone();
-                match Pager::start(fd, pid, pages, plan.verified.clone(), &plan.lazy, on_loaded) {
+                match Pager::start(fd, pid, plan.verified.clone(), &plan.lazy, on_loaded) {
                     Ok(p) => pager = Some(p),
                     Err(source) => {
                         kill_and_reap(pid);

@@ -7,8 +7,8 @@
 //! once. The pager thread started here then
 //!
 //! * serves page faults first: the faulting page's piece of the image (up to
-//!   [`CHUNK`] bytes) is copied in with `UFFDIO_COPY`, which wakes the
-//!   thread; a fault on a page the image does not hold (or one the program
+//!   [`crac_image::PIECE_LEN`] bytes) is copied in with `UFFDIO_COPY`, which
+//!   wakes the thread; a fault on a page the image does not hold (or one the program
 //!   discarded since) gets zeros;
 //! * loads everything else in the background, going on from the last fault
 //!   (a program reading through its memory finds it loaded) or else from
@@ -26,11 +26,13 @@
 //! process dies with it), and if a page cannot be loaded the pager kills
 //! the process rather than let it see zeros.
 //!
-//! Nor with damaged memory: before the first byte of a piece of the page
-//! file ([`crac_image::PIECE_LEN`] bytes by file offset) is copied in, the
-//! whole piece is hashed and compared with the image's piece table (each
-//! piece once). On a mismatch the process is killed before anything of the
-//! piece reaches it, and the pager reports [`LoadError::Damaged`].
+//! Nor with damaged memory: each piece of the page file
+//! ([`crac_image::PIECE_LEN`] bytes by file offset) is read (for a
+//! compressed image: decompressed) into the pager's own buffer and hashed
+//! and compared with the image's piece table there, and the copy into the
+//! process is made from that buffer: what was checked is what the process
+//! gets. On a mismatch the process is killed before anything of the piece
+//! reaches it, and the pager reports [`LoadError::Damaged`].
 //!
 //! Known limits: a child forked while memory loads is not tied to `crac
 //! restore` (the parent-death signal is not inherited), so it is loaded
@@ -47,7 +49,7 @@
 //! and sent over the status socket.
 #![allow(unsafe_code)]
 
-use std::cell::Cell;
+use std::cell::{Cell, Ref, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::fs::File;
 use std::io;
@@ -61,10 +63,10 @@ use std::time::{Duration, Instant};
 use crac_sys::handler::{Handler, Msg};
 use crac_sys::raw::Errno;
 
-/// Bytes copied in one step: a fault's piece, and one background step
-/// between two looks at the messages (small, so a fault never waits long;
-/// bigger steps measured slower when the program reads while it loads).
-const CHUNK: u64 = 64 * 1024;
+// One copy is at most one piece ([`crac_image::PIECE_LEN`]): a fault's
+// piece, and one background step between two looks at the messages (small,
+// so a fault never waits long; bigger steps measured slower when the
+// program reads while it loads).
 const PAGE: u64 = 4096;
 /// End of the user address space (x86-64, 4-level paging).
 const USER_END: u64 = 0x7fff_ffff_f000;
@@ -152,13 +154,12 @@ pub struct Pager {
 impl Pager {
     /// Starts serving `uffd` (the restorer's, created in process `pid`)
     /// with the image pages `extents` (`(address, length, page file
-    /// offset)`) read from `pages`, the page file of `image` (whose piece
-    /// table each piece is checked against); `on_loaded` is called on the
-    /// pager's thread once everything is loaded.
+    /// offset)`) read from the page file of `image` (whose piece table each
+    /// piece is checked against); `on_loaded` is called on the pager's
+    /// thread once everything is loaded.
     pub(crate) fn start(
         uffd: OwnedFd,
         pid: u32,
-        pages: File,
         image: Arc<crac_image::VerifiedImage>,
         extents: &[(u64, u64, u64)],
         on_loaded: Option<super::OnLoaded>,
@@ -184,7 +185,7 @@ impl Pager {
             };
             let _ = rustix::process::setrlimit(rustix::process::Resource::Nofile, raised);
         }
-        let source = Source::new(pages, image)?;
+        let source = Source::new(image);
         let resumed = Arc::new(AtomicBool::new(false));
         let flag = resumed.clone();
         let thread = std::thread::Builder::new()
@@ -456,27 +457,33 @@ impl Space {
         off: u64,
         stats: &mut Loaded,
     ) -> Result<Step, LoadError> {
-        let data = pages.piece(off, len).ok_or_else(|| LoadError::Failed {
-            pid: self.pid,
-            addr: a,
-            what: format!("the page file has no {len} bytes at offset {off:#x}"),
-        })?;
-        // Before any byte of it reaches the process.
-        if let Err(d) = pages.check(off, len) {
-            return Err(LoadError::Damaged {
-                pid: self.pid,
-                path: pages.path(),
-                index: d.index,
-                start: d.start,
-                end: d.end,
-                stored: d.stored,
-                computed: d.computed,
-                memory: pages.image.image.piece_memory(d.start, d.end),
-                addr: a,
-                addr_end: a + len,
-            });
-        }
-        let r = self.uffd.copy(a, data);
+        // Checked before any byte of it reaches the process.
+        let data = match pages.bytes(off, len) {
+            Ok(d) => d,
+            Err(Unusable::Missing) => {
+                return Err(LoadError::Failed {
+                    pid: self.pid,
+                    addr: a,
+                    what: format!("the page file has no {len} bytes at offset {off:#x}"),
+                })
+            }
+            Err(Unusable::Damaged(d)) => {
+                return Err(LoadError::Damaged {
+                    pid: self.pid,
+                    path: pages.path(),
+                    index: d.index,
+                    start: d.start,
+                    end: d.end,
+                    stored: d.stored,
+                    computed: d.computed,
+                    memory: pages.image.image.piece_memory(d.start, d.end),
+                    addr: a,
+                    addr_end: a + len,
+                })
+            }
+        };
+        let r = self.uffd.copy(a, &data);
+        drop(data);
         let (errno, done) = match r {
             Ok(n) => (None, n),
             Err((e, n)) => (Some(e), n),
@@ -543,9 +550,12 @@ impl Space {
     fn serve(&mut self, pages: &Source, p: u64, stats: &mut Loaded) -> Result<Step, LoadError> {
         stats.faults += 1;
         if let Some((s, l, o)) = self.find(p) {
-            // The fault's aligned piece, clipped to its extent.
-            let a = (p & !(CHUNK - 1)).max(s);
-            let e = (a + CHUNK).min(s + l).max(p + PAGE);
+            // The piece of the page file that holds the page, clipped to
+            // its extent.
+            let at = o + (p - s);
+            let piece_start = piece_end(at) - crac_image::PIECE_LEN;
+            let a = s + (piece_start.max(o) - o);
+            let e = s + (piece_end(at).min(o + l) - o);
             self.cursor = e;
             return self.copy(pages, a, e - a, o + (a - s), stats);
         }
@@ -585,7 +595,7 @@ impl Space {
         else {
             return Ok(Step::Done);
         };
-        self.copy(pages, s, l.min(CHUNK), o, stats)
+        self.copy(pages, s, l.min(piece_end(o) - o), o, stats)
     }
 
     /// Kills the process this space belongs to.
@@ -615,23 +625,30 @@ impl Space {
     }
 }
 
-/// The page file, mapped read-only: copies go straight from the page cache
-/// into the process. Only the kernel reads the mapping (`UFFDIO_COPY`); a
-/// file shortened meanwhile makes a copy fail with `EFAULT` (the process is
-/// then killed), it cannot make this process fault. The piece check reads
-/// with `pread` for the same reason (a piece cut short is a mismatch).
+/// The page data as the pager copies it in: the pieces that hold a copy's
+/// bytes are read from `pages.crac` (and decompressed, for a compressed
+/// image) into a buffer of the pager's own, each checked against the
+/// image's piece table, and the copy goes into the process from that
+/// buffer. What the process gets is what was checked, whatever happens to
+/// the file meanwhile: a file changed or cut short is a mismatch (the
+/// process is killed), never a fault here.
 struct Source {
-    view: Option<crac_sys::map::FileView>,
-    file: File,
     image: Arc<crac_image::VerifiedImage>,
-    /// One bit per piece of the piece table: checked already.
-    checked: Box<[Cell<u64>]>,
-    /// A piece read for its check.
-    scratch: std::cell::RefCell<Vec<u8>>,
-    /// A compressed image: `file` is the uncompressed view (see
-    /// `unpack`), each piece is decompressed into it from `pages.crac`
-    /// (checked against its hash) before its first use.
-    dec: Option<std::cell::RefCell<crac_image::Decompressor>>,
+    /// Checked page data of the pieces `loaded` holds, from the first one's
+    /// file offset on.
+    buf: RefCell<Vec<u8>>,
+    /// The pieces in `buf` (`first..end`), if any.
+    loaded: Cell<Option<(u64, u64)>>,
+    /// For a compressed image: its decoder's state.
+    dec: Option<RefCell<crac_image::Decompressor>>,
+}
+
+/// Why a copy's bytes cannot be had.
+enum Unusable {
+    /// A piece does not match its hash.
+    Damaged(Damage),
+    /// The page file holds no such bytes (an image without a piece table).
+    Missing,
 }
 
 /// A piece whose hash does not match.
@@ -644,138 +661,132 @@ struct Damage {
 }
 
 impl Source {
-    fn new(pages: File, image: Arc<crac_image::VerifiedImage>) -> io::Result<Source> {
-        let pieces = image.image.pieces.as_ref().map_or(0, Vec::len);
-        let checked = (0..pieces.div_ceil(64)).map(|_| Cell::new(0)).collect();
-        let len = pages.metadata()?.len() as usize;
-        let view = if len == 0 {
-            None
-        } else {
-            Some(
-                crac_sys::map::FileView::map(std::os::fd::AsRawFd::as_raw_fd(&pages), len)
-                    .map_err(|e| io::Error::from_raw_os_error(e.0))?,
-            )
-        };
+    fn new(image: Arc<crac_image::VerifiedImage>) -> Source {
         let dec = image
             .image
             .stored
             .is_some()
-            .then(|| std::cell::RefCell::new(crac_image::Decompressor::new()));
-        Ok(Source {
-            view,
-            file: pages,
+            .then(|| RefCell::new(crac_image::Decompressor::new()));
+        Source {
             image,
+            buf: RefCell::new(Vec::new()),
+            loaded: Cell::new(None),
             dec,
-            checked,
-            scratch: std::cell::RefCell::new(Vec::new()),
-        })
+        }
     }
 
     fn path(&self) -> PathBuf {
         self.image.dir.path().join(crac_image::PAGES_FILE)
     }
 
-    /// Checks every piece that holds a byte of `[off, off + len)` against
-    /// the piece table, hashing each piece once. Images without a table
-    /// (format 1.1) were checked whole by the preflight.
-    fn check(&self, off: u64, len: u64) -> Result<(), Damage> {
-        let Some(table) = &self.image.image.pieces else {
-            return Ok(());
-        };
+    /// The checked bytes `[off, off + len)` of the (uncompressed) page file.
+    /// Images without a piece table (format 1.1) were checked whole by the
+    /// preflight; their bytes are read as they are.
+    fn bytes(&self, off: u64, len: u64) -> Result<Ref<'_, [u8]>, Unusable> {
         let pages_len = self.image.image.logical_pages_len();
-        for index in crac_image::pieces_of(off, len) {
-            let (word, bit) = ((index / 64) as usize, 1u64 << (index % 64));
+        let end = off.checked_add(len).filter(|&e| e <= pages_len);
+        let Some(end) = end else {
+            return Err(Unusable::Missing);
+        };
+        let Some(table) = &self.image.image.pieces else {
+            self.loaded.set(None);
+            let mut buf = self.buf.borrow_mut();
+            buf.resize(len as usize, 0);
+            if read_at(&self.image.pages, &mut buf, off) < buf.len() {
+                return Err(Unusable::Missing);
+            }
+            drop(buf);
+            return Ok(Ref::map(self.buf.borrow(), |b| &b[..]));
+        };
+        let want = crac_image::pieces_of(off, len);
+        let have = match self.loaded.get() {
+            Some((first, last)) if first <= want.start && want.end <= last => (first, last),
+            _ => {
+                self.loaded.set(None);
+                self.load(table, want.start, want.end, pages_len)
+                    .map_err(Unusable::Damaged)?;
+                self.loaded.set(Some((want.start, want.end)));
+                (want.start, want.end)
+            }
+        };
+        let base = crac_image::PAGES_HEADER_LEN + have.0 * crac_image::PIECE_LEN;
+        let (from, to) = ((off - base) as usize, (end - base) as usize);
+        Ok(Ref::map(self.buf.borrow(), |b| &b[from..to]))
+    }
+
+    /// Reads pieces `first..last` into the buffer, checking each.
+    fn load(&self, table: &[u64], first: u64, last: u64, pages_len: u64) -> Result<(), Damage> {
+        let mut buf = self.buf.borrow_mut();
+        buf.resize(((last - first) * crac_image::PIECE_LEN) as usize, 0);
+        let base = crac_image::PAGES_HEADER_LEN + first * crac_image::PIECE_LEN;
+        for index in first..last {
+            let stored = table.get(index as usize).copied().unwrap_or(0);
             // Past the table (the preflight's checks rule that out): never
             // load what no hash covers.
-            let (Some(cell), Some((start, end))) = (
-                self.checked.get(word),
-                crac_image::piece_range(index, pages_len),
-            ) else {
+            let Some((start, end)) = crac_image::piece_range(index, pages_len)
+                .filter(|_| (index as usize) < table.len())
+            else {
                 return Err(Damage {
                     index,
-                    start: off,
-                    end: off + len,
-                    stored: 0,
+                    start: base,
+                    end: base,
+                    stored,
                     computed: 0,
                 });
             };
-            if cell.get() & bit != 0 {
-                continue;
-            }
-            let stored = table.get(index as usize).copied().unwrap_or(0);
+            let out = &mut buf[(start - base) as usize..(end - base) as usize];
+            let damage = |computed| Damage {
+                index,
+                start,
+                end,
+                stored,
+                computed,
+            };
             if let Some(dec) = &self.dec {
-                self.unpack_piece(&mut dec.borrow_mut(), index)
-                    .map_err(|computed| Damage {
-                        index,
-                        start,
-                        end,
-                        stored,
-                        computed,
-                    })?;
-                cell.set(cell.get() | bit);
+                let img = &self.image;
+                if let Err(e) = img.image.load_piece(
+                    &img.pages,
+                    &self.path(),
+                    index,
+                    &mut dec.borrow_mut(),
+                    out,
+                ) {
+                    tracing::error!("{e}");
+                    return Err(damage(0));
+                }
                 continue;
             }
-            let computed = self.hash_piece(start, end);
-            if computed != stored {
-                return Err(Damage {
-                    index,
-                    start,
-                    end,
-                    stored,
-                    computed,
-                });
+            // A piece cut short hashes what it has: a mismatch.
+            let got = read_at(&self.image.pages, out, start);
+            let computed = crac_image::piece_hash(&out[..got]);
+            if got < out.len() || computed != stored {
+                return Err(damage(computed));
             }
-            cell.set(cell.get() | bit);
         }
         Ok(())
     }
+}
 
-    /// Decompresses piece `index` of a compressed image into the
-    /// uncompressed view once it matches its hash; else the hash of what it
-    /// decompressed to (0 if it did not).
-    fn unpack_piece(&self, dec: &mut crac_image::Decompressor, index: u64) -> Result<(), u64> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = self.scratch.borrow_mut();
-        buf.resize(crac_image::PIECE_LEN as usize, 0);
-        let img = &self.image;
-        let path = self.path();
-        match img
-            .image
-            .load_piece(&img.pages, &path, index, dec, &mut buf)
-        {
-            Ok(n) => {
-                let at = crac_image::PAGES_HEADER_LEN + index * crac_image::PIECE_LEN;
-                self.file.write_all_at(&buf[..n], at).map_err(|_| 0u64)
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                Err(0)
-            }
+/// Reads `buf.len()` bytes of `file` at `off`, or as many as it has.
+fn read_at(file: &File, buf: &mut [u8], off: u64) -> usize {
+    use std::os::unix::fs::FileExt;
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], off + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
         }
     }
+    got
+}
 
-    /// The hash of the file's bytes `[start, end)` as they are now (a
-    /// shorter file hashes what it has: a mismatch, not a fault).
-    fn hash_piece(&self, start: u64, end: u64) -> u64 {
-        use std::os::unix::fs::FileExt;
-        let mut buf = self.scratch.borrow_mut();
-        buf.resize((end - start) as usize, 0);
-        let mut got = 0;
-        while got < buf.len() {
-            match self.file.read_at(&mut buf[got..], start + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
-        crac_image::piece_hash(&buf[..got])
-    }
-
-    fn piece(&self, off: u64, len: u64) -> Option<&[u8]> {
-        let end = off.checked_add(len)?;
-        self.view.as_ref()?.bytes().get(off as usize..end as usize)
-    }
+/// The end of the piece that holds page file offset `off`: copies follow
+/// pieces, so each piece is read and checked once as memory loads in order.
+fn piece_end(off: u64) -> u64 {
+    let data = off.saturating_sub(crac_image::PAGES_HEADER_LEN);
+    crac_image::PAGES_HEADER_LEN + (data / crac_image::PIECE_LEN + 1) * crac_image::PIECE_LEN
 }
 
 fn run(first: Space, pages: Source, resumed: &AtomicBool) -> Result<Loaded, LoadError> {

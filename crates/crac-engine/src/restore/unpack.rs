@@ -5,17 +5,18 @@
 //! restorer reads each piece's stored bytes, decodes the LZ4 block into its
 //! 64 KiB scratch buffer, checks the piece's hash and only then copies the
 //! bytes into place; when it fails on a piece, [`recheck`] checks that piece
-//! here for the message every other reader gives. In a lazy restore the
-//! pager still serves from a memfd view ([`unpack`] with `restorer` false:
-//! none of the restorer's pieces in it).
+//! here for the message every other reader gives.
 //!
-//! For Zstandard the restorer reads page data uncompressed. `crac restore` decompresses the pieces the restorer loads
-//! (every piece in an eager restore; in a lazy one those it loads itself,
-//! outside the areas the pager serves) into a memfd laid out like an
-//! uncompressed page file, and hands the restorer that memfd and the
-//! metadata without the stored-pieces table (so it reads as uncompressed).
-//! The restorer checks each piece's hash as usual; the pager decompresses
-//! the pieces it serves on demand into the same memfd.
+//! For Zstandard the restorer reads page data uncompressed. `crac restore`
+//! decompresses the pieces the restorer loads (every piece in an eager
+//! restore; in a lazy one those it loads itself, outside the areas the pager
+//! serves) into a memfd laid out like an uncompressed page file, and hands
+//! the restorer that memfd and the metadata without the stored-pieces table
+//! (so it reads as uncompressed). The restorer checks each piece's hash as
+//! usual.
+//!
+//! The lazy pager needs none of this: it decompresses and checks each piece
+//! it serves itself, whatever the compression (see `pager`).
 //!
 //! Decompressing Zstandard in `crac restore` keeps the `no_std` restorer
 //! free of an allocator-hungry decoder; the cost is a copy through the
@@ -38,16 +39,13 @@ pub(super) struct Unpacked {
     pub meta: Vec<u8>,
 }
 
-/// Makes the uncompressed view of a compressed image, with every piece
-/// (`all`), only those holding pages outside `lazy` (page file ranges
-/// `(address, length, offset)` the pager serves), or none (`!restorer`: the
-/// restorer reads the image itself and the view is the pager's alone, its
-/// pieces decompressed on demand).
+/// Makes the uncompressed view of a compressed image for the restorer,
+/// with every piece (`all`) or only those holding pages outside `lazy`
+/// (page file ranges `(address, length, offset)` the pager serves).
 pub(super) fn unpack(
     v: &VerifiedImage,
     dir: &Path,
     all: bool,
-    restorer: bool,
     lazy: &[(u64, u64, u64)],
 ) -> Result<Unpacked, RestoreError> {
     let img = &v.image;
@@ -64,8 +62,6 @@ pub(super) fn unpack(
     let count = img.pieces.as_ref().map_or(0, Vec::len) as u64;
     let needed = if all {
         vec![true; count as usize]
-    } else if !restorer {
-        vec![false; count as usize]
     } else {
         restorer_pieces(img, lazy, count)
     };
