@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use super::{kill_and_reap, restore_with_progress, testimg, RestoreOptions};
+use super::follow::kill_and_reap;
+use super::{restore_with_progress, testimg, RestoreOptions};
 use crac_image::status::Stage;
 
 /// An image its user rewrites after the preflight (here: to claim root)
