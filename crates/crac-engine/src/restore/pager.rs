@@ -684,7 +684,11 @@ impl Source {
     /// preflight; their bytes are read as they are.
     fn bytes(&self, off: u64, len: u64) -> Result<Ref<'_, [u8]>, Unusable> {
         let pages_len = self.image.image.logical_pages_len();
-        let end = off.checked_add(len).filter(|&e| e <= pages_len);
+        // The preflight checked every run against the page file; a range
+        // outside it is refused here too, not sliced.
+        let end = off
+            .checked_add(len)
+            .filter(|&e| off >= crac_image::PAGES_HEADER_LEN && e <= pages_len);
         let Some(end) = end else {
             return Err(Unusable::Missing);
         };
@@ -910,6 +914,43 @@ fn run(first: Space, pages: Source, resumed: &AtomicBool) -> Result<Loaded, Load
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::restore::testimg;
+
+    /// The pager copies from the buffer it checked: a page file changed
+    /// after the check does not reach the process, and a fresh read of it
+    /// is a damaged piece.
+    #[test]
+    fn copies_come_from_what_was_checked() {
+        use std::os::unix::fs::FileExt;
+        let d = tempfile::tempdir().unwrap();
+        let (pid, tid) = testimg::free_ids();
+        let tweaks = testimg::Tweaks {
+            big_pages: 40,
+            ..Default::default()
+        };
+        testimg::write(d.path(), pid, tid, &tweaks);
+        let image = Arc::new(crac_image::Image::read_verified(d.path()).unwrap());
+        let (off, len) = (crac_image::PAGES_HEADER_LEN + 0x1000, 0x3000);
+        let src = Source::new(image.clone());
+        let checked = src.bytes(off, len).ok().unwrap().to_vec();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(d.path().join(crac_image::PAGES_FILE))
+            .unwrap();
+        let changed: Vec<u8> = checked.iter().map(|b| !b).collect();
+        file.write_all_at(&changed, off).unwrap();
+        assert_eq!(&*src.bytes(off, len).ok().unwrap(), &checked[..]);
+        assert!(matches!(
+            Source::new(image.clone()).bytes(off, len),
+            Err(Unusable::Damaged(Damage { index: 0, .. }))
+        ));
+        // Past the page data: nothing to copy.
+        let pages_len = image.image.logical_pages_len();
+        assert!(matches!(
+            Source::new(image).bytes(pages_len - 0x1000, 0x2000),
+            Err(Unusable::Missing)
+        ));
+    }
 
     fn set(v: &[(u64, u64, u64)]) -> Pending {
         Pending(v.iter().map(|&(a, l, o)| (a, (l, o))).collect())
