@@ -49,9 +49,7 @@
 //! and sent over the status socket.
 #![allow(unsafe_code)]
 
-use std::cell::{Cell, Ref, RefCell};
-use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
@@ -62,6 +60,12 @@ use std::time::{Duration, Instant};
 
 use crac_sys::handler::{Handler, Msg};
 use crac_sys::raw::Errno;
+
+mod pending;
+mod source;
+
+use pending::Pending;
+use source::{piece_end, Source, Unusable};
 
 // One copy is at most one piece ([`crac_image::PIECE_LEN`]): a fault's
 // piece, and one background step between two looks at the messages (small,
@@ -232,83 +236,6 @@ impl Drop for Pager {
         if let Err(e) = self.finish() {
             tracing::error!("{e}");
         }
-    }
-}
-
-/// Image pages still to copy into one address space: start → (length,
-/// page file offset), non-overlapping.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct Pending(BTreeMap<u64, (u64, u64)>);
-
-impl Pending {
-    /// The extent holding `addr`.
-    fn find(&self, addr: u64) -> Option<(u64, u64, u64)> {
-        let (&s, &(l, o)) = self.0.range(..=addr).next_back()?;
-        (addr < s + l).then_some((s, l, o))
-    }
-
-    /// The extents within `[s, e)`, clipped.
-    fn within(&self, s: u64, e: u64) -> Vec<(u64, u64, u64)> {
-        let first = self
-            .0
-            .range(..s)
-            .next_back()
-            .filter(|(&k, &(l, _))| k + l > s)
-            .map(|(&k, &v)| (k, v));
-        let mut out = Vec::new();
-        for (k, (l, o)) in first
-            .into_iter()
-            .chain(self.0.range(s..e).map(|(&k, &v)| (k, v)))
-        {
-            let (a, b) = (k.max(s), (k + l).min(e));
-            if a < b {
-                out.push((a, b - a, o + (a - k)));
-            }
-        }
-        out
-    }
-
-    /// Drops `[s, e)`.
-    fn remove(&mut self, s: u64, e: u64) {
-        for (a, l, _) in self.within(s, e) {
-            let Some((&k, &(kl, ko))) = self.0.range(..=a).next_back() else {
-                continue;
-            };
-            self.0.remove(&k);
-            if k < a {
-                self.0.insert(k, (a - k, ko));
-            }
-            if k + kl > a + l {
-                self.0.insert(a + l, (k + kl - a - l, ko + (a + l - k)));
-            }
-        }
-    }
-
-    /// `[from, from + len)` moved to `to` (what was at `to` is gone).
-    fn remap(&mut self, from: u64, to: u64, len: u64) {
-        let moved = self.within(from, from + len);
-        self.remove(from, from + len);
-        self.remove(to, to + len);
-        for (a, l, o) in moved {
-            self.0.insert(a - from + to, (l, o));
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    fn first(&self) -> Option<(u64, u64, u64)> {
-        self.0.iter().next().map(|(&s, &(l, o))| (s, l, o))
-    }
-
-    /// The pending piece that holds `addr` (from `addr` on), or the first
-    /// one after it.
-    fn at_or_after(&self, addr: u64) -> Option<(u64, u64, u64)> {
-        if let Some((s, l, o)) = self.find(addr) {
-            return Some((addr, s + l - addr, o + (addr - s)));
-        }
-        self.0.range(addr..).next().map(|(&s, &(l, o))| (s, l, o))
     }
 }
 
@@ -625,174 +552,6 @@ impl Space {
     }
 }
 
-/// The page data as the pager copies it in: the pieces that hold a copy's
-/// bytes are read from `pages.crac` (and decompressed, for a compressed
-/// image) into a buffer of the pager's own, each checked against the
-/// image's piece table, and the copy goes into the process from that
-/// buffer. What the process gets is what was checked, whatever happens to
-/// the file meanwhile: a file changed or cut short is a mismatch (the
-/// process is killed), never a fault here.
-struct Source {
-    image: Arc<crac_image::VerifiedImage>,
-    /// Checked page data of the pieces `loaded` holds, from the first one's
-    /// file offset on.
-    buf: RefCell<Vec<u8>>,
-    /// The pieces in `buf` (`first..end`), if any.
-    loaded: Cell<Option<(u64, u64)>>,
-    /// For a compressed image: its decoder's state.
-    dec: Option<RefCell<crac_image::Decompressor>>,
-}
-
-/// Why a copy's bytes cannot be had.
-enum Unusable {
-    /// A piece does not match its hash.
-    Damaged(Damage),
-    /// The page file holds no such bytes (an image without a piece table).
-    Missing,
-}
-
-/// A piece whose hash does not match.
-struct Damage {
-    index: u64,
-    start: u64,
-    end: u64,
-    stored: u64,
-    computed: u64,
-}
-
-impl Source {
-    fn new(image: Arc<crac_image::VerifiedImage>) -> Source {
-        let dec = image
-            .image
-            .stored
-            .is_some()
-            .then(|| RefCell::new(crac_image::Decompressor::new()));
-        Source {
-            image,
-            buf: RefCell::new(Vec::new()),
-            loaded: Cell::new(None),
-            dec,
-        }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.image.dir.path().join(crac_image::PAGES_FILE)
-    }
-
-    /// The checked bytes `[off, off + len)` of the (uncompressed) page file.
-    /// Images without a piece table (format 1.1) were checked whole by the
-    /// preflight; their bytes are read as they are.
-    fn bytes(&self, off: u64, len: u64) -> Result<Ref<'_, [u8]>, Unusable> {
-        let pages_len = self.image.image.logical_pages_len();
-        // The preflight checked every run against the page file; a range
-        // outside it is refused here too, not sliced.
-        let end = off
-            .checked_add(len)
-            .filter(|&e| off >= crac_image::PAGES_HEADER_LEN && e <= pages_len);
-        let Some(end) = end else {
-            return Err(Unusable::Missing);
-        };
-        let Some(table) = &self.image.image.pieces else {
-            self.loaded.set(None);
-            let mut buf = self.buf.borrow_mut();
-            buf.resize(len as usize, 0);
-            if read_at(&self.image.pages, &mut buf, off) < buf.len() {
-                return Err(Unusable::Missing);
-            }
-            drop(buf);
-            return Ok(Ref::map(self.buf.borrow(), |b| &b[..]));
-        };
-        let want = crac_image::pieces_of(off, len);
-        let have = match self.loaded.get() {
-            Some((first, last)) if first <= want.start && want.end <= last => (first, last),
-            _ => {
-                self.loaded.set(None);
-                self.load(table, want.start, want.end, pages_len)
-                    .map_err(Unusable::Damaged)?;
-                self.loaded.set(Some((want.start, want.end)));
-                (want.start, want.end)
-            }
-        };
-        let base = crac_image::PAGES_HEADER_LEN + have.0 * crac_image::PIECE_LEN;
-        let (from, to) = ((off - base) as usize, (end - base) as usize);
-        Ok(Ref::map(self.buf.borrow(), |b| &b[from..to]))
-    }
-
-    /// Reads pieces `first..last` into the buffer, checking each.
-    fn load(&self, table: &[u64], first: u64, last: u64, pages_len: u64) -> Result<(), Damage> {
-        let mut buf = self.buf.borrow_mut();
-        buf.resize(((last - first) * crac_image::PIECE_LEN) as usize, 0);
-        let base = crac_image::PAGES_HEADER_LEN + first * crac_image::PIECE_LEN;
-        for index in first..last {
-            let stored = table.get(index as usize).copied().unwrap_or(0);
-            // Past the table (the preflight's checks rule that out): never
-            // load what no hash covers.
-            let Some((start, end)) = crac_image::piece_range(index, pages_len)
-                .filter(|_| (index as usize) < table.len())
-            else {
-                return Err(Damage {
-                    index,
-                    start: base,
-                    end: base,
-                    stored,
-                    computed: 0,
-                });
-            };
-            let out = &mut buf[(start - base) as usize..(end - base) as usize];
-            let damage = |computed| Damage {
-                index,
-                start,
-                end,
-                stored,
-                computed,
-            };
-            if let Some(dec) = &self.dec {
-                let img = &self.image;
-                if let Err(e) = img.image.load_piece(
-                    &img.pages,
-                    &self.path(),
-                    index,
-                    &mut dec.borrow_mut(),
-                    out,
-                ) {
-                    tracing::error!("{e}");
-                    return Err(damage(0));
-                }
-                continue;
-            }
-            // A piece cut short hashes what it has: a mismatch.
-            let got = read_at(&self.image.pages, out, start);
-            let computed = crac_image::piece_hash(&out[..got]);
-            if got < out.len() || computed != stored {
-                return Err(damage(computed));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Reads `buf.len()` bytes of `file` at `off`, or as many as it has.
-fn read_at(file: &File, buf: &mut [u8], off: u64) -> usize {
-    use std::os::unix::fs::FileExt;
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], off + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    got
-}
-
-/// The end of the piece that holds page file offset `off`: copies follow
-/// pieces, so each piece is read and checked once as memory loads in order.
-fn piece_end(off: u64) -> u64 {
-    let data = off.saturating_sub(crac_image::PAGES_HEADER_LEN);
-    crac_image::PAGES_HEADER_LEN + (data / crac_image::PIECE_LEN + 1) * crac_image::PIECE_LEN
-}
-
 fn run(first: Space, pages: Source, resumed: &AtomicBool) -> Result<Loaded, LoadError> {
     let t0 = Instant::now();
     let mut stats = Loaded {
@@ -908,90 +667,5 @@ fn run(first: Space, pages: Source, resumed: &AtomicBool) -> Result<Loaded, Load
     match failure {
         Some(e) => Err(e),
         None => Ok(stats),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::restore::testimg;
-
-    /// The pager copies from the buffer it checked: a page file changed
-    /// after the check does not reach the process, and a fresh read of it
-    /// is a damaged piece.
-    #[test]
-    fn copies_come_from_what_was_checked() {
-        use std::os::unix::fs::FileExt;
-        let d = tempfile::tempdir().unwrap();
-        let (pid, tid) = testimg::free_ids();
-        let tweaks = testimg::Tweaks {
-            big_pages: 40,
-            ..Default::default()
-        };
-        testimg::write(d.path(), pid, tid, &tweaks);
-        let image = Arc::new(crac_image::Image::read_verified(d.path()).unwrap());
-        let (off, len) = (crac_image::PAGES_HEADER_LEN + 0x1000, 0x3000);
-        let src = Source::new(image.clone());
-        let checked = src.bytes(off, len).ok().unwrap().to_vec();
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(d.path().join(crac_image::PAGES_FILE))
-            .unwrap();
-        let changed: Vec<u8> = checked.iter().map(|b| !b).collect();
-        file.write_all_at(&changed, off).unwrap();
-        assert_eq!(&*src.bytes(off, len).ok().unwrap(), &checked[..]);
-        assert!(matches!(
-            Source::new(image.clone()).bytes(off, len),
-            Err(Unusable::Damaged(Damage { index: 0, .. }))
-        ));
-        // Past the page data: nothing to copy.
-        let pages_len = image.image.logical_pages_len();
-        assert!(matches!(
-            Source::new(image).bytes(pages_len - 0x1000, 0x2000),
-            Err(Unusable::Missing)
-        ));
-    }
-
-    fn set(v: &[(u64, u64, u64)]) -> Pending {
-        Pending(v.iter().map(|&(a, l, o)| (a, (l, o))).collect())
-    }
-
-    #[test]
-    fn removing_splits_and_drops_extents() {
-        let mut p = set(&[(0x1000, 0x4000, 0), (0x8000, 0x2000, 0x4000)]);
-        p.remove(0x2000, 0x3000);
-        assert_eq!(
-            p,
-            set(&[
-                (0x1000, 0x1000, 0),
-                (0x3000, 0x2000, 0x2000),
-                (0x8000, 0x2000, 0x4000)
-            ])
-        );
-        p.remove(0x0, 0x9000);
-        assert_eq!(p, set(&[(0x9000, 0x1000, 0x5000)]));
-        p.remove(0x9000, 0xa000);
-        assert!(p.is_empty());
-    }
-
-    #[test]
-    fn finding_and_clipping() {
-        let p = set(&[(0x1000, 0x4000, 0x10000)]);
-        assert_eq!(p.find(0x1000), Some((0x1000, 0x4000, 0x10000)));
-        assert_eq!(p.find(0x4fff), Some((0x1000, 0x4000, 0x10000)));
-        assert_eq!(p.find(0x5000), None);
-        assert_eq!(p.find(0xfff), None);
-        assert_eq!(p.within(0x2000, 0x3000), vec![(0x2000, 0x1000, 0x11000)]);
-    }
-
-    #[test]
-    fn a_moved_range_keeps_its_file_offsets() {
-        let mut p = set(&[(0x1000, 0x4000, 0x10000), (0x20000, 0x1000, 0)]);
-        // Move the second half of the first extent over the second one.
-        p.remap(0x3000, 0x20000, 0x2000);
-        assert_eq!(
-            p,
-            set(&[(0x1000, 0x2000, 0x10000), (0x20000, 0x2000, 0x12000)])
-        );
     }
 }
