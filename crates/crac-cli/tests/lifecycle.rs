@@ -203,6 +203,18 @@ fn a_periodically_checkpointed_program_killed_is_restored_from_the_last_image() 
     assert_ne!(pid, s.pid(), "crac stays the parent");
     s.also_end(pid, &payload("live"));
     wait_stderr_count(&s, &format!("checkpoint 1: process {pid} into"), 1);
+    // Live: each line says how long the program was stopped.
+    let made = s.stderr_lines();
+    let made: Vec<_> = made
+        .iter()
+        .filter(|l| l.contains(&format!(": process {pid} into")))
+        .collect();
+    assert!(
+        made.iter()
+            .all(|l| l.contains("; its threads were stopped for ")),
+        "{}",
+        s.dump()
+    );
     let before = position(&s, pid);
     // A checkpoint made after `before` was seen.
     let n = stderr_count(&s, "checkpoint ");

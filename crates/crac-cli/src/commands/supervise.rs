@@ -229,11 +229,17 @@ fn checkpoint_every(
         }
         let started = Instant::now();
         match super::checkpoint::request(p, true, None, Reporter::new(true)) {
-            Ok((_, dir)) => {
+            Ok((success, dir)) => {
                 count += 1;
                 in_a_row.store(0, Ordering::SeqCst);
+                let paused = match success {
+                    super::checkpoint::Success::LeftRunning(Some(p)) => {
+                        format!("; its threads were stopped for {}", output::duration(p))
+                    }
+                    _ => String::new(),
+                };
                 out.status(format!(
-                    "checkpoint {count}: process {p} into {} ({})",
+                    "checkpoint {count}: process {p} into {} ({}{paused})",
                     dir.display(),
                     output::duration(started.elapsed())
                 ));
