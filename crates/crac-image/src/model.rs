@@ -1593,7 +1593,7 @@ pub fn piece_hashes(page_data: &[u8]) -> Vec<u64> {
 
 /// Reads from `at` until `buf` is full or the file ends; returns the bytes
 /// read.
-fn read_full(f: &std::fs::File, buf: &mut [u8], at: u64) -> io::Result<usize> {
+pub fn read_full(f: &std::fs::File, buf: &mut [u8], at: u64) -> io::Result<usize> {
     use std::os::unix::fs::FileExt;
     let mut n = 0;
     while n < buf.len() {

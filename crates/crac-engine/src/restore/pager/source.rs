@@ -2,8 +2,6 @@
 //! read (decompressed) and checked in a buffer of the pager's own.
 
 use std::cell::{Cell, Ref, RefCell};
-use std::fs::File;
-use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -78,7 +76,9 @@ impl Source {
             self.loaded.set(None);
             let mut buf = self.buf.borrow_mut();
             buf.resize(len as usize, 0);
-            if read_at(&self.image.pages, &mut buf, off) < buf.len() {
+            if crac_image::model::read_full(&self.image.pages, &mut buf, off).unwrap_or(0)
+                < buf.len()
+            {
                 return Err(Unusable::Missing);
             }
             drop(buf);
@@ -143,7 +143,7 @@ impl Source {
                 continue;
             }
             // A piece cut short hashes what it has: a mismatch.
-            let got = read_at(&self.image.pages, out, start);
+            let got = crac_image::model::read_full(&self.image.pages, out, start).unwrap_or(0);
             let computed = crac_image::piece_hash(&out[..got]);
             if got < out.len() || computed != stored {
                 return Err(damage(computed));
@@ -151,21 +151,6 @@ impl Source {
         }
         Ok(())
     }
-}
-
-/// Reads `buf.len()` bytes of `file` at `off`, or as many as it has.
-fn read_at(file: &File, buf: &mut [u8], off: u64) -> usize {
-    use std::os::unix::fs::FileExt;
-    let mut got = 0;
-    while got < buf.len() {
-        match file.read_at(&mut buf[got..], off + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
-    got
 }
 
 /// The end of the piece that holds page file offset `off`: copies follow
