@@ -43,6 +43,7 @@ mod pager;
 pub mod pidns;
 mod preflight;
 mod preflight_files;
+mod preflight_machine;
 mod preflight_sock;
 mod spawn;
 mod unpack;

@@ -13,12 +13,12 @@ use std::sync::Arc;
 use crac_image::{
     decode_pages_header, decode_rlimits, decode_runs, CpuRecord, FdRecord, FileRecord, Header,
     Image, ImageReadError, MmRecord, PageRun, ProcessRecord, Reader, RlimitRecord, Tag,
-    ThreadRecord, VdsoRecord, VerifiedImage, VmaRecord, CPU_FEATURE_WORDS, META_FILE, PAGES_FILE,
-    PAGES_HEADER_LEN, RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RLIMIT_NAMES, VMA_FILE, VMA_SHARED,
-    VMA_VDSO, VMA_VSYSCALL,
+    ThreadRecord, VdsoRecord, VerifiedImage, VmaRecord, META_FILE, PAGES_FILE, PAGES_HEADER_LEN,
+    RESTORER_ZONE_BASE, RESTORER_ZONE_LEN, RLIMIT_NAMES, VMA_FILE, VMA_SHARED, VMA_VDSO,
+    VMA_VSYSCALL,
 };
 
-use super::RestoreError;
+use super::{preflight_machine, RestoreError};
 
 /// Threads the restorer can create (32 KiB stacks from 112 MiB into the zone).
 const MAX_THREADS: u64 = (RESTORER_ZONE_LEN - 0x0700_0000) / 0x8000;
@@ -166,10 +166,10 @@ impl std::fmt::Display for Problem {
     }
 }
 
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(pub(super) Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, kind: ProblemKind, message: String) {
+    pub(super) fn add(&mut self, kind: ProblemKind, message: String) {
         self.0.push(Problem { kind, message });
     }
 }
@@ -200,239 +200,6 @@ pub(crate) fn holder(id: u32) -> String {
             format!("process {id} ({name}), a zombie until its parent {ppid} reaps it (an orphan is reaped by init within a few seconds)")
         }
         _ => format!("process {id} ({name})"),
-    }
-}
-
-/// This process's `[vvar]`, `[vvar_vclock]`, `[vdso]` as (start, len).
-pub(crate) fn vdso_here() -> io::Result<[(u64, u64); 3]> {
-    let maps = fs::read_to_string("/proc/self/maps")?;
-    let mut parts = [(0, 0); 3];
-    for line in maps.lines() {
-        let i = match line.split_whitespace().nth(5) {
-            Some("[vvar]") => 0,
-            Some("[vvar_vclock]") => 1,
-            Some("[vdso]") => 2,
-            _ => continue,
-        };
-        let range = line.split(' ').next().unwrap_or("");
-        let (a, b) = range.split_once('-').unwrap_or(("0", "0"));
-        let a = u64::from_str_radix(a, 16).unwrap_or(0);
-        let b = u64::from_str_radix(b, 16).unwrap_or(0);
-        parts[i] = (a, b.saturating_sub(a));
-    }
-    Ok(parts)
-}
-
-fn vdso_crc(start: u64, len: u64) -> io::Result<u32> {
-    let mut buf = vec![0u8; len as usize];
-    File::open("/proc/self/mem")?.read_exact_at(&mut buf, start)?;
-    Ok(crc32fast::hash(&buf))
-}
-
-/// The CPU facts of this machine, in [`CpuRecord`] form.
-pub(crate) fn cpu_here() -> (Vec<u8>, u64, u32, [u32; 8]) {
-    use core::arch::x86_64::{__cpuid, __cpuid_count};
-    let v = __cpuid(0);
-    let max = v.eax;
-    let mut vendor = Vec::with_capacity(12);
-    for r in [v.ebx, v.edx, v.ecx] {
-        vendor.extend_from_slice(&r.to_le_bytes());
-    }
-    let leaf = |l: u32, s: u32| {
-        if l <= max {
-            __cpuid_count(l, s)
-        } else {
-            __cpuid_count(0, 0)
-        }
-    };
-    let (l1, l7, l71, ld1) = (leaf(1, 0), leaf(7, 0), leaf(7, 1), leaf(0xd, 1));
-    let z = |ok: bool, v: u32| if ok { v } else { 0 };
-    let ext_max = __cpuid(0x8000_0000).eax;
-    let e1 = if ext_max >= 0x8000_0001 {
-        __cpuid(0x8000_0001).ecx
-    } else {
-        0
-    };
-    let osxsave = l1.ecx & (1 << 27) != 0;
-    let xcr0 = if osxsave { crac_sys::sys::xcr0() } else { 0 };
-    let xsave_size = if max >= 0xd {
-        __cpuid_count(0xd, 0).ebx
-    } else {
-        0
-    };
-    let features = [
-        l1.ecx,
-        l1.edx,
-        z(max >= 7, l7.ebx),
-        z(max >= 7, l7.ecx),
-        z(max >= 7, l7.edx),
-        z(max >= 7, l71.eax),
-        z(max >= 0xd, ld1.eax),
-        e1,
-    ];
-    (vendor, xcr0, xsave_size, features)
-}
-
-/// Names of well-known feature bits: (word, bit, name).
-const FEATURE_NAMES: &[(usize, u32, &str)] = &[
-    (0, 0, "sse3"),
-    (0, 1, "pclmulqdq"),
-    (0, 9, "ssse3"),
-    (0, 12, "fma"),
-    (0, 13, "cx16"),
-    (0, 19, "sse4.1"),
-    (0, 20, "sse4.2"),
-    (0, 22, "movbe"),
-    (0, 23, "popcnt"),
-    (0, 25, "aes"),
-    (0, 26, "xsave"),
-    (0, 28, "avx"),
-    (0, 29, "f16c"),
-    (0, 30, "rdrand"),
-    (1, 25, "sse"),
-    (1, 26, "sse2"),
-    (2, 3, "bmi1"),
-    (2, 5, "avx2"),
-    (2, 8, "bmi2"),
-    (2, 9, "erms"),
-    (2, 16, "avx512f"),
-    (2, 17, "avx512dq"),
-    (2, 18, "rdseed"),
-    (2, 19, "adx"),
-    (2, 21, "avx512ifma"),
-    (2, 28, "avx512cd"),
-    (2, 29, "sha"),
-    (2, 30, "avx512bw"),
-    (2, 31, "avx512vl"),
-    (3, 1, "avx512vbmi"),
-    (3, 6, "avx512vbmi2"),
-    (3, 8, "gfni"),
-    (3, 9, "vaes"),
-    (3, 10, "vpclmulqdq"),
-    (3, 11, "avx512vnni"),
-    (3, 12, "avx512bitalg"),
-    (3, 14, "avx512vpopcntdq"),
-    (4, 4, "fsrm"),
-    (4, 8, "avx512vp2intersect"),
-    (4, 22, "amx-bf16"),
-    (4, 23, "avx512fp16"),
-    (4, 24, "amx-tile"),
-    (4, 25, "amx-int8"),
-    (5, 4, "avx-vnni"),
-    (5, 5, "avx512bf16"),
-    (6, 0, "xsaveopt"),
-    (6, 1, "xsavec"),
-    (6, 3, "xsaves"),
-    (7, 0, "lahf_lm"),
-    (7, 5, "lzcnt"),
-    (7, 6, "sse4a"),
-    (7, 8, "prefetchw"),
-    (7, 16, "fma4"),
-];
-
-fn feature_name(word: usize, bit: u32) -> String {
-    FEATURE_NAMES
-        .iter()
-        .find(|(w, b, _)| *w == word && *b == bit)
-        .map_or_else(
-            || format!("{} bit {bit}", CPU_FEATURE_WORDS[word]),
-            |(_, _, n)| (*n).to_string(),
-        )
-}
-
-fn check_cpu(cpu: &CpuRecord<'_>, p: &mut Problems) {
-    let (vendor, xcr0, xsave_size, features) = cpu_here();
-    if cpu.vendor != vendor.as_slice() {
-        p.add(
-            ProblemKind::Cpu,
-            format!(
-                "the image was made on a {} CPU, this one is {}",
-                String::from_utf8_lossy(cpu.vendor),
-                String::from_utf8_lossy(&vendor)
-            ),
-        );
-    }
-    if cpu.xcr0 != xcr0 {
-        p.add(
-            ProblemKind::Cpu,
-            format!(
-                "the enabled xsave features (XCR0) differ: {:#x} in the image, {xcr0:#x} here",
-                cpu.xcr0
-            ),
-        );
-    }
-    if cpu.xsave_size != xsave_size {
-        p.add(
-            ProblemKind::Cpu,
-            format!(
-                "the xsave area size differs: {} bytes in the image, {xsave_size} here",
-                cpu.xsave_size
-            ),
-        );
-    }
-    let mut missing = Vec::new();
-    for (w, (&img, &here)) in cpu.features.iter().zip(features.iter()).enumerate() {
-        let lack = img & !here;
-        for bit in (0..32).filter(|b| lack & (1 << b) != 0) {
-            missing.push(feature_name(w, bit));
-        }
-    }
-    if !missing.is_empty() {
-        p.add(
-            ProblemKind::Cpu,
-            format!(
-                "this CPU lacks features the image's CPU had: {}",
-                missing.join(", ")
-            ),
-        );
-    }
-}
-
-fn check_vdso(img: &VdsoRecord, p: &mut Problems) {
-    let here = match vdso_here() {
-        Ok(h) => h,
-        Err(e) => {
-            p.add(
-                ProblemKind::Vdso,
-                format!("this process's maps cannot be read to find the vDSO: {e}"),
-            );
-            return;
-        }
-    };
-    let want = [img.vvar, img.vvar_vclock, img.vdso];
-    let names = ["[vvar]", "[vvar_vclock]", "[vdso]"];
-    let base = |ps: &[(u64, u64); 3]| ps.iter().find(|x| x.1 != 0).map_or(0, |x| x.0);
-    let (bw, bh) = (base(&want), base(&here));
-    let mut layout_ok = true;
-    for i in 0..3 {
-        let (w, h) = (want[i], here[i]);
-        if w.1 != h.1 || (w.1 != 0 && w.0.wrapping_sub(bw) != h.0.wrapping_sub(bh)) {
-            layout_ok = false;
-            p.add(
-                ProblemKind::Vdso,
-                format!(
-                    "the vDSO layout differs: {} is {:#x} bytes at +{:#x} in the image, {:#x} bytes at +{:#x} here",
-                    names[i],
-                    w.1,
-                    w.0.wrapping_sub(bw),
-                    h.1,
-                    h.0.wrapping_sub(bh)
-                ),
-            );
-        }
-    }
-    if layout_ok && img.vdso_crc != 0 && here[2].1 != 0 {
-        match vdso_crc(here[2].0, here[2].1) {
-            Ok(c) if c != img.vdso_crc => p.add(
-                ProblemKind::Vdso,
-                format!(
-                    "the vDSO code differs from the image's (checksum {c:#010x} here, {:#010x} in the image): the kernel changed since the checkpoint",
-                    img.vdso_crc
-                ),
-            ),
-            Ok(_) => {}
-            Err(e) => p.add(ProblemKind::Vdso, format!("the vDSO cannot be read to compare it: {e}")),
-        }
     }
 }
 
@@ -626,10 +393,55 @@ pub fn preflight_with(
         dir: dir.to_path_buf(),
         problems: p.0,
     };
+    let Some((verified, pages)) = read_image(dir, verify_pages, &mut p) else {
+        return Err(fail(p));
+    };
     let meta_path = dir.join(META_FILE);
-    // The strict reader: every check `inspect --verify` makes except the
-    // page data checksum (below), on files opened once without following
-    // links or blocking; the restorer gets what was checked here.
+    let mut r = Records::decode(verified.body(), &meta_path, &mut p);
+    let Some(process) = r.process.take() else {
+        p.add(
+            ProblemKind::Image,
+            format!(
+                "the metadata file {} has no process record",
+                meta_path.display()
+            ),
+        );
+        return Err(fail(p));
+    };
+    check_records(dir, &verified, &r, &process, &mut p);
+    if !p.0.is_empty() {
+        return Err(fail(p));
+    }
+    Ok(Plan {
+        dir: dir.to_path_buf(),
+        pid: process.pid,
+        tids: r.threads.iter().map(|(t, _)| *t).collect(),
+        exe: path_of(process.exe).to_path_buf(),
+        areas: r.vmas.len(),
+        pages,
+        lazy: lazy_extents(&r.vmas, &r.runs),
+        creds: r.creds.unwrap_or_default(),
+        fds: r.fds,
+        files: r
+            .files
+            .iter()
+            .map(|f| path_of(f.path).to_path_buf())
+            .collect(),
+        verified,
+    })
+}
+
+/// Reads the image with the strict reader (every check `inspect --verify`
+/// makes except the page data's, on files opened once without following
+/// links or blocking; the restorer gets what was checked here) and checks
+/// the page file's size and header (and, with `verify_pages`, every
+/// piece). Returns the image and its number of stored pages, or `None`
+/// after a problem that leaves nothing else worth checking.
+fn read_image(
+    dir: &Path,
+    verify_pages: bool,
+    p: &mut Problems,
+) -> Option<(Arc<VerifiedImage>, u64)> {
     let verified = match Image::read_verified(dir) {
         Ok(v) => Arc::new(v),
         Err(ImageReadError::BodyChecksum {
@@ -644,15 +456,14 @@ pub fn preflight_with(
                     path.display()
                 ),
             );
-            return Err(fail(p));
+            return None;
         }
         Err(e) => {
             p.add(ProblemKind::Image, error_chain(&e));
-            return Err(fail(p));
+            return None;
         }
     };
     let h = verified.header();
-    let body = verified.body();
     // Bounded work: a page file larger than this machine could ever hold
     // (a sparse file, say) is refused before it is checksummed.
     if let Some(room) = memory_and_swap() {
@@ -667,11 +478,11 @@ pub fn preflight_with(
                     pages_len
                 ),
             );
-            return Err(fail(p));
+            return None;
         }
     }
     let pieces = verified.image.pieces.is_some();
-    let page_count = check_pages(&verified.pages, &dir.join(PAGES_FILE), &h, pieces, &mut p);
+    let pages = check_pages(&verified.pages, &dir.join(PAGES_FILE), &h, pieces, p);
     if verify_pages && pieces {
         if let Err(e) = verified
             .image
@@ -680,93 +491,115 @@ pub fn preflight_with(
             p.add(ProblemKind::Checksum, error_chain(&e));
         }
     }
+    Some((verified, pages))
+}
 
-    // Decode what the checks need.
-    let mut process = None;
-    let mut mm = None;
-    let mut cpu = None;
-    let mut vdso = None;
-    let mut rlimits = None;
-    let mut files = Vec::new();
-    let mut fds = Vec::new();
-    let mut fd_records = Vec::new();
-    let mut threads = Vec::new();
-    let mut areas = 0;
-    let mut vmas = Vec::new();
-    let mut runs = Vec::new();
-    let mut damaged = None;
-    let mut creds = None;
-    let mut r = Reader::new(body);
-    loop {
-        let (tag, mut s) = match r.next_section() {
-            Ok(Some(x)) => x,
-            Ok(None) => break,
-            Err(e) => {
+/// The records of the metadata body the checks need.
+#[derive(Default)]
+struct Records<'a> {
+    process: Option<ProcessRecord<'a>>,
+    mm: Option<MmRecord<'a>>,
+    cpu: Option<CpuRecord<'a>>,
+    vdso: Option<VdsoRecord>,
+    rlimits: Option<[RlimitRecord; 16]>,
+    files: Vec<FileRecord<'a>>,
+    fds: Vec<crac_image::model::Fd>,
+    fd_records: Vec<FdRecord<'a>>,
+    /// TID and name of every thread.
+    threads: Vec<(u32, String)>,
+    /// Start, end and flags of every memory area.
+    vmas: Vec<(u64, u64, u32)>,
+    runs: Vec<PageRun>,
+    creds: Option<crac_image::creds::Creds>,
+}
+
+impl<'a> Records<'a> {
+    /// Decodes `body` (of the metadata file `meta_path`), reporting damage
+    /// and memory areas in the restorer's zone.
+    fn decode(body: &'a [u8], meta_path: &Path, p: &mut Problems) -> Records<'a> {
+        let mut r = Records::default();
+        let mut damaged = None;
+        let mut reader = Reader::new(body);
+        loop {
+            let (tag, mut s) = match reader.next_section() {
+                Ok(Some(x)) => x,
+                Ok(None) => break,
+                Err(e) => {
+                    damaged = Some(e);
+                    break;
+                }
+            };
+            let res = match Tag::from_u32(tag) {
+                Some(Tag::Process) => ProcessRecord::decode(&mut s).map(|x| r.process = Some(x)),
+                Some(Tag::Mm) => MmRecord::decode(&mut s).map(|x| r.mm = Some(x)),
+                Some(Tag::Cpu) => CpuRecord::decode(&mut s).map(|x| r.cpu = Some(x)),
+                Some(Tag::Vdso) => VdsoRecord::decode(&mut s).map(|x| r.vdso = Some(x)),
+                Some(Tag::Rlimits) => decode_rlimits(&mut s).map(|x| r.rlimits = Some(x)),
+                Some(Tag::File) => FileRecord::decode(&mut s).map(|x| r.files.push(x)),
+                Some(Tag::Fd) => FdRecord::decode(&mut s).map(|x| {
+                    r.fds.push((&x).into());
+                    r.fd_records.push(x);
+                }),
+                Some(Tag::Thread) => ThreadRecord::decode(&mut s).map(|t| {
+                    r.threads
+                        .push((t.tid, String::from_utf8_lossy(t.name).into_owned()))
+                }),
+                Some(Tag::Vma) => VmaRecord::decode(&mut s).map(|v| {
+                    r.vmas.push((v.start, v.end, v.flags));
+                    check_zone(&v, p);
+                }),
+                Some(Tag::Creds) => crac_image::CredsRecord::decode(&mut s)
+                    .map(|c| r.creds = Some(crac_image::creds::Creds::from(&c))),
+                Some(Tag::Runs) => decode_runs(s).try_for_each(|x| x.map(|x| r.runs.push(x))),
+                _ => Ok(()),
+            };
+            if let Err(e) = res {
                 damaged = Some(e);
                 break;
             }
-        };
-        let res = match Tag::from_u32(tag) {
-            Some(Tag::Process) => ProcessRecord::decode(&mut s).map(|x| process = Some(x)),
-            Some(Tag::Mm) => MmRecord::decode(&mut s).map(|x| mm = Some(x)),
-            Some(Tag::Cpu) => CpuRecord::decode(&mut s).map(|x| cpu = Some(x)),
-            Some(Tag::Vdso) => VdsoRecord::decode(&mut s).map(|x| vdso = Some(x)),
-            Some(Tag::Rlimits) => decode_rlimits(&mut s).map(|x| rlimits = Some(x)),
-            Some(Tag::File) => FileRecord::decode(&mut s).map(|x| files.push(x)),
-            Some(Tag::Fd) => FdRecord::decode(&mut s).map(|x| {
-                fds.push((&x).into());
-                fd_records.push(x);
-            }),
-            Some(Tag::Thread) => ThreadRecord::decode(&mut s)
-                .map(|t| threads.push((t.tid, String::from_utf8_lossy(t.name).into_owned()))),
-            Some(Tag::Vma) => VmaRecord::decode(&mut s).map(|v| {
-                areas += 1;
-                vmas.push((v.start, v.end, v.flags));
-                let zone_end = RESTORER_ZONE_BASE + RESTORER_ZONE_LEN;
-                if v.start < zone_end && RESTORER_ZONE_BASE < v.end {
-                    p.add(
-                        ProblemKind::ZoneCollision,
-                        format!(
-                            "the memory area {:#x}-{:#x} {}overlaps the restorer zone {RESTORER_ZONE_BASE:#x}-{zone_end:#x}",
-                            v.start,
-                            v.end,
-                            if v.name.is_empty() {
-                                String::new()
-                            } else {
-                                format!("({}) ", String::from_utf8_lossy(v.name))
-                            }
-                        ),
-                    );
-                }
-            }),
-            Some(Tag::Creds) => crac_image::CredsRecord::decode(&mut s)
-                .map(|c| creds = Some(crac_image::creds::Creds::from(&c))),
-            Some(Tag::Runs) => decode_runs(s).try_for_each(|r| r.map(|r| runs.push(r))),
-            _ => Ok(()),
-        };
-        if let Err(e) = res {
-            damaged = Some(e);
-            break;
         }
+        if let Some(e) = damaged {
+            p.add(
+                ProblemKind::Image,
+                format!("the metadata file {} is damaged: {e}", meta_path.display()),
+            );
+        }
+        r
     }
-    if let Some(e) = damaged {
+}
+
+/// A memory area in the restorer's zone cannot be restored.
+fn check_zone(v: &VmaRecord<'_>, p: &mut Problems) {
+    let zone_end = RESTORER_ZONE_BASE + RESTORER_ZONE_LEN;
+    if v.start < zone_end && RESTORER_ZONE_BASE < v.end {
         p.add(
-            ProblemKind::Image,
-            format!("the metadata file {} is damaged: {e}", meta_path.display()),
-        );
-    }
-    let Some(process) = process else {
-        p.add(
-            ProblemKind::Image,
+            ProblemKind::ZoneCollision,
             format!(
-                "the metadata file {} has no process record",
-                meta_path.display()
+                "the memory area {:#x}-{:#x} {}overlaps the restorer zone {RESTORER_ZONE_BASE:#x}-{zone_end:#x}",
+                v.start,
+                v.end,
+                if v.name.is_empty() {
+                    String::new()
+                } else {
+                    format!("({}) ", String::from_utf8_lossy(v.name))
+                }
             ),
         );
-        return Err(fail(p));
-    };
-    check_creds(dir, &verified, creds.as_ref(), &mut p);
-    if !threads.iter().any(|(t, _)| *t == process.pid) {
+    }
+}
+
+/// Checks the image's records against this machine and the caller: who
+/// may restore it, the PID and TIDs, the CPU and vDSO, the files it maps
+/// and carries, its limits and descriptors.
+fn check_records(
+    dir: &Path,
+    verified: &VerifiedImage,
+    r: &Records<'_>,
+    process: &ProcessRecord<'_>,
+    p: &mut Problems,
+) {
+    check_creds(dir, verified, r.creds.as_ref(), p);
+    if !r.threads.iter().any(|(t, _)| *t == process.pid) {
         p.add(
             ProblemKind::Image,
             format!(
@@ -775,19 +608,19 @@ pub fn preflight_with(
             ),
         );
     }
-    check_ids(process.pid, &threads, &mut p);
-    match cpu {
-        Some(c) => check_cpu(&c, &mut p),
+    check_ids(process.pid, &r.threads, p);
+    match &r.cpu {
+        Some(c) => preflight_machine::check_cpu(c, p),
         None => p.add(ProblemKind::Image, "the image has no CPU record".into()),
     }
-    check_vdso(&vdso.unwrap_or_default(), &mut p);
-    for f in &files {
-        check_file(f, &mut p);
+    preflight_machine::check_vdso(&r.vdso.unwrap_or_default(), p);
+    for f in &r.files {
+        check_file(f, p);
     }
-    p.0.extend(super::preflight_files::check(body));
-    let exe = path_of(process.exe).to_path_buf();
-    if !files.iter().any(|f| f.path == process.exe) {
-        match fs::metadata(&exe) {
+    p.0.extend(super::preflight_files::check(verified.body()));
+    let exe = path_of(process.exe);
+    if !r.files.iter().any(|f| f.path == process.exe) {
+        match fs::metadata(exe) {
             Ok(m) if m.is_file() => {}
             Ok(_) => p.add(
                 ProblemKind::File,
@@ -799,45 +632,26 @@ pub fn preflight_with(
             ),
         }
     }
-    match mm {
-        Some(m) => check_data_limit(&m, &mut p),
+    match &r.mm {
+        Some(m) => check_data_limit(m, p),
         None => p.add(ProblemKind::Image, "the image has no mm record".into()),
     }
-    if threads.len() as u64 > MAX_THREADS {
+    if r.threads.len() as u64 > MAX_THREADS {
         p.add(
             ProblemKind::Image,
             format!(
                 "the image has {} threads, more than the restorer's {MAX_THREADS}",
-                threads.len()
+                r.threads.len()
             ),
         );
     }
-    if let Some(l) = rlimits {
-        check_rlimits(&l, &mut p);
+    if let Some(l) = &r.rlimits {
+        check_rlimits(l, p);
     }
-    for (kind, message) in super::inherit::problems(&fds) {
+    for (kind, message) in super::inherit::problems(&r.fds) {
         p.add(kind, message);
     }
-    p.0.extend(super::preflight_sock::check(&fd_records));
-    if !p.0.is_empty() {
-        return Err(fail(p));
-    }
-    Ok(Plan {
-        verified: Arc::clone(&verified),
-        dir: dir.to_path_buf(),
-        pid: process.pid,
-        tids: threads.iter().map(|(t, _)| *t).collect(),
-        exe,
-        areas,
-        pages: page_count,
-        lazy: lazy_extents(&vmas, &runs),
-        creds: creds.unwrap_or_default(),
-        fds,
-        files: files
-            .iter()
-            .map(|f| path_of(f.path).to_path_buf())
-            .collect(),
-    })
+    p.0.extend(super::preflight_sock::check(&r.fd_records));
 }
 
 #[cfg(test)]

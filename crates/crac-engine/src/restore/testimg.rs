@@ -73,8 +73,8 @@ pub fn write(dir: &Path, pid: u32, tid: u32, t: &Tweaks) {
     fs::create_dir_all(dir).unwrap();
     let exe = std::env::current_exe().unwrap();
     let exe = exe.to_str().unwrap().as_bytes().to_vec();
-    let (vendor, xcr0, xsave_size, features) = super::preflight::cpu_here();
-    let parts = super::preflight::vdso_here().unwrap();
+    let (vendor, xcr0, xsave_size, features) = super::preflight_machine::cpu_here();
+    let parts = super::preflight_machine::vdso_here().unwrap();
     let crc = {
         use std::os::unix::fs::FileExt;
         let mut b = vec![0u8; parts[2].1 as usize];
