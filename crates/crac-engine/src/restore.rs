@@ -17,7 +17,8 @@
 //!    program; it reports its progress and its outcome as
 //!    [`crac_image::status`] records on the socket (read by `follow`).
 //! 3. In a lazy restore (the default) the restorer leaves the stored pages
-//!    of private anonymous areas to the caller: it sends a userfaultfd for
+//!    of private anonymous areas to the caller (but those of small areas,
+//!    [`crac_image::eager_small_area`]): it sends a userfaultfd for
 //!    them, and the [`Pager`] thread started here serves the process's page
 //!    faults and loads the rest in the background while it runs
 //!    ([`Restored::finish`] waits for it). The process is killed if the

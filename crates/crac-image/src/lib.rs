@@ -84,6 +84,29 @@ pub const META_FILE: &str = "meta.crac";
 pub const PAGES_FILE: &str = "pages.crac";
 /// Size of the header page of `pages.crac`; page data starts here.
 pub const PAGES_HEADER_LEN: u64 = 4096;
+/// In a lazy restore, a private anonymous area with pages of at most this
+/// length is loaded by the restorer before the resume, while such areas
+/// total at most [`EAGER_SMALL_AREAS`] bytes (in address order): the
+/// program's first steps touch its stacks, heap and malloc arenas at once,
+/// and each fault served lazily costs a round trip through `crac restore`.
+/// Larger areas, and small ones past the budget, are loaded lazily.
+pub const SMALL_AREA_MAX: u64 = 1 << 20;
+/// The budget of [`SMALL_AREA_MAX`].
+pub const EAGER_SMALL_AREAS: u64 = 4 << 20;
+
+/// Whether the private anonymous area `len` bytes long with pages, after
+/// `used` bytes of such areas were loaded before the resume, is loaded
+/// before the resume too (then `used` grows by `len`): the one rule the
+/// restorer and `crac restore` both follow.
+pub fn eager_small_area(len: u64, used: &mut u64) -> bool {
+    if len <= SMALL_AREA_MAX && *used + len <= EAGER_SMALL_AREAS {
+        *used += len;
+        true
+    } else {
+        false
+    }
+}
+
 /// Page size the format assumes (x86-64).
 pub const PAGE_SIZE: u64 = 4096;
 /// ELF machine number of x86-64, the only architecture images are made for.

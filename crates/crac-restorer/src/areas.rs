@@ -32,6 +32,9 @@ pub(crate) struct Area {
     /// `uffd` and large enough to be filled with `UFFDIO_COPY` when
     /// everything is loaded before the resume.
     pub(crate) copy: bool,
+    /// `uffd` and left to `crac restore` in a lazy restore (not a small
+    /// area within the budget, see [`crac_image::eager_small_area`]).
+    pub(crate) lazy: bool,
     /// The area's own protection.
     pub(crate) prot: u64,
     /// The protection it is mapped with while its pages are loaded
@@ -56,6 +59,7 @@ pub(crate) fn walk_areas(
         r: img.runs.clone(),
         cur: None,
     };
+    let mut small = 0u64;
     for s in sections(img.body) {
         let (tag, mut p) = s?;
         if tag != Tag::Vma {
@@ -89,6 +93,7 @@ pub(crate) fn walk_areas(
             anon: !file_backed,
             uffd,
             copy: uffd && v.len() >= COPY_AREA_MIN,
+            lazy: uffd && !crac_image::eager_small_area(v.len(), &mut small),
             prot,
             map_prot: if load { prot | PROT_WRITE } else { prot },
         };

@@ -61,7 +61,7 @@ pub(crate) fn load_share(img: &Image, slot: usize, lo: u64, hi: u64) -> R<()> {
         false,
         |_, _| Ok(()),
         |area, a, l, o| {
-            if lazy && area.uffd {
+            if lazy && area.lazy {
                 // Loaded by `crac restore` through the userfaultfd.
                 return Ok(());
             }

@@ -42,8 +42,9 @@ pub(crate) fn map_memory(img: &Image) -> R<(bool, bool)> {
 }
 
 /// Maps every area of the image (writable while its pages are loaded).
-/// Returns the bytes of page data to load and how many of them belong to
-/// private anonymous areas (which a lazy restore leaves to `crac restore`).
+/// Returns the bytes of page data to load and how many of them a lazy
+/// restore leaves to `crac restore` (those of private anonymous areas but
+/// the small ones it loads first).
 fn map_areas(img: &Image) -> R<(u64, u64)> {
     let mut files = FileCache::new();
     let mut total = 0u64;
@@ -54,7 +55,7 @@ fn map_areas(img: &Image) -> R<(u64, u64)> {
         |v, area| map_area(img, v, area, &mut files),
         |area, _, l, _| {
             total += l;
-            if area.uffd {
+            if area.lazy {
                 lazy_bytes += l;
             }
             Ok(())

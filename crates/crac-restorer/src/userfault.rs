@@ -124,8 +124,9 @@ pub(crate) static LAZY_REQUESTED: AtomicU32 = AtomicU32::new(0);
 /// The userfaultfd of the lazily loaded areas until it is handed over, or -1.
 pub(crate) static LAZY_FD: AtomicI32 = AtomicI32::new(-1);
 
-/// Registers every private anonymous area with pages with a new
-/// userfaultfd that reports forks, remaps, removals and unmaps (so the
+/// Registers every private anonymous area with pages left to `crac
+/// restore` (all but the small ones loaded first, see
+/// [`crac_image::eager_small_area`]) with a new userfaultfd that reports forks, remaps, removals and unmaps (so the
 /// handler never fills memory the program discarded or moved). Returns
 /// `false`, with nothing registered, where the kernel cannot do that (the
 /// restore then loads everything itself).
@@ -144,7 +145,7 @@ pub(crate) fn lazy_setup(img: &Image) -> R<bool> {
         img,
         false,
         |v, area| {
-            if area.uffd && ok {
+            if area.lazy && ok {
                 // SAFETY: nothing touches the area before the handler has
                 // the fd (see hand_over_lazy); the restorer only loads
                 // areas that are not registered.

@@ -1,7 +1,8 @@
 //! Lazy restore: loading private anonymous memory after the process resumed.
 //!
 //! In a lazy restore the restorer maps every area but leaves the stored
-//! pages of private anonymous areas unloaded: it registers those areas with
+//! pages of private anonymous areas unloaded (but for small areas, which
+//! it loads: [`crac_image::eager_small_area`]): it registers those areas with
 //! a userfaultfd (reporting forks, `mremap`, `MADV_DONTNEED`-like removals
 //! and `munmap`), hands the fd to `crac restore` and resumes the program at
 //! once. The pager thread started here then

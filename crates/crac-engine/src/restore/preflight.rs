@@ -97,24 +97,42 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// The parts of page runs that lie in private anonymous areas (the areas
-/// the restorer registers with its userfaultfd in a lazy restore: not file
-/// mappings, not shared, not the kernel's vDSO block).
+/// The parts of page runs that a lazy restore leaves to `crac restore`:
+/// those in the areas the restorer registers with its userfaultfd, the
+/// private anonymous ones (not file mappings, not shared, not the kernel's
+/// vDSO block) but the small ones it loads itself
+/// ([`crac_image::eager_small_area`], decided in address order over the
+/// areas with pages, as the restorer does).
 fn lazy_extents(vmas: &[(u64, u64, u32)], runs: &[PageRun]) -> Vec<(u64, u64, u64)> {
+    let private_anon = |flags: u32| flags & (VMA_FILE | VMA_SHARED | VMA_VDSO | VMA_VSYSCALL) == 0;
+    // Which areas are lazy: one pass over areas and runs together (both
+    // sorted and disjoint, checked by the strict reader).
+    let mut lazy = vec![false; vmas.len()];
+    let (mut small, mut ri) = (0u64, 0usize);
+    for (i, &(vs, ve, flags)) in vmas.iter().enumerate() {
+        while runs
+            .get(ri)
+            .is_some_and(|r| r.addr.saturating_add(r.len()) <= vs)
+        {
+            ri += 1;
+        }
+        let has_pages = runs.get(ri).is_some_and(|r| r.addr < ve);
+        lazy[i] =
+            private_anon(flags) && has_pages && !crac_image::eager_small_area(ve - vs, &mut small);
+    }
     let mut out = Vec::new();
     for r in runs {
         let (mut a, end) = (r.addr, r.addr.saturating_add(r.len()));
-        // Areas are sorted and disjoint (checked by the strict reader): start
-        // at the first that ends after the run starts, stop at the first that
-        // starts after it ends. No scan of every area per run.
+        // Start at the first area that ends after the run starts, stop at
+        // the first that starts after it ends. No scan of every area per
+        // run.
         let first = vmas.partition_point(|&(_, ve, _)| ve <= a);
-        for &(vs, ve, flags) in &vmas[first..] {
+        for (i, &(vs, ve, _)) in vmas.iter().enumerate().skip(first) {
             if vs >= end {
                 break;
             }
-            let lazy = flags & (VMA_FILE | VMA_SHARED | VMA_VDSO | VMA_VSYSCALL) == 0;
             let (s, e) = (a.max(vs), end.min(ve));
-            if lazy && s < e {
+            if lazy[i] && s < e {
                 out.push((s, e - s, r.offset + (s - r.addr)));
             }
             a = e;
@@ -662,7 +680,8 @@ mod tests {
     /// obvious scan of every area for every page.
     #[test]
     fn lazy_extents_follow_the_areas() {
-        const P: u64 = 4096;
+        // Areas past the size loaded first (see the next test).
+        const P: u64 = 0x40 * 4096;
         // Anonymous, file, anonymous (adjacent), a gap, anonymous.
         let vmas = [
             (0x10 * P, 0x20 * P, 0),
@@ -673,17 +692,17 @@ mod tests {
         let runs = [
             PageRun {
                 addr: 0x12 * P,
-                pages: 0x14,
+                pages: 0x14 * 0x40,
                 offset: 0,
             },
             PageRun {
                 addr: 0x40 * P,
-                pages: 2,
+                pages: 2 * 0x40,
                 offset: 0x14 * P,
             },
             PageRun {
                 addr: 0x47 * P,
-                pages: 1,
+                pages: 0x40,
                 offset: 0x16 * P,
             },
         ];
@@ -698,22 +717,62 @@ mod tests {
             ]
         );
         // Page by page, the same pages.
+        const PAGE: u64 = 4096;
         let mut want = Vec::new();
         for r in &runs {
             for i in 0..r.pages {
-                let a = r.addr + i * P;
+                let a = r.addr + i * PAGE;
                 if vmas
                     .iter()
                     .any(|&(s, e, f)| s <= a && a < e && f & VMA_FILE == 0)
                 {
-                    want.push((a, r.offset + i * P));
+                    want.push((a, r.offset + i * PAGE));
                 }
             }
         }
         let pages: Vec<(u64, u64)> = got
             .iter()
-            .flat_map(|&(a, len, off)| (0..len / P).map(move |i| (a + i * P, off + i * P)))
+            .flat_map(|&(a, len, off)| (0..len / PAGE).map(move |i| (a + i * PAGE, off + i * PAGE)))
             .collect();
         assert_eq!(pages, want);
+    }
+
+    /// Small private anonymous areas with pages are loaded first, in address
+    /// order, while they fit the budget; areas without pages, file areas
+    /// and large areas do not count.
+    #[test]
+    fn small_areas_are_loaded_first_within_the_budget() {
+        const P: u64 = 4096;
+        const M: u64 = 1 << 20;
+        let run = |addr: u64, offset: u64| PageRun {
+            addr,
+            pages: 1,
+            offset,
+        };
+        let vmas = [
+            (0x100 * M, 0x100 * M + 16 * P, 0), // small: first
+            (0x101 * M, 0x103 * M, 0),          // 2 MiB: lazy
+            (0x104 * M, 0x105 * M, 0),          // no pages: not counted
+            (0x106 * M, 0x107 * M, VMA_FILE),   // file: not lazy
+            (0x108 * M, 0x109 * M, 0),          // 1 MiB: first
+            (0x10a * M, 0x10b * M, 0),          // 1 MiB: first
+            (0x10c * M, 0x10d * M, 0),          // 1 MiB: first (3 MiB + 64 KiB)
+            (0x10e * M, 0x10f * M, 0),          // 1 MiB: past the budget, lazy
+            (0x110 * M, 0x110 * M + P, 0),      // small, fits again: first
+        ];
+        let runs = [
+            run(0x100 * M, 0x1000),
+            run(0x101 * M, 0x2000),
+            run(0x106 * M, 0x3000),
+            run(0x108 * M, 0x4000),
+            run(0x10a * M, 0x5000),
+            run(0x10c * M, 0x6000),
+            run(0x10e * M, 0x7000),
+            run(0x110 * M, 0x8000),
+        ];
+        assert_eq!(
+            lazy_extents(&vmas, &runs),
+            vec![(0x101 * M, P, 0x2000), (0x10e * M, P, 0x7000)]
+        );
     }
 }
