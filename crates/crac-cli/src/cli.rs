@@ -177,7 +177,7 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub detach: bool,
     /// Load all memory before the process resumes. Without it the process
-    /// resumes once its memory is mapped (and its small areas, up to 4 MiB,
+    /// resumes once its memory is mapped (and its small areas, up to 2 MiB,
     /// loaded) and `crac restore` loads the rest of its private anonymous
     /// memory as it is touched and in the background; until it
     /// ends, the process is tied to `crac restore` (killed if it is killed).

@@ -92,7 +92,7 @@ pub const PAGES_HEADER_LEN: u64 = 4096;
 /// Larger areas, and small ones past the budget, are loaded lazily.
 pub const SMALL_AREA_MAX: u64 = 1 << 20;
 /// The budget of [`SMALL_AREA_MAX`].
-pub const EAGER_SMALL_AREAS: u64 = 4 << 20;
+pub const EAGER_SMALL_AREAS: u64 = 2 << 20;
 
 /// Whether the private anonymous area `len` bytes long with pages, after
 /// `used` bytes of such areas were loaded before the resume, is loaded

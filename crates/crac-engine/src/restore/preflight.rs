@@ -754,11 +754,10 @@ mod tests {
             (0x101 * M, 0x103 * M, 0),          // 2 MiB: lazy
             (0x104 * M, 0x105 * M, 0),          // no pages: not counted
             (0x106 * M, 0x107 * M, VMA_FILE),   // file: not lazy
-            (0x108 * M, 0x109 * M, 0),          // 1 MiB: first
-            (0x10a * M, 0x10b * M, 0),          // 1 MiB: first
-            (0x10c * M, 0x10d * M, 0),          // 1 MiB: first (3 MiB + 64 KiB)
-            (0x10e * M, 0x10f * M, 0),          // 1 MiB: past the budget, lazy
-            (0x110 * M, 0x110 * M + P, 0),      // small, fits again: first
+            (0x108 * M, 0x109 * M, 0),          // 1 MiB: first (1 MiB + 64 KiB)
+            (0x10a * M, 0x10b * M, 0),          // 1 MiB: past the 2 MiB budget, lazy
+            (0x10c * M, 0x10d * M, 0),          // 1 MiB: lazy
+            (0x110 * M, 0x110 * M + P, 0),      // small, fits: first
         ];
         let runs = [
             run(0x100 * M, 0x1000),
@@ -767,12 +766,15 @@ mod tests {
             run(0x108 * M, 0x4000),
             run(0x10a * M, 0x5000),
             run(0x10c * M, 0x6000),
-            run(0x10e * M, 0x7000),
             run(0x110 * M, 0x8000),
         ];
         assert_eq!(
             lazy_extents(&vmas, &runs),
-            vec![(0x101 * M, P, 0x2000), (0x10e * M, P, 0x7000)]
+            vec![
+                (0x101 * M, P, 0x2000),
+                (0x10a * M, P, 0x5000),
+                (0x10c * M, P, 0x6000)
+            ]
         );
     }
 }
