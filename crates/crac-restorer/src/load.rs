@@ -230,21 +230,13 @@ fn check_pieces(img: &Image, slot: usize, addr: u64, off: u64, len: u64) -> R<()
         // reference to the slot lives past this function.
         let buf = unsafe { &mut (*core::ptr::addr_of_mut!(SCRATCH))[slot].0 };
         let want = (end - start) as usize;
-        let mut got = 0;
-        while got < want {
-            match pread(PAGES_FD, &mut buf[got..want], start + got as u64) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(4) => {}
-                Err(e) => {
-                    return Err(fail!(
-                        e,
-                        start,
-                        "reading piece {index} of the page file at {start:#x} failed"
-                    ))
-                }
-            }
-        }
+        let got = pread_full(PAGES_FD, &mut buf[..want], start).map_err(|e| {
+            fail!(
+                e,
+                start,
+                "reading piece {index} of the page file at {start:#x} failed"
+            )
+        })?;
         let computed = piece_hash(&buf[..got]);
         let stored = table.get(index).unwrap_or(0);
         if computed != stored {
@@ -418,20 +410,15 @@ fn unpack_piece(img: &Image, slot: usize, index: u64, addr: u64, len: u64) -> R<
     let raw = p.method == STORED_RAW;
     // A raw piece goes straight into the scratch buffer.
     let dst: &mut [u8] = if raw { &mut out[..n] } else { &mut input[..n] };
-    let mut got = 0;
-    while got < n {
-        match pread(PAGES_FD, &mut dst[got..], from + got as u64) {
-            Ok(0) => return Err(damaged("is cut short")),
-            Ok(k) => got += k,
-            Err(4) => {}
-            Err(e) => {
-                return Err(fail!(
-                    e,
-                    index,
-                    "reading stored piece {index} of the page file at {from:#x} failed"
-                ))
-            }
-        }
+    let got = pread_full(PAGES_FD, dst, from).map_err(|e| {
+        fail!(
+            e,
+            index,
+            "reading stored piece {index} of the page file at {from:#x} failed"
+        )
+    })?;
+    if got < n {
+        return Err(damaged("is cut short"));
     }
     let want = want as usize;
     if raw {

@@ -154,6 +154,21 @@ pub fn pread(fd: i32, buf: &mut [u8], off: u64) -> Res<usize> {
     unsafe { pread_raw(fd, buf.as_mut_ptr() as u64, buf.len() as u64, off) }
 }
 
+/// Reads from `off` until `buf` is full or the file ends (retrying
+/// `EINTR`); returns the bytes read.
+pub fn pread_full(fd: i32, buf: &mut [u8], off: u64) -> Res<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match pread(fd, &mut buf[got..], off + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(4) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
 pub fn read(fd: i32, buf: &mut [u8]) -> Res<usize> {
     sc(
         nr::READ,

@@ -92,6 +92,20 @@ fn tmpdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
 
+/// Writes to `dir` an image whose main thread waits for a signal, with
+/// `big_pages` more stored pages (see `testimg`); returns its PID and its
+/// other thread's TID.
+fn waiting_image(dir: &Path, big_pages: u64) -> (u32, u32) {
+    let (pid, tid) = testimg::free_ids();
+    let tweaks = testimg::Tweaks {
+        big_pages,
+        wait_signal: true,
+        ..Default::default()
+    };
+    testimg::write(dir, pid, tid, &tweaks);
+    (pid, tid)
+}
+
 #[test]
 fn preflight_accepts_a_good_image() {
     let d = tmpdir();
@@ -203,12 +217,7 @@ fn restorer_errors_name_stage_and_object() {
 #[test]
 fn wait_and_forward_forwards_signals_and_reports_them() {
     let d = tmpdir();
-    let (pid, tid) = testimg::free_ids();
-    let tweaks = testimg::Tweaks {
-        wait_signal: true,
-        ..Default::default()
-    };
-    testimg::write(d.path(), pid, tid, &tweaks);
+    let (pid, _) = waiting_image(d.path(), 0);
     restore(d.path(), RestoreOptions::default()).unwrap();
     let me = crac_sys::sys::gettid();
     let killer = std::thread::spawn(move || {
@@ -238,13 +247,7 @@ fn big_image_loads_every_page_lazily() {
 fn big_image_loads_every_page(eager: bool) {
     let d = tmpdir();
     let pages = 4099; // not an even split
-    let (pid, tid) = testimg::free_ids();
-    let tweaks = testimg::Tweaks {
-        big_pages: pages,
-        wait_signal: true,
-        ..Default::default()
-    };
-    testimg::write(d.path(), pid, tid, &tweaks);
+    let (pid, tid) = waiting_image(d.path(), pages);
     let opts = RestoreOptions {
         eager,
         ..Default::default()
@@ -330,12 +333,7 @@ fn big_image_reports_byte_progress() {
 #[test]
 fn detached_restore_gets_its_own_session() {
     let d = tmpdir();
-    let (pid, tid) = testimg::free_ids();
-    let tweaks = testimg::Tweaks {
-        wait_signal: true,
-        ..Default::default()
-    };
-    testimg::write(d.path(), pid, tid, &tweaks);
+    let (pid, _) = waiting_image(d.path(), 0);
     let opts = RestoreOptions {
         detach: true,
         ..Default::default()
